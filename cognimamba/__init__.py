@@ -1,0 +1,21 @@
+"""cognimamba: train a small conversational language model on the hardware you own, then talk to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from cognimamba.run_dir import LoadedRun
+
+
+def load(run: str | Path, device: str = "cpu") -> LoadedRun:
+    """Load a run dir: `.config`, `.tokenizer` (tokenizers.Tokenizer) and `.model` (torch.nn.Module, eval mode)."""
+    from cognimamba.run_dir import load_run
+
+    return load_run(run, device=device)
+
+
+__all__ = ["__version__", "load"]

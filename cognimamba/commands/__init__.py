@@ -1,0 +1,1 @@
+"""One module per CLI command: Typer signatures at the top, heavy imports inside the function."""

@@ -1,0 +1,59 @@
+"""`cogni config` and `cogni profiles`: see what a profile resolves to and what it costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cognimamba.commands.common import ConfigFileOption, ProfileOption, SetOption, stderr, stdout
+
+
+def config_command(
+    profile: ProfileOption = None,
+    config_file: ConfigFileOption = None,
+    overrides: SetOption = None,
+    write: Annotated[Path | None, typer.Option("--write", help="save the resolved config as TOML here")] = None,
+) -> None:
+    """Print the resolved config (profile + file + --set) as TOML."""
+    from cognimamba.config import resolve_config, to_toml
+    from cognimamba.fileio import atomic_write_text
+
+    config = resolve_config(profile, config_file, list(overrides or []))
+    text = to_toml(config)
+    if write is not None:
+        atomic_write_text(write, text)
+        stderr().print(f"wrote {write}")
+    else:
+        stdout().print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def profiles_command() -> None:
+    """Compare the hardware profiles: size, tokens per step and estimated peak training memory."""
+    from rich.table import Table
+
+    from cognimamba.console import human_bytes, human_count
+    from cognimamba.profiles import BUDGET_GIB, GIB, PROFILES, estimate_memory, get_profile, parameter_counts, tokens_per_step
+
+    table = Table(title="cognimamba hardware profiles (estimated peak training memory)")
+    for column in ("profile", "params", "non-emb", "layers x dim", "seq", "batch x accum", "tokens/step",
+                   "precision", "weights+grads+AdamW", "activations (ckpt)", "logits", "peak", "budget"):
+        table.add_column(column, justify="right")
+    for name in PROFILES:
+        config = get_profile(name)
+        total, non_embedding = parameter_counts(config.model)
+        estimate = estimate_memory(config)
+        train = config.train
+        acts = f"{human_bytes(estimate.activations)} ({human_bytes(estimate.activations_checkpointed)})"
+        if train.grad_checkpointing:
+            acts += " ckpt on"
+        budget = BUDGET_GIB.get(name)
+        fits = "" if budget is None else ("[green]fits" if estimate.total <= budget * GIB else "[red]over")
+        table.add_row(name, human_count(total), human_count(non_embedding), f"{config.model.n_layers} x {config.model.dim}",
+                      str(config.model.max_seq_len), f"{train.micro_batch_size} x {train.grad_accum_steps}",
+                      human_count(tokens_per_step(config)), "fp32" if name == "cpu" else "bf16/fp16",
+                      human_bytes(estimate.weights + estimate.gradients + estimate.optimizer), acts,
+                      human_bytes(estimate.logits), human_bytes(estimate.total),
+                      f"{budget:.0f} GiB {fits}" if budget else "RAM")
+    stdout().print(table)

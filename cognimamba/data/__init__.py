@@ -1,0 +1,1 @@
+"""Corpora: sources, preparation into data dirs, and batch loading."""

@@ -1,0 +1,159 @@
+"""`cogni prepare` for plain text: train (or reuse) the tokenizer, tokenize in parallel, write the data dir."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cognimamba.console import make_progress
+from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
+from cognimamba.data.sources import SourceSpec, iter_documents, resolve_source
+from cognimamba.errors import CogniError
+from cognimamba.paths import default_data_dir
+from cognimamba.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash, train_tokenizer
+
+TOKENIZER_SAMPLE_CHARS = 200_000_000  # enough text to learn merges; larger corpora are only tokenized
+ENCODE_BATCH = 1024
+
+
+@dataclass
+class PrepareOptions:
+    source: str
+    val: str | None = None
+    val_fraction: float | None = None
+    vocab_size: int = 8192
+    tokenizer: Path | None = None
+    text_field: str | None = None
+    separator: str | None = None
+    limit: int | None = None
+    out: Path | None = None
+    force: bool = False
+
+
+@dataclass
+class PrepareResult:
+    data_dir: DataDir
+    reused: bool
+
+
+def is_validation_document(index: int, fraction: float) -> bool:
+    """Deterministic, streaming-friendly hold-out: spreads the val documents across the corpus."""
+    if fraction <= 0:
+        return False
+    period = max(1, round(1 / fraction))
+    return index % period == period - 1
+
+
+def _cache_key(options: PrepareOptions, train: SourceSpec, val: SourceSpec | None, fraction: float) -> str:
+    tokenizer_id = None
+    if options.tokenizer is not None:
+        tokenizer_id = tokenizer_hash(load_tokenizer(options.tokenizer))
+    material = {
+        "kind": "text", "train": train.identity(), "val": val.identity() if val else None,
+        "val_fraction": fraction, "vocab_size": options.vocab_size, "tokenizer": tokenizer_id,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _split(train: SourceSpec, val: SourceSpec | None, fraction: float, want: str) -> Iterator[str]:
+    """Documents of one split: a separate val source, the hub's val split, or a held-out fraction."""
+    if val is not None:
+        yield from (iter_documents(train) if want == "train" else iter_documents(val))
+        return
+    if train.named is not None and train.named.val_split and fraction == 0:
+        split = train.named.train_split if want == "train" else train.named.val_split
+        yield from iter_documents(train, split=split)
+        return
+    for index, document in enumerate(iter_documents(train)):
+        if is_validation_document(index, fraction) == (want == "val"):
+            yield document
+
+
+def _sample_for_tokenizer(documents: Iterator[str]) -> Iterator[str]:
+    seen = 0
+    for document in documents:
+        yield document
+        seen += len(document)
+        if seen >= TOKENIZER_SAMPLE_CHARS:
+            return
+
+
+def prepare_text(options: PrepareOptions, console: Console | None = None) -> PrepareResult:
+    console = console or Console(stderr=True)
+    train = resolve_source(options.source, options.text_field, options.separator, options.limit)
+    val = resolve_source(options.val, options.text_field, options.separator, None) if options.val else None
+    if options.val_fraction is not None and not 0 <= options.val_fraction < 1:
+        raise CogniError(f"--val-fraction {options.val_fraction} must be between 0 and 1")
+    if options.val_fraction is not None:
+        fraction = options.val_fraction
+    elif val is None and not (train.named and train.named.val_split):
+        fraction = 0.05
+    else:
+        fraction = 0.0
+    key = _cache_key(options, train, val, fraction)
+    out = Path(options.out) if options.out else default_data_dir(train.label, key)
+    if not options.force and (out / "meta.json").is_file():
+        try:
+            existing = DataDir.open(out)
+            if existing.meta.get("key") == key:
+                return PrepareResult(existing, reused=True)
+        except CogniError:
+            pass
+    staging = staging_dir(out)
+    try:
+        with make_progress(console) as progress:
+            if options.tokenizer is not None:
+                tokenizer = load_tokenizer(options.tokenizer)
+            else:
+                task = progress.add_task("training tokenizer", total=None)
+                tokenizer = train_tokenizer(_sample_for_tokenizer(_split(train, val, fraction, "train")),
+                                            options.vocab_size)
+                progress.update(task, total=1, completed=1)
+            vocab_size = tokenizer.get_vocab_size()
+            tokenizer.save(str(staging / "tokenizer.json"))
+            end_of_text = special_id(tokenizer, END_OF_TEXT)
+            dtype = token_dtype(vocab_size)
+            counts: dict[str, Any] = {}
+            for split in ("train", "val"):
+                writer = TokenWriter(staging, split, dtype)
+                task = progress.add_task(f"tokenizing {split}", total=None)
+                documents = text_bytes = 0
+                batch: list[str] = []
+
+                def flush(batch: list[str]) -> None:
+                    for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
+                        writer.write([*encoding.ids, end_of_text])
+
+                for document in _split(train, val, fraction, split):
+                    batch.append(document)
+                    documents += 1
+                    text_bytes += len(document.encode("utf-8"))
+                    if len(batch) >= ENCODE_BATCH:
+                        flush(batch)
+                        batch = []
+                        progress.update(task, completed=documents)
+                if batch:
+                    flush(batch)
+                writer.close()
+                progress.update(task, total=documents, completed=documents)
+                counts.update({f"{split}_tokens": writer.count, f"{split}_bytes": text_bytes,
+                               f"{split}_documents": documents})
+        if counts["train_tokens"] == 0:
+            raise CogniError(f"{options.source}: no text found (every document was empty)")
+        meta = {
+            "format": "text", "key": key, "source": options.source, "val_source": options.val,
+            "val_fraction": fraction, "vocab_size": vocab_size, "dtype": dtype.name,
+            "tokenizer_hash": tokenizer_hash(tokenizer), **counts,
+        }
+        commit_staging(out, staging, meta)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return PrepareResult(DataDir.open(out), reused=False)

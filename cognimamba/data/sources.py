@@ -1,0 +1,205 @@
+"""Where documents come from: named Hugging Face datasets (one registry) and local files.
+
+Hub datasets and local .json/.jsonl/.parquet files go through the same `datasets` loading path, so
+the offline tests of local files exercise the code that reads the hub.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cognimamba.errors import CogniError
+
+LOCAL_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class NamedSource:
+    """A dataset on the Hugging Face hub with what it takes to read its text."""
+
+    name: str
+    hub_id: str
+    text_field: str
+    train_split: str = "train"
+    val_split: str | None = "validation"
+    config_name: str | None = None
+    format: str = "text"  # "text" for pretraining; chat formats are added by the chat data module
+    description: str = ""
+
+
+REGISTRY: dict[str, NamedSource] = {}
+
+
+def register(source: NamedSource) -> NamedSource:
+    REGISTRY[source.name] = source
+    return source
+
+
+register(NamedSource("tinystories", "roneneldan/TinyStories", "text",
+                     description="2M short stories in simple English (Eldan & Li 2023)"))
+register(NamedSource("tinyshakespeare", "karpathy/tiny_shakespeare", "text",
+                     description="1 MB of Shakespeare plays, the char-rnn classic"))
+register(NamedSource("code", "code_search_net", "whole_func_string", config_name="python",
+                     description="Python functions from CodeSearchNet"))
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What `prepare` was asked to read, resolved to a named source or a local file."""
+
+    label: str
+    named: NamedSource | None = None
+    path: Path | None = None
+    text_field: str | None = None
+    separator: str | None = None
+    limit: int | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What decides whether a prepared result can be reused."""
+        if self.path is not None:
+            stat = self.path.stat()
+            return {"path": str(self.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                    "text_field": self.text_field, "separator": self.separator, "limit": self.limit}
+        assert self.named is not None
+        return {"hub_id": self.named.hub_id, "config": self.named.config_name,
+                "text_field": self.text_field, "limit": self.limit}
+
+
+def resolve_source(source: str, text_field: str | None = None, separator: str | None = None,
+                   limit: int | None = None) -> SourceSpec:
+    if source in REGISTRY:
+        named = REGISTRY[source]
+        return SourceSpec(source, named=named, text_field=text_field or named.text_field, limit=limit)
+    path = Path(source)
+    if not path.exists():
+        names = ", ".join(sorted(REGISTRY))
+        raise CogniError(f"{source}: no such file, and not a named dataset (named: {names})")
+    if path.is_dir():
+        raise CogniError(f"{source}: is a directory; pass a .txt, .json, .jsonl or .parquet file")
+    if path.suffix.lower() not in LOCAL_SUFFIXES:
+        raise CogniError(f"{source}: unsupported file type {path.suffix or '(none)'!r}; "
+                         f"use one of {', '.join(LOCAL_SUFFIXES)}")
+    if path.stat().st_size == 0:
+        raise CogniError(f"{source}: file is empty")
+    if path.suffix.lower() != ".txt" and not text_field:
+        text_field = "text"
+    return SourceSpec(path.name, path=path, text_field=text_field, separator=separator, limit=limit)
+
+
+def read_text_file(path: Path) -> str:
+    """The whole file as UTF-8, refusing binary data with a clear message."""
+    raw = path.read_bytes()
+    if b"\x00" in raw[:65536]:
+        raise CogniError(f"{path}: looks like a binary file (NUL bytes); pass a UTF-8 text file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise CogniError(f"{path}: not valid UTF-8 at byte {error.start} (line {line}); "
+                         "re-save the file as UTF-8") from error
+
+
+def split_documents(text: str, separator: str | None) -> Iterator[str]:
+    """Documents of a .txt file: separated by `separator`, or by blank lines."""
+    if separator:
+        separator = separator.encode().decode("unicode_escape")
+        parts = text.split(separator)
+    else:
+        parts = []
+        current: list[str] = []
+        for line in text.splitlines():
+            if line.strip():
+                current.append(line)
+            elif current:
+                parts.append("\n".join(current))
+                current = []
+        if current:
+            parts.append("\n".join(current))
+    for part in parts:
+        part = part.strip()
+        if part:
+            yield part
+
+
+def _check_json_records(path: Path) -> None:
+    """Validate JSON/JSONL up front so a bad record is reported with its line number."""
+    text = read_text_file(path)
+    if path.suffix.lower() == ".jsonl" or not text.lstrip().startswith("["):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CogniError(f"{path}: line {number} is not valid JSON ({error.msg})") from error
+    else:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CogniError(f"{path}: not valid JSON at line {error.lineno} ({error.msg})") from error
+
+
+def load_records(spec: SourceSpec, split: str | None = None) -> Any:
+    """An iterable of dict records through `datasets` (hub or local json/jsonl/parquet)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if spec.path is not None:
+        suffix = spec.path.suffix.lower()
+        if suffix in (".json", ".jsonl"):
+            _check_json_records(spec.path)
+        builder = "parquet" if suffix == ".parquet" else "json"
+        try:
+            return datasets.load_dataset(builder, data_files=str(spec.path), split="train", streaming=True)
+        except Exception as error:
+            raise CogniError(f"{spec.path}: could not be read as {builder} ({str(error).splitlines()[0]})") from error
+    assert spec.named is not None
+    named = spec.named
+    try:
+        return datasets.load_dataset(named.hub_id, named.config_name, split=split or named.train_split,
+                                     streaming=True)
+    except Exception as error:
+        raise CogniError(f"could not reach the Hugging Face hub for {named.hub_id} ({type(error).__name__}); "
+                         f"pass a local file instead, e.g. `cogni prepare my_corpus.txt`") from error
+
+
+def iter_record_texts(records: Any, text_field: str, where: str, limit: int | None) -> Iterator[str]:
+    """Texts from dict records; a missing field is an error naming the fields that exist."""
+    count = 0
+    try:
+        for number, record in enumerate(records, start=1):
+            if limit is not None and count >= limit:
+                return
+            if text_field not in record:
+                fields = ", ".join(sorted(record)) or "(none)"
+                raise CogniError(f"{where}: record {number} has no field {text_field!r}; "
+                                 f"use --text-field with one of: {fields}")
+            value = record[text_field]
+            if not isinstance(value, str):
+                raise CogniError(f"{where}: record {number} field {text_field!r} is not text ({type(value).__name__})")
+            if value.strip():
+                count += 1
+                yield value
+    except CogniError:
+        raise
+    except Exception as error:
+        raise CogniError(f"{where}: reading failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                         "check the network or pass a local file") from error
+
+
+def iter_documents(spec: SourceSpec, split: str | None = None) -> Iterator[str]:
+    """Every document of the source, in order; `split` picks a hub split."""
+    if spec.path is not None and spec.path.suffix.lower() == ".txt":
+        documents = split_documents(read_text_file(spec.path), spec.separator)
+        for count, document in enumerate(documents):
+            if spec.limit is not None and count >= spec.limit:
+                return
+            yield document
+        return
+    records = load_records(spec, split)
+    where = str(spec.path) if spec.path is not None else spec.named.hub_id  # type: ignore[union-attr]
+    yield from iter_record_texts(records, spec.text_field or "text", where, spec.limit)

@@ -1,0 +1,54 @@
+"""Loss on held-out tokens, as nats/token, perplexity and tokenizer-independent bits per byte."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cognimamba.data.loader import IGNORE_INDEX
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 50.0))
+
+    def bits_per_byte(self, bytes_per_token: float) -> float | None:
+        if bytes_per_token <= 0:
+            return None
+        return self.loss / math.log(2) / bytes_per_token
+
+
+def token_loss_sum(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    logits = model(inputs)
+    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX,
+                           reduction="sum")
+    return loss, int((targets != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                  autocast: contextlib.AbstractContextManager | None = None) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    try:
+        for inputs, targets in batches:
+            with autocast or contextlib.nullcontext():
+                loss_sum, tokens = token_loss_sum(model, inputs, targets)
+            total += loss_sum.double().cpu()
+            count += tokens
+    finally:
+        model.train(was_training)
+    return EvalResult(loss=float(total) / max(count, 1), tokens=count)

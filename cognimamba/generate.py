@@ -1,0 +1,226 @@
+"""Generation as plain functions: sample the next token, and stream text deltas with a KV cache.
+
+The stream never emits half a UTF-8 character (byte-level BPE splits characters across tokens) nor
+text that might turn out to be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from tokenizers import Tokenizer
+
+from cognimamba.model import KVCache, Transformer
+from cognimamba.tokenizer import END_OF_TEXT, IM_END
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    time_to_first_token: float = 0.0
+    decode_seconds: float = 0.0
+    stop_reason: str = ""  # "stop_token", "stop_string", "max_new_tokens", "context", "cancelled"
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed after the first token (prefill is what time_to_first_token measures)."""
+        decoded = self.generated_tokens - 1
+        return decoded / self.decode_seconds if decoded > 0 and self.decode_seconds > 0 else 0.0
+
+
+def sample_next(logits: torch.Tensor, options: SamplingOptions, generator: torch.Generator | None,
+                previous: torch.Tensor | None = None) -> int:
+    """One token id from logits of shape [vocab]."""
+    logits = logits.float()
+    if options.repetition_penalty != 1.0 and previous is not None and previous.numel():
+        # CTRL-style: make already-seen tokens less likely, whatever the sign of their logit.
+        seen = logits[previous]
+        logits = logits.clone()
+        logits[previous] = torch.where(seen > 0, seen / options.repetition_penalty, seen * options.repetition_penalty)
+    if options.greedy:
+        return int(torch.argmax(logits))
+    logits = logits / options.temperature
+    if options.top_k > 0 and options.top_k < logits.numel():
+        kth = torch.topk(logits, options.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0 < options.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= options.top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    probabilities = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probabilities, 1, generator=generator))
+
+
+class TextStream:
+    """Turns token ids into safe text deltas: whole characters only, stop strings held back."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.ids: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        decoded = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        if decoded.endswith(REPLACEMENT_CHAR):
+            return ""  # wait for the rest of the character's bytes
+        self.text = decoded
+        for stop in self.stop:
+            position = self.text.find(stop, max(0, self.emitted - len(stop)))
+            if position >= 0:
+                self.text = self.text[:position]
+                self.stopped = True
+                return self._take(len(self.text))
+        safe_end = len(self.text)
+        for stop in self.stop:  # hold back a tail that could still grow into a stop string
+            for length in range(min(len(stop) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(stop[:length]):
+                    safe_end = min(safe_end, len(self.text) - length)
+                    break
+        return self._take(safe_end)
+
+    def finish(self) -> str:
+        if self.stopped:
+            return ""
+        return self._take(len(self.text))
+
+    def _take(self, end: int) -> str:
+        if end <= self.emitted:
+            return ""
+        delta, self.emitted = self.text[self.emitted:end], end
+        return delta
+
+
+class Generator:
+    """Streams replies from a model with a preallocated KV cache."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer | None, device: torch.device | str | None = None) -> None:
+        """Without a tokenizer only `stream_ids` works, and no token stops generation early."""
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        stop_tokens = [tokenizer.token_to_id(t) for t in (END_OF_TEXT, IM_END)] if tokenizer else []
+        self.stop_ids = {token for token in stop_tokens if token is not None}
+        self.stats = GenerationStats()
+        self._cache: KVCache | None = None
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.max_seq_len
+
+    def _cache_for(self) -> KVCache:
+        dtype = next(self.model.parameters()).dtype
+        if self._cache is None:
+            self._cache = KVCache(self.model.config, 1, device=self.device, dtype=dtype)
+        return self._cache
+
+    @torch.inference_mode()
+    def stream_ids(self, prompt_ids: list[int], options: SamplingOptions,
+                   cancel: threading.Event | None = None) -> Iterator[int]:
+        """Token ids as they are sampled; `self.stats` describes the finished reply."""
+        self.model.eval()
+        stats = self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if len(prompt_ids) >= self.context_length:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {self.context_length}")
+        generator = None
+        if options.seed is not None and options.seed >= 0:
+            generator = torch.Generator(device="cpu").manual_seed(options.seed)
+        cache = self._cache_for()
+        started = time.perf_counter()
+        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        logits = self.model(prompt, cache=cache, start=0, last_only=True)[0, -1]
+        history = torch.tensor(prompt_ids, dtype=torch.long) if options.repetition_penalty != 1.0 else None
+        position = len(prompt_ids)
+        step_input = torch.empty((1, 1), dtype=torch.long, device=self.device)
+        first_token_at = 0.0
+        while True:
+            if cancel is not None and cancel.is_set():
+                stats.stop_reason = "cancelled"
+                break
+            token = sample_next(logits.cpu() if generator is not None else logits, options, generator, history)
+            if stats.generated_tokens == 0:
+                first_token_at = time.perf_counter()
+                stats.time_to_first_token = first_token_at - started
+            if token in self.stop_ids:
+                stats.stop_reason = "stop_token"
+                break
+            stats.generated_tokens += 1
+            stats.decode_seconds = time.perf_counter() - first_token_at
+            yield token
+            if history is not None:
+                history = torch.cat([history, torch.tensor([token])])
+            if stats.generated_tokens >= options.max_new_tokens:
+                stats.stop_reason = "max_new_tokens"
+                break
+            if position >= self.context_length:
+                stats.stop_reason = "context"
+                break
+            step_input[0, 0] = token
+            logits = self.model(step_input, cache=cache, start=position, last_only=True)[0, -1]
+            position += 1
+        stats.decode_seconds = time.perf_counter() - first_token_at if first_token_at else 0.0
+
+    def stream(self, prompt_ids: list[int], options: SamplingOptions,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        """Text deltas of the reply; ends at a stop token, a stop string, the token limit or the context."""
+        assert self.tokenizer is not None, "streaming text needs a tokenizer"
+        text = TextStream(self.tokenizer, options.stop)
+        for token in self.stream_ids(prompt_ids, options, cancel):
+            delta = text.push(token)
+            if delta:
+                yield delta
+            if text.stopped:
+                self.stats.stop_reason = "stop_string"
+                return
+        tail = text.finish()
+        if tail:
+            yield tail
+
+    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> str:
+        return "".join(self.stream(prompt_ids, options))
+
+
+@torch.inference_mode()
+def greedy_ids(model: Transformer, prompt_ids: list[int], max_new_tokens: int, use_cache: bool = True) -> list[int]:
+    """Greedy continuation ids; with use_cache=False every step reruns the full sequence (the reference)."""
+    model.eval()
+    ids = list(prompt_ids)
+    device = next(model.parameters()).device
+    if not use_cache:
+        for _ in range(max_new_tokens):
+            if len(ids) >= model.config.max_seq_len:
+                break
+            logits = model(torch.tensor([ids], device=device))[0, -1]
+            ids.append(int(torch.argmax(logits)))
+        return ids[len(prompt_ids):]
+    generator = Generator(model, None, device)
+    options = SamplingOptions(temperature=0.0, max_new_tokens=max_new_tokens)
+    return list(generator.stream_ids(list(prompt_ids), options))
