@@ -27,8 +27,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cognimamba.tokenizer import (IM_END, IM_START, TOOL_CALL, TOOL_CALL_END, TOOL_RESPONSE, TOOL_RESPONSE_END,
-                                  TOOLS, TOOLS_END)
+from cognimamba.tokenizer import (
+    IM_END,
+    IM_START,
+    TOOL_CALL,
+    TOOL_CALL_END,
+    TOOL_RESPONSE,
+    TOOL_RESPONSE_END,
+    TOOLS,
+    TOOLS_END,
+)
 
 ROLES = ("system", "user", "assistant", "tool")
 

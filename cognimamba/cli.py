@@ -11,7 +11,12 @@ import sys
 import click
 import typer
 
+from cognimamba.commands.bench import bench_command
+from cognimamba.commands.chat import chat_command
 from cognimamba.commands.config_cmd import config_command, profiles_command
+from cognimamba.commands.export import export_command
+from cognimamba.commands.import_hf import import_hf_command
+from cognimamba.commands.merge import merge_command
 from cognimamba.commands.plot import plot_command
 from cognimamba.commands.prepare import prepare_command
 from cognimamba.commands.quickstart import quickstart_command
@@ -37,10 +42,15 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show full traceback
 app.command("quickstart")(quickstart_command)
 app.command("prepare")(prepare_command)
 app.command("train")(train_command)
+app.command("chat")(chat_command)
 app.command("test-model")(test_model_command)
 app.command("config")(config_command)
 app.command("profiles")(profiles_command)
 app.command("plot")(plot_command)
+app.command("export")(export_command)
+app.command("import-hf")(import_hf_command)
+app.command("bench")(bench_command)
+app.command("merge")(merge_command)
 
 
 def _error(message: str) -> None:

@@ -56,7 +56,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     path: str = spec("", help="a prepared data dir (cogni prepare)")
-    seq_len_warmup: list[int] = spec([], help="curriculum of sequence lengths, e.g. [128, 256]")
+    seq_len_warmup: list[int] = spec([], help="curriculum of sequence lengths, e.g. [128, 256]")  # noqa: RUF009
     seq_len_warmup_fraction: float = spec(0.3, minimum=0.0, maximum=1.0,
                                           help="share of training spent in the curriculum")
 

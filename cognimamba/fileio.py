@@ -34,15 +34,37 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+class DiskFullError(CogniError):
+    """No space left (or over quota) while writing; what was there before is untouched."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, also when a library wraps it: safetensors raises SafetensorError("... os error 28"),
+    torch.save a RuntimeError ("unexpected pos") whose __context__ is the OSError."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current)
+        if "No space left on device" in text or f"os error {errno.ENOSPC})" in text or "Disk quota exceeded" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @contextlib.contextmanager
 def disk_errors(what: str) -> Iterator[None]:
     """Turn a full disk into a clear message instead of a traceback."""
     try:
         yield
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CogniError(f"disk full while writing {what}; free some space and try again "
-                             "(the previous checkpoint is untouched)") from error
+    except CogniError:
+        raise
+    except Exception as error:
+        if is_disk_full(error):
+            raise DiskFullError(f"disk full while writing {what}; free some space and try again "
+                                "(the previous file is untouched)") from error
         raise
 
 

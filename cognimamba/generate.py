@@ -10,14 +10,22 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer
 
+from cognimamba.config import GenerationConfig
 from cognimamba.model import KVCache, Transformer
-from cognimamba.tokenizer import END_OF_TEXT, IM_END
+from cognimamba.tokenizer import END_OF_TEXT, IM_END, encode
+
+if TYPE_CHECKING:
+    from cognimamba.run_dir import LoadedRun
 
 REPLACEMENT_CHAR = "\ufffd"
+# A UTF-8 character has at most 4 bytes, so a character split across tokens completes within a few of them;
+# past this many ids the bytes are simply invalid (an untrained model can emit any byte) and go out as U+FFFD.
+MAX_PENDING_IDS = 8
 
 
 @dataclass
@@ -33,6 +41,13 @@ class SamplingOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+    @classmethod
+    def from_config(cls, settings: GenerationConfig, stop: list[str] | None = None) -> SamplingOptions:
+        """The run's (or a chat's) generation settings; a negative seed means a fresh random one."""
+        return cls(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                   repetition_penalty=settings.repetition_penalty, max_new_tokens=settings.max_new_tokens,
+                   seed=settings.seed if settings.seed >= 0 else None, stop=list(stop or []))
 
 
 @dataclass
@@ -75,22 +90,27 @@ def sample_next(logits: torch.Tensor, options: SamplingOptions, generator: torch
 
 
 class TextStream:
-    """Turns token ids into safe text deltas: whole characters only, stop strings held back."""
+    """Turns token ids into safe text deltas: whole characters only, stop strings held back.
+
+    Only the ids not yet turned into text are decoded each step (they always start on a character
+    boundary), so a long reply costs linear, not quadratic, decoding work.
+    """
 
     def __init__(self, tokenizer: Tokenizer, stop: list[str]) -> None:
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
-        self.ids: list[int] = []
+        self.pending: list[int] = []  # ids whose bytes do not yet end on a whole character
         self.text = ""
         self.emitted = 0
         self.stopped = False
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        decoded = self.tokenizer.decode(self.ids, skip_special_tokens=False)
-        if decoded.endswith(REPLACEMENT_CHAR):
+        self.pending.append(token_id)
+        decoded = self.tokenizer.decode(self.pending, skip_special_tokens=False)
+        if decoded.endswith(REPLACEMENT_CHAR) and len(self.pending) < MAX_PENDING_IDS:
             return ""  # wait for the rest of the character's bytes
-        self.text = decoded
+        self.pending.clear()
+        self.text += decoded
         for stop in self.stop:
             position = self.text.find(stop, max(0, self.emitted - len(stop)))
             if position >= 0:
@@ -106,8 +126,12 @@ class TextStream:
         return self._take(safe_end)
 
     def finish(self) -> str:
+        """The held-back tail once the reply is over (an unfinished character comes out as U+FFFD)."""
         if self.stopped:
             return ""
+        if self.pending:
+            self.text += self.tokenizer.decode(self.pending, skip_special_tokens=False)
+            self.pending.clear()
         return self._take(len(self.text))
 
     def _take(self, end: int) -> str:
@@ -120,7 +144,8 @@ class TextStream:
 class Generator:
     """Streams replies from a model with a preallocated KV cache."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer | None, device: torch.device | str | None = None) -> None:
+    def __init__(self, model: Transformer, tokenizer: Tokenizer | None,
+                 device: torch.device | str | None = None) -> None:
         """Without a tokenizer only `stream_ids` works, and no token stops generation early."""
         self.model = model
         self.tokenizer = tokenizer
@@ -180,7 +205,7 @@ class Generator:
             if stats.generated_tokens >= options.max_new_tokens:
                 stats.stop_reason = "max_new_tokens"
                 break
-            if position >= self.context_length:
+            if position + 1 >= self.context_length:  # prompt + reply fill the context (as in greedy_ids' reference)
                 stats.stop_reason = "context"
                 break
             step_input[0, 0] = token
@@ -206,6 +231,39 @@ class Generator:
 
     def generate(self, prompt_ids: list[int], options: SamplingOptions) -> str:
         return "".join(self.stream(prompt_ids, options))
+
+
+class ChatModel:
+    """A loaded model seen as text in, text deltas out: what a chat session talks to.
+
+    Chat code needs only this surface (and tests can script one with the same methods), so nothing above
+    this class knows about tensors or token ids.
+    """
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, name: str = "model",
+                 defaults: GenerationConfig | None = None, device: torch.device | str | None = None) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+        self.generator = Generator(model, tokenizer, device)
+        self.defaults = defaults or GenerationConfig()
+
+    @classmethod
+    def from_run(cls, loaded: LoadedRun) -> ChatModel:
+        return cls(loaded.model, loaded.tokenizer, name=loaded.path.name, defaults=loaded.config.generation)
+
+    @property
+    def context_length(self) -> int:
+        return self.generator.context_length
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.generator.stats
+
+    def count_tokens(self, text: str) -> int:
+        return len(encode(self.tokenizer, text))
+
+    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+        return self.generator.stream(encode(self.tokenizer, prompt), options, cancel)
 
 
 @torch.inference_mode()

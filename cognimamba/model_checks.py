@@ -123,7 +123,35 @@ def sample_text(loaded: LoadedRun, prompt: str = SAMPLE_PROMPT, max_new_tokens: 
     return prompt + decode(loaded.tokenizer, ids)
 
 
-def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | None = None) -> ModelReport:
+def eval_chat_data(loaded: LoadedRun, path: Path, report: ModelReport) -> None:
+    """Loss on the assistant tokens only (the data dir's loss mask), as fine-tuning measures it."""
+    data = DataDir.open(path)
+    if not data.has_mask:
+        raise CogniError(f"{path}: has no loss mask, so it is not chat data; prepare it with --format or --mix")
+    result, _ = eval_on_data(loaded, data)
+    report.metrics.update({"chat_val_loss": result.loss, "chat_perplexity": result.perplexity,
+                           "chat_eval_tokens": result.tokens, "chat_data": str(path)})
+    report.add("chat loss (assistant tokens)", math.isfinite(result.loss),
+               f"loss {result.loss:.4f}, perplexity {result.perplexity:.2f} on {result.tokens:,} trained tokens "
+               f"of {path}")
+
+
+def eval_tool_calls(loaded: LoadedRun, path: Path, format: str | None, report: ModelReport) -> None:
+    from cognimamba.generate import ChatModel
+    from cognimamba.tool_eval import load_eval_conversations, tool_eval
+
+    result = tool_eval(ChatModel.from_run(loaded), load_eval_conversations(path, format))
+    report.metrics.update(result.metrics())
+    scored = result.tool_turns + result.plain_turns
+    detail = result.summary() if scored else (f"every turn of {path} is longer than the context "
+                                              f"({loaded.config.model.max_seq_len} tokens)")
+    report.add("tool-call eval", scored > 0, f"{detail} on {path}")
+    report.metrics["tool_eval_examples"] = result.examples
+
+
+def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | None = None,
+               chat_data: Path | None = None, tool_eval_file: Path | None = None,
+               tool_format: str | None = None) -> ModelReport:
     report = ModelReport()
     config = loaded.config.model
     total, non_embedding = num_parameters(loaded.model)
@@ -150,6 +178,10 @@ def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | No
         if bits is not None:
             detail += f", {bits:.3f} bits/byte"
         report.add("held-out loss", ok, f"{detail} on {result.tokens:,} tokens of {source}")
+    if chat_data is not None:
+        eval_chat_data(loaded, chat_data, report)
+    if tool_eval_file is not None:
+        eval_tool_calls(loaded, tool_eval_file, tool_format, report)
     sample = sample_text(loaded)
     report.metrics["sample"] = sample
     report.add("greedy sample", len(sample) > len(SAMPLE_PROMPT), repr(sample[:120]))

@@ -10,6 +10,24 @@
     RUN/checkpoints/step-XXXXXXXX/ resumable checkpoints (model, optimizer.pt, trainer_state, manifest)
     RUN/best/                      a complete loadable run dir for the best val loss
 
+A LoRA run (`cogni train --init-from BASE --lora`) holds an adapter instead of weights, in PEFT's own format,
+so `peft.PeftModel.from_pretrained(base_transformer, RUN)` loads it as is:
+
+    RUN/adapter_config.json        peft LoraConfig (r, lora_alpha, target_modules over qkv/proj/gate_up/down;
+                                   base_model_name_or_path = the base run's absolute path)
+    RUN/adapter_model.safetensors  LoRA A/B matrices under peft's names, e.g.
+                                   base_model.model.layers.0.attention.qkv.lora_A.weight
+    RUN/config.json                as above (the base's architecture; model.max_seq_len may differ), plus
+                                   "lora": {rank, alpha, dropout, targets, base_run, base_weights_sha256}
+    RUN/tokenizer.json, generation_config.json, trainer_state.json, manifest.json, metrics.jsonl
+    RUN/checkpoints/step-XXXXXXXX/ adapter_model.safetensors instead of model.safetensors
+    RUN/best/                      a complete LoRA run dir of the same shape
+
+No model.safetensors: `load_run` loads the base run, checks it is the one the adapter was trained on
+(base_weights_sha256 = sha256 of the base's model.safetensors), applies the adapter with peft and merges
+it, so chat, test-model and bench see a plain Transformer. `cogni merge BASE RUN --out DIR` writes the
+merged model as a plain run dir. The base run is never modified.
+
 Every file is written atomically and each checkpoint directory appears by one rename, so a kill at any
 moment leaves the previous checkpoint loadable.
 """
@@ -30,7 +48,17 @@ from tokenizers import Tokenizer
 
 from cognimamba.config import Config
 from cognimamba.errors import CogniError
-from cognimamba.fileio import (atomic_write, atomic_write_json, disk_errors, fsync_dir, read_json, sha256_file)
+from cognimamba.faults import kill_point
+from cognimamba.fileio import (
+    DiskFullError,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    disk_errors,
+    fsync_dir,
+    read_json,
+    sha256_file,
+)
 from cognimamba.model import Transformer, num_parameters
 from cognimamba.tokenizer import load_tokenizer
 
@@ -43,6 +71,13 @@ STATE = "trainer_state.json"
 MANIFEST = "manifest.json"
 OPTIMIZER = "optimizer.pt"
 METRICS = "metrics.jsonl"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def weights_file(run: Path) -> str:
+    """model.safetensors, or adapter_model.safetensors in a LoRA run dir (one with adapter_config.json)."""
+    return ADAPTER_WEIGHTS if (Path(run) / ADAPTER_CONFIG).is_file() else WEIGHTS
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -117,13 +152,21 @@ def read_config(run: Path) -> tuple[Config, dict[str, Any]]:
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CogniError(f"{path}: weights not found")
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
-        raise CogniError(f"{path}: pickle-based weights are refused (they can run code); use model.safetensors")
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl") or _looks_like_pickle(path):
+        raise CogniError(f"{path}: is a pickle (torch.save) file, not safetensors; pickles are refused because "
+                         "loading one can run code. Use a model.safetensors written by cognimamba")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CogniError(f"{path}: truncated or corrupted safetensors file ({error}); "
                          "use the run's best/ or a checkpoint under checkpoints/") from error
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """torch.save writes a zip ("PK") or a raw pickle (protocol byte 0x80); safetensors starts with a header length."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def load_state_into(model: Transformer, state: dict[str, torch.Tensor], where: Path) -> None:
@@ -141,7 +184,12 @@ def load_state_into(model: Transformer, state: dict[str, torch.Tensor], where: P
 
 
 def save_optimizer(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    def write(tmp: Path) -> None:
+        # Through a Python file, so a full disk surfaces as the OSError (torch's own writer only says "unexpected pos").
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
+    atomic_write(path, write)
 
 
 def load_optimizer(path: Path) -> dict[str, Any]:
@@ -172,9 +220,15 @@ def recover_best(run: Path) -> None:
 
 def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LoadedRun:
     run = Path(path)
+    if run.name == "best":
+        recover_best(run.parent)  # a kill between save_best's two renames leaves best/ as .best-old
     if not run.is_dir():
         raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
     recover_best(run)
+    if (run / ADAPTER_CONFIG).is_file():
+        from cognimamba.train.lora import load_lora_run
+
+        return load_lora_run(run, device, dtype)
     for name in (CONFIG, TOKENIZER, WEIGHTS):
         if not (run / name).is_file():
             raise CogniError(f"{run}: missing {name}; not a complete run dir (try {run}/best)")
@@ -200,16 +254,26 @@ def save_checkpoint(run: Path, step: int, weights: dict[str, torch.Tensor], opti
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    with disk_errors(f"checkpoint {final}"):
-        save_weights(staging / WEIGHTS, weights)
-        save_optimizer(staging / OPTIMIZER, optimizer_payload)
-        atomic_write_json(staging / STATE, trainer_state)
-        write_manifest(staging, [WEIGHTS, OPTIMIZER, STATE])
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        fsync_dir(checkpoints)
-        publish(run, final, trainer_state)
+    try:
+        with disk_errors(f"checkpoint {final}"):
+            save_weights(staging / weights_file(run), weights)
+            kill_point("during-save", step)
+            save_optimizer(staging / OPTIMIZER, optimizer_payload)
+            atomic_write_json(staging / STATE, trainer_state)
+            write_manifest(staging, [weights_file(run), OPTIMIZER, STATE])
+            if final.exists():  # only a damaged one: an intact newer checkpoint would have been resumed from
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            fsync_dir(checkpoints)
+            publish(run, final, trainer_state)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, DiskFullError):
+            good = latest_checkpoint(run)
+            raise DiskFullError(f"disk full while writing checkpoint {final}; free some space, then continue "
+                                f"with --resume from the last good checkpoint ({good or 'none yet'}), which is "
+                                "untouched") from error
+        raise
     prune_checkpoints(checkpoints, keep_last, protected | {final.name})
     return final
 
@@ -217,16 +281,18 @@ def save_checkpoint(run: Path, step: int, weights: dict[str, torch.Tensor], opti
 def publish(run: Path, checkpoint: Path, trainer_state: dict[str, Any]) -> None:
     """Top-level model.safetensors mirrors the newest checkpoint (hard link where possible, else a copy)."""
 
+    weights_name = weights_file(run)
+
     def link_or_copy(tmp: Path) -> None:
         tmp.unlink()
         try:
-            os.link(checkpoint / WEIGHTS, tmp)
+            os.link(checkpoint / weights_name, tmp)
         except OSError:
-            shutil.copyfile(checkpoint / WEIGHTS, tmp)
+            shutil.copyfile(checkpoint / weights_name, tmp)
 
-    atomic_write(run / WEIGHTS, link_or_copy)
+    atomic_write(run / weights_name, link_or_copy)
     atomic_write_json(run / STATE, trainer_state)
-    write_manifest(run, [WEIGHTS, STATE, CONFIG, TOKENIZER, GENERATION])
+    write_manifest(run, [weights_name, STATE, CONFIG, TOKENIZER, GENERATION, ADAPTER_CONFIG])
 
 
 def prune_checkpoints(checkpoints: Path, keep_last: int, protected: set[str]) -> None:
@@ -255,25 +321,40 @@ def save_best(run: Path, weights: dict[str, torch.Tensor], trainer_state: dict[s
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    with disk_errors(f"{best}"):
-        for name in (CONFIG, TOKENIZER, GENERATION):
-            shutil.copyfile(run / name, staging / name)
-        save_weights(staging / WEIGHTS, weights)
-        atomic_write_json(staging / STATE, trainer_state)
-        write_manifest(staging, [WEIGHTS, STATE, CONFIG, TOKENIZER, GENERATION])
-        recover_best(run)
-        if old.exists():
-            shutil.rmtree(old)
-        if best.exists():
-            os.replace(best, old)
-        os.replace(staging, best)
-        fsync_dir(run)
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        with disk_errors(f"{best} (the previous best/ is untouched)"):
+            extra = [ADAPTER_CONFIG] if weights_file(run) == ADAPTER_WEIGHTS else []
+            for name in (CONFIG, TOKENIZER, GENERATION, *extra):
+                shutil.copyfile(run / name, staging / name)
+            save_weights(staging / weights_file(run), weights)
+            atomic_write_json(staging / STATE, trainer_state)
+            write_manifest(staging, [weights_file(run), STATE, CONFIG, TOKENIZER, GENERATION, *extra])
+            recover_best(run)
+            if old.exists():
+                shutil.rmtree(old)
+            if best.exists():
+                os.replace(best, old)
+            kill_point("during-best-swap", int(trainer_state.get("step", 0)))
+            os.replace(staging, best)
+            fsync_dir(run)
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def append_metrics(run: Path, row: dict[str, Any]) -> None:
-    with open(run / METRICS, "a", encoding="utf-8") as handle:
+    with disk_errors(str(run / METRICS)), open(run / METRICS, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
+
+
+def trim_metrics(run: Path, step: int) -> None:
+    """Drop rows after `step` (logged after the checkpoint a run resumes from), and lines cut by a kill."""
+    file = Path(run) / METRICS
+    if not file.is_file():
+        return
+    rows = [row for row in read_metrics(run) if isinstance(row, dict) and int(row.get("step", 0)) <= step]
+    atomic_write_text(file, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:

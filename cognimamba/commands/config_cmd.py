@@ -34,7 +34,15 @@ def profiles_command() -> None:
     from rich.table import Table
 
     from cognimamba.console import human_bytes, human_count
-    from cognimamba.profiles import BUDGET_GIB, GIB, PROFILES, estimate_memory, get_profile, parameter_counts, tokens_per_step
+    from cognimamba.profiles import (
+        BUDGET_GIB,
+        GIB,
+        PROFILES,
+        estimate_memory,
+        get_profile,
+        parameter_counts,
+        tokens_per_step,
+    )
 
     table = Table(title="cognimamba hardware profiles (estimated peak training memory)")
     for column in ("profile", "params", "non-emb", "layers x dim", "seq", "batch x accum", "tokens/step",

@@ -15,6 +15,9 @@ def test_model_command(
     run: Annotated[Path, typer.Argument(help="run dir")],
     data: Annotated[Path | None, typer.Option("--data", help="prepared data dir (default: the one it trained on)")] = None,
     eval_file: Annotated[Path | None, typer.Option("--eval-file", help="a .txt file to measure loss on")] = None,
+    chat_data: Annotated[Path | None, typer.Option("--chat-data", help="chat data: assistant-token loss")] = None,
+    tool_eval: Annotated[Path | None, typer.Option("--tool-eval", help="held-out tool conversations to score")] = None,
+    tool_format: Annotated[str | None, typer.Option("--format", help="format of --tool-eval FILE")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify the run (weights, forward, gradients, KV cache) and report held-out loss, perplexity, bits/byte."""
@@ -24,7 +27,8 @@ def test_model_command(
     from cognimamba.run_dir import load_run
 
     loaded = load_run(run)
-    report = test_model(loaded, data=data, eval_file=eval_file)
+    report = test_model(loaded, data=data, eval_file=eval_file, chat_data=chat_data, tool_eval_file=tool_eval,
+                        tool_format=tool_format)
     if as_json:
         payload = {**report.metrics, "passed": report.passed,
                    "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in report.checks]}

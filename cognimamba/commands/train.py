@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cognimamba.commands.common import ConfigFileOption, ProfileOption, SetOption, stderr
+
+if TYPE_CHECKING:
+    from cognimamba.config import Config
 
 
 def train_command(
@@ -24,15 +28,23 @@ def train_command(
     logger: Annotated[str | None, typer.Option("--logger", help="also log to tensorboard or wandb")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no live progress")] = False,
+    lora: Annotated[bool, typer.Option("--lora", help="with --init-from: train LoRA adapters only")] = False,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="rank of the LoRA matrices")] = 8,
+    lora_alpha: Annotated[float, typer.Option("--lora-alpha", help="LoRA scale = alpha / rank")] = 16.0,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", help="dropout on the LoRA input")] = 0.05,
+    lora_targets: Annotated[str, typer.Option("--lora-targets", help="qkv,proj,gate_up,down or all")] = "all",
 ) -> None:
     """Train a Llama-style model with live progress; checkpoints, metrics and the best model go to the run dir."""
     from cognimamba.config import resolve_config, set_field, validate
+    from cognimamba.data.data_dir import DataDir
     from cognimamba.errors import CogniError
     from cognimamba.paths import default_runs_dir
-    from cognimamba.train.loop import TrainOptions, train
 
     extra = list(overrides or [])
-    config = resolve_config(profile, config_file, extra)
+    if resume and out is not None and (out / "config.json").is_file():
+        config = _resumed_config(out, profile, config_file, extra)
+    else:
+        config = resolve_config(profile, config_file, extra)
     if max_steps is not None:
         set_field(config, "train.max_steps", max_steps, "--max-steps")
     if max_time is not None:
@@ -53,9 +65,46 @@ def train_command(
         if resume:
             raise CogniError("--resume needs --out RUN (the run dir to continue)")
         out = default_runs_dir() / f"{config.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    DataDir.open(data_path)  # a wrong --data is reported before torch is even imported
+    from cognimamba.train.loop import TrainOptions, train
+
+    lora_settings = None
+    if lora:
+        from cognimamba.train.lora import LoraSettings, parse_targets
+
+        lora_settings = LoraSettings(lora_rank, lora_alpha, lora_dropout, parse_targets(lora_targets))
     result = train(TrainOptions(config=config, data=data_path, out=out, resume=resume, init_from=init_from,
-                                show_progress=not quiet), stderr())
+                                show_progress=not quiet, lora=lora_settings,
+                                model_overrides=_model_overrides(config, config_file, extra)), stderr())
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     bpb = f" ({result.val_bits_per_byte:.3f} bits/byte)" if result.val_bits_per_byte else ""
     stderr().print(f"[green]done[/]: {result.step} steps in {result.elapsed:.0f}s{val}{bpb} -> {result.run}\n"
                    f"next: cogni test-model {result.run}   |   cogni chat {result.run}", highlight=False)
+
+
+def _model_overrides(config: Config, config_file: Path | None, overrides: list[str]) -> dict[str, object]:
+    """model.* fields the user set (--config, --set): a fine-tune keeps its base's others."""
+    from cognimamba.config import load_toml, parse_override
+
+    names = set(load_toml(config_file).get("model", {})) if config_file else set()
+    names |= {key.split(".", 1)[1] for key, _ in map(parse_override, overrides) if key.startswith("model.")}
+    return {name: getattr(config.model, name) for name in names if hasattr(config.model, name)}
+
+
+def _resumed_config(run: Path, profile: str | None, config_file: Path | None, overrides: list[str]) -> Config:
+    """A resumed run keeps the config it was trained with; --config and --set change it on top (e.g. max_steps)."""
+    from cognimamba.config import apply_mapping, load_toml, parse_override, set_field
+    from cognimamba.errors import CogniError
+    from cognimamba.run_dir import read_config
+
+    config, _ = read_config(run)
+    if profile is not None and profile != config.profile:
+        raise CogniError(f"--profile {profile}: {run} was trained with the {config.profile} profile; "
+                         "resume without --profile")
+    if config_file is not None:
+        apply_mapping(config, load_toml(config_file), str(config_file))
+    for text in overrides:
+        set_field(config, *parse_override(text))
+    return config

@@ -34,7 +34,8 @@ class TokenWindows:
             raise CogniError(f"{self.where}: {len(self.tokens)} tokens is smaller than one sequence of "
                              f"{seq_len + 1}; use more text or a shorter model.max_seq_len")
 
-    def _gather(self, offsets: np.ndarray, seq_len: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gather(self, offsets: np.ndarray, seq_len: int,
+                device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         index = offsets[:, None] + np.arange(seq_len + 1)[None, :]
         window = torch.from_numpy(self.tokens[index].astype(np.int64))
         inputs, targets = window[:, :-1], window[:, 1:].clone()

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from cognimamba.console import make_progress
 from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
-from cognimamba.data.sources import SourceSpec, iter_documents, resolve_source
+from cognimamba.data.sources import SourceSpec, iter_documents, read_json_records, resolve_source
 from cognimamba.errors import CogniError
 from cognimamba.paths import default_data_dir
 from cognimamba.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash, train_tokenizer
@@ -35,6 +35,7 @@ class PrepareOptions:
     limit: int | None = None
     out: Path | None = None
     force: bool = False
+    skip_bad: bool = False  # skip (and count) malformed JSON/JSONL records instead of stopping at the first
 
 
 @dataclass
@@ -85,10 +86,27 @@ def _sample_for_tokenizer(documents: Iterator[str]) -> Iterator[str]:
             return
 
 
+def _report_skipped(specs: list[SourceSpec | None], console: Console) -> int:
+    """With --skip-bad: count the malformed JSON/JSONL records that will be left out, and say so."""
+    total = 0
+    for spec in specs:
+        if spec is None or not spec.skip_bad or spec.path is None:
+            continue
+        if spec.path.suffix.lower() not in (".json", ".jsonl"):
+            continue
+        records, problems = read_json_records(spec.path, spec.text_field or "text")
+        if problems:
+            console.print(f"[yellow]{spec.path}: skipping {len(problems)} bad records of "
+                          f"{len(records) + len(problems)} (first: {problems[0]})", highlight=False, soft_wrap=True)
+        total += len(problems)
+    return total
+
+
 def prepare_text(options: PrepareOptions, console: Console | None = None) -> PrepareResult:
     console = console or Console(stderr=True)
-    train = resolve_source(options.source, options.text_field, options.separator, options.limit)
-    val = resolve_source(options.val, options.text_field, options.separator, None) if options.val else None
+    train = resolve_source(options.source, options.text_field, options.separator, options.limit, options.skip_bad)
+    val = (resolve_source(options.val, options.text_field, options.separator, None, options.skip_bad)
+           if options.val else None)
     if options.val_fraction is not None and not 0 <= options.val_fraction < 1:
         raise CogniError(f"--val-fraction {options.val_fraction} must be between 0 and 1")
     if options.val_fraction is not None:
@@ -106,6 +124,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
                 return PrepareResult(existing, reused=True)
         except CogniError:
             pass
+    skipped = _report_skipped([train, val], console)
     staging = staging_dir(out)
     try:
         with make_progress(console) as progress:
@@ -127,7 +146,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
                 documents = text_bytes = 0
                 batch: list[str] = []
 
-                def flush(batch: list[str]) -> None:
+                def flush(batch: list[str], writer: TokenWriter = writer) -> None:
                     for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
                         writer.write([*encoding.ids, end_of_text])
 
@@ -150,7 +169,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
         meta = {
             "format": "text", "key": key, "source": options.source, "val_source": options.val,
             "val_fraction": fraction, "vocab_size": vocab_size, "dtype": dtype.name,
-            "tokenizer_hash": tokenizer_hash(tokenizer), **counts,
+            "tokenizer_hash": tokenizer_hash(tokenizer), "skipped_records": skipped, **counts,
         }
         commit_staging(out, staging, meta)
     finally:

@@ -57,20 +57,22 @@ class SourceSpec:
     text_field: str | None = None
     separator: str | None = None
     limit: int | None = None
+    skip_bad: bool = False  # skip malformed JSON/JSONL records instead of stopping at the first
 
     def identity(self) -> dict[str, Any]:
         """What decides whether a prepared result can be reused."""
         if self.path is not None:
             stat = self.path.stat()
             return {"path": str(self.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                    "text_field": self.text_field, "separator": self.separator, "limit": self.limit}
+                    "text_field": self.text_field, "separator": self.separator, "limit": self.limit,
+                    "skip_bad": self.skip_bad}
         assert self.named is not None
         return {"hub_id": self.named.hub_id, "config": self.named.config_name,
                 "text_field": self.text_field, "limit": self.limit}
 
 
 def resolve_source(source: str, text_field: str | None = None, separator: str | None = None,
-                   limit: int | None = None) -> SourceSpec:
+                   limit: int | None = None, skip_bad: bool = False) -> SourceSpec:
     if source in REGISTRY:
         named = REGISTRY[source]
         return SourceSpec(source, named=named, text_field=text_field or named.text_field, limit=limit)
@@ -87,7 +89,8 @@ def resolve_source(source: str, text_field: str | None = None, separator: str | 
         raise CogniError(f"{source}: file is empty")
     if path.suffix.lower() != ".txt" and not text_field:
         text_field = "text"
-    return SourceSpec(path.name, path=path, text_field=text_field, separator=separator, limit=limit)
+    return SourceSpec(path.name, path=path, text_field=text_field, separator=separator, limit=limit,
+                      skip_bad=skip_bad)
 
 
 def read_text_file(path: Path) -> str:
@@ -125,22 +128,52 @@ def split_documents(text: str, separator: str | None) -> Iterator[str]:
             yield part
 
 
-def _check_json_records(path: Path) -> None:
-    """Validate JSON/JSONL up front so a bad record is reported with its line number."""
+def read_json_records(path: Path, text_field: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(good records, one problem per bad record naming its line) of a local JSON array or JSONL file.
+
+    A record is bad when it is not valid JSON, not an object, or (with `text_field`) lacks that text field.
+    """
     text = read_text_file(path)
     if path.suffix.lower() == ".jsonl" or not text.lstrip().startswith("["):
+        numbered = []
+        problems = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CogniError(f"{path}: line {number} is not valid JSON ({error.msg})") from error
+                numbered.append((f"line {number}", json.loads(line)))
+            except (json.JSONDecodeError, RecursionError) as error:
+                problems.append(f"line {number} is not valid JSON ({getattr(error, 'msg', 'nested too deeply')})")
     else:
         try:
-            json.loads(text)
-        except json.JSONDecodeError as error:
-            raise CogniError(f"{path}: not valid JSON at line {error.lineno} ({error.msg})") from error
+            items = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as error:
+            where = f"at line {error.lineno} " if isinstance(error, json.JSONDecodeError) else ""
+            raise CogniError(f"{path}: not valid JSON {where}({getattr(error, 'msg', 'nested too deeply')}); "
+                             "fix the file (a JSON array cannot be read around a syntax error)") from error
+        numbered = [(f"record {index}", item) for index, item in enumerate(items, start=1)]
+        problems = []
+    records = []
+    for where, record in numbered:
+        if not isinstance(record, dict):
+            problems.append(f"{where} is not a JSON object ({type(record).__name__})")
+        elif text_field is not None and text_field not in record:
+            fields = ", ".join(sorted(record)) or "(none)"
+            problems.append(f"{where} has no field {text_field!r}; use --text-field with one of: {fields}")
+        elif text_field is not None and not isinstance(record[text_field], str):
+            problems.append(f"{where} field {text_field!r} is not text ({type(record[text_field]).__name__})")
+        else:
+            records.append(record)
+    return records, problems
+
+
+def _check_json_records(path: Path, text_field: str | None = None) -> None:
+    """Validate JSON/JSONL up front so a bad record is reported with its line number."""
+    records, problems = read_json_records(path, text_field)
+    if problems:
+        more = f" ({len(problems)} bad records in all)" if len(problems) > 1 else ""
+        hint = "; fix it or pass --skip-bad to skip bad records" if records else ""
+        raise CogniError(f"{path}: {problems[0]}{more}{hint}")
 
 
 def load_records(spec: SourceSpec, split: str | None = None) -> Any:
@@ -150,8 +183,10 @@ def load_records(spec: SourceSpec, split: str | None = None) -> Any:
     datasets.disable_progress_bars()
     if spec.path is not None:
         suffix = spec.path.suffix.lower()
+        if suffix in (".json", ".jsonl") and spec.skip_bad:
+            return read_json_records(spec.path, spec.text_field or "text")[0]
         if suffix in (".json", ".jsonl"):
-            _check_json_records(spec.path)
+            _check_json_records(spec.path, spec.text_field or "text")
         builder = "parquet" if suffix == ".parquet" else "json"
         try:
             return datasets.load_dataset(builder, data_files=str(spec.path), split="train", streaming=True)

@@ -21,14 +21,16 @@ from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
 from cognimamba.errors import CogniError
 from cognimamba.evaluate import evaluate_loss
+from cognimamba.faults import kill_point
 from cognimamba.hardware import measure_matmul_peak, peak_memory_bytes, pick_device, pick_dtype
 from cognimamba.model import Transformer, flops_per_token, num_parameters
 from cognimamba.run_dir import (OPTIMIZER, STATE, WEIGHTS, append_metrics, latest_checkpoint, load_optimizer,
-                                load_state_into, model_state, read_config, read_weights, save_best, save_checkpoint,
-                                write_run_files)
+                                load_state_into, model_state, read_config, read_weights, recover_best, save_best,
+                                save_checkpoint, trim_metrics, write_run_files)
 from cognimamba.tokenizer import load_tokenizer
 from cognimamba.train.display import TrainingDisplay, TrainingStats
 from cognimamba.train.distributed import agree_max, init_distributed, shutdown_distributed
+from cognimamba.train.lora import LoraSettings, adapter_state, base_transformer
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.schedule import curriculum_seq_len, learning_rate
 
@@ -48,6 +50,8 @@ class TrainOptions:
     init_from: Path | None = None
     show_progress: bool = True
     extra_run_info: dict[str, Any] = field(default_factory=dict)
+    lora: LoraSettings | None = None  # with init_from: train LoRA adapters instead of all weights
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # model.* the user set; fine-tunes may change some
 
 
 @dataclass
@@ -103,6 +107,60 @@ def _resume_state(run: Path, config: Config) -> tuple[Path, dict[str, Any]]:
     return checkpoint, read_json(checkpoint / STATE, "trainer state")
 
 
+def _init_from(base_path: Path, config: Config, data: DataDir, lora: LoraSettings | None,
+               overrides: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The base run's weights (its architecture; a longer context allowed), LoRA-wrapped when asked."""
+    from cognimamba.run_dir import load_run
+    from cognimamba.tokenizer import tokenizer_hash
+    from cognimamba.train.lora import apply_lora, is_lora_run, lora_run_info, tuned_model_config
+
+    base = load_run(base_path)
+    if base.config.model.vocab_size != config.model.vocab_size or (
+            data.meta.get("tokenizer_hash") not in (None, tokenizer_hash(base.tokenizer))):
+        raise CogniError(f"{data.path}: tokenized with a different tokenizer than {base_path} (vocab "
+                         f"{config.model.vocab_size} vs {base.config.model.vocab_size}); prepare the data with "
+                         f"--tokenizer {base_path}/tokenizer.json")
+    config.model = tuned_model_config(base.config.model, overrides, base_path)
+    model = Transformer(config.model)
+    load_state_into(model, model_state(base.model), Path(base_path))
+    run_info: dict[str, Any] = {"init_from": str(Path(base_path).resolve())}
+    if lora is None:
+        return model, run_info
+    if is_lora_run(Path(base_path)):
+        raise CogniError(f"{base_path}: is a LoRA run; merge it first (cogni merge BASE {base_path} --out DIR), "
+                         "then train adapters on the merged run")
+    run_info["lora"] = lora_run_info(lora, Path(base_path))
+    return apply_lora(model, lora, run_info["lora"]["base_run"]), run_info
+
+
+def _fine_tune_of(run: Path, config: Config, lora: LoraSettings | None) -> tuple[Any, LoraSettings | None, dict]:
+    """A fine-tuned run resumes with its own model settings and, for LoRA, its adapter settings."""
+    if not (run / "config.json").is_file():
+        return config.model, lora, {}
+    saved_config, payload = read_config(run)
+    run_info = {key: payload[key] for key in ("init_from", "lora") if key in payload}
+    if not run_info:
+        return config.model, lora, {}
+    saved_lora = LoraSettings.from_dict(payload["lora"]) if "lora" in payload else None
+    return saved_config.model, saved_lora, run_info
+
+
+def _resume_weights(model: torch.nn.Module, checkpoint: Path, lora: LoraSettings | None,
+                    run_info: dict[str, Any]) -> torch.nn.Module:
+    if lora is None:
+        load_state_into(model, read_weights(checkpoint / WEIGHTS), checkpoint / WEIGHTS)  # type: ignore[arg-type]
+        return model
+    from cognimamba.run_dir import ADAPTER_WEIGHTS, load_run
+    from cognimamba.train.lora import apply_lora, check_base_fingerprint, load_adapter_state
+
+    base_path = Path(run_info["lora"]["base_run"])
+    check_base_fingerprint(run_info["lora"], base_path, checkpoint)
+    load_state_into(model, model_state(load_run(base_path).model), base_path)  # type: ignore[arg-type]
+    wrapped = apply_lora(model, lora, str(base_path))  # type: ignore[arg-type]
+    load_adapter_state(wrapped, read_weights(checkpoint / ADAPTER_WEIGHTS), checkpoint / ADAPTER_WEIGHTS)
+    return wrapped
+
+
 def train(options: TrainOptions, console: Console | None = None) -> TrainResult:
     console = console or Console(stderr=True)
     config = options.config
@@ -113,8 +171,41 @@ def train(options: TrainOptions, console: Console | None = None) -> TrainResult:
         device = torch.device("cuda", context.local_rank)
     try:
         return _train(options, config, device, context, console)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        # CPU allocator failures are plain RuntimeErrors saying "can't allocate memory"
+        if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in str(error):
+            raise
+        advice = out_of_memory_advice(config, device)
+        checkpoint = latest_checkpoint(Path(options.out))
+        if checkpoint is not None:
+            advice += f"; add --resume to continue from {checkpoint}"
+        raise CogniError(advice) from error
     finally:
         shutdown_distributed(context)
+
+
+def out_of_memory_advice(config: Config, device: torch.device) -> str:
+    """What to change after an out-of-memory error, from the settings that did not fit."""
+    from cognimamba.profiles import PROFILES
+
+    settings, model = config.train, config.model
+    tips = []
+    if settings.micro_batch_size > 1:
+        half = settings.micro_batch_size // 2
+        accum = settings.grad_accum_steps * settings.micro_batch_size // half
+        same = " (same tokens per step)" if settings.micro_batch_size % 2 == 0 else ""
+        tips.append(f"--set train.micro_batch_size={half} --set train.grad_accum_steps={accum}{same}")
+    if not settings.grad_checkpointing:
+        tips.append("--set train.grad_checkpointing=true")
+    names = list(PROFILES)
+    if config.profile in names and names.index(config.profile) > 1:  # below 4gb only the cpu profile is left
+        tips.append(f"--profile {names[names.index(config.profile) - 1]}")
+    if model.max_seq_len > 64:
+        tips.append(f"--set model.max_seq_len={model.max_seq_len // 2}")
+    return (f"out of memory on {device} with the {config.profile} profile "
+            f"(micro_batch_size={settings.micro_batch_size}, max_seq_len={model.max_seq_len}, "
+            f"grad_checkpointing={str(settings.grad_checkpointing).lower()}); "
+            f"try {' or '.join(tips) or 'a smaller model'}; `cogni profiles` shows what each profile needs")
 
 
 def _train(options: TrainOptions, config: Config, device: torch.device, context: Any, console: Console) -> TrainResult:
@@ -127,32 +218,35 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
     validate(config)
     if options.resume and not run.exists():
         raise CogniError(f"{run}: nothing to resume; start without --resume")
-    if not options.resume and (run / WEIGHTS).exists():
+    if not options.resume and ((run / WEIGHTS).exists() or latest_checkpoint(run) is not None):
         raise CogniError(f"{run}: already holds a trained model; pass --resume to continue it or choose another --out")
 
     torch.manual_seed(settings.seed + context.rank)
-    model = Transformer(config.model)
+    run_info: dict[str, Any] = {}
+    lora = options.lora
+    if options.resume:
+        config.model, lora, run_info = _fine_tune_of(run, config, lora)
+    model: torch.nn.Module = Transformer(config.model)
     state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "elapsed": 0.0, "best_val_loss": None,
                              "best_step": None, "last_val_loss": None, "bad_batches": 0}
     resume_payload = None
     if options.resume:
+        recover_best(run)
         checkpoint, state = _resume_state(run, config)
-        load_state_into(model, read_weights(checkpoint / WEIGHTS), checkpoint / WEIGHTS)
+        if context.is_main:
+            trim_metrics(run, state["step"])  # rows logged after the checkpoint are logged again, identically
+        model = _resume_weights(model, checkpoint, lora, run_info)
         resume_payload = load_optimizer(checkpoint / OPTIMIZER)
     elif options.init_from is not None:
-        from cognimamba.run_dir import load_run
-
-        base = load_run(options.init_from)
-        if base.config.model.vocab_size != config.model.vocab_size:
-            raise CogniError(f"{options.init_from}: its vocab ({base.config.model.vocab_size}) differs from the "
-                             f"data's tokenizer ({config.model.vocab_size}); prepare the data with "
-                             f"--tokenizer {options.init_from}/tokenizer.json")
-        config.model = base.config.model
-        model = Transformer(config.model)
-        model.load_state_dict(base.model.state_dict())
+        model, run_info = _init_from(options.init_from, config, data, lora, options.model_overrides)
+    elif lora is not None:
+        raise CogniError("--lora trains adapters on a trained model: add --init-from RUN")
+    if not options.resume and context.is_main:
+        trim_metrics(run, 0)  # rows of an earlier attempt that died before its first checkpoint
 
     model.to(device)
-    model.gradient_checkpointing = settings.grad_checkpointing
+    transformer = base_transformer(model)
+    transformer.gradient_checkpointing = settings.grad_checkpointing
     compute_dtype = pick_dtype(settings.precision, device)
     optimizer = build_optimizer(model, settings, device)
     scaler = torch.amp.GradScaler(device.type) if compute_dtype == torch.float16 else None
@@ -180,13 +274,21 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
     max_time = parse_duration(settings.max_time, "train.max_time") if settings.max_time else None
     max_steps = settings.max_steps
     tokens_per_micro = settings.micro_batch_size * config.model.max_seq_len
-    total_params, non_embedding = num_parameters(raw_model)
+    total_params, non_embedding = num_parameters(transformer)  # counts LoRA matrices too, when present
     trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
     flops_token = flops_per_token(config.model, config.model.max_seq_len)
     peak_flops = measure_matmul_peak(device, compute_dtype, seconds=0.25) if options.show_progress else None
 
     if context.is_main:
-        write_run_files(run, config, raw_model, tokenizer, {"data_meta": data.meta, **options.extra_run_info})
+        write_run_files(run, config, transformer, tokenizer,
+                        {"data_meta": data.meta, **options.extra_run_info, **run_info})
+        if lora is not None:
+            from cognimamba.train.lora import write_adapter_config
+
+            write_adapter_config(run, raw_model, run_info["lora"]["base_run"])
+
+    def weights_to_save() -> dict[str, torch.Tensor]:
+        return adapter_state(raw_model) if lora is not None else model_state(raw_model)
     budget = f"{max_time:.0f}s" if max_time else f"{max_steps} steps"
     header = (f"[bold]cogni train[/] {config.profile} profile on {device.type} ({str(compute_dtype).replace('torch.', '')}): "
               f"{human_count(total_params)} parameters ({human_count(non_embedding)} non-embedding, "
@@ -208,7 +310,8 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
         protected = {f"step-{state['best_step']:08d}"} if state.get("best_step") is not None else set()
         payload = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                    "torch_rng": torch.get_rng_state()}
-        return save_checkpoint(run, step, model_state(raw_model), payload, snapshot_state(),
+        saved_steps.add(step)
+        return save_checkpoint(run, step, weights_to_save(), payload, snapshot_state(),
                                settings.keep_last, protected)
 
     def run_eval() -> None:
@@ -224,12 +327,15 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
             append_metrics(run, row)
             if logger:
                 logger(row)
+        evaluated.add(step)
         if state["best_val_loss"] is None or result.loss < state["best_val_loss"]:
             state["best_val_loss"], state["best_step"] = result.loss, step
             if context.is_main:
-                save_best(run, model_state(raw_model), snapshot_state())
+                save_best(run, weights_to_save(), snapshot_state())
 
     step = state["step"]
+    evaluated: set[int] = set()
+    saved_steps = {step} if options.resume else set()
     start_time = time.perf_counter()
     elapsed_before = state["elapsed"]
 
@@ -264,27 +370,33 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
                 with sync:
                     with autocast:
                         logits = model(inputs)
+                        # Sum over trained targets, then divide: a chat window with no assistant token gives
+                        # 0, not the NaN of a mean over nothing.
                         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
-                                               ignore_index=IGNORE_INDEX)
-                        loss = loss / settings.grad_accum_steps
+                                               ignore_index=IGNORE_INDEX, reduction="sum")
+                        loss = loss / (targets != IGNORE_INDEX).sum().clamp(min=1) / settings.grad_accum_steps
                     (scaler.scale(loss) if scaler else loss).backward()
                 loss_sum += loss.detach()
             last_loss = float(loss_sum)
-            if not math.isfinite(last_loss):
+            problem = None if math.isfinite(last_loss) else f"loss became {last_loss}"
+            if problem is None:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if settings.grad_clip > 0:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), settings.grad_clip))
+                    if scaler is None and not math.isfinite(grad_norm):  # the fp16 scaler skips such steps itself
+                        problem = f"gradient norm became {grad_norm}"
+            if problem is not None:
                 state["bad_batches"] += 1
                 optimizer.zero_grad(set_to_none=True)
                 if state["bad_batches"] > settings.max_bad_batches:
                     good = latest_checkpoint(run)
-                    raise CogniError(f"loss became {last_loss} at step {step}; last good checkpoint: "
-                                     f"{good or 'none'}; lower train.lr or raise train.max_bad_batches to skip bad batches")
-                display.message(f"[yellow]skipping step {step}: loss {last_loss} "
+                    raise CogniError(f"{problem} at step {step + 1}; last good checkpoint: {good or 'none'}; "
+                                     "lower train.lr, or set train.max_bad_batches=N to skip up to N bad batches")
+                display.message(f"[yellow]skipping step {step + 1}: {problem} "
                                 f"({state['bad_batches']}/{settings.max_bad_batches} bad batches allowed)")
                 step += 1
                 continue
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), settings.grad_clip)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -313,6 +425,7 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
                     if logger:
                         logger(row)
                 display.log(stats)
+            kill_point("after-step", step)
             if settings.eval_every and step % settings.eval_every == 0:
                 run_eval()
             if settings.save_every and step % settings.save_every == 0:
@@ -322,9 +435,9 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
                 break
 
         interrupted = stop.received
-        if interrupted is None:
+        if interrupted is None and step not in evaluated:
             run_eval()
-        saved = save("final")
+        saved = save("final") if step not in saved_steps else latest_checkpoint(run)
     if interrupted is not None:
         code = 130 if interrupted == signal.SIGINT else 143
         name = "Ctrl+C" if interrupted == signal.SIGINT else "SIGTERM"

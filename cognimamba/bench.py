@@ -1,0 +1,346 @@
+"""Speed measured like llama-bench: prompt processing (pp), token generation (tg) and training tokens/sec.
+
+Every test runs once to warm up and then `repetitions` times; each repetition is one sample in tokens/sec,
+and the report keeps the samples besides their mean and standard deviation so a reader can judge the spread.
+
+tg times the model alone: after each step the next token is the greedy argmax, taken on the device and fed
+straight back, so no sampling and no host round trip are in the number (llama-bench excludes sampling too).
+The training test runs the step `cogni train` runs: forward, cross-entropy, backward, gradient clipping and
+the fused AdamW step, at the profile's micro-batch and sequence length, in its precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cognimamba import hardware
+from cognimamba.config import Config
+from cognimamba.errors import CogniError
+from cognimamba.model import KVCache, Transformer, flops_per_token, num_parameters
+
+TG_NOTE = ("tg = decode with the KV cache, batch as listed; the next token is a greedy argmax on the device, "
+           "so sampling is excluded (as in llama-bench)")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass
+class BenchOptions:
+    """llama-bench's -p/-n/-b lists (every combination runs; 0 skips that kind of test) and -r."""
+
+    prompt_lengths: list[int] = field(default_factory=lambda: [512])
+    generation_lengths: list[int] = field(default_factory=lambda: [128])
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    repetitions: int = 5
+    train: bool = False
+    seed: int = 0
+
+    def tests(self) -> list[tuple[str, int, int, int]]:
+        """(kind, n_prompt, n_gen, batch) for every test, in the order they run."""
+        planned = [("pp", p, 0, b) for p in self.prompt_lengths if p > 0 for b in self.batch_sizes]
+        planned += [("tg", 0, n, b) for n in self.generation_lengths if n > 0 for b in self.batch_sizes]
+        return planned
+
+    @property
+    def context_needed(self) -> int:
+        return max([*self.prompt_lengths, *self.generation_lengths, 1])
+
+
+@dataclass
+class TestResult:
+    test: str  # pp512, tg128, train256
+    n_prompt: int
+    n_gen: int
+    batch: int
+    dtype: str
+    samples: list[float]  # tokens/sec, one per repetition
+    mfu: float | None = None  # training only: share of the measured matmul peak
+    peak_memory_bytes: int | None = None  # training only: CUDA max allocated, or the process's peak RSS on CPU
+    warmup_seconds: float | None = None  # training only: the first step, torch.compile included when enabled
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.samples) if len(self.samples) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"test": self.test, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
+                               "batch": self.batch, "dtype": self.dtype, "unit": "tokens/s", "mean": self.mean,
+                               "std": self.std, "samples": self.samples}
+        if self.test.startswith("train"):
+            row.update(mfu=self.mfu, peak_memory_bytes=self.peak_memory_bytes, warmup_seconds=self.warmup_seconds)
+        return row
+
+
+@dataclass
+class BenchModel:
+    """The model under test; `config` is the run's or profile's own (training uses its batch and length)."""
+
+    name: str
+    config: Config
+    model: Transformer
+    device: torch.device
+    dtype: torch.dtype
+    weights: str  # "trained" (a run dir) or "random" (a profile)
+
+
+@dataclass
+class BenchReport:
+    model: str
+    weights: str
+    parameters: int
+    device: str
+    device_name: str
+    threads: int
+    results: list[TestResult]
+    peak_flops: float | None = None  # measured matmul FLOP/s in the training dtype (with --train)
+    memory_kind: str = ""
+    note: str = TG_NOTE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "weights": self.weights, "parameters": self.parameters, "device": self.device,
+                "device_name": self.device_name, "threads": self.threads, "note": self.note,
+                "peak_flops": self.peak_flops, "memory_kind": self.memory_kind,
+                "tests": [result.to_dict() for result in self.results]}
+
+
+def parse_int_list(values: list[str] | None, option: str, default: list[int], minimum: int = 0) -> list[int]:
+    """`-p 128,256 -p 512` -> [128, 256, 512], as llama-bench reads its list options."""
+    if not values:
+        return list(default)
+    numbers = []
+    for value in values:
+        for part in str(value).split(","):
+            text = part.strip()
+            if not text:
+                continue
+            try:
+                number = int(text)
+            except ValueError:
+                raise CogniError(f"{option} {value!r}: expected whole numbers separated by commas, e.g. "
+                                 f"{option} 128,512") from None
+            if number < minimum:
+                raise CogniError(f"{option} {number}: must be >= {minimum}")
+            numbers.append(number)
+    if not numbers:
+        raise CogniError(f"{option}: give at least one number")
+    return list(dict.fromkeys(numbers))
+
+
+def inference_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU; on CUDA bf16 where supported, else fp16, unless asked for another."""
+    if requested not in PRECISIONS:
+        raise CogniError(f"--dtype {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    if device.type != "cuda" and requested in ("bf16", "fp16"):
+        raise CogniError(f"--dtype {requested}: half precision is used on CUDA GPUs only; on {device.type} use fp32")
+    return hardware.pick_dtype(requested, device)
+
+
+def with_context(model: Transformer, length: int) -> Transformer:
+    """The same weights with RoPE tables long enough for `length` positions.
+
+    Speed does not depend on what the weights learned, so pp512 runs on a model trained on shorter
+    sequences, as llama-bench does; the context only bounds the KV cache and the RoPE tables.
+    """
+    if length <= model.config.max_seq_len:
+        return model
+    if not isinstance(model, Transformer):
+        raise CogniError(f"the model holds {model.config.max_seq_len} positions; use -p/-n values up to that")
+    parameter = next(model.parameters())
+    longer = Transformer(replace(model.config, max_seq_len=length))
+    longer.load_state_dict(model.state_dict())
+    return longer.to(device=parameter.device, dtype=parameter.dtype).eval()
+
+
+def load_bench_model(run: Path | None, profile: str | None, device: torch.device, dtype: torch.dtype,
+                     context: int, seed: int = 0) -> BenchModel:
+    """A run dir's model, or a random-weight model of a profile (speed does not depend on the weights)."""
+    if (run is None) == (profile is None):
+        raise CogniError("give a run dir (cogni bench RUN) or --profile NAME for a random-weight model, not both")
+    if run is not None:
+        from cognimamba.run_dir import load_run
+
+        loaded = load_run(run, device=device, dtype=dtype)
+        config, model, name = loaded.config, loaded.model, Path(run).name
+    else:
+        from cognimamba.profiles import get_profile
+
+        config = get_profile(str(profile))
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = Transformer(replace(config.model, max_seq_len=max(context, config.model.max_seq_len)))
+        model.to(dtype=dtype)
+        name = config.profile
+    model = with_context(model, context)
+    model.eval()
+    return BenchModel(name=name, config=config, model=model, device=device, dtype=dtype,
+                      weights="random" if run is None else "trained")
+
+
+def _timed(run: Callable[[], object], device: torch.device) -> float:
+    hardware.synchronize(device)
+    start = time.perf_counter()
+    run()
+    hardware.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _random_tokens(shape: tuple[int, ...], vocab_size: int, device: torch.device, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, shape, generator=generator).to(device)
+
+
+def measure_prefill(bench: BenchModel, n_prompt: int, batch: int, repetitions: int,
+                    on_run: Callable[[], None] = lambda: None, seed: int = 0) -> list[float]:
+    """Tokens/sec of one prompt of `n_prompt` tokens per sequence, filling a fresh KV cache."""
+    model = bench.model
+    tokens = _random_tokens((batch, n_prompt), model.config.vocab_size, bench.device, seed)
+    cache = KVCache(model.config, batch, n_prompt, bench.device, bench.dtype)
+
+    @torch.inference_mode()
+    def run() -> None:
+        model(tokens, cache=cache, start=0, last_only=True)
+
+    samples = []
+    for repetition in range(repetitions + 1):
+        seconds = _timed(run, bench.device)
+        on_run()
+        if repetition > 0:  # the first run is the warm-up
+            samples.append(batch * n_prompt / seconds)
+    return samples
+
+
+def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
+                   on_run: Callable[[], None] = lambda: None, seed: int = 0) -> list[float]:
+    """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device."""
+    model = bench.model
+    first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
+    cache = KVCache(model.config, batch, n_gen, bench.device, bench.dtype)
+    step_input = torch.empty_like(first)
+
+    @torch.inference_mode()
+    def run() -> None:
+        step_input.copy_(first)
+        for position in range(n_gen):
+            logits = model(step_input, cache=cache, start=position, last_only=True)
+            torch.argmax(logits[:, -1], dim=-1, keepdim=True, out=step_input)
+
+    samples = []
+    for repetition in range(repetitions + 1):
+        seconds = _timed(run, bench.device)
+        on_run()
+        if repetition > 0:
+            samples.append(batch * n_gen / seconds)
+    return samples
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+                  targets: torch.Tensor, autocast: contextlib.AbstractContextManager, grad_clip: float,
+                  scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One optimizer step as `cogni train` takes it (one micro-batch); returns the loss, left on the device."""
+    with autocast:
+        logits = model(inputs)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def train_dtype(config: Config, requested: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype training would use: the config's precision unless --dtype names one."""
+    return hardware.pick_dtype(config.train.precision if requested == "auto" else requested, device)
+
+
+def measure_training(config: Config, device: torch.device, compute_dtype: torch.dtype, repetitions: int,
+                     on_run: Callable[[], None] = lambda: None, seed: int = 0) -> TestResult:
+    """Training tokens/sec of a fresh model of this config, one optimizer step per repetition."""
+    from cognimamba.train.optim import build_optimizer
+
+    settings = config.train
+    batch, seq_len = settings.micro_batch_size, config.model.max_seq_len
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Transformer(config.model)
+    model.gradient_checkpointing = settings.grad_checkpointing
+    model.train()
+    optimizer = build_optimizer(model, settings, device)
+    scaler = torch.amp.GradScaler(device.type) if compute_dtype == torch.float16 else None
+    autocast: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if compute_dtype != torch.float32:
+        autocast = torch.autocast(device_type=device.type, dtype=compute_dtype)
+    forward = torch.compile(model) if settings.compile else model
+    tokens = _random_tokens((batch, seq_len + 1), config.model.vocab_size, device, seed)
+    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+    hardware.reset_peak_memory(device)
+    samples: list[float] = []
+    warmup_seconds = 0.0
+    for repetition in range(repetitions + 1):
+        seconds = _timed(lambda: training_step(forward, optimizer, inputs, targets, autocast, settings.grad_clip,
+                                               scaler), device)
+        on_run()
+        if repetition == 0:
+            warmup_seconds = seconds
+        else:
+            samples.append(batch * seq_len / seconds)
+    return TestResult(test=f"train{seq_len}", n_prompt=seq_len, n_gen=0, batch=batch,
+                      dtype=DTYPE_NAMES[compute_dtype], samples=samples,
+                      peak_memory_bytes=hardware.peak_memory_bytes(device), warmup_seconds=warmup_seconds)
+
+
+def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "auto",
+              on_run: Callable[[str], None] = lambda description: None) -> BenchReport:
+    """Every pp/tg combination, then training with `options.train`; `on_run(test)` after each run."""
+    results = []
+    dtype_name = DTYPE_NAMES[bench.dtype]
+    for kind, n_prompt, n_gen, batch in options.tests():
+        test = f"pp{n_prompt}" if kind == "pp" else f"tg{n_gen}"
+
+        def tick(test: str = test) -> None:
+            on_run(test)
+
+        if kind == "pp":
+            samples = measure_prefill(bench, n_prompt, batch, options.repetitions, tick, options.seed)
+        else:
+            samples = measure_decode(bench, n_gen, batch, options.repetitions, tick, options.seed)
+        results.append(TestResult(test, n_prompt, n_gen, batch, dtype_name, samples))
+    peak_flops = None
+    if options.train:
+        compute_dtype = train_dtype(bench.config, requested_dtype, bench.device)
+        peak_flops = hardware.measure_matmul_peak(bench.device, compute_dtype)
+        on_run("matmul peak")
+        result = measure_training(bench.config, bench.device, compute_dtype, options.repetitions,
+                                  lambda: on_run("train"), options.seed)
+        result.mfu = flops_per_token(bench.config.model, result.n_prompt) * result.mean / peak_flops
+        results.append(result)
+    return BenchReport(model=bench.name, weights=bench.weights, parameters=num_parameters(bench.model)[0],
+                       device=bench.device.type, device_name=hardware.device_name(bench.device),
+                       threads=hardware.cpu_threads(), results=results, peak_flops=peak_flops,
+                       memory_kind="CUDA max allocated" if bench.device.type == "cuda" else "peak RSS of the process")
+
+
+def total_runs(options: BenchOptions) -> int:
+    """Runs `run_bench` reports through `on_run`, for a progress bar."""
+    runs = len(options.tests()) * (options.repetitions + 1)
+    return runs + (options.repetitions + 2 if options.train else 0)
