@@ -180,21 +180,21 @@ def timed(run: Callable[[], object], calls: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def measure(sides: tuple[Side, Side], tokens: dict[str, int], repetitions: int, min_seconds: float,
-            device: torch.device, progress: Callable[[str], None]) -> None:
+def measure(sides: tuple[Side, Side], tests: list[str], tokens: dict[str, int], repetitions: int,
+            min_seconds: float, device: torch.device, progress: Callable[[str], None]) -> None:
     """Repetition 0 warms up and sizes each sample; then each test runs both sides back to back, alternating.
 
     A sample repeats a short test until it lasts about `min_seconds` (the same count on both sides), so a
     millisecond-long prefill is not at the mercy of one scheduler tick.
     """
     calls = {}
-    for test in TESTS:
+    for test in tests:
         fastest = min(timed(getattr(side, test), 1, device) for side in sides)
         calls[test] = max(1, round(min_seconds / max(fastest, 1e-6)))
     progress("warm-up")
     for repetition in range(1, repetitions + 1):
         order = sides if repetition % 2 else sides[::-1]
-        for test in TESTS:
+        for test in tests:
             for side in order:
                 side.samples[test].append(tokens[test] / timed(getattr(side, test), calls[test], device))
         progress(f"repetition {repetition}/{repetitions}")
@@ -212,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-t", "--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--min-seconds", type=float, default=0.5, help="shortest timed sample (short tests repeat)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tests", default=",".join(TESTS), help="comma-separated subset of train,prefill,decode")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
+    tests = [test for test in TESTS if test in args.tests.split(",")]
+    if not tests or set(args.tests.split(",")) - set(TESTS):
+        parser.error(f"--tests {args.tests!r}: choose from {', '.join(TESTS)}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,14 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"  {text}", file=sys.stderr, flush=True)
 
-    measure((ours, hf), tokens, args.repetitions, args.min_seconds, device, progress)
-    median = {side.name: {test: statistics.median(side.samples[test]) for test in TESTS} for side in (ours, hf)}
-    ratios = {f"{test}_ratio": median["cognimamba"][test] / median["transformers"][test] for test in TESTS}
+    measure((ours, hf), tests, tokens, args.repetitions, args.min_seconds, device, progress)
+    median = {side.name: {test: statistics.median(side.samples[test]) for test in tests} for side in (ours, hf)}
+    ratios = {f"{test}_ratio": median["cognimamba"][test] / median["transformers"][test] for test in tests}
     result = {
         **ratios,
         "cognimamba": {f"{test}_tokens_per_s": value for test, value in median["cognimamba"].items()},
         "transformers": {f"{test}_tokens_per_s": value for test, value in median["transformers"].items()},
-        "samples": {side.name: side.samples for side in (ours, hf)},
+        "samples": {side.name: {test: side.samples[test] for test in tests} for side in (ours, hf)},
         **checks,
         "model": described, "parameters": num_parameters(our_model(config, state, torch.device("cpu")))[0],
         "train_batch": config.train.micro_batch_size, "seq_len": config.model.max_seq_len,
@@ -267,7 +271,7 @@ def print_table(result: dict) -> None:
               "decode": f"{result['decode_tokens']} greedy tokens after {result['prompt_tokens']}, batch 1"}
     print("| test | shape | cognimamba tokens/s | transformers tokens/s | ratio |")
     print("|---|---|---:|---:|---:|")
-    for test in TESTS:
+    for test in result["samples"]["cognimamba"]:
         ours = result["samples"]["cognimamba"][test]
         theirs = result["samples"]["transformers"][test]
         print(f"| {test} | {shapes[test]} | {statistics.median(ours):,.0f} (±{_spread(ours):,.0f}) | "

@@ -39,7 +39,7 @@ from cognimamba.tokenizer import TOOL_CALL
 HELP = """commands:
   /system [TEXT]     show the system prompt, or set it (/system - removes it)
   /set NAME VALUE    change a setting: temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
-  /tools on|off      run the built-in calculator and clock when the model calls them (off by default)
+  /tools [on|off]    list the tools; run the built-in calculator and clock when called (off by default)
   /clear             remove this chat's messages (keeps its system prompt and settings)
   /new               start a new chat
   /history [N]       list saved chats, or reopen chat N
@@ -246,6 +246,13 @@ class LineChat:
         self.say(describe_settings(self.session.settings))
 
     def set_tools(self, argument: str) -> None:
+        tools = self.session.tools
+        if not argument:
+            for tool in [*tools.builtins.values(), *tools.user_tools]:
+                kind = "from --tools, never executed" if tool.run is None else "built in"
+                self.say(f"{tool.name} ({kind}): {tool.definition['function'].get('description', '')}")
+            self.say(f"tool execution {'on' if tools.enabled else 'off'}")
+            return
         if argument not in ("on", "off"):
             raise CogniError("/tools: say /tools on or /tools off")
         self.session.tools.enabled = argument == "on"

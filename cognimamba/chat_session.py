@@ -61,6 +61,7 @@ class Message:
 
 # Events yielded by ChatSession.reply, in order: [ContextTrimmed] ReplyStarted TextDelta* ReplyFinished
 # (ToolSkipped | ToolRan)*, and again from ContextTrimmed/ReplyStarted when tool results go back to the model.
+# ContextTrimmed comes when more old messages than before must be left out of the prompt.
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class ChatSession:
         self.tools = tools or ToolBox()
         self.messages: list[Message] = list(messages or [])
         self.max_tool_rounds = max_tool_rounds
+        self.announced_drop = 0  # messages left out of the last announced prompt: say so again only when it grows
         self._token_counts: dict[str, int] = {}
 
     def add_user(self, text: str) -> Message:
@@ -174,6 +176,7 @@ class ChatSession:
 
     def clear(self) -> None:
         self.messages.clear()
+        self.announced_drop = 0
 
     def _head(self) -> list[dict[str, Any]]:
         return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -217,8 +220,9 @@ class ChatSession:
         """Generate the assistant's reply to the conversation, run enabled tools and feed their results back."""
         for round_index in range(self.max_tool_rounds + 1):
             plan = self.plan_prompt(source)
-            if plan.dropped_messages:
+            if plan.dropped_messages > self.announced_drop:
                 yield ContextTrimmed(plan.dropped_messages, plan.tokens, source.context_length)
+            self.announced_drop = plan.dropped_messages
             yield ReplyStarted(round_index, plan.tokens)
             options = SamplingOptions.from_config(self.settings, stop=[IM_START, *self.stop])
             pieces = []

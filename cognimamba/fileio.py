@@ -116,9 +116,13 @@ def read_json(path: Path, what: str) -> Any:
 
 
 def safe_child(root: Path, name: str) -> Path:
-    """Resolve `name` inside `root`, refusing anything that would escape it (../, absolute paths)."""
+    """Resolve `name` inside `root`, refusing anything that would escape it (../, absolute paths, symlinks out)
+    or that names `root` itself."""
     root = Path(root).resolve()
-    candidate = (root / name).resolve()
-    if candidate != root and root not in candidate.parents:
+    try:
+        candidate = (root / name).resolve()
+    except (ValueError, OSError) as error:  # NUL bytes, symlink loops
+        raise CogniError(f"path {name!r} is not a usable file name ({error}); use a plain name") from error
+    if root not in candidate.parents:
         raise CogniError(f"path {name!r} escapes {root}; use a plain name inside it")
     return candidate

@@ -23,7 +23,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from cognimamba.config import Config, GenerationConfig, validate
 from cognimamba.errors import CogniError
-from cognimamba.fileio import read_json
+from cognimamba.fileio import read_json, safe_child
 from cognimamba.hf_convert import from_hf_state_dict, model_config_from_hf
 from cognimamba.model import Transformer
 from cognimamba.run_dir import (
@@ -48,7 +48,7 @@ def read_hf_weights(source: Path) -> dict[str, torch.Tensor]:
         weight_map = read_json(index, "safetensors index").get("weight_map", {})
         state: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
-            state.update(read_weights(source / shard))
+            state.update(read_weights(safe_child(source, str(shard))))  # index names come from a stranger's file
         return state
     if (source / "model.safetensors").is_file():
         return read_weights(source / "model.safetensors")
@@ -105,6 +105,8 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise CogniError(f"{source}: not a directory; give a Hugging Face checkpoint directory on disk")
+    if out.resolve() == source.resolve():
+        raise CogniError(f"--out {out}: is the checkpoint itself; choose a new directory for the run")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise CogniError(f"--out {out}: exists and is not empty; choose a new path or pass --force")
     hf_config = read_json(source / "config.json", "Hugging Face config")
@@ -119,6 +121,8 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
 
     tokenizer = read_hf_tokenizer(source)
     old_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if max(tokenizer.get_vocab(with_added_tokens=True).values()) != old_size - 1:
+        raise CogniError(f"{source / 'tokenizer.json'}: token ids have gaps; only tokenizers with ids 0..N-1 import")
     if old_size > model_config.vocab_size:
         raise CogniError(f"{source}: tokenizer has {old_size} tokens but the model only {model_config.vocab_size} "
                          "embedding rows; the tokenizer belongs to another model")

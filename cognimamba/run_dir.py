@@ -57,6 +57,7 @@ from cognimamba.fileio import (
     disk_errors,
     fsync_dir,
     read_json,
+    safe_child,
     sha256_file,
 )
 from cognimamba.model import Transformer, num_parameters
@@ -109,8 +110,15 @@ def verify_manifest(directory: Path, check_hashes: bool = True) -> str | None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return "manifest.json is corrupted"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        return "manifest.json is corrupted"
     for name, entry in manifest.get("files", {}).items():
-        file = directory / name
+        try:
+            file = safe_child(directory, name)  # a manifest names files in its own dir, nothing else
+        except CogniError:
+            return f"manifest.json names {name!r}, outside {directory}"
+        if not isinstance(entry, dict) or not {"size", "sha256"} <= set(entry):
+            return "manifest.json is corrupted"
         if not file.is_file():
             return f"{name} is missing"
         if file.stat().st_size != entry["size"]:

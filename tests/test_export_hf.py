@@ -195,6 +195,9 @@ def test_bad_options_are_one_line_errors(exported: dict[str, tuple[Path, Path]],
         result = run_cli("export", str(run_path), "--out", str(tmp_path / "x"), *args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("export", str(run_path), "--format", "hf", "--out", str(run_path), "--force")
+    assert result.returncode == 2 and "would replace the run" in result.stderr
+    assert (run_path / "model.safetensors").is_file()
 
 
 # --- LoRA runs: exported merged, or as the base plus a PEFT adapter under Llama module names ---------------------

@@ -68,6 +68,11 @@ def chat_command(
         _answer_once(session, source, text.strip(), as_json)
         return
 
+    check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
+    if not plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # A full-screen app needs a terminal on both ends; piped or redirected, line mode is what works.
+        sys.stderr.write("not a terminal: using the line-mode chat (--plain)\n")
+        plain = True
     from cognimamba.history import HistoryStore
 
     history = HistoryStore(history_db)
@@ -129,7 +134,6 @@ def _full_screen(run: Path, device: str, history, tools, system: str | None, ove
     from cognimamba.errors import CogniError
     from cognimamba.tui.app import ChatApp, NewChatDefaults
 
-    check_run(run)
     if chat_id is not None:
         history.get_chat(chat_id)
     app = ChatApp(lambda: _load_model(run, device), history, run_label=str(run), tools=tools,
@@ -142,23 +146,22 @@ def _full_screen(run: Path, device: str, history, tools, system: str | None, ove
 def check_run(run: Path) -> None:
     """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line."""
     from cognimamba.errors import CogniError
-    from cognimamba.run_dir import CONFIG, TOKENIZER, WEIGHTS, read_config
+    from cognimamba.run_dir import CONFIG, TOKENIZER, read_config, weights_file
     from cognimamba.tokenizer import load_tokenizer
 
     if not run.is_dir():
         raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
-    if not (run / CONFIG).is_file():
-        raise CogniError(f"{run}: no {CONFIG}; not a run dir (a finished run has config.json, tokenizer.json "
-                         "and model.safetensors)")
+    weights = run / weights_file(run)  # model.safetensors, or the adapter of a LoRA run
+    for required in (run / CONFIG, run / TOKENIZER, weights):
+        if not required.is_file():
+            raise CogniError(f"{run}: missing {required.name}; not a complete run dir (try {run}/best)")
     read_config(run)
     load_tokenizer(run / TOKENIZER)
-    weights = run / WEIGHTS
-    if weights.is_file():
-        from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError, safe_open
 
-        try:
-            with safe_open(str(weights), framework="pt") as handle:
-                handle.keys()
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CogniError(f"{weights}: truncated or corrupted safetensors file ({error}); use the run's best/ "
-                             "or a checkpoint under checkpoints/") from error
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CogniError(f"{weights}: truncated or corrupted safetensors file ({error}); use the run's best/ "
+                         "or a checkpoint under checkpoints/") from error

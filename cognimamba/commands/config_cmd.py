@@ -44,24 +44,29 @@ def profiles_command() -> None:
         tokens_per_step,
     )
 
-    table = Table(title="cognimamba hardware profiles (estimated peak training memory)")
-    for column in ("profile", "params", "non-emb", "layers x dim", "seq", "batch x accum", "tokens/step",
-                   "precision", "weights+grads+AdamW", "activations (ckpt)", "logits", "peak", "budget"):
-        table.add_column(column, justify="right")
+    table = Table(title="Hardware profiles: size and estimated peak training memory", title_justify="left")
+    for column in ("profile", "params (non-emb)", "layers×dim", "seq×batch×accum", "tokens/step",
+                   "weights+grads+AdamW", "activations", "logits", "peak / budget"):
+        table.add_column(column, justify="right", overflow="fold")
     for name in PROFILES:
         config = get_profile(name)
         total, non_embedding = parameter_counts(config.model)
         estimate = estimate_memory(config)
         train = config.train
-        acts = f"{human_bytes(estimate.activations)} ({human_bytes(estimate.activations_checkpointed)})"
         if train.grad_checkpointing:
-            acts += " ckpt on"
+            acts = f"{human_bytes(estimate.activations_checkpointed)} ckpt ({human_bytes(estimate.activations)} off)"
+        else:
+            acts = f"{human_bytes(estimate.activations)} ({human_bytes(estimate.activations_checkpointed)} ckpt)"
         budget = BUDGET_GIB.get(name)
-        fits = "" if budget is None else ("[green]fits" if estimate.total <= budget * GIB else "[red]over")
-        table.add_row(name, human_count(total), human_count(non_embedding), f"{config.model.n_layers} x {config.model.dim}",
-                      str(config.model.max_seq_len), f"{train.micro_batch_size} x {train.grad_accum_steps}",
-                      human_count(tokens_per_step(config)), "fp32" if name == "cpu" else "bf16/fp16",
+        if budget is None:
+            peak = f"{human_bytes(estimate.total)} / RAM"
+        else:
+            verdict = "[green]fits[/]" if estimate.total <= budget * GIB else "[red]over[/]"
+            peak = f"{human_bytes(estimate.total)} / {budget:.0f} GiB {verdict}"
+        table.add_row(name, f"{human_count(total)} ({human_count(non_embedding)})",
+                      f"{config.model.n_layers}×{config.model.dim}",
+                      f"{config.model.max_seq_len}×{train.micro_batch_size}×{train.grad_accum_steps}",
+                      human_count(tokens_per_step(config)),
                       human_bytes(estimate.weights + estimate.gradients + estimate.optimizer), acts,
-                      human_bytes(estimate.logits), human_bytes(estimate.total),
-                      f"{budget:.0f} GiB {fits}" if budget else "RAM")
+                      human_bytes(estimate.logits), peak)
     stdout().print(table)

@@ -35,9 +35,10 @@ def train_command(
     lora_targets: Annotated[str, typer.Option("--lora-targets", help="qkv,proj,gate_up,down or all")] = "all",
 ) -> None:
     """Train a Llama-style model with live progress; checkpoints, metrics and the best model go to the run dir."""
-    from cognimamba.config import resolve_config, set_field, validate
+    from cognimamba.config import parse_duration, resolve_config, set_field, validate
     from cognimamba.data.data_dir import DataDir
     from cognimamba.errors import CogniError
+    from cognimamba.fileio import safe_child
     from cognimamba.paths import default_runs_dir
 
     extra = list(overrides or [])
@@ -49,6 +50,7 @@ def train_command(
         set_field(config, "train.max_steps", max_steps, "--max-steps")
     if max_time is not None:
         set_field(config, "train.max_time", max_time, "--max-time")
+        parse_duration(max_time, "--max-time")
         if max_steps is None:
             from cognimamba.train.loop import UNBOUNDED_STEPS
 
@@ -64,8 +66,8 @@ def train_command(
     if out is None:
         if resume:
             raise CogniError("--resume needs --out RUN (the run dir to continue)")
-        out = default_runs_dir() / f"{config.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
-    DataDir.open(data_path)  # a wrong --data is reported before torch is even imported
+        out = safe_child(default_runs_dir(), f"{config.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
+    DataDir.open(data_path).tokens("train")  # a wrong or damaged --data is reported before torch is imported
     from cognimamba.train.loop import TrainOptions, train
 
     lora_settings = None

@@ -386,6 +386,12 @@ def _load_records(source: ChatSource, split: str | None) -> Any:
                          f"it and pass the file instead: cogni prepare FILE --format {named.format}") from error
 
 
+def check_reachable(source: ChatSource) -> None:
+    """Open a hub dataset once up front, so an unreachable hub fails before any work starts."""
+    if source.named is not None:
+        _load_records(source, None)
+
+
 @dataclass
 class ReadStats:
     """How many records became conversations, and why the others did not."""

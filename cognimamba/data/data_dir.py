@@ -133,6 +133,9 @@ class DataDir:
                 raise CogniError(f"{self.path}: has no validation tokens; prepare with --val FILE or --val-fraction")
             raise CogniError(f"{file}: missing or empty; run `cogni prepare` again")
         expected = int(self.meta.get(f"{split}_tokens", -1))
+        if file.stat().st_size % self.dtype.itemsize:
+            raise CogniError(f"{file}: {file.stat().st_size} bytes is not a whole number of {self.dtype.name} tokens; "
+                             "the file is truncated, run `cogni prepare` again")
         array = np.memmap(file, dtype=self.dtype, mode="r")
         if expected >= 0 and len(array) != expected:
             raise CogniError(f"{file}: holds {len(array)} tokens but meta.json says {expected}; "

@@ -27,7 +27,14 @@ from tokenizers import Tokenizer
 
 from cognimamba.chat_format import render_segments
 from cognimamba.console import make_progress
-from cognimamba.data.chat_sources import ChatSource, Conversation, ReadStats, iter_conversations, resolve_chat_source
+from cognimamba.data.chat_sources import (
+    ChatSource,
+    Conversation,
+    ReadStats,
+    check_reachable,
+    iter_conversations,
+    resolve_chat_source,
+)
 from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
 from cognimamba.data.prepare import PrepareResult, is_validation_document
 from cognimamba.errors import CogniError
@@ -266,6 +273,8 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
     dtype = token_dtype(vocab_size)
     read_stats = {source.label: ReadStats() for source in sources}
     counts: dict[str, Any] = {}
+    for source in [*sources, *([val_source] if val_source else [])]:
+        check_reachable(source)
     # Only a source's first pass counts in its read stats; repeats in the mix read it again.
     passes = {source.label: 0 for source in sources}
 

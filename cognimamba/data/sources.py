@@ -95,6 +95,9 @@ def resolve_source(source: str, text_field: str | None = None, separator: str | 
 
 def read_text_file(path: Path) -> str:
     """The whole file as UTF-8, refusing binary data with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise CogniError(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
     raw = path.read_bytes()
     if b"\x00" in raw[:65536]:
         raise CogniError(f"{path}: looks like a binary file (NUL bytes); pass a UTF-8 text file")
@@ -178,15 +181,15 @@ def _check_json_records(path: Path, text_field: str | None = None) -> None:
 
 def load_records(spec: SourceSpec, split: str | None = None) -> Any:
     """An iterable of dict records through `datasets` (hub or local json/jsonl/parquet)."""
+    if spec.path is not None and spec.path.suffix.lower() in (".json", ".jsonl"):
+        if spec.skip_bad:
+            return read_json_records(spec.path, spec.text_field or "text")[0]
+        _check_json_records(spec.path, spec.text_field or "text")  # before the slow import: bad files fail fast
     import datasets
 
     datasets.disable_progress_bars()
     if spec.path is not None:
         suffix = spec.path.suffix.lower()
-        if suffix in (".json", ".jsonl") and spec.skip_bad:
-            return read_json_records(spec.path, spec.text_field or "text")[0]
-        if suffix in (".json", ".jsonl"):
-            _check_json_records(spec.path, spec.text_field or "text")
         builder = "parquet" if suffix == ".parquet" else "json"
         try:
             return datasets.load_dataset(builder, data_files=str(spec.path), split="train", streaming=True)

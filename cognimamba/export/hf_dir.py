@@ -125,6 +125,8 @@ def export_hf(run: Path, out: Path, dtype: str = "f32", adapter: bool = False, f
     """Export a run dir for transformers; a LoRA run merged, or with `adapter` as base + PEFT adapter."""
     dtype = parse_dtype(dtype)
     out = Path(out)
+    if out.resolve() == Path(run).resolve() or out.resolve() in Path(run).resolve().parents:
+        raise CogniError(f"--out {out}: would replace the run being exported; choose a directory outside it")
     lora = find_lora(Path(run))
     if adapter and lora is None:
         raise CogniError(f"--adapter: {run} is not a LoRA run (no adapter_config.json); export it without --adapter")

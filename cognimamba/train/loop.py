@@ -130,7 +130,7 @@ def _init_from(base_path: Path, config: Config, data: DataDir, lora: LoraSetting
         raise CogniError(f"{base_path}: is a LoRA run; merge it first (cogni merge BASE {base_path} --out DIR), "
                          "then train adapters on the merged run")
     run_info["lora"] = lora_run_info(lora, Path(base_path))
-    return apply_lora(model, lora, run_info["lora"]["base_run"]), run_info
+    return apply_lora(model, lora), run_info
 
 
 def _fine_tune_of(run: Path, config: Config, lora: LoraSettings | None) -> tuple[Any, LoraSettings | None, dict]:
@@ -138,10 +138,12 @@ def _fine_tune_of(run: Path, config: Config, lora: LoraSettings | None) -> tuple
     if not (run / "config.json").is_file():
         return config.model, lora, {}
     saved_config, payload = read_config(run)
+    saved_lora = LoraSettings.from_dict(payload["lora"]) if "lora" in payload else None
+    if lora is not None and saved_lora is None:
+        raise CogniError(f"--lora: {run} was not trained with LoRA; resume it without --lora")
     run_info = {key: payload[key] for key in ("init_from", "lora") if key in payload}
     if not run_info:
         return config.model, lora, {}
-    saved_lora = LoraSettings.from_dict(payload["lora"]) if "lora" in payload else None
     return saved_config.model, saved_lora, run_info
 
 
@@ -156,7 +158,7 @@ def _resume_weights(model: torch.nn.Module, checkpoint: Path, lora: LoraSettings
     base_path = Path(run_info["lora"]["base_run"])
     check_base_fingerprint(run_info["lora"], base_path, checkpoint)
     load_state_into(model, model_state(load_run(base_path).model), base_path)  # type: ignore[arg-type]
-    wrapped = apply_lora(model, lora, str(base_path))  # type: ignore[arg-type]
+    wrapped = apply_lora(model, lora)  # type: ignore[arg-type]
     load_adapter_state(wrapped, read_weights(checkpoint / ADAPTER_WEIGHTS), checkpoint / ADAPTER_WEIGHTS)
     return wrapped
 

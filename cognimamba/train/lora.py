@@ -63,18 +63,20 @@ def parse_targets(text: str) -> tuple[str, ...]:
     return tuple(targets)
 
 
-def lora_config(settings: LoraSettings, base_run: str | None = None) -> Any:
+def lora_config(settings: LoraSettings) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.targets), bias="none", base_model_name_or_path=base_run)
+                      target_modules=list(settings.targets), bias="none")
 
 
-def apply_lora(model: Transformer, settings: LoraSettings, base_run: str | None = None) -> Any:
-    """The model wrapped by peft: base weights frozen, LoRA A/B matrices (B = 0, so no change yet) trainable."""
+def apply_lora(model: Transformer, settings: LoraSettings) -> Any:
+    """The model wrapped by peft: base weights frozen, LoRA A/B matrices (B = 0, so no change yet) trainable.
+
+    The base run's path goes into adapter_config.json when it is written (write_adapter_config)."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(settings, base_run))
+    return get_peft_model(model, lora_config(settings))
 
 
 def base_transformer(model: torch.nn.Module) -> Transformer:

@@ -42,7 +42,7 @@ from cognimamba.fileio import atomic_write_text
 from cognimamba.history import HistoryStore, chat_title
 from cognimamba.tools import ToolBox
 from cognimamba.tui.conversation import AssistantMessage, Conversation, Notice, UserMessage
-from cognimamba.tui.dialogs import AskScreen, ConfirmScreen, HelpScreen, SettingsScreen, SystemPromptScreen
+from cognimamba.tui.dialogs import AskScreen, ConfirmScreen, HelpScreen, SettingsScreen, SystemPromptScreen, ToolsScreen
 from cognimamba.tui.prompt_input import PromptInput
 from cognimamba.tui.sidebar import Sidebar
 from cognimamba.tui.status_line import StatusLine
@@ -99,6 +99,7 @@ class ChatApp(App[None]):
         Binding("f3", "edit_system_prompt", "System"),
         Binding("f4", "edit_settings", "Settings"),
         Binding("ctrl+t", "toggle_tools", "Tools"),
+        Binding("f9", "show_tools", "Tool list", show=False),
         Binding("ctrl+s", "export_chat", "Export", show=False),
         Binding("ctrl+l", "clear_chat", "Clear chat", show=False),
         Binding("f8", "delete_chat", "Delete chat", show=False),
@@ -122,6 +123,7 @@ class ChatApp(App[None]):
         "edit_system_prompt": ("Edit system prompt", "The system prompt of the current chat"),
         "edit_settings": ("Generation settings", "Temperature, top-k, top-p, max tokens of the current chat"),
         "toggle_tools": ("Toggle tool execution", "Run the built-in calculator and clock when the model asks"),
+        "show_tools": ("Show tools", "The built-in tools and the --tools definitions the model is told about"),
         "stop": ("Stop reply", "Stop the reply being generated"),
         "toggle_sidebar": ("Toggle chat list", "Show or hide the sidebar of saved chats"),
         "focus_chats": ("Open a saved chat", "Move to the list of saved chats (Enter opens one)"),
@@ -386,6 +388,9 @@ class ChatApp(App[None]):
         self.notify(f"Tool execution on: the model may call {names}." if self.tools.enabled
                     else "Tool execution off: tool calls are shown, not run.")
         self.update_status()
+
+    def action_show_tools(self) -> None:
+        self.push_screen(ToolsScreen(self.tools))
 
     def action_edit_system_prompt(self) -> None:
         async def done(text: str | None) -> None:

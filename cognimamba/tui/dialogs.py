@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import ClassVar
 
 from rich.table import Table
@@ -15,6 +16,7 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 from cognimamba.chat_session import SETTING_FIELDS, settings_with
 from cognimamba.config import GenerationConfig
 from cognimamba.errors import CogniError
+from cognimamba.tools import ToolBox
 
 SETTING_LABELS = {
     "temperature": "temperature (0 = greedy)",
@@ -47,6 +49,34 @@ class HelpScreen(ModalScreen[None]):
                 yield Static(table)
             yield Label("Ctrl+P opens the command palette with every action. Esc or F1 closes this.",
                         classes="dialog-hint")
+
+
+class ToolsScreen(ModalScreen[None]):
+    """The tools the model can be told about: built-ins (run when enabled) and --tools definitions (never run)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,f9,q", "dismiss(None)", "Close")]
+
+    def __init__(self, tools: ToolBox) -> None:
+        super().__init__()
+        self.tools = tools
+
+    def compose(self) -> ComposeResult:
+        state = "on" if self.tools.enabled else "off (Ctrl+T turns it on)"
+        with Vertical(classes="dialog"):
+            yield Label(f"Tools · execution {state}", classes="dialog-title")
+            with VerticalScroll():
+                for tool in [*self.tools.builtins.values(), *self.tools.user_tools]:
+                    function = tool.definition["function"]
+                    if tool.run is None:
+                        kind = "from --tools: shown to the model, never executed"
+                    else:
+                        kind = "built in: " + ("runs when called" if self.tools.enabled else "off")
+                    yield Static(f"{tool.name} — {kind}", markup=False, classes="tool-name")
+                    if function.get("description"):
+                        yield Static(str(function["description"]), markup=False)
+                    yield Static(json.dumps(tool.parameters, indent=2, ensure_ascii=False), markup=False,
+                                 classes="tool-parameters")
+            yield Label("Esc closes", classes="dialog-hint")
 
 
 class SystemPromptScreen(ModalScreen[str | None]):
@@ -98,8 +128,9 @@ class SettingsScreen(ModalScreen[GenerationConfig | None]):
             for name in SETTING_FIELDS:
                 with Horizontal(classes="setting-row"):
                     yield Label(SETTING_LABELS[name], classes="setting-label")
-                    yield Input(str(values[name]), id=f"setting-{name}", classes="setting-input")
+                    yield Input(str(values[name]), id=f"setting-{name}", classes="setting-input", compact=True)
             yield Label("", id="settings-error", classes="error")
+            yield Label("Enter or Ctrl+S saves · Esc cancels · applies to this chat", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
