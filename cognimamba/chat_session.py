@@ -279,7 +279,7 @@ def conversation_markdown(title: str, session: ChatSession, run: str = "") -> st
     for message in session.messages:
         if message.role == "tool":
             lines += [f"## Tool result ({message.meta.get('name', 'tool')})", "", "```json",
-                      _pretty_json(message.content), "```", ""]
+                      pretty_json(message.content), "```", ""]
             continue
         lines += [f"## {message.role.capitalize()}", ""]
         if message.content:
@@ -294,7 +294,8 @@ def conversation_markdown(title: str, session: ChatSession, run: str = "") -> st
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _pretty_json(text: str) -> str:
+def pretty_json(text: str) -> str:
+    """Indented JSON for people; text that is not JSON comes back unchanged."""
     try:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     except (json.JSONDecodeError, RecursionError):

@@ -60,32 +60,52 @@ def _error(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Usage errors: click's, and the copy of click that typer vendors (typer._click) since typer 0.2x."""
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        return (click.ClickException,)
+    return (click.ClickException, VendoredClickException)
+
+
 def main() -> None:
     """Entry point: user mistakes become one red line and a non-zero exit; --debug shows tracebacks."""
     from cognimamba.errors import CogniError
 
     debug = "--debug" in sys.argv[1:]
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="cogni")  # also under `python -m cognimamba`
         sys.exit(result if isinstance(result, int) else 0)
     except CogniError as error:
         if debug:
             raise
         _error(" ".join(str(error).split("\n")))
         sys.exit(error.exit_code)
-    except click.exceptions.Exit as exit_:
+    except (click.exceptions.Exit, typer.Exit) as exit_:
         sys.exit(exit_.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         _error("aborted")
         sys.exit(130)
-    except click.ClickException as error:
+    except _click_errors() as error:
         if debug:
             raise
-        error.show()
+        if type(error).__name__ == "NoArgsIsHelpError":  # `cogni` alone: the help is the message
+            error.show()
+            sys.exit(error.exit_code)
+        context = getattr(error, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        _error(f"{error.format_message()}{hint}")
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         _error("interrupted")
         sys.exit(130)
+    except OSError as error:  # permissions, missing dirs, read-only disks: the user's to fix, not a bug
+        if debug:
+            raise
+        where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+        _error(f"{where + ': ' if where else ''}{error.strerror or error} (run again with --debug for the traceback)")
+        sys.exit(1)
     except Exception as error:
         if debug:
             raise

@@ -71,6 +71,8 @@ def disk_errors(what: str) -> Iterator[None]:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)`, fsync, then rename over `path`."""
     path = Path(path)
+    if path.is_dir():
+        raise CogniError(f"{path}: is a directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

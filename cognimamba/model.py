@@ -24,22 +24,24 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 even under autocast: half-precision mean-of-squares loses too much.
-        normed = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).type_as(x)
-        return normed * self.weight.type_as(x)
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of shape [max_len, head_dim] in the "rotate half" layout Hugging Face Llama uses."""
+    """cos and signed sin of shape [max_len, head_dim] for the "rotate half" layout Hugging Face Llama uses.
+
+    rotate_half(x) * sin equals roll(x, half) * sin with the first half of sin negated; a roll and one
+    fused multiply-add replace slicing, negating and concatenating, which saves kernels both ways.
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    sin = angles.sin()
+    return torch.cat([angles, angles], dim=-1).cos().float(), torch.cat([-sin, sin], dim=-1).float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.size(-1) // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin, with the tables from rope_tables."""
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), signed_sin)
 
 
 class KVCache:
@@ -111,12 +113,16 @@ class Block(nn.Module):
         self.attention = Attention(config, layer)
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config)
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), cos, sin, mask, cache, start))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        x = x + self._dropout(self.attention(self.attention_norm(x), cos, sin, mask, cache, start))
+        return x + self._dropout(self.mlp(self.mlp_norm(x)))
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        # A plain check, not an nn.Identity: decoding calls this twice per layer per token.
+        return F.dropout(x, self.dropout) if self.dropout and self.training else x
 
 
 class Transformer(nn.Module):

@@ -60,9 +60,7 @@ def test_prompt_from_stdin_streams_text(tiny_run, env):
 @pytest.mark.parametrize(("args", "message"), [
     (["chat", "{missing}", "--prompt", "hi"], "run dir not found"),
     (["chat", "{broken}", "--history-db", "{db}"], "truncated or corrupted safetensors"),
-    (["chat", "{run}", "--json"], "--json needs --prompt"),
     (["chat", "{run}", "--prompt", "hi", "--top-p", "3"], "--top-p = 3.0 is too large"),
-    (["chat", "{run}", "--prompt", "hi", "--tools", "{bad_tools}"], "not valid JSON"),
 ])
 def test_mistakes_are_one_red_line_before_anything_opens(tiny_run, tmp_path, env, args, message):
     broken = tmp_path / "broken"
@@ -70,14 +68,26 @@ def test_mistakes_are_one_red_line_before_anything_opens(tiny_run, tmp_path, env
     for name in ("config.json", "tokenizer.json"):
         (broken / name).write_bytes((tiny_run / name).read_bytes())
     (broken / WEIGHTS).write_bytes((tiny_run / WEIGHTS).read_bytes()[:5000])
-    (tmp_path / "tools.json").write_text("{nope")
-    values = {"missing": tmp_path / "nope", "broken": broken, "db": tmp_path / "h.db", "run": tiny_run,
-              "bad_tools": tmp_path / "tools.json"}
+    values = {"missing": tmp_path / "nope", "broken": broken, "db": tmp_path / "h.db", "run": tiny_run}
     result = run_cli(*[arg.format(**{k: str(v) for k, v in values.items()}) for arg in args], env=env)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "\x1b[?1049h" not in result.stdout  # the full-screen app never took the terminal
+
+
+def test_option_mistakes_fail_before_loading(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from cognimamba.cli import app
+
+    bad_tools = tmp_path / "tools.json"
+    bad_tools.write_text("{nope")
+    for args, message in [(["--json"], "--json needs --prompt"), (["--prompt", "hi", "--plain"], "do not go together"),
+                          (["--prompt", "hi", "--tools", str(bad_tools)], "not valid JSON"),
+                          (["--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens = 0 is too small")]:
+        result = CliRunner().invoke(app, ["chat", str(tiny_run), *args])
+        assert message in str(result.exception), (args, result.output)
 
 
 def test_check_run_catches_broken_runs_cheaply(tiny_run, tmp_path):

@@ -241,7 +241,8 @@ async def test_tool_calls_valid_and_malformed_are_rendered_and_not_run_when_off(
 
 @in_event_loop
 async def test_calculator_runs_only_after_tools_are_enabled(tmp_path: Path):
-    source = ScriptedSource(lambda prompt: "It is 42." if "<tool_response>" in prompt else CALL)
+    second_call = CALL.replace("6*7", "1+1")
+    source = ScriptedSource(lambda prompt: "It is 42." if "<tool_response>" in prompt else CALL + second_call)
     app = make_app(source, tmp_path / "h.db", tools=ToolBox())
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
@@ -249,20 +250,21 @@ async def test_calculator_runs_only_after_tools_are_enabled(tmp_path: Path):
         await pilot.press("ctrl+t")
         assert app.tools.enabled and "tools on" in app.status.render().plain
         await send(app, pilot, "What is 6*7?")
-        (block,) = app.query(ToolCallBlock)
-        assert json.loads(str(block.result.render()).removeprefix("result:\n")) == {"result": 42}
+        results = [json.loads(str(b.result.render()).removeprefix("result:\n")) for b in app.query(ToolCallBlock)]
+        assert results == [{"result": 42}, {"result": 2}]  # each result lands in its own call's block
         replies = app.query(AssistantMessage)
         assert len(replies) == 2 and replies[1].markdown.source == "It is 42."
         assert "<tools>" in source.prompts[0] and '{"result": 42}' in source.prompts[1]
         chat_id = app.chat_id
     with HistoryStore(tmp_path / "h.db") as store:
-        assert [m.role for m in store.messages(chat_id)] == ["user", "assistant", "tool", "assistant"]
+        assert [m.role for m in store.messages(chat_id)] == ["user", "assistant", "tool", "tool", "assistant"]
     reopened = make_app(ScriptedSource(["unused"]), tmp_path / "h.db", chat_id=chat_id)
     async with reopened.run_test(size=SIZE) as pilot:
         await ready(reopened, pilot)
         assert not reopened.tools.enabled  # tool execution is off again in a new session
-        (block,) = reopened.query(ToolCallBlock)
-        assert '"result": 42' in str(block.result.render())
+        blocks = reopened.query(ToolCallBlock)
+        assert ['"result": 42' in str(b.result.render()) for b in blocks] == [True, False]
+        assert '"result": 2' in str(blocks[1].result.render())
 
 
 @in_event_loop

@@ -67,6 +67,8 @@ def train_command(
         if resume:
             raise CogniError("--resume needs --out RUN (the run dir to continue)")
         out = safe_child(default_runs_dir(), f"{config.profile}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and not out.is_dir():
+        raise CogniError(f"--out {out}: is a file; give a directory for the run")
     DataDir.open(data_path).tokens("train")  # a wrong or damaged --data is reported before torch is imported
     from cognimamba.train.loop import TrainOptions, train
 

@@ -147,6 +147,8 @@ def read_json_records(path: Path, text_field: str | None = None) -> tuple[list[d
                 numbered.append((f"line {number}", json.loads(line)))
             except (json.JSONDecodeError, RecursionError) as error:
                 problems.append(f"line {number} is not valid JSON ({getattr(error, 'msg', 'nested too deeply')})")
+        if problems and text.lstrip().startswith("{"):
+            _refuse_single_object(path, text)
     else:
         try:
             items = json.loads(text)
@@ -168,6 +170,19 @@ def read_json_records(path: Path, text_field: str | None = None) -> tuple[list[d
         else:
             records.append(record)
     return records, problems
+
+
+def _refuse_single_object(path: Path, text: str) -> None:
+    """A pretty-printed {"data": [...]} file is one object, not records: say so instead of 'line 1 is not JSON'."""
+    try:
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return
+    if isinstance(whole, dict):
+        lists = [key for key, value in whole.items() if isinstance(value, list)]
+        where = f" (the records look like they are under {lists[0]!r})" if lists else ""
+        raise CogniError(f"{path}: holds one JSON object, not a list of records{where}; write a JSON array of "
+                         "objects or JSONL, one object per line")
 
 
 def _check_json_records(path: Path, text_field: str | None = None) -> None:

@@ -10,15 +10,8 @@ from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from cognimamba.chat_format import ToolCall
-from cognimamba.chat_session import Message
+from cognimamba.chat_session import Message, pretty_json
 from cognimamba.tokenizer import TOOL_CALL
-
-
-def pretty_json(text: str) -> str:
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except (json.JSONDecodeError, RecursionError):
-        return text
 
 
 def reply_footer(meta: dict) -> str:
@@ -172,8 +165,8 @@ class Conversation(VerticalScroll):
         self.scroll_end(animate=False)
 
     def pending_block(self, name: str) -> ToolCallBlock | None:
-        """The latest call block for `name` that has no result yet."""
-        for block in reversed(list(self.query(ToolCallBlock))):
+        """The first call block for `name` still waiting for its result (results arrive in call order)."""
+        for block in self.query(ToolCallBlock):
             if block.call.name == name and not block.has_result:
                 return block
         return None
