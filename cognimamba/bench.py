@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from cognimamba import hardware
 from cognimamba.config import Config
 from cognimamba.errors import CogniError
+from cognimamba.generate import decode_threads
 from cognimamba.model import KVCache, Transformer, flops_per_token, num_parameters
 
-TG_NOTE = ("tg = decode with the KV cache, batch as listed; the next token is a greedy argmax on the device, "
-           "so sampling is excluded (as in llama-bench)")
+TG_NOTE = ("tg = decode with the KV cache; the next token is a greedy argmax on the device, so sampling is "
+           "excluded (as in llama-bench); batch-1 tg of a small model on CPU runs on one thread, as chat does")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -56,7 +57,7 @@ class BenchOptions:
 
 
 @dataclass
-class TestResult:
+class BenchResult:
     test: str  # pp512, tg128, train256
     n_prompt: int
     n_gen: int
@@ -104,14 +105,14 @@ class BenchReport:
     device: str
     device_name: str
     threads: int
-    results: list[TestResult]
+    results: list[BenchResult]
     peak_flops: float | None = None  # measured matmul FLOP/s in the training dtype (with --train)
     memory_kind: str = ""
-    note: str = TG_NOTE
+    notes: list[str] = field(default_factory=list)  # what a reader needs to compare these numbers fairly
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "weights": self.weights, "parameters": self.parameters, "device": self.device,
-                "device_name": self.device_name, "threads": self.threads, "note": self.note,
+                "device_name": self.device_name, "threads": self.threads, "notes": self.notes,
                 "peak_flops": self.peak_flops, "memory_kind": self.memory_kind,
                 "tests": [result.to_dict() for result in self.results]}
 
@@ -230,12 +231,15 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     cache = KVCache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
 
+    threads = decode_threads(model, bench.device) if batch == 1 else None  # as chat decodes
+
     @torch.inference_mode()
     def run() -> None:
         step_input.copy_(first)
-        for position in range(n_gen):
-            logits = model(step_input, cache=cache, start=position, last_only=True)
-            torch.argmax(logits[:, -1], dim=-1, keepdim=True, out=step_input)
+        with hardware.intra_op_threads(threads):
+            for position in range(n_gen):
+                logits = model(step_input, cache=cache, start=position, last_only=True)
+                torch.argmax(logits[:, -1], dim=-1, keepdim=True, out=step_input)
 
     samples = []
     for repetition in range(repetitions + 1):
@@ -273,7 +277,7 @@ def train_dtype(config: Config, requested: str, device: torch.device) -> torch.d
 
 
 def measure_training(config: Config, device: torch.device, compute_dtype: torch.dtype, repetitions: int,
-                     on_run: Callable[[], None] = lambda: None, seed: int = 0) -> TestResult:
+                     on_run: Callable[[], None] = lambda: None, seed: int = 0) -> BenchResult:
     """Training tokens/sec of a fresh model of this config, one optimizer step per repetition."""
     from cognimamba.train.optim import build_optimizer
 
@@ -304,7 +308,7 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
             warmup_seconds = seconds
         else:
             samples.append(batch * seq_len / seconds)
-    return TestResult(test=f"train{seq_len}", n_prompt=seq_len, n_gen=0, batch=batch,
+    return BenchResult(test=f"train{seq_len}", n_prompt=seq_len, n_gen=0, batch=batch,
                       dtype=DTYPE_NAMES[compute_dtype], samples=samples,
                       peak_memory_bytes=hardware.peak_memory_bytes(device), warmup_seconds=warmup_seconds)
 
@@ -314,6 +318,11 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
     """Every pp/tg combination, then training with `options.train`; `on_run(test)` after each run."""
     results = []
     dtype_name = DTYPE_NAMES[bench.dtype]
+    notes = [TG_NOTE] if any(kind == "tg" for kind, *_ in options.tests()) else []
+    trained_context = bench.config.model.max_seq_len
+    if bench.model.config.max_seq_len > trained_context:
+        notes.append(f"the model holds {trained_context} positions; RoPE and the KV cache were extended to "
+                     f"{bench.model.config.max_seq_len} for these tests (speed does not depend on it)")
     for kind, n_prompt, n_gen, batch in options.tests():
         test = f"pp{n_prompt}" if kind == "pp" else f"tg{n_gen}"
 
@@ -324,7 +333,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
             samples = measure_prefill(bench, n_prompt, batch, options.repetitions, tick, options.seed)
         else:
             samples = measure_decode(bench, n_gen, batch, options.repetitions, tick, options.seed)
-        results.append(TestResult(test, n_prompt, n_gen, batch, dtype_name, samples))
+        results.append(BenchResult(test, n_prompt, n_gen, batch, dtype_name, samples))
     peak_flops = None
     if options.train:
         compute_dtype = train_dtype(bench.config, requested_dtype, bench.device)
@@ -336,7 +345,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
         results.append(result)
     return BenchReport(model=bench.name, weights=bench.weights, parameters=num_parameters(bench.model)[0],
                        device=bench.device.type, device_name=hardware.device_name(bench.device),
-                       threads=hardware.cpu_threads(), results=results, peak_flops=peak_flops,
+                       threads=hardware.cpu_threads(), results=results, peak_flops=peak_flops, notes=notes,
                        memory_kind="CUDA max allocated" if bench.device.type == "cuda" else "peak RSS of the process")
 
 

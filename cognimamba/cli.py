@@ -73,6 +73,10 @@ def main() -> None:
     """Entry point: user mistakes become one red line and a non-zero exit; --debug shows tracebacks."""
     from cognimamba.errors import CogniError
 
+    # Idle OpenMP workers sleep rather than spin (set before torch loads; an exported value wins). When
+    # other programs keep the cores busy, a spinning worker takes the CPU its lagging partner needs: on
+    # 2 shared cores next to a training job, a 2-thread prefill ran 50x slower spinning (benchmarks/README).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     debug = "--debug" in sys.argv[1:]
     try:
         result = app(standalone_mode=False, prog_name="cogni")  # also under `python -m cognimamba`

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer
 
 from cognimamba.config import GenerationConfig
+from cognimamba.hardware import intra_op_threads
 from cognimamba.model import KVCache, Transformer
 from cognimamba.tokenizer import END_OF_TEXT, IM_END, encode
 
@@ -26,6 +27,20 @@ REPLACEMENT_CHAR = "\ufffd"
 # A UTF-8 character has at most 4 bytes, so a character split across tokens completes within a few of them;
 # past this many ids the bytes are simply invalid (an untrained model can emit any byte) and go out as U+FFFD.
 MAX_PENDING_IDS = 8
+# Token-by-token decoding of a model this small runs on one CPU thread (see decode_threads).
+SINGLE_THREAD_DECODE_MAX_PARAMETERS = 20_000_000
+
+
+def decode_threads(model: torch.nn.Module, device: torch.device) -> int | None:
+    """CPU threads for single-token steps: 1 for small models on CPU, None (unchanged) otherwise.
+
+    One decoding step of a small model is ~40 operations of microseconds each; splitting them across cores
+    costs a thread hand-off per operation, more than it saves, and on a busy machine each hand-off waits for
+    a descheduled thread (measured on 2 shared cores with the `cpu` profile: ~740 tokens/s on one thread,
+    ~20 on two). Prefill keeps every thread: its matmuls are large enough to split.
+    """
+    small = sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_DECODE_MAX_PARAMETERS
+    return 1 if device.type == "cpu" and small else None
 
 
 @dataclass
@@ -154,6 +169,7 @@ class Generator:
         self.stop_ids = {token for token in stop_tokens if token is not None}
         self.stats = GenerationStats()
         self._cache: KVCache | None = None
+        self._decode_threads = decode_threads(model, self.device)
 
     @property
     def context_length(self) -> int:
@@ -209,7 +225,8 @@ class Generator:
                 stats.stop_reason = "context"
                 break
             step_input[0, 0] = token
-            logits = self.model(step_input, cache=cache, start=position, last_only=True)[0, -1]
+            with intra_op_threads(self._decode_threads):
+                logits = self.model(step_input, cache=cache, start=position, last_only=True)[0, -1]
             position += 1
         stats.decode_seconds = time.perf_counter() - first_token_at if first_token_at else 0.0
 

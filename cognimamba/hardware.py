@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -40,21 +42,31 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float
     """FLOP/s of a large square matmul on this device: the denominator of MFU.
 
     The time is split into short windows and the fastest one counts: on a shared machine a neighbour's
-    burst slows some windows down, while the peak is what the hardware can do.
+    burst slows some windows down, while the peak is what the hardware can do. On CPU the matmul is the
+    one the model's layers use (oneDNN where cpu_linear takes it, else MKL).
     """
+    from cognimamba.cpu_linear import matmul_nt, use_onednn
+
     size = 8192 if device.type == "cuda" else 1024
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def matmul() -> None:
+        if use_onednn(a, b):
+            matmul_nt(a, b)
+        else:
+            torch.mm(a, b, out=out)
+
     for _ in range(2):
-        torch.mm(a, b, out=out)
+        matmul()
     synchronize(device)
     best = 0.0
     for _ in range(max(1, windows)):
         iterations = 0
         start = time.perf_counter()
         while True:
-            torch.mm(a, b, out=out)
+            matmul()
             iterations += 1
             synchronize(device)
             elapsed = time.perf_counter() - start
@@ -99,6 +111,20 @@ def peak_memory_bytes(device: torch.device) -> int | None:
         return peak if sys.platform == "darwin" else peak * 1024
     except ImportError:  # Windows
         return None
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Run the block with `count` CPU threads (None: as they are), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def cpu_threads() -> int:

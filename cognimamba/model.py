@@ -2,6 +2,7 @@
 
 Projections are fused (one matmul for q/k/v, one for gate/up) because on small models the number of
 kernel launches, not arithmetic, dominates; export splits them back into the usual Llama names.
+`Linear` is nn.Linear with a faster fp32 CPU matmul (cpu_linear.py); weights and names are nn.Linear's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from cognimamba.config import ModelConfig
+from cognimamba.cpu_linear import Linear
 
 
 class RMSNorm(nn.Module):
@@ -28,20 +30,17 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin of shape [max_len, head_dim] for the "rotate half" layout Hugging Face Llama uses.
-
-    rotate_half(x) * sin equals roll(x, half) * sin with the first half of sin negated; a roll and one
-    fused multiply-add replace slicing, negating and concatenating, which saves kernels both ways.
-    """
+    """cos/sin of shape [max_len, head_dim] in the "rotate half" layout Hugging Face Llama uses."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
-    sin = angles.sin()
-    return torch.cat([angles, angles], dim=-1).cos().float(), torch.cat([-sin, sin], dim=-1).float()
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """x * cos + rotate_half(x) * sin, with the tables from rope_tables."""
-    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), signed_sin)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
 
 
 class KVCache:
@@ -70,8 +69,8 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         kv_dim = config.n_kv_heads * config.head_dim
         self.split_sizes = [config.dim, kv_dim, kv_dim]
-        self.qkv = nn.Linear(config.dim, config.dim + 2 * kv_dim, bias=False)
-        self.proj = nn.Linear(config.dim, config.dim, bias=False)
+        self.qkv = Linear(config.dim, config.dim + 2 * kv_dim, bias=False)
+        self.proj = Linear(config.dim, config.dim, bias=False)
         self.q_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
         self.dropout = config.dropout
@@ -98,8 +97,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.gate_up = nn.Linear(config.dim, 2 * config.ffn_dim, bias=False)
-        self.down = nn.Linear(config.ffn_dim, config.dim, bias=False)
+        self.gate_up = Linear(config.dim, 2 * config.ffn_dim, bias=False)
+        self.down = Linear(config.ffn_dim, config.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
@@ -132,7 +131,7 @@ class Transformer(nn.Module):
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_embeddings.weight
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)

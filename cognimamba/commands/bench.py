@@ -87,7 +87,8 @@ def _print_table(report) -> None:
     if not console.is_terminal:  # piped into a file: keep rows whole rather than fit 80 columns
         console.width = max(console.width, 160)
     console.print(table)
-    console.print(report.note, highlight=False)
+    for note in report.notes:
+        console.print(note, highlight=False)
     for result in report.results:
         if result.mfu is not None and report.peak_flops:
             memory = human_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else "unknown"

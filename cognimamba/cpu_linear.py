@@ -1,0 +1,69 @@
+"""Linear layers whose fp32 CPU matmuls run on oneDNN instead of MKL.
+
+PyTorch sends fp32 CPU matmuls to MKL, which on AMD processors takes a generic code path at about half
+the speed of oneDNN, the other GEMM library inside every x86 PyTorch wheel (measured on a 2-core AMD EPYC:
+about 105 against 245 GFLOP/s per core for the projections of the `cpu` profile). `Linear` is nn.Linear,
+with the same weight and state-dict key, whose forward and backward take oneDNN when that pays: fp32 on
+CPU, at least MIN_ROWS rows (one decoded token stays on MKL, whose per-call cost is lower), no autocast,
+and not while torch.compile traces (it picks its own kernels). The products are fp32 products; only the
+order of summation differs (about 1e-7 relative). COGNI_ONEDNN=0 turns the path off.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+from torch import nn
+
+MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (measured crossover)
+AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+ENABLED = os.environ.get("COGNI_ONEDNN", "1") != "0"
+
+
+def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b.T on oneDNN; a may have leading batch dimensions, b is 2-D."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """y = x @ weight.T, with both backward matmuls on oneDNN too."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return matmul_nt(x, weight)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,
+                 grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = matmul_nt(grad, weight.t().contiguous())  # the weight is small; a contiguous copy is faster
+        if ctx.needs_input_grad[1]:
+            rows_grad, rows_x = grad.reshape(-1, grad.size(-1)).t(), x.reshape(-1, x.size(-1)).t()
+            # grad.T @ x, computed in the orientation oneDNN runs faster: the narrower matrix first.
+            if weight.size(0) <= weight.size(1):
+                grad_weight = matmul_nt(rows_grad, rows_x)
+            else:
+                grad_weight = matmul_nt(rows_x, rows_grad).t()
+        return grad_x, grad_weight
+
+
+def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and x.numel() >= MIN_ROWS * x.size(-1)
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+
+
+class Linear(nn.Linear):
+    """nn.Linear that takes the oneDNN path where it pays; anything else (CUDA, half precision, bias) is F.linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is None and use_onednn(x, self.weight):
+            return OneDNNLinear.apply(x, self.weight)
+        return super().forward(x)

@@ -1,0 +1,53 @@
+"""cpu_linear.Linear: the same layer as nn.Linear (values, gradients, state dict), only a faster matmul."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cognimamba import cpu_linear
+from cognimamba.cpu_linear import Linear, use_onednn
+
+
+def pair(in_features: int, out_features: int) -> tuple[Linear, nn.Linear]:
+    torch.manual_seed(0)
+    ours = Linear(in_features, out_features, bias=False)
+    reference = nn.Linear(in_features, out_features, bias=False)
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference
+
+
+@pytest.mark.parametrize("shape", [(4, 40, 48), (16, 48), (3, 48), (1, 1, 48)])
+def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...]) -> None:
+    ours, reference = pair(48, 80)
+    x = torch.randn(*shape, requires_grad=True)
+    x_reference = x.detach().clone().requires_grad_()
+    grad = torch.randn(*shape[:-1], 80)
+    ours(x).backward(grad)
+    reference(x_reference).backward(grad)
+    torch.testing.assert_close(ours(x), reference(x_reference), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x.grad, x_reference.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, atol=1e-4, rtol=1e-5)
+
+
+def test_takes_onednn_only_where_it_pays() -> None:
+    weight = torch.randn(80, 48)
+    many_rows, one_row = torch.randn(2, 8, 48), torch.randn(1, 1, 48)
+    assert use_onednn(many_rows, weight) == (cpu_linear.AVAILABLE and cpu_linear.ENABLED)
+    assert not use_onednn(one_row, weight)  # a decoded token: MKL's lower per-call cost wins
+    assert not use_onednn(many_rows.double(), weight.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not use_onednn(many_rows, weight)
+
+
+def test_frozen_weight_and_non_contiguous_gradients() -> None:
+    ours, reference = pair(32, 24)
+    ours.weight.requires_grad_(False)
+    x = torch.randn(5, 12, 32, requires_grad=True)
+    ours(x).transpose(0, 1).sum().backward()  # the incoming gradient is a transposed view
+    x_reference = x.detach().clone().requires_grad_()
+    reference(x_reference).sum().backward()
+    torch.testing.assert_close(x.grad, x_reference.grad, atol=1e-5, rtol=1e-5)
+    assert ours.weight.grad is None
+    assert list(ours.state_dict()) == ["weight"]
