@@ -14,7 +14,7 @@ if ($LASTEXITCODE) { exit $LASTEXITCODE }
 if ($LASTEXITCODE) { exit $LASTEXITCODE }
 switch ($Job) {
     "quickstart" { & .venv\Scripts\cogni.exe quickstart @Rest }
-    "test" { $env:HF_HUB_OFFLINE = "1"; & .venv\Scripts\python.exe -m pytest -q @Rest }
+    "test" { $env:HF_HUB_OFFLINE = "1"; & .venv\Scripts\python.exe -m pytest -q -n auto @Rest }
     "" { Write-Host "installed: .venv\Scripts\Activate.ps1, then run cogni --help" }
     default { Write-Error "usage: .\setup.ps1 [quickstart|test] [args...]"; exit 2 }
 }

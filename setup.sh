@@ -16,7 +16,7 @@ job="${1:-}"
 [ $# -gt 0 ] && shift
 case "$job" in
     quickstart) exec .venv/bin/cogni quickstart "$@" ;;
-    test) HF_HUB_OFFLINE=1 exec .venv/bin/python -m pytest -q "$@" ;;
+    test) HF_HUB_OFFLINE=1 exec .venv/bin/python -m pytest -q -n auto "$@" ;;
     "") echo "installed: source .venv/bin/activate, then run cogni --help" ;;
     *) echo "usage: ./setup.sh [quickstart|test] [args...]" >&2; exit 2 ;;
 esac

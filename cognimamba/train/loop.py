@@ -24,9 +24,23 @@ from cognimamba.evaluate import evaluate_loss
 from cognimamba.faults import kill_point
 from cognimamba.hardware import measure_matmul_peak, peak_memory_bytes, pick_device, pick_dtype
 from cognimamba.model import Transformer, flops_per_token, num_parameters
-from cognimamba.run_dir import (OPTIMIZER, STATE, WEIGHTS, append_metrics, latest_checkpoint, load_optimizer,
-                                load_state_into, model_state, read_config, read_weights, recover_best, save_best,
-                                save_checkpoint, trim_metrics, write_run_files)
+from cognimamba.run_dir import (
+    OPTIMIZER,
+    STATE,
+    WEIGHTS,
+    append_metrics,
+    latest_checkpoint,
+    load_optimizer,
+    load_state_into,
+    model_state,
+    read_config,
+    read_weights,
+    recover_best,
+    save_best,
+    save_checkpoint,
+    trim_metrics,
+    write_run_files,
+)
 from cognimamba.tokenizer import load_tokenizer
 from cognimamba.train.display import TrainingDisplay, TrainingStats
 from cognimamba.train.distributed import agree_max, init_distributed, shutdown_distributed
@@ -292,9 +306,11 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
     def weights_to_save() -> dict[str, torch.Tensor]:
         return adapter_state(raw_model) if lora is not None else model_state(raw_model)
     budget = f"{max_time:.0f}s" if max_time else f"{max_steps} steps"
-    header = (f"[bold]cogni train[/] {config.profile} profile on {device.type} ({str(compute_dtype).replace('torch.', '')}): "
+    dtype_name = str(compute_dtype).replace("torch.", "")
+    step_tokens_total = tokens_per_micro * settings.grad_accum_steps * context.world_size
+    header = (f"[bold]cogni train[/] {config.profile} profile on {device.type} ({dtype_name}): "
               f"{human_count(total_params)} parameters ({human_count(non_embedding)} non-embedding, "
-              f"{human_count(trainable)} trainable), {human_count(tokens_per_micro * settings.grad_accum_steps * context.world_size)} "
+              f"{human_count(trainable)} trainable), {human_count(step_tokens_total)} "
               f"tokens/step, {budget} -> {run}")
     display = TrainingDisplay(console, header, total=max_time or max_steps, by_time=max_time is not None,
                               enabled=options.show_progress and context.is_main)
@@ -445,7 +461,8 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
         name = "Ctrl+C" if interrupted == signal.SIGINT else "SIGTERM"
         raise TrainingInterrupted(f"{name}: stopped at step {step}, checkpoint saved to {saved}; continue with "
                                   f"`cogni train --data {options.data} --out {run} --resume`", exit_code=code)
-    return TrainResult(run, step, last_loss, stats.val_loss, stats.val_bits_per_byte, elapsed_total(), stats.tokens_seen)
+    return TrainResult(run, step, last_loss, stats.val_loss, stats.val_bits_per_byte, elapsed_total(),
+                       stats.tokens_seen)
 
 
 def _open_logger(kind: str, run: Path, config: Config) -> Any:
