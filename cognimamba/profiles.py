@@ -15,9 +15,10 @@ def _cpu() -> Config:
     # after 10 minutes on TinyStories (see the training-core issue note).
     return Config(
         profile="cpu",
-        # ~15 passes over a 1 MB corpus in 10 minutes: dropout keeps the model from memorising it.
+        # ~15 passes over a 1 MB corpus in 10 minutes: dropout keeps the model from memorising it
+        # (measured val bits/byte after 10 min on TinyStories: 1.239 with 0.1, 1.209 with 0.3).
         model=ModelConfig(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=688,
-                          max_seq_len=256, dropout=0.1),
+                          max_seq_len=256, dropout=0.3),
         train=TrainConfig(lr=3e-3, warmup_steps=100, max_steps=2000, micro_batch_size=16, grad_accum_steps=1,
                           precision="fp32", eval_every=100, save_every=250, eval_batches=10),
     )
