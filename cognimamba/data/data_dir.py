@@ -110,6 +110,17 @@ class DataDir:
                 raise CogniError(f"{path}: missing {name}; run `cogni prepare` again")
         return cls(path, meta)
 
+    @classmethod
+    def reusable(cls, path: Path, key: str) -> DataDir | None:
+        """The complete data dir at `path` if it was prepared from the same inputs (same cache key)."""
+        if not (path / "meta.json").is_file():
+            return None
+        try:
+            existing = cls.open(path)
+        except CogniError:
+            return None
+        return existing if existing.meta.get("key") == key else None
+
     @property
     def tokenizer_path(self) -> Path:
         return self.path / "tokenizer.json"

@@ -117,13 +117,9 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
         fraction = 0.0
     key = _cache_key(options, train, val, fraction)
     out = Path(options.out) if options.out else default_data_dir(train.label, key)
-    if not options.force and (out / "meta.json").is_file():
-        try:
-            existing = DataDir.open(out)
-            if existing.meta.get("key") == key:
-                return PrepareResult(existing, reused=True)
-        except CogniError:
-            pass
+    existing = None if options.force else DataDir.reusable(out, key)
+    if existing is not None:
+        return PrepareResult(existing, reused=True)
     skipped = _report_skipped([train, val], console)
     staging = staging_dir(out)
     try:

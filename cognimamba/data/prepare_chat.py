@@ -261,13 +261,9 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
     key = _cache_key(sources, weights, plan, tokenizer, options.seed)
     label = sources[0].label if len(sources) == 1 else "mix"
     out = Path(options.out) if options.out else default_data_dir(label, key)
-    if not options.force and (out / "meta.json").is_file():
-        try:
-            existing = DataDir.open(out)
-            if existing.meta.get("key") == key:
-                return PrepareResult(existing, reused=True)
-        except CogniError:
-            pass
+    existing = None if options.force else DataDir.reusable(out, key)
+    if existing is not None:
+        return PrepareResult(existing, reused=True)
 
     vocab_size = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab_size)
