@@ -27,6 +27,7 @@ from cognimamba.config import Config
 from cognimamba.errors import CogniError
 from cognimamba.generate import decode_threads
 from cognimamba.model import KVCache, Transformer, flops_per_token, num_parameters
+from cognimamba.train.optim import build_optimizer, optimizer_step
 
 TG_NOTE = ("tg = decode with the KV cache; the next token is a greedy argmax on the device, so sampling is "
            "excluded (as in llama-bench); batch-1 tg of a small model on CPU runs on one thread, as chat does")
@@ -262,12 +263,7 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inpu
         scaler.unscale_(optimizer)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer_step(optimizer, scaler)
     return loss.detach()
 
 
@@ -279,8 +275,6 @@ def train_dtype(config: Config, requested: str, device: torch.device) -> torch.d
 def measure_training(config: Config, device: torch.device, compute_dtype: torch.dtype, repetitions: int,
                      on_run: Callable[[], None] = lambda: None, seed: int = 0) -> BenchResult:
     """Training tokens/sec of a fresh model of this config, one optimizer step per repetition."""
-    from cognimamba.train.optim import build_optimizer
-
     settings = config.train
     batch, seq_len = settings.micro_batch_size, config.model.max_seq_len
     torch.manual_seed(seed)

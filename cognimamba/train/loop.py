@@ -45,7 +45,7 @@ from cognimamba.tokenizer import load_tokenizer
 from cognimamba.train.display import TrainingDisplay, TrainingStats
 from cognimamba.train.distributed import agree_max, init_distributed, shutdown_distributed
 from cognimamba.train.lora import LoraSettings, adapter_state, base_transformer
-from cognimamba.train.optim import build_optimizer
+from cognimamba.train.optim import build_optimizer, optimizer_step
 from cognimamba.train.schedule import curriculum_seq_len, learning_rate
 
 UNBOUNDED_STEPS = 10**12
@@ -415,12 +415,7 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
                                 f"({state['bad_batches']}/{settings.max_bad_batches} bad batches allowed)")
                 step += 1
                 continue
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(optimizer, scaler)
             step += 1
             step_tokens = settings.micro_batch_size * seq_len * settings.grad_accum_steps * context.world_size
             stats.tokens_seen += step_tokens
