@@ -14,7 +14,11 @@ the median tokens/sec.
 - prefill: one prompt of --prefill-tokens at batch 1, returning the last position's logits and keeping the
            keys and values, as generation's first step does (our KVCache; HF's own DynamicCache).
 - decode:  --decode-tokens greedy tokens after a --prompt-tokens prompt at batch 1, the whole call timed:
-           our Generator.stream_ids against HF `generate(do_sample=False)` with its cache.
+           our Generator.stream_ids against HF `generate(do_sample=False)` with its cache. With --compile our
+           decoding steps run through torch.compile (`cogni chat --compile`); the compile happens before timing
+           and its seconds are reported.
+
+Dropout is off on both sides: HF's Llama has no residual dropout, and the comparison is of the same arithmetic.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,10 +100,12 @@ def source(args: argparse.Namespace) -> tuple[Config, dict[str, torch.Tensor], s
     """The config and weights both sides get: a run dir's, or a seeded random model of a profile."""
     if args.run is not None:
         loaded = load_run(args.run)
-        return loaded.config, model_state(loaded.model), str(args.run)
-    config = get_profile(args.profile)
-    torch.manual_seed(args.seed)
-    return config, model_state(Transformer(config.model)), f"{config.profile} profile, random weights"
+        config, state, described = loaded.config, model_state(loaded.model), str(args.run)
+    else:
+        config = get_profile(args.profile)
+        torch.manual_seed(args.seed)
+        state, described = model_state(Transformer(config.model)), f"{config.profile} profile, random weights"
+    return replace(config, model=replace(config.model, dropout=0.0)), state, described
 
 
 def check_identical(ours: Transformer, hf: nn.Module, config: Config, device: torch.device, prompt: list[int],
@@ -113,8 +119,8 @@ def check_identical(ours: Transformer, hf: nn.Module, config: Config, device: to
 
 
 def ours_decode(model: Transformer, device: torch.device, prompt: list[int],
-                new_tokens: int) -> Callable[[], list[int]]:
-    generator = Generator(model, None, device)
+                new_tokens: int, generator: Generator | None = None) -> Callable[[], list[int]]:
+    generator = generator or Generator(model, None, device)
     options = SamplingOptions(temperature=0.0, max_new_tokens=new_tokens)
     return lambda: list(generator.stream_ids(prompt, options))
 
@@ -144,6 +150,13 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
 
     ours, hf = our_model(config, state, device).eval(), hf_model(config, state, device).eval()
     max_diff, same_tokens = check_identical(ours, hf, config, device, prompt, args.decode_tokens)
+    decoder = Generator(ours, None, device, compile=args.compile)
+    decoder.warm_up()
+    if decoder.step.compile_error:
+        sys.exit(f"--compile: torch.compile failed ({decoder.step.compile_error})")
+    if args.compile and ours_decode(ours, device, prompt, args.decode_tokens, decoder)() != \
+            hf_decode(hf, device, prompt, args.decode_tokens)():
+        sys.exit("--compile: the compiled decoding gave other greedy tokens than transformers")
 
     # Training runs on second copies, so the models that decode keep the weights that were checked equal.
     ours_train, hf_train = our_model(config, state, device).train(), HFLogits(hf_model(config, state, device)).train()
@@ -164,10 +177,11 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
         hf(input_ids=prefill_ids, use_cache=True, logits_to_keep=1)
 
     ours_side = Side("cognimamba", lambda: training_step(ours_forward, ours_optimizer, inputs, targets, plain, clip),
-                     ours_prefill, ours_decode(ours, device, prompt, args.decode_tokens))
+                     ours_prefill, ours_decode(ours, device, prompt, args.decode_tokens, decoder))
     hf_side = Side("transformers", lambda: training_step(hf_train, hf_optimizer, inputs, targets, plain, clip),
                    hf_prefill, hf_decode(hf, device, prompt, args.decode_tokens))
-    checks = {"max_logit_diff": max_diff, "same_greedy_tokens": same_tokens}
+    checks = {"max_logit_diff": max_diff, "same_greedy_tokens": same_tokens, "compiled_decode": args.compile,
+              "compile_seconds": decoder.step.compile_seconds}
     return ours_side, hf_side, checks
 
 
@@ -210,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length before decoding")
     parser.add_argument("--decode-tokens", type=int, default=128, help="greedy tokens decoded per call")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; fp32 either way")
+    parser.add_argument("--compile", action="store_true", help="decode through torch.compile, as `cogni chat "
+                        "--compile` does (compiled before timing; its seconds are reported)")
     parser.add_argument("-t", "--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--min-seconds", type=float, default=0.5, help="shortest timed sample (short tests repeat)")
     parser.add_argument("--seed", type=int, default=0)
@@ -266,10 +282,14 @@ def print_table(result: dict) -> None:
           f"{result['threads']} threads, torch {result['versions']['torch']}, "
           f"transformers {result['versions']['transformers']}")
     print(f"identical model: max logit difference {result['max_logit_diff']:.2e}, greedy tokens "
-          f"{'equal' if result['same_greedy_tokens'] else 'DIFFER'}\n")
+          f"{'equal' if result['same_greedy_tokens'] else 'DIFFER'}; dropout off on both sides")
+    if result["compiled_decode"]:
+        print(f"cognimamba decode through torch.compile: compiled in {result['compile_seconds']:.1f} s before timing")
+    print()
     shapes = {"train": f"batch {result['train_batch']} x {result['seq_len']}, fused AdamW",
               "prefill": f"{result['prefill_tokens']} tokens, batch 1",
-              "decode": f"{result['decode_tokens']} greedy tokens after {result['prompt_tokens']}, batch 1"}
+              "decode": f"{result['decode_tokens']} greedy tokens after {result['prompt_tokens']}, batch 1"
+                        + (" (ours compiled)" if result["compiled_decode"] else "")}
     print("| test | shape | cognimamba tokens/s | transformers tokens/s | ratio |")
     print("|---|---|---:|---:|---:|")
     for test in result["samples"]["cognimamba"]:

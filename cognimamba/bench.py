@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from cognimamba import hardware
 from cognimamba.config import Config
 from cognimamba.errors import CogniError
-from cognimamba.generate import decode_threads
+from cognimamba.generate import DecodeStep
 from cognimamba.model import KVCache, Transformer, flops_per_token, num_parameters
 from cognimamba.train.optim import build_optimizer, optimizer_step
 
@@ -44,6 +44,7 @@ class BenchOptions:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     repetitions: int = 5
     train: bool = False
+    compile: bool = False  # torch.compile the decoding step (tg) and the training step
     seed: int = 0
 
     def tests(self) -> list[tuple[str, int, int, int]]:
@@ -67,7 +68,7 @@ class BenchResult:
     samples: list[float]  # tokens/sec, one per repetition
     mfu: float | None = None  # training only: share of the measured matmul peak
     peak_memory_bytes: int | None = None  # training only: CUDA max allocated, or the process's peak RSS on CPU
-    warmup_seconds: float | None = None  # training only: the first step, torch.compile included when enabled
+    warmup_seconds: float | None = None  # training, and tg with --compile: the warm-up run, compiling included
 
     @property
     def mean(self) -> float:
@@ -82,7 +83,9 @@ class BenchResult:
                                "batch": self.batch, "dtype": self.dtype, "unit": "tokens/s", "mean": self.mean,
                                "std": self.std, "samples": self.samples}
         if self.test.startswith("train"):
-            row.update(mfu=self.mfu, peak_memory_bytes=self.peak_memory_bytes, warmup_seconds=self.warmup_seconds)
+            row.update(mfu=self.mfu, peak_memory_bytes=self.peak_memory_bytes)
+        if self.warmup_seconds is not None:
+            row["warmup_seconds"] = self.warmup_seconds
         return row
 
 
@@ -225,30 +228,39 @@ def measure_prefill(bench: BenchModel, n_prompt: int, batch: int, repetitions: i
 
 
 def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
-                   on_run: Callable[[], None] = lambda: None, seed: int = 0) -> list[float]:
-    """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device."""
+                   on_run: Callable[[], None] = lambda: None, seed: int = 0,
+                   compile: bool = False) -> tuple[list[float], float]:
+    """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device.
+
+    The steps are chat's own (DecodeStep: its thread count, and torch.compile with `compile`). Returns the
+    samples and the warm-up run's seconds, which hold the compile.
+    """
     model = bench.model
     first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
     cache = KVCache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
-
-    threads = decode_threads(model, bench.device) if batch == 1 else None  # as chat decodes
+    step = DecodeStep(model, bench.device, compile)
+    if batch > 1:
+        step.threads = None  # batched steps are big enough to split across cores
 
     @torch.inference_mode()
     def run() -> None:
         step_input.copy_(first)
-        with hardware.intra_op_threads(threads):
-            for position in range(n_gen):
-                logits = model(step_input, cache=cache, start=position, last_only=True)
-                torch.argmax(logits[:, -1], dim=-1, keepdim=True, out=step_input)
+        for position in range(n_gen):
+            torch.argmax(step(step_input, cache, position), dim=-1, keepdim=True, out=step_input)
 
     samples = []
+    warmup_seconds = 0.0
     for repetition in range(repetitions + 1):
         seconds = _timed(run, bench.device)
         on_run()
-        if repetition > 0:
+        if repetition == 0:
+            warmup_seconds = seconds
+        else:
             samples.append(batch * n_gen / seconds)
-    return samples
+    if compile and step.compile_error:
+        raise CogniError(f"--compile: torch.compile failed ({step.compile_error}); run without --compile")
+    return samples, warmup_seconds
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
@@ -323,19 +335,29 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
         def tick(test: str = test) -> None:
             on_run(test)
 
+        warmup_seconds = None
         if kind == "pp":
             samples = measure_prefill(bench, n_prompt, batch, options.repetitions, tick, options.seed)
         else:
-            samples = measure_decode(bench, n_gen, batch, options.repetitions, tick, options.seed)
-        results.append(BenchResult(test, n_prompt, n_gen, batch, dtype_name, samples))
+            samples, warmup = measure_decode(bench, n_gen, batch, options.repetitions, tick, options.seed,
+                                             options.compile)
+            warmup_seconds = warmup if options.compile else None
+        results.append(BenchResult(test, n_prompt, n_gen, batch, dtype_name, samples,
+                                   warmup_seconds=warmup_seconds))
+    if options.compile and any(kind == "tg" for kind, *_ in options.tests()):
+        notes.append("tg steps ran through torch.compile; the warm-up run, which compiles, is not in the samples "
+                     "(see warmup_seconds); pp is eager")
     peak_flops = None
     if options.train:
         compute_dtype = train_dtype(bench.config, requested_dtype, bench.device)
         peak_flops = hardware.measure_matmul_peak(bench.device, compute_dtype)
         on_run("matmul peak")
-        result = measure_training(bench.config, bench.device, compute_dtype, options.repetitions,
+        config = bench.config
+        if options.compile:
+            config = replace(config, train=replace(config.train, compile=True))
+        result = measure_training(config, bench.device, compute_dtype, options.repetitions,
                                   lambda: on_run("train"), options.seed)
-        result.mfu = flops_per_token(bench.config.model, result.n_prompt) * result.mean / peak_flops
+        result.mfu = flops_per_token(config.model, result.n_prompt) * result.mean / peak_flops
         results.append(result)
     return BenchReport(model=bench.name, weights=bench.weights, parameters=num_parameters(bench.model)[0],
                        device=bench.device.type, device_name=hardware.device_name(bench.device),

@@ -25,22 +25,26 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
         # Normalise in fp32 even under autocast: half-precision mean-of-squares loses too much.
         return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of shape [max_len, head_dim] in the "rotate half" layout Hugging Face Llama uses."""
+    """cos and signed sin of shape [max_len, head_dim] in the "rotate half" layout Hugging Face Llama uses.
+
+    The sin table is negated on its first half, so rotating is `x * cos + roll(x) * sin` (see apply_rope).
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    sin = angles.sin()
+    return torch.cat([angles, angles], dim=-1).cos().float(), torch.cat([-sin, sin], dim=-1).float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.size(-1) // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """HF's x * cos + rotate_half(x) * sin: rotate_half(x) = cat(-x2, x1) = roll(x) with the sign in the table."""
+    return x * cos + x.roll(x.size(-1) // 2, dims=-1) * signed_sin
 
 
 class KVCache:
@@ -68,8 +72,7 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         kv_dim = config.n_kv_heads * config.head_dim
-        self.split_sizes = [config.dim, kv_dim, kv_dim]
-        self.qkv = Linear(config.dim, config.dim + 2 * kv_dim, bias=False)
+        self.qkv = Linear(config.dim, config.dim + 2 * kv_dim, bias=False)  # rows: q heads, k heads, v heads
         self.proj = Linear(config.dim, config.dim, bias=False)
         self.q_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
@@ -77,13 +80,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None, start: int) -> torch.Tensor:
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).split(self.split_sizes, dim=-1)
-        q = q.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        heads = self.qkv(x).view(batch, length, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        qk, v = heads.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qk = torch.cat([self.q_norm(qk[:, :, :self.n_heads]), self.k_norm(qk[:, :, self.n_heads:])], dim=2)
+        # Queries and keys share positions, so one rotation covers both: [batch, time, heads, head_dim].
+        qk = apply_rope(qk, cos, sin)
+        q, k = qk.transpose(1, 2).split([self.n_heads, self.n_kv_heads], dim=1)
+        v = v.transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer, k, v, start)
         # A single decoded token may see every cached position; a fresh sequence is plainly causal.
@@ -134,12 +138,11 @@ class Transformer(nn.Module):
         self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_embeddings.weight
-        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        local_cos, local_sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta_local)
-        self.register_buffer("rope_cos_local", local_cos, persistent=False)
-        self.register_buffer("rope_sin_local", local_sin, persistent=False)
+        # Tables of shape [position, 1, head_dim]: they broadcast over the heads of [batch, time, heads, head_dim].
+        for suffix, theta in (("", config.rope_theta), ("_local", config.rope_theta_local)):
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, theta)
+            self.register_buffer(f"rope_cos{suffix}", cos.unsqueeze(1), persistent=False)
+            self.register_buffer(f"rope_sin{suffix}", sin.unsqueeze(1), persistent=False)
         self.gradient_checkpointing = False
         self.reset_parameters()
 

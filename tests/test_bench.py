@@ -77,7 +77,8 @@ def test_report_shape_on_a_tiny_run(tiny_run: Path) -> None:
 def test_decode_measurement_leaves_the_thread_count_alone(tiny_run: Path) -> None:
     bench = load_bench_model(tiny_run, None, CPU, torch.float32, 16)
     before = torch.get_num_threads()
-    assert len(measure_decode(bench, 4, 1, repetitions=1)) == 1
+    samples, warmup_seconds = measure_decode(bench, 4, 1, repetitions=1)
+    assert len(samples) == 1 and warmup_seconds > 0
     assert torch.get_num_threads() == before
 
 
@@ -126,3 +127,12 @@ def test_half_precision_training_paths_run(dtype: torch.dtype) -> None:
     result = measure_training(config, CPU, dtype, repetitions=1)
     assert result.dtype == {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     assert result.test == "train64" and result.batch == 4 and len(result.samples) == 1 and result.samples[0] > 0
+
+
+def test_cli_compile_reports_the_warm_up_apart(tiny_run: Path) -> None:
+    result = run_cli("bench", str(tiny_run), "-p", "0", "-n", "6", "-r", "1", "--compile", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    (tg,) = payload["tests"]
+    assert tg["test"] == "tg6" and len(tg["samples"]) == 1 and tg["warmup_seconds"] > 0
+    assert any("torch.compile" in note for note in payload["notes"])

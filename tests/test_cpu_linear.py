@@ -51,3 +51,30 @@ def test_frozen_weight_and_non_contiguous_gradients() -> None:
     torch.testing.assert_close(x.grad, x_reference.grad, atol=1e-5, rtol=1e-5)
     assert ours.weight.grad is None
     assert list(ours.state_dict()) == ["weight"]
+
+
+def test_decoding_copy_gives_nn_linear_values_and_follows_weight_updates() -> None:
+    ours, reference = pair(48, 80)
+    row = torch.randn(1, 1, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+    assert ours._transposed is not None and ours._transposed.shape == (48, 80)
+    with torch.no_grad():  # a training step or load_state_dict changes the weight in place
+        ours.weight.mul_(-2.0)
+        reference.weight.mul_(-2.0)
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+    ours.weight = nn.Parameter(torch.randn(80, 48))  # a new tensor altogether
+    reference.weight = nn.Parameter(ours.weight.detach().clone())
+    with torch.no_grad():
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_copy_only_for_wide_layers_without_autograd() -> None:
+    narrow, _ = pair(80, 48)
+    wide, _ = pair(48, 80)
+    with torch.no_grad():
+        narrow(torch.randn(1, 80))
+    wide(torch.randn(1, 48))  # autograd on: training never makes or uses the copy
+    assert narrow._transposed is None and wide._transposed is None
+    cpu_linear.refresh_transposed(nn.Sequential(narrow, wide))
+    assert narrow._transposed is None and wide._transposed is not None

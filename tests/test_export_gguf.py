@@ -108,7 +108,8 @@ def test_permuted_rows_with_interleaved_rope_give_the_same_attention_scores() ->
 
     def interleaved(weight: torch.Tensor) -> torch.Tensor:  # GGML_ROPE_TYPE_NORM: rotate (x0, x1), (x2, x3), ...
         y = (x @ weight.T).view(length, heads, head_dim // 2, 2).transpose(0, 1)
-        angle_cos, angle_sin = cos[:, : head_dim // 2].unsqueeze(-1), sin[:, : head_dim // 2].unsqueeze(-1)
+        # rope_tables' sin is negated on its first half; its second half is the plain sin.
+        angle_cos, angle_sin = cos[:, : head_dim // 2].unsqueeze(-1), sin[:, head_dim // 2:].unsqueeze(-1)
         first, second = y[..., :1], y[..., 1:]
         rotated = torch.cat([first * angle_cos - second * angle_sin, first * angle_sin + second * angle_cos], -1)
         return rotated.reshape(heads, length, head_dim)

@@ -61,6 +61,30 @@ def test_cached_equals_uncached_with_sliding_window_and_gqa():
     assert len(cached) == 70  # the decode ran well past the 8-token window
 
 
+def test_compiled_decoding_gives_the_eager_tokens(loaded):
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    options = SamplingOptions(temperature=0.0, max_new_tokens=12)
+    compiled = Generator(loaded.model, None, compile=True)
+    assert list(compiled.stream_ids(prompt, options)) == list(Generator(loaded.model, None).stream_ids(prompt, options))
+    assert compiled.step.compile_error is None and compiled.step.compile_seconds > 0
+    assert list(compiled.stream_ids(prompt[:2], options)) == greedy_ids(loaded.model, prompt[:2], 12)  # no recompile
+
+
+def test_a_failed_compile_falls_back_to_eager_and_says_why(loaded, monkeypatch):
+    def no_compiler(model, **settings):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("InductorError: no C++ compiler found\nmore detail")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    generator = Generator(loaded.model, None, compile=True)
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    assert list(generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=6))) == \
+        greedy_ids(loaded.model, prompt, 6)
+    assert generator.step.compile_error == "RuntimeError: InductorError: no C++ compiler found"
+    assert generator.step.compiled is None
+
+
 def test_greedy_stream_is_deterministic_and_matches_ids(loaded):
     generator = Generator(loaded.model, loaded.tokenizer)
     prompt = encode(loaded.tokenizer, "The dog")

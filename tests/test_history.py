@@ -99,6 +99,10 @@ WRITER = textwrap.dedent("""
             store.append_message(shared, Message("assistant", f"{name} shared {index}"))
         if index == 5:
             print("writing", flush=True)
+        if shared is not None and index == count // 2:  # meet halfway, so the writes interleave on any machine
+            Path(f"{path}.{name}.half").touch()
+            while len(list(Path(path).parent.glob(Path(path).name + ".*.half"))) < 2:
+                time.sleep(0.01)
     print("done", flush=True)
 """)
 

@@ -42,13 +42,14 @@ def test_gqa_equals_repeated_kv_attention() -> None:
     model = model_for(config)
     attention = model.layers[0].attention
     x = torch.randn(2, 10, config.dim)
-    cos, sin = model.rope_cos[:10], model.rope_sin[:10]
+    cos, sin = model.rope_cos[:10], model.rope_sin[:10]  # [time, 1, head_dim]
     out = attention(x, cos, sin, None, None, 0)
     # Reference: expand each KV head to its query heads and use plain causal softmax attention.
-    q, k, v = attention.qkv(x).split(attention.split_sizes, dim=-1)
+    q, k, v = attention.qkv(x).split([32, 16, 16], dim=-1)
     q = q.view(2, 10, 4, 8).transpose(1, 2)
     k = k.view(2, 10, 2, 8).transpose(1, 2)
     v = v.view(2, 10, 2, 8).transpose(1, 2)
+    cos, sin = cos.squeeze(1), sin.squeeze(1)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
     scores = (q @ k.transpose(-1, -2)) / 8**0.5

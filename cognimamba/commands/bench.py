@@ -27,6 +27,8 @@ def bench_command(
                                              "one warm-up")] = 5,
     train: Annotated[bool, typer.Option("--train", help="also measure training tokens/sec, MFU and peak "
                                         "memory at the config's micro-batch and sequence length")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (tg) and the "
+                                          "training step; the warm-up run compiles and is reported apart")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 "
                                        "or fp16")] = "auto",
@@ -48,7 +50,7 @@ def bench_command(
     options = BenchOptions(prompt_lengths=parse_int_list(n_prompt, "-p", [512]),
                            generation_lengths=parse_int_list(n_gen, "-n", [128]),
                            batch_sizes=parse_int_list(batch, "-b", [1], minimum=1),
-                           repetitions=repetitions, train=train)
+                           repetitions=repetitions, train=train, compile=compile)
     if not options.tests() and not train:
         raise CogniError("nothing to measure: -p 0 and -n 0 skip pp and tg; give a length or --train")
     if threads is not None:

@@ -203,6 +203,9 @@ class ChatApp(App[None]):
         self.status.model = message.source.name
         self.status.context_length = message.source.context_length
         self.update_status()
+        notice = getattr(message.source, "notice", None)  # e.g. a --compile that fell back to eager decoding
+        if notice:
+            self.notify(notice, severity="warning", timeout=10)
 
     def on_unmount(self) -> None:
         self._cancel.set()  # a reply thread still running stops at its next token instead of holding up the exit
