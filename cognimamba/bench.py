@@ -145,12 +145,18 @@ def parse_int_list(values: list[str] | None, option: str, default: list[int], mi
 
 
 def inference_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """fp32 on CPU; on CUDA bf16 where supported, else fp16, unless asked for another."""
+    """fp32 on CPU (bf16 when asked, on a CPU with native bf16); on CUDA bf16 where supported, else fp16."""
     if requested not in PRECISIONS:
         raise CogniError(f"--dtype {requested!r}: choose one of {', '.join(PRECISIONS)}")
-    if device.type != "cuda" and requested in ("bf16", "fp16"):
-        raise CogniError(f"--dtype {requested}: half precision is used on CUDA GPUs only; on {device.type} use fp32")
-    return hardware.pick_dtype(requested, device)
+    if device.type != "cuda" and requested == "fp16":
+        raise CogniError(f"--dtype fp16: fp16 is used on CUDA GPUs only; on {device.type} use fp32 (or bf16 on a "
+                         "CPU with AVX512-BF16 or AMX)")
+    if device.type not in ("cuda", "cpu") and requested == "bf16":
+        raise CogniError(f"--dtype bf16: not supported on {device.type}; use fp32")
+    try:
+        return hardware.pick_dtype(requested, device)
+    except CogniError as error:
+        raise CogniError(str(error).replace("precision bf16", "--dtype bf16")) from None
 
 
 def with_context(model: Transformer, length: int) -> Transformer:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -29,10 +32,36 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
+
+    There, bf16 matmuls run about 3x faster than fp32 (measured on 2 AMD EPYC Zen 5 cores: 409 against 136
+    GFLOP/s) and bf16 autocast trains the `cpu` profile about 1.5x faster; without it bf16 is emulated and
+    far slower than fp32. Read from /proc/cpuinfo, so other systems answer no.
+    """
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype: bf16 where the GPU supports it, fp16 otherwise, fp32 on CPU (no fast half math)."""
-    if precision == "fp32" or device.type == "cpu":
+    """The autocast dtype: bf16 where the GPU supports it, fp16 otherwise; on CPU fp32 unless bf16 is asked.
+
+    `auto` stays fp32 on CPU (reproducible everywhere); an explicit bf16 runs bf16 on a CPU with native
+    bf16 and is a clear error on one without. fp16 on CPU has no fast kernels and runs as fp32.
+    """
+    if precision == "fp32":
         return torch.float32
+    if device.type == "cpu":
+        if precision != "bf16":
+            return torch.float32
+        if not cpu_has_native_bf16():
+            raise CogniError("precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 runs "
+                             "slower than fp32; use fp32")
+        return torch.bfloat16
     if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16

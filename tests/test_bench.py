@@ -44,10 +44,20 @@ def test_every_combination_runs_and_zero_skips() -> None:
     assert total_runs(BenchOptions(prompt_lengths=[0], generation_lengths=[0], train=True, repetitions=2)) == 4
 
 
-def test_half_precision_is_refused_on_cpu() -> None:
+def test_cpu_precision_is_fp32_unless_native_bf16_is_asked_for(monkeypatch) -> None:
+    from cognimamba import hardware
+
     assert inference_dtype("auto", CPU) == torch.float32
-    with pytest.raises(CogniError, match="--dtype bf16"):
+    with pytest.raises(CogniError, match="--dtype fp16: fp16 is used on CUDA GPUs only"):
+        inference_dtype("fp16", CPU)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(CogniError, match="--dtype bf16: this CPU has no native bf16"):
         inference_dtype("bf16", CPU)
+    with pytest.raises(CogniError, match="precision bf16: this CPU has no native bf16"):
+        hardware.pick_dtype("bf16", CPU)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert inference_dtype("bf16", CPU) == torch.bfloat16 == hardware.pick_dtype("bf16", CPU)
+    assert hardware.pick_dtype("auto", CPU) == hardware.pick_dtype("fp16", CPU) == torch.float32
 
 
 def test_report_shape_on_a_tiny_run(tiny_run: Path) -> None:

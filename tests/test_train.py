@@ -77,6 +77,22 @@ def test_cli_max_time_stops(tiny_data: Path, tmp_path: Path) -> None:
     assert state["step"] >= 1 and state["elapsed"] < 30
 
 
+def test_bf16_on_cpu_trains_where_native_and_is_one_clear_line_elsewhere(tiny_data: Path, tmp_path: Path) -> None:
+    from cognimamba.hardware import cpu_has_native_bf16
+
+    run = tmp_path / "bf16"
+    result = run_cli("train", "--data", str(tiny_data), "--max-steps", "2", "--out", str(run), *TINY_SET,
+                     "--set", "train.precision=bf16", env={"COGNI_HOME": str(tmp_path / "home")})
+    if cpu_has_native_bf16():
+        assert result.returncode == 0, result.stderr
+        assert "(bfloat16)" in result.stdout + result.stderr
+        losses = [row["train_loss"] for row in read_metrics(run) if "train_loss" in row]
+        assert len(losses) == 2 and all(loss == loss and loss > 0 for loss in losses)  # finite, not NaN
+    else:
+        assert result.returncode == 2
+        assert "precision bf16: this CPU has no native bf16" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_test_model_json(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("test-model", str(tiny_run), "--json")
     assert result.returncode == 0, result.stderr

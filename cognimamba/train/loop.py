@@ -22,7 +22,7 @@ from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
 from cognimamba.errors import CogniError
 from cognimamba.evaluate import evaluate_loss
 from cognimamba.faults import kill_point
-from cognimamba.hardware import measure_matmul_peak, peak_memory_bytes, pick_device, pick_dtype
+from cognimamba.hardware import cpu_has_native_bf16, measure_matmul_peak, peak_memory_bytes, pick_device, pick_dtype
 from cognimamba.model import Transformer, flops_per_token, num_parameters
 from cognimamba.run_dir import (
     OPTIMIZER,
@@ -312,6 +312,8 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
               f"{human_count(total_params)} parameters ({human_count(non_embedding)} non-embedding, "
               f"{human_count(trainable)} trainable), {human_count(step_tokens_total)} "
               f"tokens/step, {budget} -> {run}")
+    if device.type == "cpu" and compute_dtype == torch.float32 and cpu_has_native_bf16():
+        header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 trains about 1.4x faster[/]"
     display = TrainingDisplay(console, header, total=max_time or max_steps, by_time=max_time is not None,
                               enabled=options.show_progress and context.is_main)
     stats = TrainingStats(step=state["step"], total_steps=max_steps, tokens_seen=state["tokens_seen"],
