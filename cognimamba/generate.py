@@ -58,7 +58,12 @@ class DecodeStep:
     def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False) -> None:
         self.model = model
         self.threads = decode_threads(model, device)
-        self.compiled = torch.compile(model, dynamic=True) if compile else None
+        self.compiled = None
+        if compile:
+            # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
+            # and past the default limit (8) torch.compile would quietly run the rest eagerly.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self.compiled = torch.compile(model, dynamic=True)
         self.compile_seconds: float | None = None
         self.compile_error: str | None = None
 

@@ -53,7 +53,9 @@ class KVCache:
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.max_len = max_len or config.max_seq_len
-        shape = (batch_size, config.n_kv_heads, self.max_len, config.head_dim)
+        # One spare position: reading the cache is then always a strided slice, never the whole (contiguous)
+        # tensor, which torch.compile would treat as a new case and compile again at the last position.
+        shape = (batch_size, config.n_kv_heads, self.max_len + 1, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
 
