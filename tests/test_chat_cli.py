@@ -46,6 +46,14 @@ def test_prompt_json_is_the_library_reply(tiny_run, env):
     assert not (Path(env["COGNI_HOME"]) / "data" / "history.sqlite3").exists()  # scripts leave no history
 
 
+def test_compiled_decoding_gives_the_same_reply(tiny_run, env):
+    result = run_cli("chat", str(tiny_run), "--prompt", "Once upon a time", "--temperature", "0",
+                     "--max-new-tokens", "12", "--compile", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"] == library_reply(tiny_run, "Once upon a time", 12)
+    assert "torch.compile failed" not in result.stderr
+
+
 def test_prompt_from_stdin_streams_text(tiny_run, env):
     result = run_cli("chat", str(tiny_run), "--prompt", "-", "--temperature", "0", "--max-new-tokens", "10",
                      "--system", "You tell stories.", env=env, input="The little dog\n")
