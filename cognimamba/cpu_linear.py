@@ -21,6 +21,7 @@ MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matm
 AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 ENABLED = os.environ.get("COGNI_ONEDNN", "1") != "0"
+DECODE_COPIES = os.environ.get("COGNI_DECODE_COPIES", "1") != "0"  # 0: no [in, out] copies (saves memory)
 
 
 def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def use_transposed(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """A few rows (a decoded token), no autograd, fp32 on CPU, and a layer at least as wide out as in."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+    return (DECODE_COPIES and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and weight.size(0) >= weight.size(1) and x.numel() < MIN_ROWS * x.size(-1)
             and not torch.is_grad_enabled())
 
@@ -75,7 +76,7 @@ class Linear(nn.Linear):
     8 GB/s here; with an [in, out] copy it accumulates along long contiguous rows at 11-22 GB/s (measured on
     2 AMD EPYC cores, cold weights, in=256 and out=512..4096; no gain where out < in). So decoding on CPU
     keeps that copy, made on first use and remade whenever the weight changes; it costs memory equal to the
-    wide layers' weights.
+    wide layers' weights (about 60% of a Llama's), which COGNI_DECODE_COPIES=0 saves at the cost of speed.
     """
 
     _transposed: torch.Tensor | None = None
@@ -103,6 +104,6 @@ class Linear(nn.Linear):
 def refresh_transposed(model: nn.Module) -> None:
     """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions)."""
     for module in model.modules():
-        if (isinstance(module, Linear) and module.bias is None and module.weight.device.type == "cpu"
+        if (DECODE_COPIES and isinstance(module, Linear) and module.bias is None and module.weight.device.type == "cpu"
                 and module.weight.dtype == torch.float32 and module.out_features >= module.in_features):
             module.transposed_weight()

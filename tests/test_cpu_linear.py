@@ -78,3 +78,13 @@ def test_decoding_copy_only_for_wide_layers_without_autograd() -> None:
     assert narrow._transposed is None and wide._transposed is None
     cpu_linear.refresh_transposed(nn.Sequential(narrow, wide))
     assert narrow._transposed is None and wide._transposed is not None
+
+
+def test_decoding_copies_can_be_turned_off(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_linear, "DECODE_COPIES", False)
+    ours, reference = pair(48, 80)
+    row = torch.randn(1, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+    cpu_linear.refresh_transposed(ours)
+    assert ours._transposed is None
