@@ -153,10 +153,7 @@ def inference_dtype(requested: str, device: torch.device) -> torch.dtype:
                          "CPU with AVX512-BF16 or AMX)")
     if device.type not in ("cuda", "cpu") and requested == "bf16":
         raise CogniError(f"--dtype bf16: not supported on {device.type}; use fp32")
-    try:
-        return hardware.pick_dtype(requested, device)
-    except CogniError as error:
-        raise CogniError(str(error).replace("precision bf16", "--dtype bf16")) from None
+    return hardware.pick_dtype(requested, device, setting="--dtype")
 
 
 def with_context(model: Transformer, length: int) -> Transformer:
@@ -264,7 +261,7 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
             warmup_seconds = seconds
         else:
             samples.append(batch * n_gen / seconds)
-    if compile and step.compile_error:
+    if step.compile_error:
         raise CogniError(f"--compile: torch.compile failed ({step.compile_error}); run without --compile")
     return samples, warmup_seconds
 
@@ -330,7 +327,8 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
     """Every pp/tg combination, then training with `options.train`; `on_run(test)` after each run."""
     results = []
     dtype_name = DTYPE_NAMES[bench.dtype]
-    notes = [TG_NOTE] if any(kind == "tg" for kind, *_ in options.tests()) else []
+    measures_tg = any(kind == "tg" for kind, *_ in options.tests())
+    notes = [TG_NOTE] if measures_tg else []
     trained_context = bench.config.model.max_seq_len
     if bench.model.config.max_seq_len > trained_context:
         notes.append(f"the model holds {trained_context} positions; RoPE and the KV cache were extended to "
@@ -350,7 +348,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
             warmup_seconds = warmup if options.compile else None
         results.append(BenchResult(test, n_prompt, n_gen, batch, dtype_name, samples,
                                    warmup_seconds=warmup_seconds))
-    if options.compile and any(kind == "tg" for kind, *_ in options.tests()):
+    if options.compile and measures_tg:
         notes.append("tg steps ran through torch.compile; the warm-up run, which compiles, is not in the samples "
                      "(see warmup_seconds); pp is eager")
     peak_flops = None

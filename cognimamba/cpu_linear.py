@@ -61,11 +61,9 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
-def use_transposed(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """A few rows (a decoded token), no autograd, fp32 on CPU, and a layer at least as wide out as in."""
-    return (DECODE_COPIES and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and weight.size(0) >= weight.size(1) and x.numel() < MIN_ROWS * x.size(-1)
-            and not torch.is_grad_enabled())
+def use_transposed(x: torch.Tensor) -> bool:
+    """A few rows (a decoded token) of fp32 with autograd off: the case the decoding copy serves."""
+    return x.dtype == torch.float32 and x.numel() < MIN_ROWS * x.size(-1) and not torch.is_grad_enabled()
 
 
 class Linear(nn.Linear):
@@ -86,9 +84,16 @@ class Linear(nn.Linear):
         if self.bias is None:
             if use_onednn(x, self.weight):
                 return OneDNNLinear.apply(x, self.weight)
-            if use_transposed(x, self.weight):
+            if use_transposed(x) and self.keeps_decoding_copy:
                 return x @ self.transposed_weight()
         return super().forward(x)
+
+    @property
+    def keeps_decoding_copy(self) -> bool:
+        """fp32 on CPU, no bias, at least as wide out as in (narrower layers gained nothing), copies enabled."""
+        weight = self.weight
+        return (DECODE_COPIES and self.bias is None and weight.device.type == "cpu" and weight.dtype == torch.float32
+                and self.out_features >= self.in_features)
 
     def transposed_weight(self) -> torch.Tensor:
         """The [in, out] copy of the weight; while torch.compile traces, the one refresh_transposed made."""
@@ -104,6 +109,5 @@ class Linear(nn.Linear):
 def refresh_transposed(model: nn.Module) -> None:
     """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions)."""
     for module in model.modules():
-        if (DECODE_COPIES and isinstance(module, Linear) and module.bias is None and module.weight.device.type == "cpu"
-                and module.weight.dtype == torch.float32 and module.out_features >= module.in_features):
+        if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -70,22 +70,28 @@ class DecodeStep:
     def __call__(self, tokens: torch.Tensor, cache: KVCache, position: int) -> torch.Tensor:
         """Logits [batch, vocab] for `tokens` [batch, 1] at `position`."""
         with intra_op_threads(self.threads):
-            if self.compiled is not None:
-                if self.compile_seconds is not None:
-                    return self.compiled(tokens, cache=cache, start=position, last_only=True)[:, -1]
+            if self.compiled is None:
+                return self._run(self.model, tokens, cache, position)
+            if self.compile_seconds is None:
                 return self._first_compiled(tokens, cache, position)
-            return self.model(tokens, cache=cache, start=position, last_only=True)[:, -1]
+            return self._run(self.compiled, tokens, cache, position)
+
+    @staticmethod
+    def _run(forward: Callable[..., torch.Tensor], tokens: torch.Tensor, cache: KVCache,
+             position: int) -> torch.Tensor:
+        return forward(tokens, cache=cache, start=position, last_only=True)[:, -1]
 
     def _first_compiled(self, tokens: torch.Tensor, cache: KVCache, position: int) -> torch.Tensor:
+        assert self.compiled is not None
         refresh_transposed(self.model)  # tracing reads the decoding copies of the weights as they are now
         started = time.perf_counter()
         try:
-            logits = self.compiled(tokens, cache=cache, start=position, last_only=True)[:, -1]
+            logits = self._run(self.compiled, tokens, cache, position)
         except Exception as error:  # any compiler failure; the eager step below is the same math
             self.compiled = None
             first_line = next(iter(str(error).strip().splitlines()), "")
             self.compile_error = f"{type(error).__name__}: {first_line}"
-            return self.model(tokens, cache=cache, start=position, last_only=True)[:, -1]
+            return self._run(self.model, tokens, cache, position)
         self.compile_seconds = time.perf_counter() - started
         return logits
 

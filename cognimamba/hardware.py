@@ -47,11 +47,12 @@ def cpu_has_native_bf16() -> bool:
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
 
 
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+def pick_dtype(precision: str, device: torch.device, setting: str = "precision") -> torch.dtype:
     """The autocast dtype: bf16 where the GPU supports it, fp16 otherwise; on CPU fp32 unless bf16 is asked.
 
     `auto` stays fp32 on CPU (reproducible everywhere); an explicit bf16 runs bf16 on a CPU with native
-    bf16 and is a clear error on one without. fp16 on CPU has no fast kernels and runs as fp32.
+    bf16 and is a clear error on one without, naming `setting`. fp16 on CPU has no fast kernels and runs
+    as fp32.
     """
     if precision == "fp32":
         return torch.float32
@@ -59,7 +60,7 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
         if precision != "bf16":
             return torch.float32
         if not cpu_has_native_bf16():
-            raise CogniError("precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 runs "
+            raise CogniError(f"{setting} bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 runs "
                              "slower than fp32; use fp32")
         return torch.bfloat16
     if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
