@@ -10,7 +10,8 @@ is timed. Each repetition then times both sides of every test back to back, alte
 the median tokens/sec.
 
 - train:   one optimizer step at the config's micro-batch and sequence length: forward, cross-entropy,
-           backward, gradient clipping and the same fused AdamW, on a second copy of each model.
+           backward, gradient clipping and the same fused AdamW, on a second copy of each model. With
+           --compile ours runs through torch.compile (`train.compile`), compiled before timing.
 - prefill: one prompt of --prefill-tokens at batch 1, returning the last position's logits and keeping the
            keys and values, as generation's first step does (our KVCache; HF's own DynamicCache).
 - decode:  --decode-tokens greedy tokens after a --prompt-tokens prompt at batch 1, the whole call timed:
@@ -161,11 +162,18 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     # Training runs on second copies, so the models that decode keep the weights that were checked equal.
     ours_train, hf_train = our_model(config, state, device).train(), HFLogits(hf_model(config, state, device)).train()
     ours_train.gradient_checkpointing = config.train.grad_checkpointing
-    ours_forward = torch.compile(ours_train) if config.train.compile else ours_train
+    compile_train = config.train.compile or args.compile
+    ours_forward = torch.compile(ours_train) if compile_train else ours_train
     ours_optimizer = build_optimizer(ours_train, config.train, device)
     hf_optimizer = build_optimizer(hf_train, config.train, device)
     clip = config.train.grad_clip
     plain = contextlib.nullcontext()
+    train_compile_seconds = None
+    if compile_train:  # compile before timing, and say how long it took
+        started = time.perf_counter()
+        training_step(ours_forward, ours_optimizer, inputs, targets, plain, clip)
+        synchronize(device)
+        train_compile_seconds = time.perf_counter() - started
     cache = KVCache(config.model, 1, args.prefill_tokens, device)
 
     @torch.inference_mode()
@@ -181,7 +189,8 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     hf_side = Side("transformers", lambda: training_step(hf_train, hf_optimizer, inputs, targets, plain, clip),
                    hf_prefill, hf_decode(hf, device, prompt, args.decode_tokens))
     checks = {"max_logit_diff": max_diff, "same_greedy_tokens": same_tokens, "compiled_decode": args.compile,
-              "compile_seconds": decoder.step.compile_seconds}
+              "compile_seconds": decoder.step.compile_seconds, "compiled_train": compile_train,
+              "train_compile_seconds": train_compile_seconds}
     return ours_side, hf_side, checks
 
 
@@ -224,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length before decoding")
     parser.add_argument("--decode-tokens", type=int, default=128, help="greedy tokens decoded per call")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto; fp32 either way")
-    parser.add_argument("--compile", action="store_true", help="decode through torch.compile, as `cogni chat "
-                        "--compile` does (compiled before timing; its seconds are reported)")
+    parser.add_argument("--compile", action="store_true", help="our decoding and training steps through "
+                        "torch.compile, as `cogni chat --compile` and `train.compile` run them (compiled before "
+                        "timing; the seconds are reported)")
     parser.add_argument("-t", "--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--min-seconds", type=float, default=0.5, help="shortest timed sample (short tests repeat)")
     parser.add_argument("--seed", type=int, default=0)
@@ -285,8 +295,12 @@ def print_table(result: dict) -> None:
           f"{'equal' if result['same_greedy_tokens'] else 'DIFFER'}; dropout off on both sides")
     if result["compiled_decode"]:
         print(f"cognimamba decode through torch.compile: compiled in {result['compile_seconds']:.1f} s before timing")
+    if result["compiled_train"]:
+        print(f"cognimamba training step through torch.compile: first step (compiling) took "
+              f"{result['train_compile_seconds']:.1f} s before timing")
     print()
-    shapes = {"train": f"batch {result['train_batch']} x {result['seq_len']}, fused AdamW",
+    shapes = {"train": f"batch {result['train_batch']} x {result['seq_len']}, fused AdamW"
+                       + (" (ours compiled)" if result["compiled_train"] else ""),
               "prefill": f"{result['prefill_tokens']} tokens, batch 1",
               "decode": f"{result['decode_tokens']} greedy tokens after {result['prompt_tokens']}, batch 1"
                         + (" (ours compiled)" if result["compiled_decode"] else "")}

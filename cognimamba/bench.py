@@ -5,8 +5,10 @@ and the report keeps the samples besides their mean and standard deviation so a 
 
 tg times the model alone: after each step the next token is the greedy argmax, taken on the device and fed
 straight back, so no sampling and no host round trip are in the number (llama-bench excludes sampling too).
-The training test runs the step `cogni train` runs: forward, cross-entropy, backward, gradient clipping and
-the fused AdamW step, at the profile's micro-batch and sequence length, in its precision.
+The training test runs the optimizer step `cogni train` runs: forward, cross-entropy and backward on each of
+the config's grad_accum_steps micro-batches (its micro-batch size and sequence length), then gradient
+clipping and the fused AdamW step, in its precision. Counting the whole step matters on a GPU, where the
+optimizer's fixed cost would weigh several times too much against a single micro-batch.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class BenchOptions:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     repetitions: int = 5
     train: bool = False
-    compile: bool = False  # torch.compile the decoding step (tg) and the training step
+    # True: torch.compile the decoding step (tg) and the training step; False: neither; None: tg eager,
+    # training as the config says (GPU profiles compile, as `cogni train` does).
+    compile: bool | None = None
     seed: int = 0
 
     def tests(self) -> list[tuple[str, int, int, int]]:
@@ -68,7 +72,10 @@ class BenchResult:
     samples: list[float]  # tokens/sec, one per repetition
     mfu: float | None = None  # training only: share of the measured matmul peak
     peak_memory_bytes: int | None = None  # training only: CUDA max allocated, or the process's peak RSS on CPU
+    peak_reserved_bytes: int | None = None  # training on CUDA: what the caching allocator held at most
     warmup_seconds: float | None = None  # training, and tg with --compile: the warm-up run, compiling included
+    compiled: bool = False  # whether the step ran through torch.compile
+    grad_accum: int = 1  # training: micro-batches per optimizer step (each sample counts all of their tokens)
 
     @property
     def mean(self) -> float:
@@ -83,7 +90,10 @@ class BenchResult:
                                "batch": self.batch, "dtype": self.dtype, "unit": "tokens/s", "mean": self.mean,
                                "std": self.std, "samples": self.samples}
         if self.test.startswith("train"):
-            row.update(mfu=self.mfu, peak_memory_bytes=self.peak_memory_bytes)
+            row.update(mfu=self.mfu, peak_memory_bytes=self.peak_memory_bytes, compiled=self.compiled,
+                       grad_accum=self.grad_accum)
+            if self.peak_reserved_bytes is not None:
+                row["peak_reserved_bytes"] = self.peak_reserved_bytes
         if self.warmup_seconds is not None:
             row["warmup_seconds"] = self.warmup_seconds
         return row
@@ -268,12 +278,16 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
                   targets: torch.Tensor, autocast: contextlib.AbstractContextManager, grad_clip: float,
-                  scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """One optimizer step as `cogni train` takes it (one micro-batch); returns the loss, left on the device."""
-    with autocast:
-        logits = model(inputs)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
-    (scaler.scale(loss) if scaler else loss).backward()
+                  scaler: torch.amp.GradScaler | None = None, micro_batches: int = 1) -> torch.Tensor:
+    """One optimizer step as `cogni train` takes it; returns the last micro-batch's loss, left on the device.
+
+    Each of the `micro_batches` forward/backward passes takes the same batch: speed does not depend on the data.
+    """
+    for _ in range(micro_batches):
+        with autocast:
+            logits = model(inputs)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1)) / micro_batches
+        (scaler.scale(loss) if scaler else loss).backward()
     if scaler is not None:
         scaler.unscale_(optimizer)
     if grad_clip > 0:
@@ -291,7 +305,10 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
                      on_run: Callable[[], None] = lambda: None, seed: int = 0) -> BenchResult:
     """Training tokens/sec of a fresh model of this config, one optimizer step per repetition."""
     settings = config.train
-    batch, seq_len = settings.micro_batch_size, config.model.max_seq_len
+    batch, seq_len, accum = settings.micro_batch_size, config.model.max_seq_len, settings.grad_accum_steps
+    # On CUDA the peak counts training's own memory: the pp/tg model, still loaded, is not part of it.
+    hardware.reset_peak_memory(device)
+    held_before = hardware.cuda_memory_held(device)
     torch.manual_seed(seed)
     with torch.device(device):
         model = Transformer(config.model)
@@ -302,24 +319,28 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
     autocast: contextlib.AbstractContextManager = contextlib.nullcontext()
     if compute_dtype != torch.float32:
         autocast = torch.autocast(device_type=device.type, dtype=compute_dtype)
-    forward = torch.compile(model) if settings.compile else model
+    compiled = settings.compile and hardware.compile_unavailable(device) is None
+    forward = torch.compile(model) if compiled else model
     tokens = _random_tokens((batch, seq_len + 1), config.model.vocab_size, device, seed)
     inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
-    hardware.reset_peak_memory(device)
     samples: list[float] = []
     warmup_seconds = 0.0
     for repetition in range(repetitions + 1):
         seconds = _timed(lambda: training_step(forward, optimizer, inputs, targets, autocast, settings.grad_clip,
-                                               scaler), device)
+                                               scaler, accum), device)
         on_run()
         if repetition == 0:
             warmup_seconds = seconds
         else:
-            samples.append(batch * seq_len / seconds)
+            samples.append(accum * batch * seq_len / seconds)
+    peak = hardware.peak_memory_bytes(device)
+    reserved = hardware.cuda_peak_reserved(device)
     return BenchResult(test=f"train{seq_len}", n_prompt=seq_len, n_gen=0, batch=batch,
-                      dtype=DTYPE_NAMES[compute_dtype], samples=samples,
-                      peak_memory_bytes=hardware.peak_memory_bytes(device), warmup_seconds=warmup_seconds)
+                       dtype=DTYPE_NAMES[compute_dtype], samples=samples, warmup_seconds=warmup_seconds,
+                       compiled=compiled, grad_accum=accum,
+                       peak_memory_bytes=None if peak is None else peak - held_before[0],
+                       peak_reserved_bytes=None if reserved is None else reserved - held_before[1])
 
 
 def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "auto",
@@ -344,7 +365,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
             samples = measure_prefill(bench, n_prompt, batch, options.repetitions, tick, options.seed)
         else:
             samples, warmup = measure_decode(bench, n_gen, batch, options.repetitions, tick, options.seed,
-                                             options.compile)
+                                             bool(options.compile))
             warmup_seconds = warmup if options.compile else None
         results.append(BenchResult(test, n_prompt, n_gen, batch, dtype_name, samples,
                                    warmup_seconds=warmup_seconds))
@@ -357,12 +378,17 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
         peak_flops = hardware.measure_matmul_peak(bench.device, compute_dtype)
         on_run("matmul peak")
         config = bench.config
-        if options.compile:
-            config = replace(config, train=replace(config.train, compile=True))
+        if options.compile is not None:
+            config = replace(config, train=replace(config.train, compile=options.compile))
         result = measure_training(config, bench.device, compute_dtype, options.repetitions,
                                   lambda: on_run("train"), options.seed)
         result.mfu = flops_per_token(config.model, result.n_prompt) * result.mean / peak_flops
         results.append(result)
+        if result.compiled:
+            notes.append("the training step ran through torch.compile (train.compile; --no-compile measures it "
+                         "eager); its warm-up run, which compiles, is not in the samples")
+        elif config.train.compile:
+            notes.append(f"train.compile is on, but {hardware.compile_unavailable(bench.device)}; training ran eagerly")
     return BenchReport(model=bench.name, weights=bench.weights, parameters=num_parameters(bench.model)[0],
                        device=bench.device.type, device_name=hardware.device_name(bench.device),
                        threads=hardware.cpu_threads(), results=results, peak_flops=peak_flops, notes=notes,

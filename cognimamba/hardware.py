@@ -68,6 +68,25 @@ def pick_dtype(precision: str, device: torch.device, setting: str = "precision")
     return torch.float16
 
 
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on this device (None when it can): what it generates needs a compiler.
+
+    Inductor writes Triton kernels for CUDA and C++ for the CPU. Without them the compile fails at the first
+    step, so training checks first and runs eagerly instead (GPU profiles compile by default).
+    """
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "torch.compile needs Triton for CUDA (pip install triton, or triton-windows)"
+    if device.type == "cpu":
+        import shutil
+
+        if any(shutil.which(name) for name in ("g++", "c++", "clang++", "cl")):
+            return None
+        return "torch.compile needs a C++ compiler for the CPU (g++, clang++ or MSVC's cl)"
+    return f"torch.compile is not set up for {device.type} here"
+
+
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:
     """FLOP/s of a large square matmul on this device: the denominator of MFU.
 
@@ -114,6 +133,7 @@ def synchronize(device: torch.device) -> None:
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new high-water mark, so peak_memory_bytes describes what runs next (Linux only on CPU)."""
     if device.type == "cuda":
+        torch.cuda.empty_cache()  # cached blocks of earlier work would otherwise hide this work's reservations
         torch.cuda.reset_peak_memory_stats(device)
         return
     try:
@@ -121,6 +141,18 @@ def reset_peak_memory(device: torch.device) -> None:
             handle.write("5")  # resets the process's peak resident set size (VmHWM)
     except OSError:
         pass
+
+
+def cuda_memory_held(device: torch.device) -> tuple[int, int]:
+    """(allocated, reserved) bytes on a CUDA device now; (0, 0) elsewhere."""
+    if device.type != "cuda":
+        return 0, 0
+    return torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
+
+
+def cuda_peak_reserved(device: torch.device) -> int | None:
+    """The most the CUDA caching allocator held since the last reset: what the card must really have free."""
+    return torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
 
 
 def peak_memory_bytes(device: torch.device) -> int | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,62 @@ def test_cli_compile_reports_the_warm_up_apart(tiny_run: Path) -> None:
     (tg,) = payload["tests"]
     assert tg["test"] == "tg6" and len(tg["samples"]) == 1 and tg["warmup_seconds"] > 0
     assert any("torch.compile" in note for note in payload["notes"])
+
+
+def test_accumulated_step_updates_like_one_batch() -> None:
+    """Micro-batches accumulate: two halves of the loss on the same batch give the one-batch update."""
+    from cognimamba.bench import training_step
+    from cognimamba.model import Transformer
+    from cognimamba.train.optim import build_optimizer
+    from tests.conftest import tiny_config
+
+    config = tiny_config()
+    config.model.vocab_size = 256
+    tokens = torch.randint(0, 256, (2, config.model.max_seq_len + 1), generator=torch.Generator().manual_seed(0))
+    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    updated = []
+    for micro_batches in (1, 2):
+        torch.manual_seed(0)
+        model = Transformer(replace(config.model, dropout=0.0))
+        optimizer = build_optimizer(model, config.train, CPU)
+        training_step(model, optimizer, inputs, targets, contextlib.nullcontext(), 1.0, None, micro_batches)
+        updated.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(updated[0], updated[1], rtol=1e-5, atol=1e-6)
+
+
+def test_training_counts_every_micro_batch_of_the_step() -> None:
+    from cognimamba.bench import measure_training
+    from tests.conftest import tiny_config
+
+    config = tiny_config("train.grad_accum_steps=3")
+    config.model.vocab_size = 256
+    result = measure_training(config, CPU, torch.float32, repetitions=1)
+    assert result.grad_accum == 3 and result.batch == config.train.micro_batch_size
+    assert not result.compiled and result.to_dict()["grad_accum"] == 3
+
+
+def test_training_runs_eagerly_when_compile_cannot(monkeypatch) -> None:
+    """train.compile without a compiler for the device: the step runs eagerly and the report says why."""
+    from cognimamba import hardware
+
+    monkeypatch.setattr(hardware, "compile_unavailable", lambda device: "torch.compile needs a C++ compiler")
+    bench = load_bench_model(None, "cpu", CPU, torch.float32, 16)
+    bench.config.model.vocab_size = 256
+    bench.config.model.max_seq_len = 16
+    bench.config.train.micro_batch_size = 2
+    report = run_bench(bench, BenchOptions(prompt_lengths=[0], generation_lengths=[0], train=True, repetitions=1,
+                                           compile=True))
+    (train,) = report.results
+    assert not train.compiled
+    assert any("train.compile is on, but torch.compile needs a C++ compiler" in note for note in report.notes)
+
+
+def test_cli_no_compile_and_compile_flags(tiny_run: Path) -> None:
+    result = run_cli("bench", str(tiny_run), "-p", "8", "-n", "0", "-r", "1", "--train", "--no-compile", "--json")
+    assert result.returncode == 0, result.stderr
+    train = json.loads(result.stdout)["tests"][-1]
+    assert train["compiled"] is False and train["grad_accum"] == 1
+    result = run_cli("bench", str(tiny_run), "-p", "8", "-n", "0", "-r", "1", "--train", "--csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows[-1]["test"] == "train64" and rows[-1]["grad_accum"] == "1" and rows[0]["grad_accum"] == ""

@@ -326,11 +326,11 @@ def test_cuda_out_of_memory_names_smaller_settings(tiny_data: Path, tmp_path: Pa
 
 def test_out_of_memory_advice_for_gpu_profiles() -> None:
     advice = out_of_memory_advice(get_profile("8gb"), torch.device("cuda"))
-    assert "--set train.micro_batch_size=1 --set train.grad_accum_steps=16" in advice
+    assert "--set train.micro_batch_size=2 --set train.grad_accum_steps=8" in advice
     assert "--set train.grad_checkpointing=true" in advice and "--profile 6gb" in advice
-    advice = out_of_memory_advice(get_profile("6gb"), torch.device("cuda"))
+    advice = out_of_memory_advice(get_profile("12gb"), torch.device("cuda"))
     assert "--set train.grad_checkpointing=true" not in advice  # already on: not suggested again
-    assert "--profile 4gb" in advice and "--set model.max_seq_len=256" in advice
+    assert "--profile 8gb" in advice and "--set model.max_seq_len=512" in advice
 
 
 def test_cpu_allocation_failure_is_reported_like_out_of_memory(tiny_data: Path, tmp_path: Path, one_thread,

@@ -10,6 +10,12 @@ from cognimamba import cpu_linear
 from cognimamba.cpu_linear import Linear, use_onednn
 
 
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test the oneDNN path wherever the wheel has it, also on Intel processors where it is off by default."""
+    monkeypatch.setattr(cpu_linear, "ENABLED", cpu_linear.AVAILABLE)
+
+
 def pair(in_features: int, out_features: int) -> tuple[Linear, nn.Linear]:
     torch.manual_seed(0)
     ours = Linear(in_features, out_features, bias=False)
@@ -34,7 +40,7 @@ def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...]) -> None:
 def test_takes_onednn_only_where_it_pays() -> None:
     weight = torch.randn(80, 48)
     many_rows, one_row = torch.randn(2, 8, 48), torch.randn(1, 1, 48)
-    assert use_onednn(many_rows, weight) == (cpu_linear.AVAILABLE and cpu_linear.ENABLED)
+    assert use_onednn(many_rows, weight) == cpu_linear.AVAILABLE
     assert not use_onednn(one_row, weight)  # a decoded token: MKL's lower per-call cost wins
     assert not use_onednn(many_rows.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -88,3 +94,14 @@ def test_decoding_copies_can_be_turned_off(monkeypatch) -> None:
         torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
     cpu_linear.refresh_transposed(ours)
     assert ours._transposed is None
+
+
+def test_onednn_by_default_only_where_mkl_is_slow() -> None:
+    from cognimamba.cpu_linear import mkl_takes_generic_path, onednn_enabled
+
+    assert onednn_enabled(None, available=True, generic_mkl=True)  # AMD: MKL's generic path is slow
+    assert not onednn_enabled(None, available=True, generic_mkl=False)  # Intel: MKL is as fast or faster
+    assert onednn_enabled("1", available=True, generic_mkl=False)
+    assert not onednn_enabled("0", available=True, generic_mkl=True)
+    assert not onednn_enabled("1", available=False, generic_mkl=True)  # no kernel in this wheel: never
+    assert isinstance(mkl_takes_generic_path(), bool)

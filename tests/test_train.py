@@ -124,3 +124,17 @@ def test_corpus_smaller_than_a_sequence(tmp_path: Path) -> None:
     result = run_cli("train", "--data", str(data), "--max-steps", "2", "--out", str(tmp_path / "r"), env=env)
     assert result.returncode == 2
     assert "smaller than one sequence" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compile_without_a_compiler_trains_eagerly(tiny_data: Path, tmp_path: Path) -> None:
+    """GPU profiles compile by default; where Inductor has no compiler the run goes on eagerly, and says so."""
+    no_tools = tmp_path / "bin"
+    no_tools.mkdir()
+    run = tmp_path / "eager"
+    result = run_cli("train", "--data", str(tiny_data), "--max-steps", "2", "--out", str(run), *TINY_SET,
+                     "--set", "train.compile=true", env={"COGNI_HOME": str(tmp_path / "home"), "PATH": str(no_tools)})
+    assert result.returncode == 0, result.stderr
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "train.compile: torch.compile needs a C++ compiler for the CPU" in output
+    assert "training runs eagerly" in output
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 2

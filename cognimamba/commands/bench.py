@@ -27,8 +27,10 @@ def bench_command(
                                              "one warm-up")] = 5,
     train: Annotated[bool, typer.Option("--train", help="also measure training tokens/sec, MFU and peak "
                                         "memory at the config's micro-batch and sequence length")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (tg) and the "
-                                          "training step; the warm-up run compiles and is reported apart")] = False,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the decoding step "
+                                                 "(tg) and the training step, or neither (default: tg eager, "
+                                                 "training as the profile says); warm-up runs compile and are "
+                                                 "reported apart")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 "
                                        "or fp16")] = "auto",
@@ -94,7 +96,10 @@ def _print_table(report) -> None:
     for result in report.results:
         if result.mfu is not None and report.peak_flops:
             memory = human_bytes(result.peak_memory_bytes) if result.peak_memory_bytes else "unknown"
-            console.print(f"{result.test} (batch {result.batch}, forward + backward + fused AdamW): MFU "
+            steps = (f"{result.grad_accum} micro-batches of {result.batch}" if result.grad_accum > 1
+                     else f"batch {result.batch}")
+            compiled = ", torch.compile" if result.compiled else ""
+            console.print(f"{result.test} ({steps}, forward + backward, then fused AdamW{compiled}): MFU "
                            f"{100 * result.mfu:.1f}% of this device's measured {result.dtype} matmul peak of "
                            f"{report.peak_flops / 1e9:,.1f} GFLOP/s; {report.memory_kind}: {memory}; first step "
                            f"(warm-up) {result.warmup_seconds:.2f}s", highlight=False)
@@ -106,11 +111,13 @@ def _print_csv(report) -> None:
 
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["model", "params", "device", "dtype", "threads", "test", "n_prompt", "n_gen", "batch",
-                     "mean_tokens_per_s", "std_tokens_per_s", "samples", "mfu", "peak_flops", "peak_memory_bytes"])
+                     "mean_tokens_per_s", "std_tokens_per_s", "samples", "mfu", "peak_flops", "peak_memory_bytes",
+                     "grad_accum"])
     for result in report.results:
         training = result.mfu is not None
         writer.writerow([report.model, report.parameters, report.device, result.dtype, report.threads, result.test,
                          result.n_prompt, result.n_gen, result.batch, f"{result.mean:.3f}", f"{result.std:.3f}",
                          ";".join(f"{sample:.3f}" for sample in result.samples),
                          f"{result.mfu:.4f}" if training else "", f"{report.peak_flops:.0f}" if training else "",
-                         result.peak_memory_bytes if training and result.peak_memory_bytes else ""])
+                         result.peak_memory_bytes if training and result.peak_memory_bytes else "",
+                         result.grad_accum if training else ""])

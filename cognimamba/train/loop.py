@@ -22,7 +22,14 @@ from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
 from cognimamba.errors import CogniError
 from cognimamba.evaluate import evaluate_loss
 from cognimamba.faults import kill_point
-from cognimamba.hardware import cpu_has_native_bf16, measure_matmul_peak, peak_memory_bytes, pick_device, pick_dtype
+from cognimamba.hardware import (
+    compile_unavailable,
+    cpu_has_native_bf16,
+    measure_matmul_peak,
+    peak_memory_bytes,
+    pick_device,
+    pick_dtype,
+)
 from cognimamba.model import Transformer, flops_per_token, num_parameters
 from cognimamba.run_dir import (
     OPTIMIZER,
@@ -276,7 +283,8 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if settings.compile:
+    compile_problem = compile_unavailable(device) if settings.compile else None
+    if settings.compile and compile_problem is None:
         model = torch.compile(model)
 
     train_windows = TokenWindows(data, "train", seed=settings.seed, rank=context.rank)
@@ -312,6 +320,10 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
               f"{human_count(total_params)} parameters ({human_count(non_embedding)} non-embedding, "
               f"{human_count(trainable)} trainable), {human_count(step_tokens_total)} "
               f"tokens/step, {budget} -> {run}")
+    if compile_problem:
+        header += f"\n[yellow]train.compile: {compile_problem}; training runs eagerly[/]"
+    elif settings.compile:
+        header += "\n[dim]torch.compile: the first step compiles the model (about a minute)[/]"
     if device.type == "cpu" and compute_dtype == torch.float32 and cpu_has_native_bf16():
         header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 trains about 1.4x faster[/]"
     display = TrainingDisplay(console, header, total=max_time or max_steps, by_time=max_time is not None,
