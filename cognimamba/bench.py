@@ -252,9 +252,7 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
     cache = KVCache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
-    step = DecodeStep(model, bench.device, compile)
-    if batch > 1:
-        step.threads = None  # batched steps are big enough to split across cores
+    step = DecodeStep(model, bench.device, compile, batch)
 
     @torch.inference_mode()
     def run() -> None:

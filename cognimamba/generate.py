@@ -55,9 +55,10 @@ class DecodeStep:
     say), the step goes on eagerly and `compile_error` says why.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1) -> None:
         self.model = model
-        self.threads = decode_threads(model, device)
+        # Several sequences per step are enough work to split across cores.
+        self.threads = decode_threads(model, device) if batch == 1 else None
         self.compiled = None
         if compile:
             # Each new cache, batch size or first position is a guarded case; bench runs several in one process,

@@ -34,9 +34,10 @@ def chat_command(
                                                     "per-user data dir)")] = None,
     chat_id: Annotated[int | None, typer.Option("--chat", help="reopen saved chat N (see /history)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for generation (default: "
-                                                "PyTorch's choice; 1 is often fastest for small models on a "
-                                                "busy machine)")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt, "
+                                                "and for decoding models over 20M parameters (smaller ones "
+                                                "decode on one thread, which is faster); default: PyTorch's "
+                                                "choice")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step: faster tokens "
                                           "(about 2x for small models on CPU) after a compile of 5-20 s at "
                                           "load")] = False,

@@ -325,7 +325,7 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
     elif settings.compile:
         header += "\n[dim]torch.compile: the first step compiles the model (about a minute)[/]"
     if device.type == "cpu" and compute_dtype == torch.float32 and cpu_has_native_bf16():
-        header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 trains about 1.4x faster[/]"
+        header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 trains 1.2-1.4x faster[/]"
     display = TrainingDisplay(console, header, total=max_time or max_steps, by_time=max_time is not None,
                               enabled=options.show_progress and context.is_main)
     stats = TrainingStats(step=state["step"], total_steps=max_steps, tokens_seen=state["tokens_seen"],
