@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cognimamba.chat_format import normalize_tool, normalize_tool_calls
-from cognimamba.data.sources import REGISTRY, NamedSource, read_json_records, register
+from cognimamba.data.sources import REGISTRY, NamedSource, read_json_records, register, stream_hub_dataset
 from cognimamba.errors import CogniError
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "messages", "glaive")
@@ -377,13 +377,8 @@ def _load_records(source: ChatSource, split: str | None) -> Any:
         except Exception as error:
             raise CogniError(f"{source.path}: could not be read as {builder} ({str(error).splitlines()[0]})") from error
     assert source.named is not None
-    named = source.named
-    try:
-        return datasets.load_dataset(named.hub_id, named.config_name, split=split or named.train_split,
-                                     streaming=True)
-    except Exception as error:
-        raise CogniError(f"could not load {named.hub_id} from the Hugging Face hub ({type(error).__name__}); download "
-                         f"it and pass the file instead: cogni prepare FILE --format {named.format}") from error
+    return stream_hub_dataset(source.named, split, "download it and pass the file instead: cogni prepare FILE "
+                              f"--format {source.named.format}")
 
 
 def check_reachable(source: ChatSource) -> None:

@@ -211,13 +211,20 @@ def load_records(spec: SourceSpec, split: str | None = None) -> Any:
         except Exception as error:
             raise CogniError(f"{spec.path}: could not be read as {builder} ({str(error).splitlines()[0]})") from error
     assert spec.named is not None
-    named = spec.named
+    return stream_hub_dataset(spec.named, split, "pass a local file instead, e.g. `cogni prepare my_corpus.txt`")
+
+
+def stream_hub_dataset(named: NamedSource, split: str | None, instead: str) -> Any:
+    """A named dataset streamed from the Hugging Face hub; when the hub cannot be reached, one line saying
+    what to do `instead`."""
+    import datasets
+
     try:
         return datasets.load_dataset(named.hub_id, named.config_name, split=split or named.train_split,
                                      streaming=True)
     except Exception as error:
         raise CogniError(f"could not reach the Hugging Face hub for {named.hub_id} ({type(error).__name__}); "
-                         f"pass a local file instead, e.g. `cogni prepare my_corpus.txt`") from error
+                         f"{instead}") from error
 
 
 def iter_record_texts(records: Any, text_field: str, where: str, limit: int | None) -> Iterator[str]:
