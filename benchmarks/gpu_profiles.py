@@ -50,6 +50,11 @@ def test_row(report: dict[str, Any], prefix: str) -> dict[str, Any] | None:
     return next((row for row in report.get("tests", []) if row["test"].startswith(prefix)), None)
 
 
+def peak_gib(row: dict[str, Any]) -> float:
+    """What the card must hold for training: the allocator's peak reservation, a little above what tensors took."""
+    return max(row["peak_memory_bytes"], row.get("peak_reserved_bytes") or 0) / GIB
+
+
 def rate(row: dict[str, Any] | None) -> str:
     return f"{row['mean']:,.0f} ± {row['std']:,.0f}" if row else "-"
 
@@ -65,7 +70,7 @@ def main() -> None:
     console = Console(width=200)
     table = Table(title="GPU profiles: speed and peak training memory")
     for column in ("profile", "params", "pp512 t/s", "tg128 t/s", "train t/s", "MFU", "peak reserved",
-                   "+ context", "budget", "fits", "compiled train t/s", "compiled MFU", "compiled peak"):
+                   "+ context", "budget", "fits", "compiled train t/s", "compiled MFU", "compiled peak reserved"):
         table.add_column(column, justify="left" if column in ("profile", "fits") else "right")
     for profile in args.profiles.split(","):
         eager = bench(profile, args.repetitions, compile=False)
@@ -77,8 +82,7 @@ def main() -> None:
             if "error" in report:
                 console.print(f"[red]{profile} {name}: {report['error']}[/]")
         train, compiled_train = test_row(eager, "train"), test_row(compiled, "train")
-        # The card must hold what the caching allocator reserved, a little more than what tensors took.
-        peak = max(train["peak_memory_bytes"], train.get("peak_reserved_bytes") or 0) / GIB if train else None
+        peak = peak_gib(train) if train else None
         budget = BUDGET_GIB.get(profile)
         fits = "-" if peak is None or budget is None else ("yes" if peak + CUDA_CONTEXT_GIB <= budget else "NO")
         table.add_row(
@@ -88,7 +92,7 @@ def main() -> None:
             f"{peak + CUDA_CONTEXT_GIB:.2f} GiB" if peak is not None else "-",
             f"{budget:.0f} GiB" if budget else "-", fits, rate(compiled_train),
             f"{compiled_train['mfu']:.1%}" if compiled_train else "-",
-            f"{compiled_train['peak_memory_bytes'] / GIB:.2f} GiB" if compiled_train else "-")
+            f"{peak_gib(compiled_train):.2f} GiB" if compiled_train else "-")
     console.print(table)
     if eager.get("device_name"):
         console.print(f"device: {eager['device_name']}; matmul peak {eager.get('peak_flops', 0) / 1e12:.0f} TFLOP/s "

@@ -76,6 +76,7 @@ class BenchResult:
     warmup_seconds: float | None = None  # training, and tg with --compile: the warm-up run, compiling included
     compiled: bool = False  # whether the step ran through torch.compile
     grad_accum: int = 1  # training: micro-batches per optimizer step (each sample counts all of their tokens)
+    compile_problem: str | None = None  # training: why train.compile could not compile here (not reported as data)
 
     @property
     def mean(self) -> float:
@@ -317,8 +318,7 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
     autocast: contextlib.AbstractContextManager = contextlib.nullcontext()
     if compute_dtype != torch.float32:
         autocast = torch.autocast(device_type=device.type, dtype=compute_dtype)
-    compiled = settings.compile and hardware.compile_unavailable(device) is None
-    forward = torch.compile(model) if compiled else model
+    forward, compile_problem = hardware.compiled_if_possible(model, device, settings.compile)
     tokens = _random_tokens((batch, seq_len + 1), config.model.vocab_size, device, seed)
     inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
@@ -336,7 +336,7 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
     reserved = hardware.cuda_peak_reserved(device)
     return BenchResult(test=f"train{seq_len}", n_prompt=seq_len, n_gen=0, batch=batch,
                        dtype=DTYPE_NAMES[compute_dtype], samples=samples, warmup_seconds=warmup_seconds,
-                       compiled=compiled, grad_accum=accum,
+                       compiled=forward is not model, compile_problem=compile_problem, grad_accum=accum,
                        peak_memory_bytes=None if peak is None else peak - held_before[0],
                        peak_reserved_bytes=None if reserved is None else reserved - held_before[1])
 
@@ -385,8 +385,8 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
         if result.compiled:
             notes.append("the training step ran through torch.compile (train.compile; --no-compile measures it "
                          "eager); its warm-up run, which compiles, is not in the samples")
-        elif config.train.compile:
-            notes.append(f"train.compile is on, but {hardware.compile_unavailable(bench.device)}; training ran eagerly")
+        elif result.compile_problem:
+            notes.append(f"train.compile is on, but {result.compile_problem}; training ran eagerly")
     return BenchReport(model=bench.name, weights=bench.weights, parameters=num_parameters(bench.model)[0],
                        device=bench.device.type, device_name=hardware.device_name(bench.device),
                        threads=hardware.cpu_threads(), results=results, peak_flops=peak_flops, notes=notes,

@@ -87,6 +87,14 @@ def compile_unavailable(device: torch.device) -> str | None:
     return f"torch.compile is not set up for {device.type} here"
 
 
+def compiled_if_possible(module: torch.nn.Module, device: torch.device,
+                         wanted: bool) -> tuple[torch.nn.Module, str | None]:
+    """`module` through torch.compile when `wanted` and possible here; otherwise `module` itself, with why
+    it was not compiled when it was wanted."""
+    problem = compile_unavailable(device) if wanted else None
+    return (torch.compile(module), None) if wanted and problem is None else (module, problem)
+
+
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:
     """FLOP/s of a large square matmul on this device: the denominator of MFU.
 

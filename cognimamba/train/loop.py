@@ -23,7 +23,7 @@ from cognimamba.errors import CogniError
 from cognimamba.evaluate import evaluate_loss
 from cognimamba.faults import kill_point
 from cognimamba.hardware import (
-    compile_unavailable,
+    compiled_if_possible,
     cpu_has_native_bf16,
     measure_matmul_peak,
     peak_memory_bytes,
@@ -283,9 +283,7 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    compile_problem = compile_unavailable(device) if settings.compile else None
-    if settings.compile and compile_problem is None:
-        model = torch.compile(model)
+    model, compile_problem = compiled_if_possible(model, device, settings.compile)
 
     train_windows = TokenWindows(data, "train", seed=settings.seed, rank=context.rank)
     train_windows.check_fits(config.model.max_seq_len)
