@@ -3,7 +3,7 @@
     pip install -e '.[bench]'                       # transformers, the only extra this needs
     HF_HUB_OFFLINE=1 python benchmarks/compare_hf.py [--profile cpu | --run RUN] [-r 5] [--json]
 
-Both models are built from one config and one set of weights (`cognimamba.hf_convert` splits our fused
+Both models are built from one config and one set of weights (`cognimamba.interop.hf_names` splits our fused
 projections into LlamaForCausalLM's), and their logits and greedy tokens are checked equal before anything
 is timed. Each repetition then times both sides of every test back to back, alternating which goes first
 (A B, B A, ...), so a neighbour's burst on a shared machine hits both alike. Ratios are cognimamba / HF of
@@ -42,14 +42,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cogni CLI sets it;
 import torch
 from torch import nn
 
-from cognimamba.bench import training_step
-from cognimamba.config import Config
-from cognimamba.generate import Generator, SamplingOptions
-from cognimamba.hardware import pick_device, synchronize
-from cognimamba.hf_convert import hf_llama_config, to_hf_state_dict
-from cognimamba.model import KVCache, Transformer, num_parameters
-from cognimamba.profiles import get_profile
-from cognimamba.run_dir import load_run, model_state
+from cognimamba.config.profiles import get_profile
+from cognimamba.config.schema import Config
+from cognimamba.evaluation.bench import training_step
+from cognimamba.inference.decoding import Generator
+from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.interop.hf_names import hf_llama_config, to_hf_state_dict
+from cognimamba.model.transformer import KVCache, Transformer, num_parameters
+from cognimamba.runs.loading import load_run
+from cognimamba.runs.tensors import model_state
+from cognimamba.system.hardware import pick_device, synchronize
 from cognimamba.train.optim import build_optimizer
 
 try:

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cognimamba.profiles import BUDGET_GIB, GIB
+from cognimamba.config.profiles import BUDGET_GIB, GIB
 
 # What a CUDA context takes besides PyTorch's allocations (driver, cuBLAS and cuDNN workspaces): measured
 # as the gap between nvidia-smi's used memory and torch's reserved memory, 0.5-0.6 GB on recent drivers.

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from cognimamba.system.version import VERSION as __version__
 
 if TYPE_CHECKING:
-    from cognimamba.run_dir import LoadedRun
+    from cognimamba.runs.loading import LoadedRun
 
 
 def load(run: str | Path, device: str = "cpu") -> LoadedRun:
     """Load a run dir: `.config`, `.tokenizer` (tokenizers.Tokenizer) and `.model` (torch.nn.Module, eval mode)."""
-    from cognimamba.run_dir import load_run
+    from cognimamba.runs.loading import load_run
 
     return load_run(run, device=device)
 

@@ -1,4 +1,4 @@
-from cognimamba.cli import main
+from cognimamba.cli.app import main
 
 if __name__ == "__main__":
     main()

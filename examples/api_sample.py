@@ -10,8 +10,9 @@ import sys
 import torch
 
 import cognimamba
-from cognimamba.generate import Generator, SamplingOptions
-from cognimamba.tokenizer import encode
+from cognimamba.inference.decoding import Generator
+from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.model.tokenizer import encode
 
 
 def main(run: str, prompt: str) -> None:

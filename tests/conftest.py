@@ -66,7 +66,7 @@ def tiny_data(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory, cogni
 
 
 def tiny_config(*extra: str):
-    from cognimamba.config import resolve_config
+    from cognimamba.config.overrides import resolve_config
 
     return resolve_config("cpu", None, [*TINY_MODEL, *extra])
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cognimamba.config import resolve_config
+from cognimamba.config.overrides import resolve_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cognimamba.chat_format import normalize_tool, normalize_tool_calls
+from cognimamba.chat.format import normalize_tool, normalize_tool_calls
+from cognimamba.data.conversation import BadRecord, Conversation
 from cognimamba.data.sources import REGISTRY, NamedSource, read_json_records, register, stream_hub_dataset
 from cognimamba.errors import CogniError
 
@@ -41,16 +42,6 @@ register(NamedSource("glaive", "glaiveai/glaive-function-calling-v2", "", val_sp
 
 def chat_source_names() -> list[str]:
     return sorted(name for name, source in REGISTRY.items() if source.format in CHAT_FORMATS)
-
-
-class BadRecord(ValueError):
-    """A record that cannot become a conversation; prepare skips it and reports the first reason."""
-
-
-@dataclass
-class Conversation:
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- converters
@@ -362,7 +353,7 @@ def _load_records(source: ChatSource, split: str | None) -> Any:
     """Records through `datasets`: local files read whole (exact nested JSON), hub datasets streamed."""
     import datasets
 
-    from cognimamba.paths import cache_dir
+    from cognimamba.system.paths import cache_dir
 
     datasets.disable_progress_bars()
     if source.path is not None:

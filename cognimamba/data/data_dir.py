@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cognimamba.errors import CogniError
-from cognimamba.fileio import atomic_write_json, disk_errors, fsync_dir
+from cognimamba.system.fileio import atomic_write_json, disk_errors, fsync_dir
 
 DATA_FORMAT_VERSION = 1
 

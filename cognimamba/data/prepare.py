@@ -12,12 +12,12 @@ from typing import Any
 
 from rich.console import Console
 
-from cognimamba.console import make_progress
 from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
 from cognimamba.data.sources import SourceSpec, iter_documents, read_json_records, resolve_source
 from cognimamba.errors import CogniError
-from cognimamba.paths import default_data_dir
-from cognimamba.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash, train_tokenizer
+from cognimamba.model.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash, train_tokenizer
+from cognimamba.system.console import make_progress
+from cognimamba.system.paths import default_data_dir
 
 TOKENIZER_SAMPLE_CHARS = 200_000_000  # enough text to learn merges; larger corpora are only tokenized
 ENCODE_BATCH = 1024

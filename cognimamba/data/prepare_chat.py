@@ -25,8 +25,7 @@ from typing import Any
 from rich.console import Console
 from tokenizers import Tokenizer
 
-from cognimamba.chat_format import render_segments
-from cognimamba.console import make_progress
+from cognimamba.chat.format import render_segments
 from cognimamba.data.chat_sources import (
     ChatSource,
     Conversation,
@@ -38,8 +37,9 @@ from cognimamba.data.chat_sources import (
 from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
 from cognimamba.data.prepare import PrepareResult, is_validation_document
 from cognimamba.errors import CogniError
-from cognimamba.paths import default_data_dir
-from cognimamba.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash
+from cognimamba.model.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash
+from cognimamba.system.console import make_progress
+from cognimamba.system.paths import default_data_dir
 
 CHAT_DATA_VERSION = 1  # bump when the rendering or packing changes, so cached data dirs are rebuilt
 ENCODE_BATCH = 256
@@ -98,7 +98,7 @@ MIX_KEYS = {"source", "weight", "format", "system", "limit", "count"}
 def load_mix_file(path: Path, format: str | None = None, system: str | None = None, limit: int | None = None,
                   count: int | None = None) -> list[MixEntry]:
     """A TOML data section: `[data] system = "..."` and one `[[data.mix]]` table per source."""
-    from cognimamba.config import load_toml
+    from cognimamba.config.overrides import load_toml
 
     data = load_toml(path).get("data")
     if not isinstance(data, dict) or not isinstance(data.get("mix"), list):

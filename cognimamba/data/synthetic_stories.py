@@ -70,7 +70,7 @@ def generate_stories(count: int, seed: int = 0) -> Iterator[str]:
 
 def write_story_corpus(path: Path, count: int, seed: int = 0) -> Path:
     """Stories separated by a line holding only `<|story|>`, so paragraphs stay inside one document."""
-    from cognimamba.fileio import atomic_write_text
+    from cognimamba.system.fileio import atomic_write_text
 
     atomic_write_text(path, "\n<|story|>\n".join(generate_stories(count, seed)) + "\n")
     return path

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cognimamba.data.chat_sources import Conversation
+from cognimamba.data.conversation import Conversation
 
 GENERATOR_VERSION = 1  # bump when the output for a (count, seed) changes, so cached data dirs are rebuilt
 

@@ -1,1 +1,1 @@
-"""Training: the loop, its schedule and optimizer, checkpoints (run_dir.py) and the live display."""
+"""Training: setup, the fit loop, its micro-step, evaluation and saving, schedule, optimizer, and the live display."""

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cognimamba.console import human_bytes, human_count
+from cognimamba.system.console import human_bytes, human_count
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 

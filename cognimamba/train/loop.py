@@ -15,14 +15,22 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from cognimamba.config import Config, parse_duration, validate
-from cognimamba.console import human_count
+from cognimamba.config.schema import Config, parse_duration, validate
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
 from cognimamba.errors import CogniError
-from cognimamba.evaluate import evaluate_loss
-from cognimamba.faults import kill_point
-from cognimamba.hardware import (
+from cognimamba.evaluation.loss import evaluate_loss
+from cognimamba.model.tokenizer import load_tokenizer
+from cognimamba.model.transformer import Transformer, flops_per_token, num_parameters
+from cognimamba.runs.checkpoints import latest_checkpoint, recover_best, save_best, save_checkpoint
+from cognimamba.runs.layout import OPTIMIZER, STATE, WEIGHTS
+from cognimamba.runs.loading import read_config, write_run_files
+from cognimamba.runs.lora import LoraSettings, adapter_state, base_transformer
+from cognimamba.runs.metrics import append_metrics, trim_metrics
+from cognimamba.runs.tensors import load_optimizer, load_state_into, model_state, read_weights
+from cognimamba.system.console import human_count
+from cognimamba.system.faults import kill_point
+from cognimamba.system.hardware import (
     compiled_if_possible,
     cpu_has_native_bf16,
     measure_matmul_peak,
@@ -30,28 +38,8 @@ from cognimamba.hardware import (
     pick_device,
     pick_dtype,
 )
-from cognimamba.model import Transformer, flops_per_token, num_parameters
-from cognimamba.run_dir import (
-    OPTIMIZER,
-    STATE,
-    WEIGHTS,
-    append_metrics,
-    latest_checkpoint,
-    load_optimizer,
-    load_state_into,
-    model_state,
-    read_config,
-    read_weights,
-    recover_best,
-    save_best,
-    save_checkpoint,
-    trim_metrics,
-    write_run_files,
-)
-from cognimamba.tokenizer import load_tokenizer
 from cognimamba.train.display import TrainingDisplay, TrainingStats
 from cognimamba.train.distributed import agree_max, init_distributed, shutdown_distributed
-from cognimamba.train.lora import LoraSettings, adapter_state, base_transformer
 from cognimamba.train.optim import build_optimizer, optimizer_step
 from cognimamba.train.schedule import curriculum_seq_len, learning_rate
 
@@ -123,7 +111,7 @@ def _resume_state(run: Path, config: Config) -> tuple[Path, dict[str, Any]]:
     if saved_config.model != config.model:
         raise CogniError(f"{run}: the model settings differ from the checkpoint's; resume with the same "
                          "--profile/--config, or start a new --out")
-    from cognimamba.fileio import read_json
+    from cognimamba.system.fileio import read_json
 
     return checkpoint, read_json(checkpoint / STATE, "trainer state")
 
@@ -131,9 +119,9 @@ def _resume_state(run: Path, config: Config) -> tuple[Path, dict[str, Any]]:
 def _init_from(base_path: Path, config: Config, data: DataDir, lora: LoraSettings | None,
                overrides: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The base run's weights (its architecture; a longer context allowed), LoRA-wrapped when asked."""
-    from cognimamba.run_dir import load_run
-    from cognimamba.tokenizer import tokenizer_hash
-    from cognimamba.train.lora import apply_lora, is_lora_run, lora_run_info, tuned_model_config
+    from cognimamba.model.tokenizer import tokenizer_hash
+    from cognimamba.runs.loading import load_run
+    from cognimamba.runs.lora import apply_lora, is_lora_run, lora_run_info, tuned_model_config
 
     base = load_run(base_path)
     if base.config.model.vocab_size != config.model.vocab_size or (
@@ -173,8 +161,9 @@ def _resume_weights(model: torch.nn.Module, checkpoint: Path, lora: LoraSettings
     if lora is None:
         load_state_into(model, read_weights(checkpoint / WEIGHTS), checkpoint / WEIGHTS)  # type: ignore[arg-type]
         return model
-    from cognimamba.run_dir import ADAPTER_WEIGHTS, load_run
-    from cognimamba.train.lora import apply_lora, check_base_fingerprint, load_adapter_state
+    from cognimamba.runs.layout import ADAPTER_WEIGHTS
+    from cognimamba.runs.loading import load_run
+    from cognimamba.runs.lora import apply_lora, check_base_fingerprint, load_adapter_state
 
     base_path = Path(run_info["lora"]["base_run"])
     check_base_fingerprint(run_info["lora"], base_path, checkpoint)
@@ -209,7 +198,7 @@ def train(options: TrainOptions, console: Console | None = None) -> TrainResult:
 
 def out_of_memory_advice(config: Config, device: torch.device) -> str:
     """What to change after an out-of-memory error, from the settings that did not fit."""
-    from cognimamba.profiles import PROFILES
+    from cognimamba.config.profiles import PROFILES
 
     settings, model = config.train, config.model
     tips = []
@@ -305,7 +294,7 @@ def _train(options: TrainOptions, config: Config, device: torch.device, context:
         write_run_files(run, config, transformer, tokenizer,
                         {"data_meta": data.meta, **options.extra_run_info, **run_info})
         if lora is not None:
-            from cognimamba.train.lora import write_adapter_config
+            from cognimamba.runs.lora import write_adapter_config
 
             write_adapter_config(run, raw_model, run_info["lora"]["base_run"])
 

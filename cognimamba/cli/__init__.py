@@ -1,0 +1,1 @@
+"""The Typer app, its thin commands, and the quickstart pipeline."""

@@ -1,0 +1,122 @@
+"""The `cogni` command line: a thin map from commands to library functions.
+
+Command modules import torch and friends inside their functions, so `cogni --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from cognimamba.cli.commands.bench import bench_command
+from cognimamba.cli.commands.chat import chat_command
+from cognimamba.cli.commands.config_cmd import config_command, profiles_command
+from cognimamba.cli.commands.export import export_command
+from cognimamba.cli.commands.import_hf import import_hf_command
+from cognimamba.cli.commands.merge import merge_command
+from cognimamba.cli.commands.plot import plot_command
+from cognimamba.cli.commands.prepare import prepare_command
+from cognimamba.cli.commands.quickstart import quickstart_command
+from cognimamba.cli.commands.test_model import test_model_command
+from cognimamba.cli.commands.train import train_command
+
+app = typer.Typer(
+    name="cogni",
+    help="Train a small conversational language model on the hardware you own, then talk to it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show full tracebacks for errors")) -> None:
+    if debug:
+        os.environ["COGNI_DEBUG"] = "1"
+
+
+app.command("quickstart")(quickstart_command)
+app.command("prepare")(prepare_command)
+app.command("train")(train_command)
+app.command("chat")(chat_command)
+app.command("test-model")(test_model_command)
+app.command("config")(config_command)
+app.command("profiles")(profiles_command)
+app.command("plot")(plot_command)
+app.command("export")(export_command)
+app.command("import-hf")(import_hf_command)
+app.command("bench")(bench_command)
+app.command("merge")(merge_command)
+
+
+def _error(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Usage errors: click's, and the copy of click that typer vendors (typer._click) since typer 0.2x."""
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        return (click.ClickException,)
+    return (click.ClickException, VendoredClickException)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one red line and a non-zero exit; --debug shows tracebacks."""
+    from cognimamba.errors import CogniError
+
+    # Idle OpenMP workers sleep rather than spin (set before torch loads; an exported value wins). When
+    # other programs keep the cores busy, a spinning worker takes the CPU its lagging partner needs: on
+    # 2 shared cores next to a training job, a 2-thread prefill ran 50x slower spinning (benchmarks/README).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if sys.platform == "linux":
+        # The CUDA caching allocator grows segments in place instead of leaving gaps between fixed ones: on an
+        # H200 the 12gb profile reserved 1.9 GiB more than its tensors took, which a 12 GB card cannot spare.
+        # (Windows has no expandable segments.)
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    debug = "--debug" in sys.argv[1:]
+    try:
+        result = app(standalone_mode=False, prog_name="cogni")  # also under `python -m cognimamba`
+        sys.exit(result if isinstance(result, int) else 0)
+    except CogniError as error:
+        if debug:
+            raise
+        _error(" ".join(str(error).split("\n")))
+        sys.exit(error.exit_code)
+    except (click.exceptions.Exit, typer.Exit) as exit_:
+        sys.exit(exit_.exit_code)
+    except (click.exceptions.Abort, typer.Abort):
+        _error("aborted")
+        sys.exit(130)
+    except _click_errors() as error:
+        if debug:
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":  # `cogni` alone: the help is the message
+            error.show()
+            sys.exit(error.exit_code)
+        context = getattr(error, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        _error(f"{error.format_message()}{hint}")
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        sys.exit(130)
+    except OSError as error:  # permissions, missing dirs, read-only disks: the user's to fix, not a bug
+        if debug:
+            raise
+        where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+        _error(f"{where + ': ' if where else ''}{error.strerror or error} (run again with --debug for the traceback)")
+        sys.exit(1)
+    except Exception as error:
+        if debug:
+            raise
+        _error(f"internal error: {type(error).__name__}: {error} (run again with --debug for the traceback)")
+        sys.exit(1)

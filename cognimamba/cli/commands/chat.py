@@ -1,0 +1,185 @@
+"""`cogni chat RUN`: talk to a trained model (full-screen app, `--plain` line mode, or one `--prompt`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cognimamba.cli.commands.common import JsonOption
+
+
+def chat_command(
+    run: Annotated[Path, typer.Argument(help="run dir (from `cogni train` or `cogni quickstart`)")],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="send one message, stream the reply to stdout and "
+                                               "exit; '-' reads the message from stdin")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="system prompt (for new chats)")] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="line-mode chat instead of the full-screen app")] = False,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="reply length limit")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy (deterministic)")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="sample from the k likeliest tokens; 0 = off")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="nucleus sampling mass; 1 = off")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="1 = off")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="sampling seed for reproducible replies")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="with --prompt: end the reply at this text "
+                                                           "(repeatable)")] = None,
+    tools_file: Annotated[Path | None, typer.Option("--tools", help="JSON file of tool definitions to show the "
+                                                    "model (never executed)")] = None,
+    enable_tools: Annotated[bool, typer.Option("--enable-tools", help="run the built-in calculator and clock "
+                                               "when the model calls them")] = False,
+    history_db: Annotated[Path | None, typer.Option("--history-db", help="chat history file (default: in the "
+                                                    "per-user data dir)")] = None,
+    chat_id: Annotated[int | None, typer.Option("--chat", help="reopen saved chat N (see /history)")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt, "
+                                                "and for decoding models over 20M parameters (smaller ones "
+                                                "decode on one thread, which is faster); default: PyTorch's "
+                                                "choice")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step: faster tokens "
+                                          "(about 2x for small models on CPU) after a compile of 5-20 s at "
+                                          "load")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Chat with a trained model: a full-screen app by default, `--plain` for line mode, `--prompt` for scripts."""
+    from cognimamba.chat.session import ChatSession, settings_with
+    from cognimamba.chat.tools import ToolBox, load_tool_definitions
+    from cognimamba.config.schema import GenerationConfig
+    from cognimamba.errors import CogniError
+
+    overrides: dict[str, Any] = {name: value for name, value in {
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+        "repetition_penalty": repetition_penalty, "seed": seed}.items() if value is not None}
+    for name, value in overrides.items():  # bad values fail here, before anything loads
+        try:
+            settings_with(GenerationConfig(), {name: value})
+        except CogniError as error:
+            option = "--" + name.replace("_", "-")
+            raise CogniError(str(error).replace(f"settings: generation.{name}", option)
+                             .replace(f"generation.{name}", option)) from None
+    tools = ToolBox(load_tool_definitions(tools_file) if tools_file else [], enabled=enable_tools)
+    if as_json and prompt is None:
+        raise CogniError("--json needs --prompt (it describes one reply)")
+    if prompt is not None and plain:
+        raise CogniError("--prompt and --plain do not go together; --prompt answers one message and exits")
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if prompt is not None:
+        text = sys.stdin.read() if prompt == "-" else prompt
+        if not text.strip():
+            raise CogniError("--prompt: the message is empty")
+        source = _load_model(run, device, compile)
+        session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools,
+                              stop=stop)
+        _answer_once(session, source, text.strip(), as_json)
+        return
+
+    check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
+    if not plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # A full-screen app needs a terminal on both ends; piped or redirected, line mode is what works.
+        sys.stderr.write("not a terminal: using the line-mode chat (--plain)\n")
+        plain = True
+    from cognimamba.chat.history import HistoryStore
+
+    history = HistoryStore(history_db)
+    try:
+        if plain:
+            _line_chat(run, device, compile, history, tools, system, overrides, chat_id)
+        else:
+            _full_screen(run, device, compile, history, tools, system, overrides, chat_id)
+    finally:
+        history.close()
+
+
+def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True):  # -> ChatModel
+    # The imports stay inside for a fast `cogni --help`.
+    from cognimamba.inference.decoding import ChatModel
+    from cognimamba.runs.loading import load_run
+    from cognimamba.system.hardware import pick_device
+
+    source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile)
+    source.warm_up()
+    if source.notice and report_notice:
+        sys.stderr.write(source.notice + "\n")
+    return source
+
+
+def _answer_once(session, source, text: str, as_json: bool) -> None:
+    import io
+
+    from cognimamba.chat.plain import ReplyPrinter, prompt_json, reply_once
+
+    session.add_user(text)
+    quiet = io.StringIO()
+    printer = ReplyPrinter(quiet, quiet) if as_json else ReplyPrinter(sys.stdout, sys.stderr)
+    reply_once(session, source, printer)
+    if as_json:
+        sys.stdout.write(json.dumps(prompt_json(printer), ensure_ascii=False) + "\n")
+
+
+def _line_chat(run: Path, device: str, compile: bool, history, tools, system: str | None,
+               overrides: dict[str, Any], chat_id: int | None) -> None:
+    from cognimamba.chat.plain import LineChat
+    from cognimamba.chat.session import ChatSession, settings_with
+
+    record = history.get_chat(chat_id) if chat_id is not None else None  # a wrong --chat fails before loading
+    source = _load_model(run, device, compile)
+    session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools)
+    if record is not None:
+        history.load_session(record.id, session)
+    read_line = input if sys.stdin.isatty() else _read_piped_line
+    LineChat(source, history, session, str(run), read_line, chat_id=record.id if record else None,
+             title=record.title if record else "").run()
+
+
+def _read_piped_line(prompt: str) -> str:
+    """Like input(), without echoing the prompt: piped chats print only replies."""
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def _full_screen(run: Path, device: str, compile: bool, history, tools, system: str | None,
+                 overrides: dict[str, Any], chat_id: int | None) -> None:
+    from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
+    from cognimamba.errors import CogniError
+
+    if chat_id is not None:
+        history.get_chat(chat_id)
+    # The app shows the load notice itself: stderr is under the full screen.
+    app = ChatApp(lambda: _load_model(run, device, compile, report_notice=False), history, run_label=str(run),
+                  tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id)
+    app.run()
+    if app.load_error:
+        raise CogniError(app.load_error)
+
+
+def check_run(run: Path) -> None:
+    """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line."""
+    from cognimamba.errors import CogniError
+    from cognimamba.model.tokenizer import load_tokenizer
+    from cognimamba.runs.layout import CONFIG, TOKENIZER, weights_file
+    from cognimamba.runs.loading import read_config
+
+    if not run.is_dir():
+        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
+    weights = run / weights_file(run)  # model.safetensors, or the adapter of a LoRA run
+    for required in (run / CONFIG, run / TOKENIZER, weights):
+        if not required.is_file():
+            raise CogniError(f"{run}: missing {required.name}; not a complete run dir (try {run}/best)")
+    read_config(run)
+    load_tokenizer(run / TOKENIZER)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CogniError(f"{weights}: truncated or corrupted safetensors file ({error}); use the run's best/ "
+                         "or a checkpoint under checkpoints/") from error

@@ -1,0 +1,28 @@
+"""`cogni plot RUN`: loss curves in the terminal, or as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cognimamba.cli.commands.common import stderr, stdout
+
+
+def plot_command(
+    run: Annotated[Path, typer.Argument(help="run dir")],
+    out: Annotated[Path | None, typer.Option("--out", help="write a PNG here instead (needs matplotlib)")] = None,
+    width: Annotated[int, typer.Option("--width", help="terminal chart width")] = 72,
+    height: Annotated[int, typer.Option("--height", help="terminal chart height")] = 16,
+) -> None:
+    """Draw train and val loss against step."""
+    from cognimamba.evaluation.plot import loss_series, render_png, render_terminal
+    from cognimamba.runs.metrics import read_metrics
+
+    train, val = loss_series(read_metrics(run))
+    if out is not None:
+        render_png(train, val, out, title=str(run))
+        stderr().print(f"wrote {out}")
+    else:
+        stdout().print(render_terminal(train, val, width, height), highlight=False, markup=False)

@@ -1,0 +1,45 @@
+"""`cogni test-model RUN`: check and evaluate a trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cognimamba.cli.commands.common import JsonOption, stdout
+
+
+def test_model_command(
+    run: Annotated[Path, typer.Argument(help="run dir")],
+    data: Annotated[Path | None, typer.Option("--data", help="prepared data dir (default: the one it trained on)")] = None,
+    eval_file: Annotated[Path | None, typer.Option("--eval-file", help="a .txt file to measure loss on")] = None,
+    chat_data: Annotated[Path | None, typer.Option("--chat-data", help="chat data: assistant-token loss")] = None,
+    tool_eval: Annotated[Path | None, typer.Option("--tool-eval", help="held-out tool conversations to score")] = None,
+    tool_format: Annotated[str | None, typer.Option("--format", help="format of --tool-eval FILE")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify the run (weights, forward, gradients, KV cache) and report held-out loss, perplexity, bits/byte."""
+    from rich.table import Table
+
+    from cognimamba.evaluation.checks import test_model
+    from cognimamba.runs.loading import load_run
+
+    loaded = load_run(run)
+    report = test_model(loaded, data=data, eval_file=eval_file, chat_data=chat_data, tool_eval_file=tool_eval,
+                        tool_format=tool_format)
+    if as_json:
+        payload = {**report.metrics, "passed": report.passed,
+                   "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in report.checks]}
+        stdout().print(json.dumps(payload), highlight=False, markup=False, soft_wrap=True)
+    else:
+        table = Table(title=f"cogni test-model {run}")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail", overflow="fold")
+        for check in report.checks:
+            table.add_row(check.name, "[green]pass" if check.passed else "[red]FAIL", check.detail)
+        stdout().print(table)
+    if not report.passed:
+        raise typer.Exit(1)

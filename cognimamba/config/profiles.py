@@ -1,0 +1,160 @@
+"""Hardware profiles: named presets of the one config, and the memory estimate that justifies them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cognimamba.config.schema import Config, DataConfig, GenerationConfig, ModelConfig, TrainConfig
+from cognimamba.errors import CogniError
+
+GIB = 1024**3
+
+
+def _cpu() -> Config:
+    # Small enough to learn visibly on 2 cores in minutes; shaped by measured bits/byte
+    # after 10 minutes on TinyStories (see the training-core issue note).
+    return Config(
+        profile="cpu",
+        # ~15 passes over a 1 MB corpus in 10 minutes: dropout keeps the model from memorising it
+        # (measured val bits/byte after 10 min on TinyStories: 1.239 with 0.1, 1.209 with 0.3).
+        model=ModelConfig(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=688,
+                          max_seq_len=256, dropout=0.3),
+        train=TrainConfig(lr=3e-3, warmup_steps=100, max_steps=2000, micro_batch_size=16, grad_accum_steps=1,
+                          precision="fp32", eval_every=100, save_every=250, eval_batches=10),
+    )
+
+
+def _gpu(name: str, model: ModelConfig, micro_batch: int, accum: int, checkpointing: bool) -> Config:
+    # Micro-batches are sized from measured peaks (benchmarks/README.md) to leave room for a desktop on the
+    # card: larger ones keep a fast GPU from waiting on Python to launch kernels, and where memory is short a
+    # smaller micro-batch costs less than checkpointing's recompute. torch.compile fuses the elementwise work
+    # between matmuls (measured on an H200: 8gb and 12gb train 1.5-1.75x faster, MFU 26-32% -> 46-48%); its
+    # first step takes 20-40 s. Without Triton training runs eagerly (hardware.compile_unavailable).
+    return Config(
+        profile=name,
+        model=model,
+        train=TrainConfig(lr=6e-4, warmup_steps=500, max_steps=20000, micro_batch_size=micro_batch,
+                          grad_accum_steps=accum, precision="auto", grad_checkpointing=checkpointing,
+                          compile=True, eval_every=500, save_every=1000, eval_batches=50),
+    )
+
+
+def _4gb() -> Config:
+    model = ModelConfig(vocab_size=16384, dim=768, n_layers=8, n_heads=12, n_kv_heads=3, ffn_dim=2048,
+                        max_seq_len=256)
+    return _gpu("4gb", model, micro_batch=8, accum=4, checkpointing=False)
+
+
+def _6gb() -> Config:
+    model = ModelConfig(vocab_size=32000, dim=1024, n_layers=12, n_heads=16, n_kv_heads=4, ffn_dim=2816,
+                        max_seq_len=512)
+    return _gpu("6gb", model, micro_batch=2, accum=16, checkpointing=False)
+
+
+def _8gb() -> Config:
+    # Same model as 6gb; the extra memory buys twice the context and four times the tokens per micro-batch.
+    model = ModelConfig(vocab_size=32000, dim=1024, n_layers=12, n_heads=16, n_kv_heads=4, ffn_dim=2816,
+                        max_seq_len=1024)
+    return _gpu("8gb", model, micro_batch=4, accum=4, checkpointing=False)
+
+
+def _12gb() -> Config:
+    model = ModelConfig(vocab_size=32000, dim=1280, n_layers=16, n_heads=20, n_kv_heads=5, ffn_dim=3584,
+                        max_seq_len=1024)
+    return _gpu("12gb", model, micro_batch=8, accum=4, checkpointing=True)
+
+
+PROFILES = {"cpu": _cpu, "4gb": _4gb, "6gb": _6gb, "8gb": _8gb, "12gb": _12gb}
+BUDGET_GIB = {"4gb": 4.0, "6gb": 6.0, "8gb": 8.0, "12gb": 12.0}
+
+
+def detect_profile() -> str:
+    """Largest GPU profile whose budget fits the detected GPU memory; `cpu` without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    total_gib = torch.cuda.get_device_properties(0).total_memory / GIB
+    fitting = [name for name, budget in BUDGET_GIB.items() if budget <= total_gib + 0.5]
+    return fitting[-1] if fitting else "cpu"
+
+
+def get_profile(name: str) -> Config:
+    if name == "auto":
+        name = detect_profile()
+    if name not in PROFILES:
+        raise CogniError(f"unknown profile {name!r}; choose one of {', '.join([*PROFILES, 'auto'])}")
+    config = PROFILES[name]()
+    config.profile = name
+    config.data = DataConfig()
+    config.generation = GenerationConfig()
+    return config
+
+
+def parameter_counts(model: ModelConfig) -> tuple[int, int]:
+    """(total, non-embedding) parameter counts, computed from the shapes alone."""
+    kv_dim = model.n_kv_heads * model.head_dim
+    attention = model.dim * (model.dim + 2 * kv_dim) + model.dim * model.dim
+    mlp = 3 * model.dim * model.ffn_dim
+    norms = 2 * model.dim + (2 * model.head_dim if model.qk_norm else 0)
+    per_layer = attention + mlp + norms
+    non_embedding = model.n_layers * per_layer + model.dim
+    embedding = model.vocab_size * model.dim * (1 if model.tie_embeddings else 2)
+    return non_embedding + embedding, non_embedding
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak training memory in bytes, by what holds it."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    activations_checkpointed: int
+    logits: int
+    runtime: int
+    checkpointing: bool
+
+    @property
+    def total(self) -> int:
+        acts = self.activations_checkpointed if self.checkpointing else self.activations
+        return self.weights + self.gradients + self.optimizer + acts + self.logits + self.runtime
+
+
+def estimate_memory(config: Config, on_gpu: bool | None = None) -> MemoryEstimate:
+    """Peak memory of one training micro-step.
+
+    fp32 master weights, fp32 grads and two AdamW moments (16 bytes/param), plus the half-precision
+    weight copies autocast caches. Activations count the tensors each block saves for backward;
+    checkpointing keeps only each block's input plus one block being recomputed. Logits count the
+    half-precision output, the fp32 log-softmax saved by cross-entropy and its fp32 gradient.
+    """
+    model = config.model
+    gpu = config.profile != "cpu" if on_gpu is None else on_gpu
+    total, _ = parameter_counts(model)
+    half = gpu and config.train.precision in ("auto", "bf16", "fp16")
+    act_bytes = 2 if half else 4
+    tokens = config.train.micro_batch_size * model.max_seq_len
+    kv_dim = model.n_kv_heads * model.head_dim
+    # fp32 residual and norm inputs (4 bytes), the rotated queries and keys (fp32: the RoPE tables are), plus
+    # the tensors saved in the compute dtype. Checked against CUDA max allocated on an H200 (benchmarks/README).
+    per_token_layer = (8 * model.dim + 4 * (model.dim + kv_dim)
+                       + act_bytes * (5 * model.dim + kv_dim + 2 * (model.dim + 2 * kv_dim) + 4 * model.ffn_dim))
+    activations = tokens * per_token_layer * model.n_layers
+    checkpointed = tokens * 4 * model.dim * model.n_layers + tokens * per_token_layer
+    logits = tokens * model.vocab_size * (act_bytes + 4 + 4)
+    return MemoryEstimate(
+        weights=total * (4 + (2 if half else 0)),
+        gradients=total * 4,
+        optimizer=total * 8,
+        activations=activations,
+        activations_checkpointed=checkpointed,
+        logits=logits,
+        runtime=int(0.6 * GIB) if gpu else 0,  # CUDA context, cuBLAS workspace, allocator slack
+        checkpointing=config.train.grad_checkpointing,
+    )
+
+
+def tokens_per_step(config: Config, world_size: int = 1) -> int:
+    return config.train.micro_batch_size * config.train.grad_accum_steps * config.model.max_seq_len * world_size

@@ -1,0 +1,254 @@
+"""The one typed config: model, data, train and generation sections, validated at load.
+
+Profiles (config/profiles.py) are presets of this config; a TOML file and `--set section.field=value`
+overrides (config/overrides.py) are applied on top, and everything is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from cognimamba.errors import CogniError
+
+
+def spec(default: Any, *, minimum: float | None = None, maximum: float | None = None,
+         choices: tuple[Any, ...] | None = None, help: str = "") -> Any:
+    """A dataclass field with the range or choices that validation enforces."""
+    metadata = {"min": minimum, "max": maximum, "choices": choices, "help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = spec(4096, minimum=16, help="taken from the tokenizer at train time")
+    dim: int = spec(256, minimum=8)
+    n_layers: int = spec(6, minimum=1)
+    n_heads: int = spec(8, minimum=1)
+    n_kv_heads: int = spec(4, minimum=1, help="grouped-query attention: n_heads must be a multiple")
+    ffn_dim: int = spec(688, minimum=8)
+    max_seq_len: int = spec(256, minimum=8)
+    rope_theta: float = spec(10000.0, minimum=1.0)
+    norm_eps: float = spec(1e-5, minimum=0.0, maximum=1.0)
+    init_std: float = spec(0.02, minimum=0.0)
+    dropout: float = spec(0.0, minimum=0.0, maximum=0.9)
+    tie_embeddings: bool = spec(True)
+    qk_norm: bool = spec(False, help="RMSNorm on queries and keys per head")
+    sliding_window: int = spec(0, minimum=0, help="0 = full attention in every layer")
+    full_attention_every: int = spec(4, minimum=1, help="with sliding_window: every Nth layer is global")
+    rope_theta_local: float = spec(10000.0, minimum=1.0, help="RoPE theta of sliding-window layers")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def is_sliding_layer(self, layer: int) -> bool:
+        return self.sliding_window > 0 and (layer + 1) % self.full_attention_every != 0
+
+
+@dataclass
+class DataConfig:
+    path: str = spec("", help="a prepared data dir (cogni prepare)")
+    seq_len_warmup: list[int] = spec([], help="curriculum of sequence lengths, e.g. [128, 256]")  # noqa: RUF009
+    seq_len_warmup_fraction: float = spec(0.3, minimum=0.0, maximum=1.0,
+                                          help="share of training spent in the curriculum")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = spec(3e-3, minimum=0.0, maximum=1.0)
+    min_lr_ratio: float = spec(0.1, minimum=0.0, maximum=1.0, help="final lr as a fraction of lr")
+    warmup_steps: int = spec(100, minimum=0)
+    max_steps: int = spec(2000, minimum=1)
+    max_time: str = spec("", help="wall-clock budget such as 10m or 1h30m; the schedule follows time")
+    micro_batch_size: int = spec(16, minimum=1)
+    grad_accum_steps: int = spec(1, minimum=1)
+    weight_decay: float = spec(0.1, minimum=0.0, maximum=1.0)
+    beta1: float = spec(0.9, minimum=0.0, maximum=1.0)
+    beta2: float = spec(0.95, minimum=0.0, maximum=1.0)
+    grad_clip: float = spec(1.0, minimum=0.0, help="0 disables clipping")
+    precision: str = spec("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    grad_checkpointing: bool = spec(False)
+    compile: bool = spec(False, help="torch.compile the model (pays on GPUs, not on small CPUs)")
+    device: str = spec("auto", help="auto, cpu, cuda, cuda:N or mps")
+    seed: int = spec(1337, minimum=0)
+    eval_every: int = spec(200, minimum=0, help="0 = only at the end")
+    eval_batches: int = spec(20, minimum=1)
+    save_every: int = spec(500, minimum=0, help="0 = only at the end")
+    keep_last: int = spec(2, minimum=1, help="step checkpoints kept besides the best")
+    log_every: int = spec(10, minimum=1)
+    logger: str = spec("none", choices=("none", "tensorboard", "wandb"))
+    max_bad_batches: int = spec(0, minimum=0, help="NaN/inf losses skipped before training stops")
+
+
+@dataclass
+class GenerationConfig:
+    temperature: float = spec(0.8, minimum=0.0, maximum=10.0)
+    top_k: int = spec(50, minimum=0, help="0 = off")
+    top_p: float = spec(0.95, minimum=0.0, maximum=1.0)
+    repetition_penalty: float = spec(1.0, minimum=0.01, maximum=10.0)
+    max_new_tokens: int = spec(256, minimum=1)
+    seed: int = spec(-1, minimum=-1, help="-1 = random")
+
+
+@dataclass
+class Config:
+    profile: str = "cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:
+        config = cls()
+        apply_mapping(config, data, source)
+        validate(config)
+        return config
+
+
+SECTIONS = ("model", "data", "train", "generation")
+
+
+def _field_types(section: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(section))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section)}
+
+
+def _allowed(section_name: str, section: Any) -> str:
+    return ", ".join(f"{section_name}.{name}" for name in _field_types(section))
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a TOML/JSON/CLI value to the field's declared type, or raise naming the field."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.List):  # noqa: UP006
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [part for part in value.replace("[", "").replace("]", "").split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise CogniError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, item_type, where) for item in value]
+    if isinstance(origin, types.UnionType):
+        raise TypeError(f"unsupported config type {annotation}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        raise CogniError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise CogniError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise CogniError(f"{where}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise CogniError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise CogniError(f"{where}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise CogniError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {annotation}")
+
+
+def set_field(config: Config, dotted: str, value: Any, source: str = "--set") -> None:
+    """Set `section.field` on the config, converting `value` to the field's type."""
+    if dotted == "profile":
+        config.profile = str(value)
+        return
+    section_name, _, name = dotted.partition(".")
+    if section_name not in SECTIONS or not name:
+        raise CogniError(f"{source}: unknown config key {dotted!r}; keys look like section.field "
+                         f"with section one of {', '.join(SECTIONS)}")
+    section = getattr(config, section_name)
+    field_types = _field_types(section)
+    if name not in field_types:
+        raise CogniError(f"{source}: unknown config key {dotted!r}; allowed: {_allowed(section_name, section)}")
+    setattr(section, name, _coerce(value, field_types[name], f"{source}: {dotted}"))
+
+
+def apply_mapping(config: Config, data: dict[str, Any], source: str) -> None:
+    """Apply a nested mapping (a TOML file or JSON config) onto the config."""
+    if not isinstance(data, dict):
+        raise CogniError(f"{source}: expected a table of sections")
+    for key, value in data.items():
+        if key == "profile":
+            config.profile = str(value)
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise CogniError(f"{source}: [{key}] must be a table")
+            for name, item in value.items():
+                set_field(config, f"{key}.{name}", item, source)
+        else:
+            raise CogniError(f"{source}: unknown section {key!r}; allowed: profile, {', '.join(SECTIONS)}")
+
+
+def validate(config: Config) -> None:
+    """Check ranges, choices and cross-field rules; raise one line naming the field."""
+    for section_name in SECTIONS:
+        section = getattr(config, section_name)
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            where = f"{section_name}.{item.name}"
+            low, high, choices = item.metadata.get("min"), item.metadata.get("max"), item.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise CogniError(f"{where} = {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+            values = value if isinstance(value, list) else [value]
+            for single in values:
+                if isinstance(single, int | float) and not isinstance(single, bool):
+                    if low is not None and single < low:
+                        raise CogniError(f"{where} = {single} is too small; it must be >= {low}")
+                    if high is not None and single > high:
+                        raise CogniError(f"{where} = {single} is too large; it must be <= {high}")
+    model = config.model
+    if model.dim % model.n_heads:
+        raise CogniError(f"model.dim ({model.dim}) must be divisible by model.n_heads ({model.n_heads})")
+    if model.head_dim % 2:
+        raise CogniError(f"model.dim / model.n_heads = {model.head_dim} must be even for RoPE")
+    if model.n_heads % model.n_kv_heads:
+        raise CogniError(f"model.n_heads ({model.n_heads}) must be a multiple of model.n_kv_heads "
+                         f"({model.n_kv_heads})")
+    if config.train.max_time:
+        parse_duration(config.train.max_time, "train.max_time")
+    if any(length > model.max_seq_len for length in config.data.seq_len_warmup):
+        raise CogniError(f"data.seq_len_warmup {config.data.seq_len_warmup} goes past model.max_seq_len "
+                         f"({model.max_seq_len})")
+
+
+def parse_duration(text: str, where: str = "--max-time") -> float:
+    """'90s', '10m', '1h30m', '2.5h' or plain seconds -> seconds."""
+    import re
+
+    cleaned = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        return float(cleaned)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", cleaned)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != cleaned.replace(" ", ""):
+        raise CogniError(f"{where} = {text!r} is not a duration; use e.g. 90s, 10m or 1h30m")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)

@@ -1,0 +1,1 @@
+"""Measuring a run: loss, run checks, tool eval, bench, plots."""

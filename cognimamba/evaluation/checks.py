@@ -1,0 +1,192 @@
+"""What `cogni test-model` verifies about a run: structure, math, and held-out quality."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cognimamba.data.data_dir import DataDir
+from cognimamba.data.loader import TokenWindows
+from cognimamba.errors import CogniError
+from cognimamba.evaluation.loss import EvalResult, evaluate_loss
+from cognimamba.inference.decoding import greedy_ids
+from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.model.tokenizer import END_OF_TEXT, decode, encode
+from cognimamba.model.transformer import KVCache, num_parameters
+from cognimamba.runs.loading import LoadedRun
+
+SAMPLE_PROMPT = "Once upon a time"
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class ModelReport:
+    checks: list[Check] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def add(self, name: str, passed: bool, detail: str) -> None:
+        self.checks.append(Check(name, passed, detail))
+
+
+def check_forward(loaded: LoadedRun, report: ModelReport) -> None:
+    model = loaded.model
+    ids = torch.randint(0, loaded.config.model.vocab_size, (2, min(16, loaded.config.model.max_seq_len)))
+    with torch.no_grad():
+        logits = model(ids)
+    ok = logits.shape == (*ids.shape, loaded.config.model.vocab_size) and bool(torch.isfinite(logits).all())
+    report.add("forward pass", ok, f"logits {tuple(logits.shape)}, finite={bool(torch.isfinite(logits).all())}")
+
+
+def check_gradients(loaded: LoadedRun, report: ModelReport) -> None:
+    model = loaded.model
+    model.train()
+    dropout = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for module in dropout:
+        module.eval()  # dropout could zero a path by chance; we ask whether gradients *can* flow
+    ids = torch.randint(0, loaded.config.model.vocab_size, (2, min(16, loaded.config.model.max_seq_len) + 1))
+    logits = model(ids[:, :-1])
+    F.cross_entropy(logits.view(-1, logits.size(-1)), ids[:, 1:].reshape(-1)).backward()
+    dead = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    total = sum(1 for p in model.parameters() if p.requires_grad)
+    report.add("gradients reach every parameter", not dead,
+               f"{total - len(dead)}/{total} tensors" + (f"; none reach {', '.join(dead[:3])}" if dead else ""))
+
+
+def check_kv_cache(loaded: LoadedRun, report: ModelReport) -> None:
+    model = loaded.model
+    length = min(24, loaded.config.model.max_seq_len)
+    ids = torch.randint(0, loaded.config.model.vocab_size, (1, length))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache(loaded.config.model, 1, device=ids.device, dtype=next(model.parameters()).dtype)
+        half = length // 2
+        steps = [model(ids[:, :half], cache=cache, start=0)]
+        steps += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(half, length)]
+        incremental = torch.cat(steps, dim=1)
+    difference = float((full - incremental).abs().max())
+    report.add("KV cache equals full forward", difference < 1e-4, f"max |difference| {difference:.2e}")
+
+
+def eval_on_data(loaded: LoadedRun, data: DataDir, batch_size: int = 8) -> tuple[EvalResult, float | None]:
+    if data.vocab_size != loaded.config.model.vocab_size:
+        raise CogniError(f"{data.path}: tokenized with a vocab of {data.vocab_size}, the model has "
+                         f"{loaded.config.model.vocab_size}; prepare it with --tokenizer {loaded.path}/tokenizer.json")
+    split = "val" if data.has_split("val") else "train"
+    windows = TokenWindows(data, split)
+    result = evaluate_loss(loaded.model, windows.full_pass(batch_size, loaded.config.model.max_seq_len))
+    return result, result.bits_per_byte(data.bytes_per_token(split))
+
+
+def eval_on_text(loaded: LoadedRun, path: Path, batch_size: int = 8) -> tuple[EvalResult, float | None]:
+    from cognimamba.data.sources import read_text_file
+
+    text = read_text_file(path)
+    if not text.strip():
+        raise CogniError(f"{path}: no text to evaluate on")
+    ids = encode(loaded.tokenizer, text)
+    seq = loaded.config.model.max_seq_len
+    if len(ids) < 2:
+        raise CogniError(f"{path}: too short to evaluate (needs at least two tokens)")
+    tokens = torch.tensor(ids)
+    batches = []
+    for start in range(0, len(ids) - 1, seq):
+        chunk = tokens[start:start + seq + 1]
+        batches.append((chunk[:-1].unsqueeze(0), chunk[1:].unsqueeze(0)))
+    result = evaluate_loss(loaded.model, batches)
+    bytes_per_token = len(text.encode("utf-8")) / len(ids)
+    return result, result.bits_per_byte(bytes_per_token)
+
+
+def sample_text(loaded: LoadedRun, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = 48) -> str:
+    prompt_ids = encode(loaded.tokenizer, prompt)
+    room = loaded.config.model.max_seq_len - len(prompt_ids) - 1
+    ids = greedy_ids(loaded.model, prompt_ids, max(0, min(max_new_tokens, room)))
+    end = loaded.tokenizer.token_to_id(END_OF_TEXT)
+    if end in ids:
+        ids = ids[:ids.index(end)]
+    return prompt + decode(loaded.tokenizer, ids)
+
+
+def eval_chat_data(loaded: LoadedRun, path: Path, report: ModelReport) -> None:
+    """Loss on the assistant tokens only (the data dir's loss mask), as fine-tuning measures it."""
+    data = DataDir.open(path)
+    if not data.has_mask:
+        raise CogniError(f"{path}: has no loss mask, so it is not chat data; prepare it with --format or --mix")
+    result, _ = eval_on_data(loaded, data)
+    report.metrics.update({"chat_val_loss": result.loss, "chat_perplexity": result.perplexity,
+                           "chat_eval_tokens": result.tokens, "chat_data": str(path)})
+    report.add("chat loss (assistant tokens)", math.isfinite(result.loss),
+               f"loss {result.loss:.4f}, perplexity {result.perplexity:.2f} on {result.tokens:,} trained tokens "
+               f"of {path}")
+
+
+def eval_tool_calls(loaded: LoadedRun, path: Path, format: str | None, report: ModelReport) -> None:
+    from cognimamba.evaluation.tool_eval import load_eval_conversations, tool_eval
+    from cognimamba.inference.decoding import ChatModel
+
+    result = tool_eval(ChatModel.from_run(loaded), load_eval_conversations(path, format))
+    report.metrics.update(result.metrics())
+    scored = result.tool_turns + result.plain_turns
+    detail = result.summary() if scored else (f"every turn of {path} is longer than the context "
+                                              f"({loaded.config.model.max_seq_len} tokens)")
+    report.add("tool-call eval", scored > 0, f"{detail} on {path}")
+    report.metrics["tool_eval_examples"] = result.examples
+
+
+def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | None = None,
+               chat_data: Path | None = None, tool_eval_file: Path | None = None,
+               tool_format: str | None = None) -> ModelReport:
+    report = ModelReport()
+    config = loaded.config.model
+    total, non_embedding = num_parameters(loaded.model)
+    report.metrics.update({"parameters": total, "non_embedding_parameters": non_embedding})
+    report.add("config, tokenizer and weights agree", True,
+               f"vocab {config.vocab_size}, {config.n_layers} layers x {config.dim}, {total:,} parameters")
+    check_forward(loaded, report)
+    check_gradients(loaded, report)
+    check_kv_cache(loaded, report)
+    result: EvalResult | None = None
+    if eval_file is not None:
+        result, bits = eval_on_text(loaded, eval_file)
+        source = str(eval_file)
+    else:
+        data_path = data or (Path(loaded.config.data.path) if loaded.config.data.path else None)
+        if data_path is not None and (data is not None or data_path.is_dir()):
+            result, bits = eval_on_data(loaded, DataDir.open(data_path))
+            source = str(data_path)
+    if result is not None:
+        ok = math.isfinite(result.loss)
+        report.metrics.update({"val_loss": result.loss, "perplexity": result.perplexity, "bits_per_byte": bits,
+                               "eval_tokens": result.tokens, "eval_source": source})
+        detail = f"loss {result.loss:.4f}, perplexity {result.perplexity:.2f}"
+        if bits is not None:
+            detail += f", {bits:.3f} bits/byte"
+        report.add("held-out loss", ok, f"{detail} on {result.tokens:,} tokens of {source}")
+    if chat_data is not None:
+        eval_chat_data(loaded, chat_data, report)
+    if tool_eval_file is not None:
+        eval_tool_calls(loaded, tool_eval_file, tool_format, report)
+    sample = sample_text(loaded)
+    report.metrics["sample"] = sample
+    report.add("greedy sample", len(sample) > len(SAMPLE_PROMPT), repr(sample[:120]))
+    return report
+
+
+__all__ = ["ModelReport", "SamplingOptions", "test_model"]

@@ -1,0 +1,163 @@
+"""`cogni test-model RUN --tool-eval FILE`: does the model call the right tool, the right way, only when it should?
+
+Every assistant turn of the held-out conversations is replayed: the reference history up to that turn is
+rendered with chat_format, the model answers greedily, and `chat_format.parse_assistant` reads the answer.
+
+    parse_rate          of the turns where the reference calls a tool: the reply holds <tool_call> blocks
+                        whose JSON all parse into {"name", "arguments"}
+    name_rate           ... and calls the same tool names as the reference
+    args_rate           ... and passes the same argument keys to each
+    no_false_call_rate  of the turns where the reference answers in plain text: the reply holds no <tool_call>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cognimamba.chat.format import ParsedReply, normalize_tool_calls, parse_assistant, render_conversation
+from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
+from cognimamba.data.conversation import Conversation
+from cognimamba.errors import CogniError
+from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.model.tokenizer import TOOL_CALL
+
+DEFAULT_MAX_NEW_TOKENS = 160
+EXAMPLES_KEPT = 3
+
+
+class ReplyModel(Protocol):
+    """What the eval talks to: `generate.ChatModel` (a real run), or anything with the same surface."""
+
+    @property
+    def context_length(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, prompt: str, options: SamplingOptions) -> Iterator[str]: ...
+
+
+@dataclass
+class ToolEvalReport:
+    conversations: int = 0
+    tool_turns: int = 0
+    parsed: int = 0
+    right_name: int = 0
+    right_args: int = 0
+    plain_turns: int = 0
+    no_false_call: int = 0
+    skipped_too_long: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the first misses, for a human reader
+
+    @staticmethod
+    def _rate(count: int, total: int) -> float | None:
+        return count / total if total else None
+
+    @property
+    def parse_rate(self) -> float | None:
+        return self._rate(self.parsed, self.tool_turns)
+
+    @property
+    def name_rate(self) -> float | None:
+        return self._rate(self.right_name, self.tool_turns)
+
+    @property
+    def args_rate(self) -> float | None:
+        return self._rate(self.right_args, self.tool_turns)
+
+    @property
+    def no_false_call_rate(self) -> float | None:
+        return self._rate(self.no_false_call, self.plain_turns)
+
+    def metrics(self) -> dict[str, Any]:
+        """The rates (None where no turn of that kind exists) and the counts behind them."""
+        return {"parse_rate": self.parse_rate, "name_rate": self.name_rate, "args_rate": self.args_rate,
+                "no_false_call_rate": self.no_false_call_rate, "tool_call_turns": self.tool_turns,
+                "parsed_calls": self.parsed, "right_names": self.right_name, "right_args": self.right_args,
+                "plain_turns": self.plain_turns, "no_false_calls": self.no_false_call,
+                "skipped_too_long": self.skipped_too_long, "tool_eval_conversations": self.conversations}
+
+    def summary(self) -> str:
+        def show(rate: float | None, count: int, total: int) -> str:
+            return f"{rate:.2f} ({count}/{total})" if rate is not None else "n/a (0 turns)"
+
+        text = (f"parse {show(self.parse_rate, self.parsed, self.tool_turns)}, "
+                f"name {show(self.name_rate, self.right_name, self.tool_turns)}, "
+                f"args {show(self.args_rate, self.right_args, self.tool_turns)}, "
+                f"no false call {show(self.no_false_call_rate, self.no_false_call, self.plain_turns)}")
+        if self.skipped_too_long:
+            text += f"; {self.skipped_too_long} turns longer than the context skipped"
+        return text
+
+
+def eval_turns(conversation: Conversation) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """(history before the turn, the reference assistant turn) for every assistant turn."""
+    for index, message in enumerate(conversation.messages):
+        if message["role"] == "assistant":
+            yield conversation.messages[:index], message
+
+
+def score_turn(reference: dict[str, Any], reply: str, report: ToolEvalReport) -> bool:
+    """Count one reply against its reference turn; True when it got everything right."""
+    expected = normalize_tool_calls(reference.get("tool_calls"))
+    if not expected:
+        report.plain_turns += 1
+        clean = TOOL_CALL not in reply
+        report.no_false_call += clean
+        return clean
+    report.tool_turns += 1
+    parsed: ParsedReply = parse_assistant(reply)
+    if not parsed.tool_calls or parsed.problems:
+        return False
+    report.parsed += 1
+    if sorted(call.name for call in parsed.tool_calls) != sorted(call.name for call in expected):
+        return False
+    report.right_name += 1
+    remaining = list(parsed.tool_calls)
+    for want in expected:
+        match = next((call for call in remaining if call.name == want.name and
+                      set(call.arguments) == set(want.arguments)), None)
+        if match is None:
+            return False
+        remaining.remove(match)
+    report.right_args += 1
+    return True
+
+
+def tool_eval(model: ReplyModel, conversations: Iterable[Conversation], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+              on_turn: Callable[[int], None] | None = None) -> ToolEvalReport:
+    """Replay every assistant turn with greedy decoding and score the replies."""
+    report = ToolEvalReport()
+    options = SamplingOptions(temperature=0.0, max_new_tokens=max_new_tokens)
+    turns = 0
+    for conversation in conversations:
+        report.conversations += 1
+        for history, reference in eval_turns(conversation):
+            prompt = render_conversation(history, conversation.tools, add_generation_prompt=True)
+            if model.count_tokens(prompt) >= model.context_length - 1:
+                report.skipped_too_long += 1
+                continue
+            reply = "".join(model.stream(prompt, options))
+            correct = score_turn(reference, reply, report)
+            if not correct and len(report.examples) < EXAMPLES_KEPT:
+                wanted = [call.to_json() for call in normalize_tool_calls(reference.get("tool_calls"))]
+                report.examples.append({"expected": wanted or reference.get("content", "")[:200],
+                                        "reply": reply[:300]})
+            turns += 1
+            if on_turn is not None:
+                on_turn(turns)
+    return report
+
+
+def load_eval_conversations(path: Path, format: str | None = None) -> list[Conversation]:
+    """The held-out file, read exactly as `cogni prepare` reads chat data (format from --format or detected)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CogniError(f"{path}: tool-eval file not found")
+    conversations = list(iter_conversations(resolve_chat_source(str(path), format)))
+    if not any(message["role"] == "assistant" for conversation in conversations
+               for message in conversation.messages):
+        raise CogniError(f"{path}: no assistant turns to evaluate")
+    return conversations

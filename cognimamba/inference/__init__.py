@@ -1,0 +1,1 @@
+"""Decoding: sampling, text streaming, and the engine that chat, serve and bench share."""

@@ -1,0 +1,275 @@
+"""Generation as plain functions: sample the next token, and stream text deltas with a KV cache.
+
+The stream never emits half a UTF-8 character (byte-level BPE splits characters across tokens) nor
+text that might turn out to be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from tokenizers import Tokenizer
+
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.model.linear import refresh_transposed
+from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, encode
+from cognimamba.model.transformer import KVCache, Transformer
+from cognimamba.system.hardware import intra_op_threads
+
+if TYPE_CHECKING:
+    from cognimamba.runs.loading import LoadedRun
+from cognimamba.inference.sampling import SamplingOptions, sample_next
+from cognimamba.inference.text_stream import TextStream
+
+# Token-by-token decoding of a model this small runs on one CPU thread (see decode_threads).
+SINGLE_THREAD_DECODE_MAX_PARAMETERS = 20_000_000
+
+
+def decode_threads(model: torch.nn.Module, device: torch.device) -> int | None:
+    """CPU threads for single-token steps: 1 for small models on CPU, None (unchanged) otherwise.
+
+    One decoding step of a small model is ~40 operations of microseconds each; splitting them across cores
+    costs a thread hand-off per operation, more than it saves, and on a busy machine each hand-off waits for
+    a descheduled thread (measured on 2 shared cores with the `cpu` profile: ~740 tokens/s on one thread,
+    ~20 on two). Prefill keeps every thread: its matmuls are large enough to split.
+    """
+    small = sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_DECODE_MAX_PARAMETERS
+    return 1 if device.type == "cpu" and small else None
+
+
+class DecodeStep:
+    """The model on one new token per sequence, keys and values kept: what every decoding loop calls.
+
+    Small models on CPU take it on one thread (decode_threads). With `compile`, it runs through torch.compile
+    with dynamic shapes, so the growing cache does not recompile: an eager step of a small model is mostly
+    dispatching a hundred tiny operations, which Inductor fuses (measured with the `cpu` profile on 2 AMD EPYC
+    cores: 1.6 ms against 2.5-3.1 ms per token). The first call pays the compile, 15-20 s, or about 4 s once
+    Inductor's on-disk cache has it; `compile_seconds` says how long. If compiling fails (no C++ compiler,
+    say), the step goes on eagerly and `compile_error` says why.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1) -> None:
+        self.model = model
+        # Several sequences per step are enough work to split across cores.
+        self.threads = decode_threads(model, device) if batch == 1 else None
+        self.compiled = None
+        if compile:
+            # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
+            # and past the default limit (8) torch.compile would quietly run the rest eagerly.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self.compiled = torch.compile(model, dynamic=True)
+        self.compile_seconds: float | None = None
+        self.compile_error: str | None = None
+
+    def __call__(self, tokens: torch.Tensor, cache: KVCache, position: int) -> torch.Tensor:
+        """Logits [batch, vocab] for `tokens` [batch, 1] at `position`."""
+        with intra_op_threads(self.threads):
+            if self.compiled is None:
+                return self._run(self.model, tokens, cache, position)
+            if self.compile_seconds is None:
+                return self._first_compiled(tokens, cache, position)
+            return self._run(self.compiled, tokens, cache, position)
+
+    @staticmethod
+    def _run(forward: Callable[..., torch.Tensor], tokens: torch.Tensor, cache: KVCache,
+             position: int) -> torch.Tensor:
+        return forward(tokens, cache=cache, start=position, last_only=True)[:, -1]
+
+    def _first_compiled(self, tokens: torch.Tensor, cache: KVCache, position: int) -> torch.Tensor:
+        assert self.compiled is not None
+        refresh_transposed(self.model)  # tracing reads the decoding copies of the weights as they are now
+        started = time.perf_counter()
+        try:
+            logits = self._run(self.compiled, tokens, cache, position)
+        except Exception as error:  # any compiler failure; the eager step below is the same math
+            self.compiled = None
+            first_line = next(iter(str(error).strip().splitlines()), "")
+            self.compile_error = f"{type(error).__name__}: {first_line}"
+            return self._run(self.model, tokens, cache, position)
+        self.compile_seconds = time.perf_counter() - started
+        return logits
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    time_to_first_token: float = 0.0
+    decode_seconds: float = 0.0
+    stop_reason: str = ""  # "stop_token", "stop_string", "max_new_tokens", "context", "cancelled"
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed after the first token (prefill is what time_to_first_token measures)."""
+        decoded = self.generated_tokens - 1
+        return decoded / self.decode_seconds if decoded > 0 and self.decode_seconds > 0 else 0.0
+
+
+class Generator:
+    """Streams replies from a model with a preallocated KV cache."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer | None,
+                 device: torch.device | str | None = None, compile: bool = False) -> None:
+        """Without a tokenizer only `stream_ids` works, and no token stops generation early.
+
+        `compile` runs decoding steps through torch.compile (see DecodeStep); prefill stays eager.
+        """
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        stop_tokens = [tokenizer.token_to_id(t) for t in (END_OF_TEXT, IM_END)] if tokenizer else []
+        self.stop_ids = {token for token in stop_tokens if token is not None}
+        self.stats = GenerationStats()
+        self._cache: KVCache | None = None
+        self.step = DecodeStep(model, self.device, compile)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.max_seq_len
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Compile the decoding step now (a no-op when it is eager), so the first reply does not wait for it."""
+        if self.step.compiled is not None and self.step.compile_seconds is None:
+            # Position 2, not 0 or 1: torch.compile specialises those two values and would compile again later.
+            tokens = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+            self.step(tokens, self._cache_for(), min(2, self.context_length - 1))
+
+    def _cache_for(self) -> KVCache:
+        dtype = next(self.model.parameters()).dtype
+        if self._cache is None:
+            self._cache = KVCache(self.model.config, 1, device=self.device, dtype=dtype)
+        return self._cache
+
+    @torch.inference_mode()
+    def stream_ids(self, prompt_ids: list[int], options: SamplingOptions,
+                   cancel: threading.Event | None = None) -> Iterator[int]:
+        """Token ids as they are sampled; `self.stats` describes the finished reply."""
+        self.model.eval()
+        stats = self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if len(prompt_ids) >= self.context_length:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {self.context_length}")
+        generator = None
+        if options.seed is not None and options.seed >= 0:
+            generator = torch.Generator(device="cpu").manual_seed(options.seed)
+        cache = self._cache_for()
+        started = time.perf_counter()
+        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        logits = self.model(prompt, cache=cache, start=0, last_only=True)[0, -1]
+        history = torch.tensor(prompt_ids, dtype=torch.long) if options.repetition_penalty != 1.0 else None
+        position = len(prompt_ids)
+        step_input = torch.empty((1, 1), dtype=torch.long, device=self.device)
+        first_token_at = 0.0
+        while True:
+            if cancel is not None and cancel.is_set():
+                stats.stop_reason = "cancelled"
+                break
+            token = sample_next(logits.cpu() if generator is not None else logits, options, generator, history)
+            if stats.generated_tokens == 0:
+                first_token_at = time.perf_counter()
+                stats.time_to_first_token = first_token_at - started
+            if token in self.stop_ids:
+                stats.stop_reason = "stop_token"
+                break
+            stats.generated_tokens += 1
+            stats.decode_seconds = time.perf_counter() - first_token_at
+            yield token
+            if history is not None:
+                history = torch.cat([history, torch.tensor([token])])
+            if stats.generated_tokens >= options.max_new_tokens:
+                stats.stop_reason = "max_new_tokens"
+                break
+            if position + 1 >= self.context_length:  # prompt + reply fill the context (as in greedy_ids' reference)
+                stats.stop_reason = "context"
+                break
+            step_input[0, 0] = token
+            logits = self.step(step_input, cache, position)[0]
+            position += 1
+        stats.decode_seconds = time.perf_counter() - first_token_at if first_token_at else 0.0
+
+    def stream(self, prompt_ids: list[int], options: SamplingOptions,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        """Text deltas of the reply; ends at a stop token, a stop string, the token limit or the context."""
+        assert self.tokenizer is not None, "streaming text needs a tokenizer"
+        text = TextStream(self.tokenizer, options.stop)
+        for token in self.stream_ids(prompt_ids, options, cancel):
+            delta = text.push(token)
+            if delta:
+                yield delta
+            if text.stopped:
+                self.stats.stop_reason = "stop_string"
+                return
+        tail = text.finish()
+        if tail:
+            yield tail
+
+    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> str:
+        return "".join(self.stream(prompt_ids, options))
+
+
+class ChatModel:
+    """A loaded model seen as text in, text deltas out: what a chat session talks to.
+
+    Chat code needs only this surface (and tests can script one with the same methods), so nothing above
+    this class knows about tensors or token ids.
+    """
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, name: str = "model",
+                 defaults: GenerationConfig | None = None, device: torch.device | str | None = None,
+                 compile: bool = False) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+        self.generator = Generator(model, tokenizer, device, compile)
+        self.defaults = defaults or GenerationConfig()
+        self.notice: str | None = None  # something the user should know about how replies are made
+
+    @classmethod
+    def from_run(cls, loaded: LoadedRun, compile: bool = False) -> ChatModel:
+        return cls(loaded.model, loaded.tokenizer, name=loaded.path.name, defaults=loaded.config.generation,
+                   compile=compile)
+
+    @property
+    def context_length(self) -> int:
+        return self.generator.context_length
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.generator.stats
+
+    def warm_up(self) -> None:
+        """Compile the decoding step before the first message (with compile); a failure becomes `notice`."""
+        self.generator.warm_up()
+        if self.generator.step.compile_error:
+            self.notice = (f"--compile: torch.compile failed ({self.generator.step.compile_error}); "
+                           "replies are decoded eagerly")
+
+    def count_tokens(self, text: str) -> int:
+        return len(encode(self.tokenizer, text))
+
+    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+        return self.generator.stream(encode(self.tokenizer, prompt), options, cancel)
+
+
+@torch.inference_mode()
+def greedy_ids(model: Transformer, prompt_ids: list[int], max_new_tokens: int, use_cache: bool = True) -> list[int]:
+    """Greedy continuation ids; with use_cache=False every step reruns the full sequence (the reference)."""
+    model.eval()
+    ids = list(prompt_ids)
+    device = next(model.parameters()).device
+    if not use_cache:
+        for _ in range(max_new_tokens):
+            if len(ids) >= model.config.max_seq_len:
+                break
+            logits = model(torch.tensor([ids], device=device))[0, -1]
+            ids.append(int(torch.argmax(logits)))
+        return ids[len(prompt_ids):]
+    generator = Generator(model, None, device)
+    options = SamplingOptions(temperature=0.0, max_new_tokens=max_new_tokens)
+    return list(generator.stream_ids(list(prompt_ids), options))

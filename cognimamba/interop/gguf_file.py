@@ -1,0 +1,178 @@
+"""`cogni export RUN --format gguf`: one GGUF file that llama.cpp and Ollama run as a plain "llama" model.
+
+The tensors are the Hugging Face export's, renamed to GGUF's names, with one change: llama.cpp's llama
+architecture applies RoPE to adjacent pairs (x0, x1), (x2, x3)... while we (and transformers) rotate the
+two halves of each head. The rows of q and k are reordered per head so both compute the same attention;
+this is the permutation llama.cpp's own convert_hf_to_gguf.py applies to LlamaForCausalLM, and
+`unpermute_rope_rows` undoes it. The tokenizer goes in as a GPT-2-style BPE ("gpt2" model, "gpt-2"
+pre-tokenizer: our ByteLevel pre-tokenizer splits with GPT-2's regex), so llama.cpp tokenizes as we do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from cognimamba.config.schema import ModelConfig
+from cognimamba.errors import CogniError
+from cognimamba.interop.chat_template import CHAT_TEMPLATE
+from cognimamba.interop.hf_dir import parse_dtype
+from cognimamba.interop.hf_names import check_llama_compatible, to_hf_state_dict
+from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
+from cognimamba.runs.loading import load_run
+from cognimamba.runs.tensors import model_state
+from cognimamba.system.fileio import atomic_write
+
+GGUF_PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's split regex (LLAMA_VOCAB_PRE_TYPE_GPT2)
+
+# Hugging Face Llama names -> GGUF names, per layer and global.
+LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+GLOBAL_NAMES = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+
+
+def gguf_module() -> Any:
+    """The optional `gguf` package (the `export` extra), or a one-line error saying how to get it."""
+    try:
+        import gguf
+    except ImportError as error:
+        raise CogniError("GGUF export needs the gguf package: pip install 'cognimamba[export]'") from error
+    return gguf
+
+
+def permute_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder each head's rows from "rotate half" order to llama.cpp's interleaved-pair order."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+def unpermute_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of `permute_rope_rows`."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+def gguf_name(hf_name: str) -> str:
+    stem = hf_name.removesuffix(".weight")
+    if stem in GLOBAL_NAMES:
+        return f"{GLOBAL_NAMES[stem]}.weight"
+    _, _, layer, rest = stem.split(".", 3)  # model.layers.N.<rest>
+    return f"blk.{layer}.{LAYER_NAMES[rest]}.weight"
+
+
+def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict -> GGUF-named tensors (float32, q/k rows permuted for llama.cpp's RoPE)."""
+    tensors = {}
+    for hf_name, tensor in to_hf_state_dict(state, config).items():
+        tensor = tensor.float()
+        if hf_name.endswith("self_attn.q_proj.weight"):
+            tensor = permute_rope_rows(tensor, config.n_heads)
+        elif hf_name.endswith("self_attn.k_proj.weight"):
+            tensor = permute_rope_rows(tensor, config.n_kv_heads)
+        tensors[gguf_name(hf_name)] = tensor.contiguous()
+    return tensors
+
+
+def token_merges(tokenizer: Tokenizer) -> list[str]:
+    """BPE merges as "left right" strings; refuses tokenizers llama.cpp's "gpt-2" BPE would not reproduce."""
+    spec = json.loads(tokenizer.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    if spec["model"].get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) \
+            or pre.get("add_prefix_space") or spec.get("normalizer"):
+        raise CogniError("tokenizer.json: GGUF export needs a byte-level BPE with GPT-2's split (what `cogni "
+                         f"prepare` trains); this one is {spec['model'].get('type')} with pre-tokenizer "
+                         f"{pre.get('type')}, which llama.cpp would tokenize differently")
+    # tokenizers writes merges as [left, right] pairs or as "left right" strings, by version
+    return [merge if isinstance(merge, str) else " ".join(merge) for merge in spec["model"]["merges"]]
+
+
+def token_list(tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
+    """Every token in id order and its GGUF type: our special tokens are CONTROL, the rest NORMAL."""
+    gguf = gguf_module()
+
+    by_id = {token_id: token for token, token_id in tokenizer.get_vocab(with_added_tokens=True).items()}
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if sorted(by_id) != list(range(size)):
+        raise CogniError("tokenizer.json: token ids are not contiguous; this tokenizer cannot be written to GGUF")
+    special = set(SPECIAL_TOKENS)
+    tokens = [by_id[token_id] for token_id in range(size)]
+    types = [int(gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL) for token in tokens]
+    return tokens, types
+
+
+def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer,
+               dtype: str) -> None:
+    gguf = gguf_module()
+
+    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                  "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+    writer = gguf.GGUFWriter(None, "llama")
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_file_type(file_types[dtype])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_context_length(config.max_seq_len)
+    writer.add_embedding_length(config.dim)
+    writer.add_block_count(config.n_layers)
+    writer.add_feed_forward_length(config.ffn_dim)
+    writer.add_head_count(config.n_heads)
+    writer.add_head_count_kv(config.n_kv_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(config.rope_theta)
+    writer.add_layer_norm_rms_eps(config.norm_eps)
+
+    tokens, types = token_list(tokenizer)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(GGUF_PRE_TOKENIZER)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(token_merges(tokenizer))
+    writer.add_bos_token_id(special_id(tokenizer, END_OF_TEXT))
+    writer.add_eos_token_id(special_id(tokenizer, IM_END))
+    writer.add_eot_token_id(special_id(tokenizer, IM_END))
+    writer.add_pad_token_id(special_id(tokenizer, PAD))
+    writer.add_add_bos_token(False)  # prompts are ChatML text; we never prepend a BOS
+    writer.add_add_eos_token(False)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    for tensor_name, tensor in gguf_tensors(state, config).items():
+        if tensor.ndim == 1 or dtype == "f32":  # norms stay f32, as llama.cpp's converter keeps them
+            writer.add_tensor(tensor_name, tensor.numpy())
+        elif dtype == "f16":
+            writer.add_tensor(tensor_name, tensor.to(torch.float16).numpy())
+        else:  # numpy has no bfloat16: hand over the raw bytes of torch's round-to-nearest-even conversion
+            raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
+            writer.add_tensor(tensor_name, raw, raw_dtype=gguf.GGMLQuantizationType.BF16)
+
+    def write(tmp: Path) -> None:
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    atomic_write(path, write)
+
+
+def export_gguf(run: Path, out: Path, dtype: str = "f32", force: bool = False) -> Path:
+    """Write RUN (a LoRA run merged) as one GGUF file."""
+    dtype = parse_dtype(dtype)
+    out = Path(out)
+    if out.is_dir() or out.suffix.lower() != ".gguf":
+        raise CogniError(f"--out {out}: give a file path ending in .gguf for --format gguf")
+    if out.exists() and not force:
+        raise CogniError(f"--out {out}: file exists; choose a new path or pass --force")
+    loaded = load_run(run)
+    check_llama_compatible(loaded.config.model)
+    write_gguf(out, out.stem, loaded.config.model, model_state(loaded.model), loaded.tokenizer, dtype)
+    return out

@@ -1,0 +1,1 @@
+"""The model: the transformer and its caches, linear layers, the tokenizer."""

@@ -1,0 +1,215 @@
+"""A Llama-style decoder in plain PyTorch: RoPE, RMSNorm, SwiGLU, grouped-query attention, tied embeddings.
+
+Projections are fused (one matmul for q/k/v, one for gate/up) because on small models the number of
+kernel launches, not arithmetic, dominates; export splits them back into the usual Llama names.
+`Linear` is nn.Linear with a faster fp32 CPU matmul (model/linear.py); weights and names are nn.Linear's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from cognimamba.config.schema import ModelConfig
+from cognimamba.model.linear import Linear
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+        # Normalise in fp32 even under autocast: half-precision mean-of-squares loses too much.
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin of shape [max_len, head_dim] in the "rotate half" layout Hugging Face Llama uses.
+
+    The sin table is negated on its first half, so rotating is `x * cos + roll(x) * sin` (see apply_rope).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+    sin = angles.sin()
+    return torch.cat([angles, angles], dim=-1).cos().float(), torch.cat([-sin, sin], dim=-1).float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """HF's x * cos + rotate_half(x) * sin: rotate_half(x) = cat(-x2, x1) = roll(x) with the sign in the table."""
+    return x * cos + x.roll(x.size(-1) // 2, dims=-1) * signed_sin
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, so decoding allocates nothing per token."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.max_len = max_len or config.max_seq_len
+        # One spare position: reading the cache is then always a strided slice, never the whole (contiguous)
+        # tensor, which torch.compile would treat as a new case and compile again at the last position.
+        shape = (batch_size, config.n_kv_heads, self.max_len + 1, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; asked for {end}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        kv_dim = config.n_kv_heads * config.head_dim
+        self.qkv = Linear(config.dim, config.dim + 2 * kv_dim, bias=False)  # rows: q heads, k heads, v heads
+        self.proj = Linear(config.dim, config.dim, bias=False)
+        self.q_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None, start: int) -> torch.Tensor:
+        batch, length, _ = x.shape
+        heads = self.qkv(x).view(batch, length, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        qk, v = heads.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
+        if self.q_norm is not None and self.k_norm is not None:
+            qk = torch.cat([self.q_norm(qk[:, :, :self.n_heads]), self.k_norm(qk[:, :, self.n_heads:])], dim=2)
+        # Queries and keys share positions, so one rotation covers both: [batch, time, heads, head_dim].
+        qk = apply_rope(qk, cos, sin)
+        q, k = qk.transpose(1, 2).split([self.n_heads, self.n_kv_heads], dim=1)
+        v = v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v, start)
+        # A single decoded token may see every cached position; a fresh sequence is plainly causal.
+        is_causal = mask is None and length > 1
+        # No dropout on attention probabilities: it pushes SDPA off its fused kernel (measured 1.6x slower
+        # training on CPU); the residual-branch dropout in Block regularises at a fraction of the cost.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        return self.proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate_up = Linear(config.dim, 2 * config.ffn_dim, bias=False)
+        self.down = Linear(config.ffn_dim, config.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config, layer)
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        x = x + self._dropout(self.attention(self.attention_norm(x), cos, sin, mask, cache, start))
+        return x + self._dropout(self.mlp(self.mlp_norm(x)))
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        # A plain check, not an nn.Identity: decoding calls this twice per layer per token.
+        return F.dropout(x, self.dropout) if self.dropout and self.training else x
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_embeddings.weight
+        # Tables of shape [position, 1, head_dim]: they broadcast over the heads of [batch, time, heads, head_dim].
+        for suffix, theta in (("", config.rope_theta), ("_local", config.rope_theta_local)):
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, theta)
+            self.register_buffer(f"rope_cos{suffix}", cos.unsqueeze(1), persistent=False)
+            self.register_buffer(f"rope_sin{suffix}", sin.unsqueeze(1), persistent=False)
+        self.gradient_checkpointing = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.config.init_std
+        for name, param in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(param)
+            elif name.endswith(("attention.proj.weight", "mlp.down.weight")):
+                # Residual-branch outputs are scaled down so the residual stream's variance does not
+                # grow with depth (GPT-2 / nanoGPT).
+                nn.init.normal_(param, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(param, mean=0.0, std=std)
+
+    def _masks(self, length: int, start: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Boolean masks (True = attend) for global and sliding-window layers; None means plain causal."""
+        total = start + length
+        need_explicit = start > 0 and length > 1
+        window = self.config.sliding_window
+        if not need_explicit and (window == 0 or total <= window):
+            return None, None
+        query_pos = torch.arange(start, total, device=device).unsqueeze(1)
+        key_pos = torch.arange(total, device=device).unsqueeze(0)
+        causal = key_pos <= query_pos
+        global_mask = causal if need_explicit else None
+        local_mask = causal & (query_pos - key_pos < window) if window else global_mask
+        return global_mask, local_mask
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits for `idx` [batch, time]; with `cache`, positions start at `start` and keys are kept."""
+        length = idx.size(1)
+        if start + length > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start + length} tokens exceeds max_seq_len {self.config.max_seq_len}")
+        x = self.tok_embeddings(idx)
+        global_mask, local_mask = self._masks(length, start, idx.device)
+        rope_global = (self.rope_cos[start:start + length], self.rope_sin[start:start + length])
+        rope_local = (self.rope_cos_local[start:start + length], self.rope_sin_local[start:start + length])
+        for index, block in enumerate(self.layers):
+            sliding = self.config.is_sliding_layer(index)
+            cos, sin = rope_local if sliding else rope_global
+            mask = local_mask if sliding else global_mask
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, cache, start)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.norm(x))
+
+
+def num_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, non-embedding) counts of unique parameters; tied weights count once."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(p.numel() for name, p in model.named_parameters() if "tok_embeddings" in name)
+    if isinstance(model, Transformer) and not model.config.tie_embeddings:
+        embedding += model.lm_head.weight.numel()
+    return total, total - embedding
+
+
+def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), PaLM appendix B style."""
+    kv_dim = config.n_kv_heads * config.head_dim
+    matmul_params = config.n_layers * (config.dim * (2 * config.dim + 2 * kv_dim) + 3 * config.dim * config.ffn_dim)
+    matmul_params += config.vocab_size * config.dim
+    attention = 2 * config.n_layers * seq_len * config.dim  # QK^T and AV, causal average ~ seq_len/2 * 2 * 2
+    return 6 * matmul_params + 6 * attention

@@ -1,0 +1,54 @@
+"""The run dir contract: what `train` writes and everything else reads.
+
+    RUN/config.json                the resolved Config (+ format version, parameter counts, data dir)
+    RUN/tokenizer.json             the tokenizer the model was trained with
+    RUN/generation_config.json     sampling defaults for chat
+    RUN/model.safetensors          weights of the last checkpoint
+    RUN/trainer_state.json         step, tokens, losses of the last checkpoint
+    RUN/manifest.json              sizes and hashes of the files above, written last
+    RUN/metrics.jsonl              one JSON object per log/eval row
+    RUN/checkpoints/step-XXXXXXXX/ resumable checkpoints (model, optimizer.pt, trainer_state, manifest)
+    RUN/best/                      a complete loadable run dir for the best val loss
+
+A LoRA run (`cogni train --init-from BASE --lora`) holds an adapter instead of weights, in PEFT's own format,
+so `peft.PeftModel.from_pretrained(base_transformer, RUN)` loads it as is:
+
+    RUN/adapter_config.json        peft LoraConfig (r, lora_alpha, target_modules over qkv/proj/gate_up/down;
+                                   base_model_name_or_path = the base run's absolute path)
+    RUN/adapter_model.safetensors  LoRA A/B matrices under peft's names, e.g.
+                                   base_model.model.layers.0.attention.qkv.lora_A.weight
+    RUN/config.json                as above (the base's architecture; model.max_seq_len may differ), plus
+                                   "lora": {rank, alpha, dropout, targets, base_run, base_weights_sha256}
+    RUN/tokenizer.json, generation_config.json, trainer_state.json, manifest.json, metrics.jsonl
+    RUN/checkpoints/step-XXXXXXXX/ adapter_model.safetensors instead of model.safetensors
+    RUN/best/                      a complete LoRA run dir of the same shape
+
+No model.safetensors: `load_run` loads the base run, checks it is the one the adapter was trained on
+(base_weights_sha256 = sha256 of the base's model.safetensors), applies the adapter with peft and merges
+it, so chat, test-model and bench see a plain Transformer. `cogni merge BASE RUN --out DIR` writes the
+merged model as a plain run dir. The base run is never modified.
+
+Every file is written atomically and each checkpoint directory appears by one rename, so a kill at any
+moment leaves the previous checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUN_FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+GENERATION = "generation_config.json"
+STATE = "trainer_state.json"
+MANIFEST = "manifest.json"
+OPTIMIZER = "optimizer.pt"
+METRICS = "metrics.jsonl"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def weights_file(run: Path) -> str:
+    """model.safetensors, or adapter_model.safetensors in a LoRA run dir (one with adapter_config.json)."""
+    return ADAPTER_WEIGHTS if (Path(run) / ADAPTER_CONFIG).is_file() else WEIGHTS

@@ -1,0 +1,110 @@
+"""Reading a run dir back: its config, tokenizer and weights as one LoadedRun (LoRA runs merged)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from cognimamba.config.schema import Config
+from cognimamba.errors import CogniError
+from cognimamba.model.tokenizer import load_tokenizer
+from cognimamba.model.transformer import Transformer, num_parameters
+from cognimamba.runs.checkpoints import recover_best
+from cognimamba.runs.layout import ADAPTER_CONFIG, CONFIG, GENERATION, RUN_FORMAT_VERSION, TOKENIZER, WEIGHTS
+from cognimamba.runs.lora import is_lora_run, lora_base_path, merged_from_base
+from cognimamba.runs.tensors import load_state_into, read_weights
+from cognimamba.system.fileio import (
+    atomic_write,
+    atomic_write_json,
+    read_json,
+)
+from cognimamba.system.version import VERSION
+
+
+def config_payload(config: Config, model: Transformer, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    total, non_embedding = num_parameters(model)
+    return {"format_version": RUN_FORMAT_VERSION, "cognimamba_version": VERSION, **config.to_dict(),
+            "parameters": {"total": total, "non_embedding": non_embedding}, **(extra or {})}
+
+
+def write_run_files(run: Path, config: Config, model: Transformer, tokenizer: Tokenizer,
+                    extra: dict[str, Any] | None = None) -> None:
+    """config.json, tokenizer.json and generation_config.json: the parts that do not change while training."""
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / CONFIG, config_payload(config, model, extra))
+    atomic_write(run / TOKENIZER, lambda tmp: tokenizer.save(str(tmp)))
+    atomic_write_json(run / GENERATION, config.to_dict()["generation"])
+
+
+def read_config(run: Path) -> tuple[Config, dict[str, Any]]:
+    payload = read_json(run / CONFIG, "run config")
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CogniError(f"{run / CONFIG}: not a cognimamba run config")
+    version = payload.get("format_version")
+    if version != RUN_FORMAT_VERSION:
+        raise CogniError(f"{run / CONFIG}: run format version {version} is not supported by this cognimamba "
+                         f"(expected {RUN_FORMAT_VERSION}); re-train or convert the run")
+    sections = {key: payload[key] for key in ("profile", "model", "data", "train", "generation") if key in payload}
+    return Config.from_dict(sections, str(run / CONFIG)), payload
+
+
+@dataclass
+class LoadedRun:
+    """What `cognimamba.load` returns."""
+
+    path: Path
+    config: Config
+    tokenizer: Tokenizer
+    model: Transformer
+    info: dict[str, Any]
+
+
+def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LoadedRun:
+    run = Path(path)
+    if run.name == "best":
+        recover_best(run.parent)  # a kill between save_best's two renames leaves best/ as .best-old
+    if not run.is_dir():
+        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
+    recover_best(run)
+    if (run / ADAPTER_CONFIG).is_file():
+        return load_lora_run(run, device, dtype)
+    for name in (CONFIG, TOKENIZER, WEIGHTS):
+        if not (run / name).is_file():
+            raise CogniError(f"{run}: missing {name}; not a complete run dir (try {run}/best)")
+    config, payload = read_config(run)
+    tokenizer = load_tokenizer(run / TOKENIZER)
+    if tokenizer.get_vocab_size() != config.model.vocab_size:
+        raise CogniError(f"{run / TOKENIZER}: vocab of {tokenizer.get_vocab_size()} tokens does not match the "
+                         f"model's {config.model.vocab_size}; the tokenizer belongs to another run")
+    model = Transformer(config.model)
+    load_state_into(model, read_weights(run / WEIGHTS), run / WEIGHTS)
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return LoadedRun(run, config, tokenizer, model, payload)
+
+
+def load_lora_run(run: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """A LoRA run dir as a LoadedRun: its base loaded, the adapter applied with peft and merged."""
+    from cognimamba.model.tokenizer import load_tokenizer
+    from cognimamba.runs.layout import ADAPTER_WEIGHTS, CONFIG, TOKENIZER
+
+    for name in (CONFIG, TOKENIZER, ADAPTER_WEIGHTS):
+        if not (run / name).is_file():
+            raise CogniError(f"{run}: missing {name}; not a complete LoRA run dir (try {run}/best)")
+    config, payload = read_config(run)
+    base_path = lora_base_path(run, payload)
+    if is_lora_run(base_path):
+        raise CogniError(f"{run}: its base {base_path} is itself a LoRA run; merge that first with cogni merge")
+    base = load_run(base_path)
+    tokenizer = load_tokenizer(run / TOKENIZER)
+    if tokenizer.get_vocab_size() != base.config.model.vocab_size:
+        raise CogniError(f"{run / TOKENIZER}: vocab differs from its base {base_path}; "
+                         "the files come from different runs")
+    model = merged_from_base(base.model, base.config.model, config.model, run, base_path, payload.get("lora") or {})
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    return LoadedRun(run, config, tokenizer, model, payload)

@@ -1,0 +1,81 @@
+"""Weights and optimizer state on disk: safetensors only for weights, tensor-only pickles for optimizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cognimamba.errors import CogniError
+from cognimamba.model.transformer import Transformer
+from cognimamba.system.fileio import (
+    atomic_write,
+)
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights to save: tied output weights are stored once, as the embedding."""
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    config = getattr(model, "config", None)
+    if config is not None and config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    cpu_state = {name: tensor.cpu() for name, tensor in state.items()}
+    atomic_write(path, lambda tmp: save_file(cpu_state, str(tmp), metadata=metadata or {"format": "pt"}))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CogniError(f"{path}: weights not found")
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl") or _looks_like_pickle(path):
+        raise CogniError(f"{path}: is a pickle (torch.save) file, not safetensors; pickles are refused because "
+                         "loading one can run code. Use a model.safetensors written by cognimamba")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CogniError(f"{path}: truncated or corrupted safetensors file ({error}); "
+                         "use the run's best/ or a checkpoint under checkpoints/") from error
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """torch.save writes a zip ("PK") or a raw pickle (protocol byte 0x80); safetensors starts with a header length."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def load_state_into(model: Transformer, state: dict[str, torch.Tensor], where: Path) -> None:
+    expected = model_state(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CogniError(f"{where}: weights do not match config.json ({detail}); the files come from different runs")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CogniError(f"{where}: {name} has shape {tuple(tensor.shape)} but config.json implies "
+                             f"{tuple(expected[name].shape)}; the files come from different runs")
+    model.load_state_dict(state, strict=False)
+
+
+def save_optimizer(path: Path, payload: dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        # Through a Python file, so a full disk surfaces as the OSError (torch's own writer only says "unexpected pos").
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
+    atomic_write(path, write)
+
+
+def load_optimizer(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle.UnpicklingError for anything but plain tensors and containers
+        raise CogniError(f"{path}: refused or unreadable optimizer state ({type(error).__name__}); "
+                         "only tensor state is loaded, never arbitrary pickles") from error

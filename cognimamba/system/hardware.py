@@ -1,0 +1,207 @@
+"""What machine we run on: device choice, precision support, measured matmul peak, memory in use."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from cognimamba.errors import CogniError
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise CogniError(f"device {requested!r} is not a device name; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CogniError(f"device {requested!r} asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CogniError(f"device {requested!r} asked for, but MPS is not available; use --device cpu")
+    return device
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
+
+    There, bf16 matmuls run about 3x faster than fp32 (measured on 2 AMD EPYC Zen 5 cores: 409 against 136
+    GFLOP/s) and bf16 autocast trains the `cpu` profile about 1.5x faster; without it bf16 is emulated and
+    far slower than fp32. Read from /proc/cpuinfo, so other systems answer no.
+    """
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
+def pick_dtype(precision: str, device: torch.device, setting: str = "precision") -> torch.dtype:
+    """The autocast dtype: bf16 where the GPU supports it, fp16 otherwise; on CPU fp32 unless bf16 is asked.
+
+    `auto` stays fp32 on CPU (reproducible everywhere); an explicit bf16 runs bf16 on a CPU with native
+    bf16 and is a clear error on one without, naming `setting`. fp16 on CPU has no fast kernels and runs
+    as fp32.
+    """
+    if precision == "fp32":
+        return torch.float32
+    if device.type == "cpu":
+        if precision != "bf16":
+            return torch.float32
+        if not cpu_has_native_bf16():
+            raise CogniError(f"{setting} bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 runs "
+                             "slower than fp32; use fp32")
+        return torch.bfloat16
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on this device (None when it can): what it generates needs a compiler.
+
+    Inductor writes Triton kernels for CUDA and C++ for the CPU. Without them the compile fails at the first
+    step, so training checks first and runs eagerly instead (GPU profiles compile by default).
+    """
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "torch.compile needs Triton for CUDA (pip install triton, or triton-windows)"
+    if device.type == "cpu":
+        import shutil
+
+        if any(shutil.which(name) for name in ("g++", "c++", "clang++", "cl")):
+            return None
+        return "torch.compile needs a C++ compiler for the CPU (g++, clang++ or MSVC's cl)"
+    return f"torch.compile is not set up for {device.type} here"
+
+
+def compiled_if_possible(module: torch.nn.Module, device: torch.device,
+                         wanted: bool) -> tuple[torch.nn.Module, str | None]:
+    """`module` through torch.compile when `wanted` and possible here; otherwise `module` itself, with why
+    it was not compiled when it was wanted."""
+    problem = compile_unavailable(device) if wanted else None
+    return (torch.compile(module), None) if wanted and problem is None else (module, problem)
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:
+    """FLOP/s of a large square matmul on this device: the denominator of MFU.
+
+    The time is split into short windows and the fastest one counts: on a shared machine a neighbour's
+    burst slows some windows down, while the peak is what the hardware can do. On CPU the matmul is the
+    one the model's layers use (oneDNN where model.linear takes it, else MKL).
+    """
+    from cognimamba.model.linear import matmul_nt, use_onednn
+
+    size = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def matmul() -> None:
+        if use_onednn(a, b):
+            matmul_nt(a, b)
+        else:
+            torch.mm(a, b, out=out)
+
+    for _ in range(2):
+        matmul()
+    synchronize(device)
+    best = 0.0
+    for _ in range(max(1, windows)):
+        iterations = 0
+        start = time.perf_counter()
+        while True:
+            matmul()
+            iterations += 1
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / max(1, windows):
+                break
+        best = max(best, 2 * size**3 * iterations / elapsed)
+    return best
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new high-water mark, so peak_memory_bytes describes what runs next (Linux only on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # cached blocks of earlier work would otherwise hide this work's reservations
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets the process's peak resident set size (VmHWM)
+    except OSError:
+        pass
+
+
+def cuda_memory_held(device: torch.device) -> tuple[int, int]:
+    """(allocated, reserved) bytes on a CUDA device now; (0, 0) elsewhere."""
+    if device.type != "cuda":
+        return 0, 0
+    return torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
+
+
+def cuda_peak_reserved(device: torch.device) -> int | None:
+    """The most the CUDA caching allocator held since the last reset: what the card must really have free."""
+    return torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """CUDA max allocated on GPU, peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except ImportError:  # Windows
+        return None
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Run the block with `count` CPU threads (None: as they are), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cpu_threads() -> int:
+    return torch.get_num_threads()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} logical cores, {torch.get_num_threads()} threads)"

@@ -1,5 +1,0 @@
-"""The full-screen chat app (`cogni chat RUN`), built on Textual."""
-
-from cognimamba.tui.app import ChatApp
-
-__all__ = ["ChatApp"]

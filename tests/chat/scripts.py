@@ -1,0 +1,68 @@
+"""A scripted ReplySource for chat tests: replies are given text, streamed a few characters at a time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.decoding import GenerationStats
+from cognimamba.inference.sampling import SamplingOptions
+
+
+class ScriptedSource:
+    """Implements chat_session.ReplySource without a model, so tests choose exactly what the "model" says.
+
+    `replies` is a list (one per generation, the last one repeats) or a function of the prompt. With
+    `pause_after=N` the stream stops after N chunks until `resume` is set or the reply is cancelled, so
+    tests can look at a half-streamed reply or press Esc in the middle of one.
+    """
+
+    name = "scripted"
+
+    def __init__(self, replies: list[str] | Callable[[str], str], context_length: int = 4096, chunk: int = 4,
+                 pause_after: int | None = None) -> None:
+        self.replies = replies
+        self.chunk = chunk
+        self.pause_after = pause_after
+        self.defaults = GenerationConfig()
+        self.prompts: list[str] = []
+        self.options: list[SamplingOptions] = []
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        self._context_length = context_length
+        self._stats = GenerationStats()
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self._stats
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)  # one "token" per character: easy to reason about in context tests
+
+    def _reply_for(self, prompt: str) -> str:
+        if callable(self.replies):
+            return self.replies(prompt)
+        index = min(len(self.prompts) - 1, len(self.replies) - 1)
+        return self.replies[index]
+
+    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+        self.prompts.append(prompt)
+        self.options.append(options)
+        text = self._reply_for(prompt)
+        stats = self._stats = GenerationStats(prompt_tokens=len(prompt), stop_reason="stop_token")
+        chunks = [text[i:i + self.chunk] for i in range(0, len(text), self.chunk)]
+        for index, chunk in enumerate(chunks):
+            if index == self.pause_after:
+                self.paused.set()
+                while not self.resume.is_set() and not (cancel is not None and cancel.is_set()):
+                    self.resume.wait(0.01)
+            if cancel is not None and cancel.is_set():
+                stats.stop_reason = "cancelled"
+                return
+            stats.generated_tokens += 1
+            yield chunk

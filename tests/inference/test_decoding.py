@@ -1,0 +1,206 @@
+"""The generation engine: cached decoding, sampling, UTF-8-safe streaming, stop strings, cancellation, stats."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cognimamba.config.schema import GenerationConfig, ModelConfig
+from cognimamba.inference.decoding import ChatModel, Generator, greedy_ids
+from cognimamba.inference.sampling import SamplingOptions, sample_next
+from cognimamba.inference.text_stream import REPLACEMENT_CHAR, TextStream
+from cognimamba.model.tokenizer import encode, train_tokenizer
+from cognimamba.model.transformer import Transformer
+from cognimamba.runs.loading import load_run
+
+MULTILINGUAL = [
+    "Le café était très chaud ☕ et le gâteau délicieux 🎂.",
+    "東京の天気は晴れです。今日はとても暑い日でした。",
+    "Emoji parade: 🐱🐶🦊🐻 and flags 🇫🇷🇯🇵, math ∑∫√ and Ελληνικά letters.",
+    "Привет, как дела? 你好，世界！ 안녕하세요 👋🏽",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return load_run(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def multibyte_tokenizer():
+    """Few merges on purpose: most non-ASCII characters end up split across several byte tokens."""
+    return train_tokenizer(MULTILINGUAL * 20, vocab_size=300)
+
+
+def test_cached_decoding_equals_uncached_greedy(loaded):
+    prompt = encode(loaded.tokenizer, "Once upon a time, a little")
+    cached = greedy_ids(loaded.model, prompt, 30, use_cache=True)
+    uncached = greedy_ids(loaded.model, prompt, 30, use_cache=False)
+    assert len(cached) == 30
+    assert cached == uncached
+
+
+def test_cached_equals_uncached_with_sliding_window_and_gqa():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=300, dim=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=96,
+                         sliding_window=8, full_attention_every=2, init_std=0.3)
+    model = Transformer(config)
+    prompt = list(range(5, 17))
+    cached = greedy_ids(model, prompt, 70, use_cache=True)
+    assert cached == greedy_ids(model, prompt, 70, use_cache=False)
+    assert len(cached) == 70  # the decode ran well past the 8-token window
+
+
+def test_compiled_decoding_gives_the_eager_tokens(loaded):
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    options = SamplingOptions(temperature=0.0, max_new_tokens=12)
+    compiled = Generator(loaded.model, None, compile=True)
+    assert list(compiled.stream_ids(prompt, options)) == list(Generator(loaded.model, None).stream_ids(prompt, options))
+    assert compiled.step.compile_error is None and compiled.step.compile_seconds > 0
+    assert list(compiled.stream_ids(prompt[:2], options)) == greedy_ids(loaded.model, prompt[:2], 12)  # no recompile
+
+
+def test_a_failed_compile_falls_back_to_eager_and_says_why(loaded, monkeypatch):
+    def no_compiler(model, **settings):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("InductorError: no C++ compiler found\nmore detail")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    generator = Generator(loaded.model, None, compile=True)
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    assert list(generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=6))) == \
+        greedy_ids(loaded.model, prompt, 6)
+    assert generator.step.compile_error == "RuntimeError: InductorError: no C++ compiler found"
+    assert generator.step.compiled is None
+
+
+def test_greedy_stream_is_deterministic_and_matches_ids(loaded):
+    generator = Generator(loaded.model, loaded.tokenizer)
+    prompt = encode(loaded.tokenizer, "The dog")
+    options = SamplingOptions(temperature=0.0, max_new_tokens=25)
+    ids = list(generator.stream_ids(prompt, options))
+    first = generator.generate(prompt, options)
+    second = generator.generate(prompt, options)
+    assert first == second == loaded.tokenizer.decode(ids, skip_special_tokens=False)
+    assert ids == greedy_ids(loaded.model, prompt, 25)[:len(ids)]
+
+
+def test_seeded_sampling_is_reproducible(loaded):
+    generator = Generator(loaded.model, loaded.tokenizer)
+    prompt = encode(loaded.tokenizer, "Once")
+    texts = {seed: generator.generate(prompt, SamplingOptions(temperature=1.0, top_k=0, top_p=1.0,
+                                                              max_new_tokens=30, seed=seed)) for seed in (1, 2)}
+    assert generator.generate(prompt, SamplingOptions(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=30,
+                                                      seed=1)) == texts[1]
+    assert texts[1] != texts[2]
+
+
+def test_sample_next_filters():
+    logits = torch.tensor([1.0, 3.0, 2.0, -1.0])
+    generator = torch.Generator().manual_seed(0)
+    assert sample_next(logits, SamplingOptions(temperature=0.0), None) == 1
+    for _ in range(20):
+        assert sample_next(logits, SamplingOptions(temperature=1.0, top_k=1, top_p=1.0), generator) == 1
+        assert sample_next(logits, SamplingOptions(temperature=1.0, top_k=0, top_p=0.01), generator) == 1
+        assert sample_next(logits, SamplingOptions(temperature=5.0, top_k=2, top_p=1.0), generator) in (1, 2)
+    # A repetition penalty makes an already-seen favourite less likely than the runner-up.
+    penalized = SamplingOptions(temperature=0.0, repetition_penalty=2.0)
+    assert sample_next(logits, penalized, None, previous=torch.tensor([1])) == 2
+
+
+def test_from_config_maps_a_negative_seed_to_random():
+    options = SamplingOptions.from_config(GenerationConfig(temperature=0.3, top_k=7, seed=-1), stop=["x"])
+    assert (options.temperature, options.top_k, options.seed, options.stop) == (0.3, 7, None, ["x"])
+    assert SamplingOptions.from_config(GenerationConfig(seed=5)).seed == 5
+
+
+def test_text_stream_never_splits_a_character(multibyte_tokenizer):
+    tokenizer = multibyte_tokenizer
+    for text in MULTILINGUAL:
+        ids = encode(tokenizer, text)
+        assert len(ids) > len(text) // 2  # the tokenizer really splits characters into bytes
+        stream = TextStream(tokenizer, stop=[])
+        deltas = [stream.push(token) for token in ids]
+        deltas.append(stream.finish())
+        assert "".join(deltas) == text
+        assert not any(REPLACEMENT_CHAR in delta for delta in deltas)
+        assert "" in deltas[:-1]  # some tokens held back half a character
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_text_stream_round_trips_any_text(multibyte_tokenizer, text):
+    stream = TextStream(multibyte_tokenizer, stop=[])
+    deltas = [stream.push(token) for token in encode(multibyte_tokenizer, text)] + [stream.finish()]
+    assert "".join(deltas) == text
+    if REPLACEMENT_CHAR not in text:
+        assert not any(REPLACEMENT_CHAR in delta for delta in deltas)
+
+
+def test_text_stream_stop_strings(multibyte_tokenizer):
+    tokenizer = multibyte_tokenizer
+    text = "Le café 🎂 était très chaud STOP et délicieux"
+    stream = TextStream(tokenizer, stop=["STOP", "never-there"])
+    pieces = []
+    for token in encode(tokenizer, text):
+        pieces.append(stream.push(token))
+        assert "S" not in "".join(pieces)  # the start of a possible stop string is held back, not emitted
+        if stream.stopped:
+            break
+    assert stream.stopped
+    assert "".join(pieces) + stream.finish() == "Le café 🎂 était très chaud "
+
+
+def test_generator_stops_at_a_stop_string(loaded):
+    generator = Generator(loaded.model, loaded.tokenizer)
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    full = generator.generate(prompt, SamplingOptions(temperature=0.0, max_new_tokens=40))
+    stop = full[len(full) // 2:len(full) // 2 + 3]
+    assert stop.strip(), full
+    stopped = "".join(generator.stream(prompt, SamplingOptions(temperature=0.0, max_new_tokens=40, stop=[stop])))
+    assert stopped == full[:full.index(stop)]
+    assert generator.stats.stop_reason == "stop_string"
+
+
+def test_cancel_stops_between_tokens_and_stats_are_reported(loaded):
+    generator = Generator(loaded.model, loaded.tokenizer)
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    cancel = threading.Event()
+    ids = []
+    for token in generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=40), cancel):
+        ids.append(token)
+        if len(ids) == 5:
+            cancel.set()
+    stats = generator.stats
+    assert len(ids) == 5 and stats.stop_reason == "cancelled"
+    assert stats.prompt_tokens == len(prompt) and stats.generated_tokens == 5
+    assert stats.time_to_first_token > 0 and stats.tokens_per_second > 0
+
+
+def test_generation_ends_at_the_context_like_the_uncached_reference(loaded):
+    generator = Generator(loaded.model, loaded.tokenizer)
+    context = loaded.config.model.max_seq_len
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    to_the_end = greedy_ids(loaded.model, prompt, 10_000, use_cache=True)  # no stop tokens without a tokenizer
+    assert len(prompt) + len(to_the_end) == context
+    assert to_the_end == greedy_ids(loaded.model, prompt, 10_000, use_cache=False)
+    ids = list(generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=10_000)))
+    assert ids == to_the_end[:len(ids)]
+    assert generator.stats.stop_reason == ("context" if len(ids) == len(to_the_end) else "stop_token")
+    assert generator.stats.stop_reason in ("context", "stop_token")
+    with pytest.raises(ValueError, match="does not fit"):
+        list(generator.stream_ids(list(range(3, 3 + context)), SamplingOptions()))
+
+
+def test_chat_model_counts_and_streams(loaded):
+    model = ChatModel.from_run(loaded)
+    assert model.context_length == loaded.config.model.max_seq_len
+    assert model.defaults == loaded.config.generation
+    assert model.count_tokens("Once upon a time") == len(encode(loaded.tokenizer, "Once upon a time"))
+    text = "".join(model.stream("Once upon a time", SamplingOptions(temperature=0.0, max_new_tokens=8)))
+    assert text and model.stats.generated_tokens <= 8

@@ -1,0 +1,169 @@
+"""`cogni export --format gguf`: the file reads back equal, and llama.cpp (where installed) decodes as we do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from cognimamba.inference.decoding import greedy_ids
+from cognimamba.interop.chat_template import CHAT_TEMPLATE
+from cognimamba.interop.gguf_file import export_gguf, gguf_name, permute_rope_rows, unpermute_rope_rows
+from cognimamba.interop.hf_names import to_hf_state_dict
+from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, encode
+from cognimamba.model.transformer import apply_rope, rope_tables
+from cognimamba.runs.loading import load_run
+from cognimamba.runs.tensors import model_state
+from tests.conftest import run_cli
+from tests.interop.fixtures import PROMPTS, make_run
+
+TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+@pytest.fixture(scope="module")
+def gguf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("gguf") / "run", "model.tie_embeddings=false", seed=4)
+
+
+def read_tensor(tensor: gguf.ReaderTensor) -> torch.Tensor:
+    """A tensor from the file as torch, in its stored precision."""
+    if tensor.tensor_type == gguf.GGMLQuantizationType.BF16:
+        raw = np.ascontiguousarray(tensor.data).view(np.int16)
+        return torch.from_numpy(raw.copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(tensor.data))
+
+
+def field(reader: gguf.GGUFReader, key: str):
+    return reader.fields[key].contents()
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+def test_gguf_round_trip_is_exact(gguf_run: Path, tmp_path: Path, dtype: str) -> None:
+    run = load_run(gguf_run)
+    path = export_gguf(gguf_run, tmp_path / "model.gguf", dtype=dtype)
+    reader = gguf.GGUFReader(path)
+    config = run.config.model
+
+    # The source, in Llama layout and unpermuted, under GGUF names.
+    expected = {gguf_name(name): tensor for name, tensor in to_hf_state_dict(model_state(run.model), config).items()}
+    stored = {tensor.name: tensor for tensor in reader.tensors}
+    assert set(stored) == set(expected)
+    assert len(stored) == 2 + 1 + 9 * config.n_layers  # embeddings, final norm, untied output, 9 per layer
+    for name, tensor in stored.items():
+        values = read_tensor(tensor)
+        if name.endswith("attn_q.weight"):
+            values = unpermute_rope_rows(values, config.n_heads)
+        elif name.endswith("attn_k.weight"):
+            values = unpermute_rope_rows(values, config.n_kv_heads)
+        want = expected[name] if values.ndim == 1 else expected[name].to(TORCH_DTYPES[dtype])
+        assert values.dtype == want.dtype, name
+        assert torch.equal(values, want), name
+    # Spot-check the mapping against the model itself: layer 1's k rows and v weights.
+    kv_dim = config.n_kv_heads * config.head_dim
+    qkv = run.model.layers[1].attention.qkv.weight.detach()
+    k_stored = unpermute_rope_rows(read_tensor(stored["blk.1.attn_k.weight"]).float(), config.n_kv_heads)
+    assert torch.equal(k_stored, qkv[config.dim:config.dim + kv_dim].to(TORCH_DTYPES[dtype]).float())
+
+    tokenizer = run.tokenizer
+    assert field(reader, "general.architecture") == "llama"
+    assert field(reader, "general.file_type") == {"f32": 0, "f16": 1, "bf16": 32}[dtype]
+    assert field(reader, "llama.context_length") == config.max_seq_len
+    assert field(reader, "llama.embedding_length") == config.dim
+    assert field(reader, "llama.block_count") == config.n_layers
+    assert field(reader, "llama.feed_forward_length") == config.ffn_dim
+    assert field(reader, "llama.attention.head_count") == config.n_heads
+    assert field(reader, "llama.attention.head_count_kv") == config.n_kv_heads
+    assert field(reader, "llama.rope.dimension_count") == config.head_dim
+    assert field(reader, "llama.rope.freq_base") == pytest.approx(config.rope_theta)
+    assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(config.norm_eps)
+    assert field(reader, "tokenizer.ggml.model") == "gpt2"
+    assert field(reader, "tokenizer.ggml.pre") == "gpt-2"
+    vocab = tokenizer.get_vocab()
+    tokens = field(reader, "tokenizer.ggml.tokens")
+    assert tokens == sorted(vocab, key=vocab.get)
+    types = field(reader, "tokenizer.ggml.token_type")
+    assert [token for token, kind in zip(tokens, types, strict=True) if kind == gguf.TokenType.CONTROL] == \
+        [token for token in tokens if token in SPECIAL_TOKENS]
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    assert field(reader, "tokenizer.ggml.merges") == [m if isinstance(m, str) else " ".join(m) for m in merges]
+    assert field(reader, "tokenizer.ggml.bos_token_id") == tokenizer.token_to_id(END_OF_TEXT)
+    assert field(reader, "tokenizer.ggml.eos_token_id") == tokenizer.token_to_id(IM_END)
+    assert field(reader, "tokenizer.ggml.padding_token_id") == tokenizer.token_to_id(PAD)
+    assert field(reader, "tokenizer.ggml.add_bos_token") is False
+    assert field(reader, "tokenizer.chat_template") == CHAT_TEMPLATE
+
+
+def test_permuted_rows_with_interleaved_rope_give_the_same_attention_scores() -> None:
+    """Why the permutation is right: llama.cpp's pairwise RoPE on permuted q/k == our rotate-half on the original."""
+    heads, head_dim, dim, length = 3, 8, 12, 5
+    torch.manual_seed(0)
+    wq, wk, x = torch.randn(heads * head_dim, dim), torch.randn(heads * head_dim, dim), torch.randn(length, dim)
+    cos, sin = rope_tables(head_dim, length, 10000.0)
+
+    def ours(weight: torch.Tensor) -> torch.Tensor:
+        return apply_rope((x @ weight.T).view(length, heads, head_dim).transpose(0, 1), cos, sin)
+
+    def interleaved(weight: torch.Tensor) -> torch.Tensor:  # GGML_ROPE_TYPE_NORM: rotate (x0, x1), (x2, x3), ...
+        y = (x @ weight.T).view(length, heads, head_dim // 2, 2).transpose(0, 1)
+        # rope_tables' sin is negated on its first half; its second half is the plain sin.
+        angle_cos, angle_sin = cos[:, : head_dim // 2].unsqueeze(-1), sin[:, head_dim // 2:].unsqueeze(-1)
+        first, second = y[..., :1], y[..., 1:]
+        rotated = torch.cat([first * angle_cos - second * angle_sin, first * angle_sin + second * angle_cos], -1)
+        return rotated.reshape(heads, length, head_dim)
+
+    expected = ours(wq) @ ours(wk).transpose(-1, -2)
+    got = interleaved(permute_rope_rows(wq, heads)) @ interleaved(permute_rope_rows(wk, heads)).transpose(-1, -2)
+    assert torch.allclose(expected, got, atol=1e-5)
+    assert not torch.allclose(expected, interleaved(wq) @ interleaved(wk).transpose(-1, -2), atol=1e-3)
+    assert torch.equal(unpermute_rope_rows(permute_rope_rows(wq, heads), heads), wq)
+
+
+def test_llama_cpp_decodes_the_same_tokens(gguf_run: Path, tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (optional check)")
+    run = load_run(gguf_run)
+    path = export_gguf(gguf_run, tmp_path / "model.gguf", dtype="f32")
+    # An f32 KV cache (GGML type 0) so llama.cpp's numbers are comparable to ours at fp32 tolerance.
+    llm = llama_cpp.Llama(str(path), n_ctx=64, logits_all=True, type_k=0, type_v=0, flash_attn=False, verbose=False,
+                          seed=0)
+    try:
+        stop = {run.tokenizer.token_to_id(END_OF_TEXT), run.tokenizer.token_to_id(IM_END)}
+        for prompt in PROMPTS:
+            ids = encode(run.tokenizer, prompt)
+            assert llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) == ids
+            llm.reset()
+            llm.eval(ids)
+            with torch.no_grad():
+                ours = run.model(torch.tensor([ids]))[0].numpy()
+            assert np.abs(np.array(llm.scores[: len(ids)]) - ours).max() < 1e-3
+            expected = greedy_ids(run.model, ids, 20)
+            decoded: list[int] = []
+            for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+                if token in stop or len(decoded) == len(expected):
+                    break
+                decoded.append(token)
+            assert len(decoded) > 3
+            assert decoded == expected[: len(decoded)]
+    finally:
+        llm.close()
+
+
+def test_cli_gguf_export_and_errors(gguf_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.gguf"
+    result = run_cli("export", str(gguf_run), "--format", "gguf", "--out", str(out), "--dtype", "f16")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out) and out.is_file()
+    assert gguf.GGUFReader(out).fields["general.file_type"].contents() == 1
+
+    for args, message in [(["--out", str(out)], "exists"), (["--out", str(tmp_path / "m.bin")], ".gguf"),
+                          (["--out", str(tmp_path / "a.gguf"), "--adapter"], "always merged")]:
+        result = run_cli("export", str(gguf_run), "--format", "gguf", *args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+    qk = make_run(tmp_path / "qk", "model.qk_norm=true")
+    result = run_cli("export", str(qk), "--format", "gguf", "--out", str(tmp_path / "qk.gguf"))
+    assert result.returncode == 2 and "qk_norm" in result.stderr
+    assert not (tmp_path / "qk.gguf").exists()

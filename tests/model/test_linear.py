@@ -1,0 +1,107 @@
+"""cpu_linear.Linear: the same layer as nn.Linear (values, gradients, state dict), only a faster matmul."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cognimamba.model import linear as cpu_linear
+from cognimamba.model.linear import Linear, use_onednn
+
+
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test the oneDNN path wherever the wheel has it, also on Intel processors where it is off by default."""
+    monkeypatch.setattr(cpu_linear, "ENABLED", cpu_linear.AVAILABLE)
+
+
+def pair(in_features: int, out_features: int) -> tuple[Linear, nn.Linear]:
+    torch.manual_seed(0)
+    ours = Linear(in_features, out_features, bias=False)
+    reference = nn.Linear(in_features, out_features, bias=False)
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference
+
+
+@pytest.mark.parametrize("shape", [(4, 40, 48), (16, 48), (3, 48), (1, 1, 48)])
+def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...]) -> None:
+    ours, reference = pair(48, 80)
+    x = torch.randn(*shape, requires_grad=True)
+    x_reference = x.detach().clone().requires_grad_()
+    grad = torch.randn(*shape[:-1], 80)
+    ours(x).backward(grad)
+    reference(x_reference).backward(grad)
+    torch.testing.assert_close(ours(x), reference(x_reference), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x.grad, x_reference.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, atol=1e-4, rtol=1e-5)
+
+
+def test_takes_onednn_only_where_it_pays() -> None:
+    weight = torch.randn(80, 48)
+    many_rows, one_row = torch.randn(2, 8, 48), torch.randn(1, 1, 48)
+    assert use_onednn(many_rows, weight) == cpu_linear.AVAILABLE
+    assert not use_onednn(one_row, weight)  # a decoded token: MKL's lower per-call cost wins
+    assert not use_onednn(many_rows.double(), weight.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not use_onednn(many_rows, weight)
+
+
+def test_frozen_weight_and_non_contiguous_gradients() -> None:
+    ours, reference = pair(32, 24)
+    ours.weight.requires_grad_(False)
+    x = torch.randn(5, 12, 32, requires_grad=True)
+    ours(x).transpose(0, 1).sum().backward()  # the incoming gradient is a transposed view
+    x_reference = x.detach().clone().requires_grad_()
+    reference(x_reference).sum().backward()
+    torch.testing.assert_close(x.grad, x_reference.grad, atol=1e-5, rtol=1e-5)
+    assert ours.weight.grad is None
+    assert list(ours.state_dict()) == ["weight"]
+
+
+def test_decoding_copy_gives_nn_linear_values_and_follows_weight_updates() -> None:
+    ours, reference = pair(48, 80)
+    row = torch.randn(1, 1, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+    assert ours._transposed is not None and ours._transposed.shape == (48, 80)
+    with torch.no_grad():  # a training step or load_state_dict changes the weight in place
+        ours.weight.mul_(-2.0)
+        reference.weight.mul_(-2.0)
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+    ours.weight = nn.Parameter(torch.randn(80, 48))  # a new tensor altogether
+    reference.weight = nn.Parameter(ours.weight.detach().clone())
+    with torch.no_grad():
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_copy_only_for_wide_layers_without_autograd() -> None:
+    narrow, _ = pair(80, 48)
+    wide, _ = pair(48, 80)
+    with torch.no_grad():
+        narrow(torch.randn(1, 80))
+    wide(torch.randn(1, 48))  # autograd on: training never makes or uses the copy
+    assert narrow._transposed is None and wide._transposed is None
+    cpu_linear.refresh_transposed(nn.Sequential(narrow, wide))
+    assert narrow._transposed is None and wide._transposed is not None
+
+
+def test_decoding_copies_can_be_turned_off(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_linear, "DECODE_COPIES", False)
+    ours, reference = pair(48, 80)
+    row = torch.randn(1, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(row), reference(row), atol=1e-5, rtol=1e-5)
+    cpu_linear.refresh_transposed(ours)
+    assert ours._transposed is None
+
+
+def test_onednn_by_default_only_where_mkl_is_slow() -> None:
+    from cognimamba.model.linear import mkl_takes_generic_path, onednn_enabled
+
+    assert onednn_enabled(None, available=True, generic_mkl=True)  # AMD: MKL's generic path is slow
+    assert not onednn_enabled(None, available=True, generic_mkl=False)  # Intel: MKL is as fast or faster
+    assert onednn_enabled("1", available=True, generic_mkl=False)
+    assert not onednn_enabled("0", available=True, generic_mkl=True)
+    assert not onednn_enabled("1", available=False, generic_mkl=True)  # no kernel in this wheel: never
+    assert isinstance(mkl_takes_generic_path(), bool)

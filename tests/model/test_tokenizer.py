@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from cognimamba.errors import CogniError
+from cognimamba.model.tokenizer import SPECIAL_TOKENS, decode, encode, load_tokenizer, train_tokenizer
+
+TEXTS = ["Once upon a time there was a little cat.", "The cat liked to play with a red ball.",
+         "Café, naïve, 東京, emoji 🙂 and tabs\tand\nnewlines."] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, vocab_size=400)
+
+
+def test_special_tokens_are_single_reserved_ids(tokenizer) -> None:
+    ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
+    assert ids == list(range(len(SPECIAL_TOKENS)))
+    for token in SPECIAL_TOKENS:
+        assert encode(tokenizer, token) == [tokenizer.token_to_id(token)]
+    chat = "<|im_start|>user\nhi<|im_end|>"
+    assert encode(tokenizer, chat)[0] == tokenizer.token_to_id("<|im_start|>")
+
+
+@pytest.mark.parametrize("text", ["", " leading space", "double  space", "ünïcödé ✓", "日本語のテキスト",
+                                  "🙂🙃 mixed", "\x00\x01 control", "<|im_start|>assistant\nyes<|im_end|>",
+                                  "line\r\nbreaks\n\n", "Ω≈ç√∫˜µ≤≥÷"])
+def test_round_trip(tokenizer, text: str) -> None:
+    assert decode(tokenizer, encode(tokenizer, text)) == text
+
+
+def test_vocab_size_and_byte_fallback(tokenizer) -> None:
+    assert tokenizer.get_vocab_size() <= 400
+    # Text never seen in training still encodes: byte-level BPE has all 256 bytes.
+    assert decode(tokenizer, encode(tokenizer, "ẞ𝔘")) == "ẞ𝔘"
+
+
+def test_save_load(tokenizer, tmp_path: Path) -> None:
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    loaded = load_tokenizer(path)
+    assert encode(loaded, TEXTS[2]) == encode(tokenizer, TEXTS[2])
+
+
+def test_bad_tokenizer_files(tmp_path: Path) -> None:
+    with pytest.raises(CogniError, match="not found"):
+        load_tokenizer(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(CogniError, match="not a valid tokenizers JSON"):
+        load_tokenizer(broken)
+
+
+def test_vocab_too_small() -> None:
+    with pytest.raises(CogniError, match="too small"):
+        train_tokenizer(TEXTS, vocab_size=100)

@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from cognimamba.config.schema import ModelConfig
+from cognimamba.model.transformer import KVCache, Transformer, apply_rope, num_parameters, rope_tables
+
+
+def tiny(**overrides) -> ModelConfig:
+    settings = {"vocab_size": 97, "dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
+                "max_seq_len": 48}
+    return ModelConfig(**{**settings, **overrides})
+
+
+def model_for(config: ModelConfig) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(config).eval()
+
+
+def test_rope_matches_rotate_half_reference() -> None:
+    cos, sin = rope_tables(8, 16, 10000.0)
+    x = torch.randn(1, 2, 16, 8)
+    # Reference: HF Llama's rotate_half with inv_freq = 1 / theta^(2i/d).
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    angles = torch.outer(torch.arange(16).float(), inv_freq)
+    emb = torch.cat([angles, angles], dim=-1)
+    rotated = torch.cat([-x[..., 4:], x[..., :4]], dim=-1)
+    expected = x * emb.cos() + rotated * emb.sin()
+    torch.testing.assert_close(apply_rope(x, cos, sin), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rope_is_relative() -> None:
+    """Scores between a query at i and key at j depend only on i - j."""
+    cos, sin = rope_tables(8, 32, 10000.0)
+    q, k = torch.randn(8), torch.randn(8)
+    def score(i: int, j: int) -> float:
+        return float(apply_rope(q, cos[i], sin[i]) @ apply_rope(k, cos[j], sin[j]))
+    assert score(5, 2) == pytest.approx(score(20, 17), abs=1e-4)
+
+
+def test_gqa_equals_repeated_kv_attention() -> None:
+    config = tiny()
+    model = model_for(config)
+    attention = model.layers[0].attention
+    x = torch.randn(2, 10, config.dim)
+    cos, sin = model.rope_cos[:10], model.rope_sin[:10]  # [time, 1, head_dim]
+    out = attention(x, cos, sin, None, None, 0)
+    # Reference: expand each KV head to its query heads and use plain causal softmax attention.
+    q, k, v = attention.qkv(x).split([32, 16, 16], dim=-1)
+    q = q.view(2, 10, 4, 8).transpose(1, 2)
+    k = k.view(2, 10, 2, 8).transpose(1, 2)
+    v = v.view(2, 10, 2, 8).transpose(1, 2)
+    cos, sin = cos.squeeze(1), sin.squeeze(1)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / 8**0.5
+    scores = scores.masked_fill(torch.triu(torch.ones(10, 10, dtype=torch.bool), 1), float("-inf"))
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 10, -1)
+    torch.testing.assert_close(out, attention.proj(y), atol=1e-5, rtol=1e-5)
+
+
+def test_causality() -> None:
+    model = model_for(tiny())
+    ids = torch.randint(0, 97, (1, 20))
+    changed = ids.clone()
+    changed[0, 15] = (ids[0, 15] + 1) % 97
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :15], b[:, :15])
+    assert not torch.allclose(a[:, 15:], b[:, 15:])
+
+
+@pytest.mark.parametrize("options", [{}, {"qk_norm": True}, {"sliding_window": 6, "full_attention_every": 2,
+                                                                  "rope_theta_local": 1000.0}])
+def test_kv_cache_equals_full_forward(options: dict) -> None:
+    config = tiny(**options)
+    model = model_for(config)
+    ids = torch.randint(0, 97, (2, 30))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache(config, batch_size=2)
+        pieces = [model(ids[:, :7], cache=cache, start=0)]  # prefill
+        pieces.append(model(ids[:, 7:12], cache=cache, start=7))  # a chunk
+        pieces += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(12, 30)]  # token by token
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_sliding_window_limits_what_a_layer_sees() -> None:
+    config = tiny(sliding_window=4, full_attention_every=100, n_layers=1)  # the one layer is local
+    model = model_for(config)
+    ids = torch.randint(0, 97, (1, 16))
+    changed = ids.clone()
+    changed[0, 0] = (ids[0, 0] + 1) % 97
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, 4:], b[:, 4:])  # position 4+ cannot see token 0 through one local layer
+
+
+def test_tied_embeddings_and_parameter_counts() -> None:
+    model = model_for(tiny())
+    assert model.lm_head.weight is model.tok_embeddings.weight
+    total, non_embedding = num_parameters(model)
+    assert total == sum(p.numel() for p in model.parameters())
+    assert total - non_embedding == 97 * 32
+    untied = model_for(tiny(tie_embeddings=False))
+    total_untied, non_embedding_untied = num_parameters(untied)
+    assert total_untied - non_embedding_untied == 2 * 97 * 32
+    assert non_embedding_untied == non_embedding
+
+
+def test_residual_projections_get_scaled_init() -> None:
+    config = tiny(n_layers=8, dim=128, ffn_dim=256, n_heads=4)
+    model = model_for(config)
+    plain = model.layers[0].attention.qkv.weight.std().item()
+    scaled = model.layers[0].attention.proj.weight.std().item()
+    assert scaled == pytest.approx(plain / 4, rel=0.1)  # 1 / sqrt(2 * 8)
+
+
+def test_rmsnorm_computes_in_fp32() -> None:
+    model = model_for(tiny())
+    x = (torch.randn(2, 5, 32) * 100).to(torch.bfloat16)
+    out = model.norm(x)
+    assert out.dtype == torch.bfloat16
+    reference = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)
+
+
+def test_too_long_sequence_is_refused() -> None:
+    model = model_for(tiny())
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        model(torch.zeros((1, 49), dtype=torch.long))
