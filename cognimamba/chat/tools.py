@@ -4,6 +4,10 @@ A tool call is text a small model wrote, so it is untrusted input: arguments are
 tool's JSON Schema before anything runs, the calculator parses arithmetic with `ast` against a whitelist
 (never eval/exec or a shell), and user-defined tools from `--tools FILE.json` are only shown to the model,
 never executed. Running tools at all is off until the user turns it on.
+
+The built-ins run in the chat's own thread, holding the GIL, so the calculator bounds the cost of every
+operation before doing it (integer sizes, exponents, rounding digits, factorials) instead of relying on a
+time limit it could not enforce without a subprocess; whatever still goes wrong becomes an error result.
 """
 
 from __future__ import annotations
@@ -136,17 +140,19 @@ def _validate_number(value: float, schema: dict[str, Any], where: str) -> list[s
 
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPRESSION_NODES = 200
-MAX_INTEGER_BITS = 100_000  # about 30,000 digits: room for big arithmetic, no room for 9**9**9**9
+MAX_INTEGER_BITS = 13_000  # about 3,900 digits: below the 4,300 Python agrees to turn into text
+MAX_ROUND_DIGITS = 4_000  # an int rounded to -n digits costs 10**n; beyond the largest int every answer is 0
+MAX_FACTORIAL = 1000
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS: dict[str, Callable[..., float]] = {
+CALCULATOR_FUNCTIONS: dict[str, Callable[..., float]] = {
     "abs": abs, "round": round, "min": min, "max": max, "sqrt": math.sqrt, "floor": math.floor, "ceil": math.ceil,
     "exp": math.exp, "log": math.log, "log10": math.log10, "log2": math.log2, "sin": math.sin, "cos": math.cos,
     "tan": math.tan, "asin": math.asin, "acos": math.acos, "atan": math.atan, "factorial": math.factorial,
 }
-_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+CALCULATOR_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 
 
 class ToolError(ValueError):
@@ -165,6 +171,8 @@ def calculate(expression: str) -> int | float:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
         raise CalculatorError(f"not an arithmetic expression ({error.msg})") from None
+    except (ValueError, RecursionError, MemoryError) as error:  # null bytes, nesting the parser refuses
+        raise CalculatorError(f"not an arithmetic expression ({type(error).__name__})") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_EXPRESSION_NODES:
         raise CalculatorError(f"expression has more than {MAX_EXPRESSION_NODES} parts")
     try:
@@ -181,8 +189,8 @@ def calculate(expression: str) -> int | float:
 def _evaluate(node: ast.AST) -> int | float:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         return node.value
-    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
-        return _CONSTANTS[node.id]
+    if isinstance(node, ast.Name) and node.id in CALCULATOR_CONSTANTS:
+        return CALCULATOR_CONSTANTS[node.id]
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_evaluate(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -194,22 +202,31 @@ def _evaluate(node: ast.AST) -> int | float:
             raise CalculatorError("the result is a complex number")
         _check_size(result)
         return result
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CALCULATOR_FUNCTIONS
             and not node.keywords):
         arguments = [_evaluate(argument) for argument in node.args]
-        if node.func.id == "factorial" and (len(arguments) != 1 or not 0 <= arguments[0] <= 1000):
-            raise CalculatorError("factorial takes one whole number from 0 to 1000")
-        result = _FUNCTIONS[node.func.id](*arguments)
+        _check_call(node.func.id, arguments)
+        result = CALCULATOR_FUNCTIONS[node.func.id](*arguments)
         _check_size(result)
         return result
-    allowed = "numbers, + - * / // % **, parentheses, pi, e, " + ", ".join(_FUNCTIONS)
+    allowed = "numbers, + - * / // % **, parentheses, pi, e, " + ", ".join(CALCULATOR_FUNCTIONS)
     raise CalculatorError(f"{ast.unparse(node)!r} is not allowed (allowed: {allowed})")
 
 
 def _check_power(base: int | float, exponent: int | float) -> None:
+    """Refuse before computing: base**exponent has at least (bits of base - 1) * exponent + 1 bits."""
     whole = isinstance(base, int) and isinstance(exponent, int) and exponent > 0
-    if whole and max(base.bit_length(), 1) * exponent > MAX_INTEGER_BITS:
+    if whole and (base.bit_length() - 1) * exponent >= MAX_INTEGER_BITS:
         raise CalculatorError(f"result would have more than {MAX_INTEGER_BITS} bits")
+
+
+def _check_call(name: str, arguments: list[int | float]) -> None:
+    """Refuse the calls whose cost grows with an argument's value rather than its size."""
+    if name == "factorial" and (len(arguments) != 1 or not 0 <= arguments[0] <= MAX_FACTORIAL):
+        raise CalculatorError(f"factorial takes one whole number from 0 to {MAX_FACTORIAL}")
+    if name == "round" and len(arguments) == 2 and isinstance(arguments[1], int) \
+            and abs(arguments[1]) > MAX_ROUND_DIGITS:
+        raise CalculatorError(f"round takes at most {MAX_ROUND_DIGITS} digits either side of the point")
 
 
 def _check_size(value: int | float) -> None:
@@ -254,7 +271,7 @@ def _run_current_time(arguments: dict[str, Any]) -> dict[str, Any]:
     if zone_name:
         try:
             now = datetime.now(ZoneInfo(zone_name))
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, names too long
             raise ToolError(f"unknown time zone {zone_name!r}; use an IANA name like Europe/Paris") from None
     else:
         now = datetime.now().astimezone()
@@ -284,18 +301,26 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (CALCULATOR, CURRENT_TIME)
 
 
 def run_tool(tool: Tool, call: ToolCall) -> ToolResult:
-    """Check the arguments against the tool's schema, then run it; every failure becomes an error result."""
+    """Check the arguments against the tool's schema, then run it; every failure becomes an error result.
+
+    A failure is the model's to handle (it reads the error and may try again), never the end of the chat,
+    so anything a tool raises, or output JSON cannot hold, is caught here rather than by each caller.
+    """
     if tool.run is None:
-        return ToolResult(call.name, False, json.dumps({"error": f"{call.name} is defined but not executable here"}))
-    problems = validate_json(call.arguments, tool.parameters)
-    if problems:
-        return ToolResult(call.name, False, json.dumps({"error": "invalid arguments: " + "; ".join(problems[:5])},
-                                                        ensure_ascii=False))
+        return _error_result(call, f"{call.name} is defined but not executable here")
     try:
-        output = tool.run(call.arguments)
+        problems = validate_json(call.arguments, tool.parameters)
+        if problems:
+            return _error_result(call, "invalid arguments: " + "; ".join(problems[:5]))
+        return ToolResult(call.name, True, json.dumps(tool.run(call.arguments), ensure_ascii=False))
     except ToolError as error:
-        return ToolResult(call.name, False, json.dumps({"error": str(error)}, ensure_ascii=False))
-    return ToolResult(call.name, True, json.dumps(output, ensure_ascii=False))
+        return _error_result(call, str(error))
+    except Exception as error:  # a bug in a tool must not end the chat either
+        return _error_result(call, f"{call.name} failed ({type(error).__name__}: {str(error)[:200]})")
+
+
+def _error_result(call: ToolCall, message: str) -> ToolResult:
+    return ToolResult(call.name, False, json.dumps({"error": message}, ensure_ascii=False))
 
 
 class ToolBox:
@@ -329,7 +354,7 @@ class ToolBox:
     def run(self, call: ToolCall) -> ToolResult:
         reason = self.why_not_run(call)
         if reason is not None:
-            return ToolResult(call.name, False, json.dumps({"error": reason}, ensure_ascii=False))
+            return _error_result(call, reason)
         return run_tool(self.builtins[call.name], call)
 
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from cognimamba.chat.format import ToolCall
 from cognimamba.chat.tools import (
     CALCULATOR,
+    CALCULATOR_CONSTANTS,
+    CALCULATOR_FUNCTIONS,
+    CURRENT_TIME,
     CalculatorError,
+    Tool,
     ToolBox,
     calculate,
     load_tool_definitions,
@@ -125,3 +132,63 @@ def test_load_tool_definitions(tmp_path: Path):
 
 def test_calculator_results_are_finite_numbers():
     assert math.isfinite(calculate("exp(10) / 3"))
+
+
+@pytest.mark.parametrize(("tool", "arguments"), [
+    (CALCULATOR, {"expression": "2**20000"}),  # more digits than Python agrees to turn into text
+    (CALCULATOR, {"expression": "10**4300"}),
+    (CALCULATOR, {"expression": "factorial(1000)*factorial(1000)"}),
+    (CURRENT_TIME, {"timezone": "Europe"}),  # a directory of the zone database
+    (CURRENT_TIME, {"timezone": "America"}),
+    (CURRENT_TIME, {"timezone": "x" * 5000}),  # a file name too long for the OS
+    (Tool(CALCULATOR.definition, lambda arguments: 1 / 0), {"expression": "1"}),
+    (Tool(CALCULATOR.definition, lambda arguments: {"result": {1, 2}}), {"expression": "1"}),  # not JSON
+], ids=["2**20000", "10**4300", "factorial-squared", "Europe", "America", "long-zone", "raises", "not-json"])
+def test_every_tool_failure_becomes_an_error_result(tool: Tool, arguments: dict):
+    """A tool call must never end the chat: whatever goes wrong is told to the model as an error."""
+    result = run_tool(tool, ToolCall(tool.name, arguments))
+    assert not result.ok and json.loads(result.content)["error"]
+
+
+def test_a_tool_result_too_big_to_print_is_refused_by_name():
+    with pytest.raises(CalculatorError, match="more than"):
+        calculate("2**20000")
+    assert "unknown time zone 'Europe'" in run_tool(CURRENT_TIME, ToolCall("current_time",
+                                                                           {"timezone": "Europe"})).content
+
+
+# The calculator's grammar: numbers and constants, unary and binary operators, calls of the allowed functions.
+numbers = (st.integers(0, 10**30).map(str) | st.sampled_from(["10**8", "-10**8", "2**13000", "1e308", "0.5"])
+           | st.floats(0, 1e300, allow_nan=False, allow_infinity=False).map(repr)
+           | st.sampled_from(sorted(CALCULATOR_CONSTANTS)))
+binary_operators = st.sampled_from(["+", "-", "*", "/", "//", "%", "**"])
+
+
+def _expressions(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return (st.builds(lambda left, op, right: f"({left}) {op} ({right})", inner, binary_operators, inner)
+            | st.builds(lambda sign, operand: f"{sign}({operand})", st.sampled_from("+-"), inner)
+            | st.builds(lambda name, args: f"{name}({', '.join(args)})", st.sampled_from(sorted(CALCULATOR_FUNCTIONS)),
+                        st.lists(inner, min_size=1, max_size=3)))
+
+
+expressions = st.recursive(numbers, _expressions, max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expression=expressions)
+@example(expression="round(1, -10**7)")  # for an int, round(x, -n) computes 10**n
+@example(expression="round(1, -10**8)")
+@example(expression="round(2**13000, -4000) + round(1.5, 10**8)")
+@example(expression="factorial(1000) * factorial(1000) * factorial(1000)")
+@example(expression="(2**13000) ** 2 // 3 % (2**12999)")
+@example(expression="9 ** 9 ** 9 ** 9")
+def test_any_expression_returns_or_fails_cleanly_within_half_a_second(expression: str):
+    """The calculator runs in the chat's own thread, holding the GIL: every operation's cost must be bounded."""
+    started = time.process_time()  # CPU time: the machine may be busy, but this is what the calculator spends
+    try:
+        value = calculate(expression)
+    except CalculatorError:
+        value = None
+    assert time.process_time() - started < 0.5, expression
+    if value is not None:
+        assert type(value) in (int, float) and json.loads(json.dumps(value)) == value
