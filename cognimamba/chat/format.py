@@ -85,8 +85,10 @@ def normalize_tool_calls(calls: list[Any] | None) -> list[ToolCall]:
             result.append(call)
             continue
         body = call.get("function", call) if isinstance(call, dict) else {}
-        arguments = body.get("arguments", {})
-        if isinstance(arguments, str):
+        arguments = body.get("arguments")
+        if arguments is None:  # absent or null: no arguments, as the exported chat template writes them
+            arguments = {}
+        elif isinstance(arguments, str):
             arguments = json.loads(arguments) if arguments.strip() else {}
         result.append(ToolCall(str(body["name"]), dict(arguments)))
     return result
@@ -158,18 +160,24 @@ _CALL_PATTERN = re.compile(re.escape(TOOL_CALL) + r"(.*?)" + re.escape(TOOL_CALL
 
 
 def parse_tool_call(body: str, known_tools: set[str] | None = None) -> tuple[ToolCall | None, str | None]:
-    """One call's JSON -> (call, None) or (None, problem). Never raises."""
+    """One call's JSON -> (call, None) or (None, problem). Never raises.
+
+    Beyond JSONDecodeError, json.loads raises ValueError for integers of more digits than Python will
+    convert and RecursionError for deep nesting; a model can write either.
+    """
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:
         return None, f"tool call is not valid JSON ({error.__class__.__name__}: {str(error)[:60]})"
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
         return None, "tool call JSON needs a string \"name\""
-    arguments = data.get("arguments", {})
-    if isinstance(arguments, str):
+    arguments = data.get("arguments")
+    if arguments is None:  # absent or null: no arguments, as the renderer and the exported template read them
+        arguments = {}
+    elif isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None, f"arguments of {data['name']!r} are not a JSON object"
     if not isinstance(arguments, dict):
         return None, f"arguments of {data['name']!r} are not a JSON object"

@@ -1,11 +1,11 @@
-"""The ChatML + tools format of `chat_format.py`, as a Jinja chat template for transformers and llama.cpp.
+"""The ChatML + tools format of `chat/format.py`, as a Jinja chat template for transformers and llama.cpp.
 
 This is the one place the format is written a second time, because other tools can only run Jinja.
-`tests/test_export_hf.py` renders conversations with both and requires identical strings, so the
+`tests/interop/test_hf_dir.py` renders conversations with both and requires identical strings, so the
 two cannot drift apart. Every literal is emitted from an expression tag and every statement tag trims
 the whitespace around it, so the template's own layout never leaks into the output. Tool call arguments
 given as a JSON string (the OpenAI wire format) are written as given, which matches our renderer when
-the string is compact `json.dumps` output.
+the string is compact `json.dumps` output; absent, empty or null arguments are written `{}`, as there.
 """
 
 CHAT_TEMPLATE = """\

@@ -97,6 +97,32 @@ def test_malformed_calls_become_problems_with_the_raw_text(text, problem):
     assert "<tool_call>" not in reply.content
 
 
+HUGE_NUMBER = "1" * 5000  # more digits than Python's json agrees to read as an int
+DEEP_ARGUMENTS = json.dumps("[" * 1000 + "]" * 1000)  # a JSON string holding JSON nested past the recursion limit
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (f'<tool_call>{{"name": "f", "arguments": {{"x": {HUGE_NUMBER}}}}}</tool_call>', "not valid JSON"),
+    (f'<tool_call>{{"name": "f", "arguments": "{{\\"x\\": {HUGE_NUMBER}}}"}}</tool_call>', "not a JSON object"),
+    (f'<tool_call>{{"name": "f", "arguments": {DEEP_ARGUMENTS}}}</tool_call>', "not a JSON object"),
+], ids=["huge-number", "huge-number-in-string-arguments", "deep-string-arguments"])
+def test_calls_json_cannot_hold_become_problems(text, problem):
+    reply = parse_assistant(text, known_tools={"f"})
+    assert not reply.ok and problem in reply.problems[0]
+    assert reply.raw_calls == [text] and reply.tool_calls == []
+
+
+def test_null_arguments_mean_no_arguments():
+    """As in the exported chat template, which writes {} for them, and in OpenAI's format."""
+    reply = parse_assistant('<tool_call>\n{"name": "f", "arguments": null}\n</tool_call>', known_tools={"f"})
+    assert reply.ok and reply.tool_calls == [ToolCall("f", {})]
+    assert normalize_tool_calls([{"name": "f", "arguments": None},
+                                 {"type": "function", "function": {"name": "g", "arguments": None}}]) == [
+        ToolCall("f", {}), ToolCall("g", {})]
+    text = render_conversation([{"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": None}]}])
+    assert text == '<|im_start|>assistant\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call><|im_end|>\n'
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(["<tool_call>", "</tool_call>", "{", "}", '"name"', ":", '"f"', "[", "]", "text",
                                  " ", "\n", '"arguments"', ",", "null", "1e999", "\\"]), max_size=30))

@@ -71,6 +71,8 @@ model_output = st.lists(st.sampled_from(fragments) | st.text(), max_size=40).map
 @example(text=f"{TOOL_CALL}\n" + "[" * 100_000 + f"\n{TOOL_CALL_END}", known=None)
 @example(text=f'{TOOL_CALL}{{"name": "f", "arguments": "{{\\"a\\": 1"}}{TOOL_CALL_END}', known={"f"})
 @example(text=f"{TOOL_CALL}{TOOL_CALL}{TOOL_CALL_END}{TOOL_CALL_END}", known=None)
+@example(text=f'{TOOL_CALL}{{"name": "f", "arguments": {{"x": {"9" * 5000}}}}}{TOOL_CALL_END}', known={"f"})
+@example(text=f'{TOOL_CALL}{{"name": "f", "arguments": "{"[" * 1000}"}}{TOOL_CALL_END}', known=None)
 def test_parsing_arbitrary_model_output_never_raises(text: str, known: set[str] | None) -> None:
     reply = parse_assistant(text, known_tools=known)
     assert isinstance(reply, ParsedReply) and isinstance(reply.content, str)

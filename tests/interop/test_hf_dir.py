@@ -42,6 +42,10 @@ CONVERSATIONS = [
     ([{"role": "system", "content": ""}, {"role": "user", "content": "x"}], None),
     ([{"role": "user", "content": "no system, tools"}], TOOLS),
     ([{"role": "user", "content": "empty tools"}], []),
+    ([{"role": "user", "content": "Null arguments."},  # both write {} for them
+      {"role": "assistant", "content": "", "tool_calls": [
+          {"name": "add", "arguments": None}, {"type": "function", "function": {"name": "add", "arguments": None}}]}],
+     TOOLS),
 ]
 
 
