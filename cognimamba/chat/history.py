@@ -3,6 +3,10 @@
 WAL journaling and one short transaction per change mean a kill at any moment loses at most the reply
 being generated (a reply is written once, when it is complete), and several `cogni chat` processes can
 use one history file at once: writers wait for each other (busy timeout) instead of failing.
+
+What people type into a chat is private, so, as shells and ssh do with theirs, the history is made for
+its user alone: missing directories are created 0700 and a new database 0600 (SQLite gives its -wal and
+-shm files the database's permissions). Directories and files that already exist keep what they have.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -81,7 +86,11 @@ class HistoryStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_history_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _create_private_file(self.path)
+        except OSError as error:
+            raise CogniError(f"{self.path}: cannot create the chat history ({error.strerror or error}); "
+                             "pass another --history-db") from error
         self._lock = threading.Lock()  # the TUI reads from its workers too; sqlite3 connections are not thread-safe
         try:
             # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE takes the write lock up front,
@@ -215,6 +224,19 @@ class HistoryStore:
         session.settings = record.settings
         session.messages = self.messages(chat_id)
         return record
+
+
+def _create_private_file(path: Path) -> None:
+    """Create `path` 0600, and its missing directories 0700, unless it exists; the umask can only narrow these."""
+    missing = []
+    for directory in path.parents:
+        if directory.is_dir():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _object(text: str) -> dict[str, Any]:

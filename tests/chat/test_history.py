@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -60,6 +62,30 @@ def test_store_uses_wal_and_the_per_user_data_dir(tmp_path: Path, monkeypatch):
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_history_is_private_to_its_user(tmp_path: Path, monkeypatch):
+    """Like a shell's or ssh's: new directories 0700, the database and its WAL and shared-memory files 0600."""
+    monkeypatch.setenv("COGNI_HOME", str(tmp_path / "home"))
+    previous_umask = os.umask(0o022)  # the usual default, which leaves new files readable by everyone
+    try:
+        with HistoryStore() as store:
+            store.append_message(store.create_chat("secret"), Message("user", "my password is hunter2"))
+            files = [store.path, Path(f"{store.path}-wal"), Path(f"{store.path}-shm")]
+            assert [mode(path) for path in files] == ["0o600"] * 3
+        assert mode(tmp_path / "home") == mode(tmp_path / "home" / "data") == "0o700"
+
+        shared = tmp_path / "shared"  # a directory the user made keeps the permissions they gave it
+        shared.mkdir(mode=0o755)
+        with HistoryStore(shared / "team.db"):
+            assert (mode(shared), mode(shared / "team.db")) == ("0o755", "0o600")
+    finally:
+        os.umask(previous_umask)
+
+
 def test_unusable_files_are_clear_errors(tmp_path: Path):
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not sqlite" * 100)
@@ -71,6 +97,8 @@ def test_unusable_files_are_clear_errors(tmp_path: Path):
     connection.close()
     with pytest.raises(CogniError, match="newer cognimamba"):
         HistoryStore(newer)
+    with pytest.raises(CogniError, match="cannot create the chat history"):
+        HistoryStore(garbage / "inside-a-file.db")
 
 
 def test_chat_title():
