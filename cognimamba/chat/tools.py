@@ -272,7 +272,7 @@ def _run_current_time(arguments: dict[str, Any]) -> dict[str, Any]:
         try:
             now = datetime.now(ZoneInfo(zone_name))
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, names too long
-            raise ToolError(f"unknown time zone {zone_name!r}; use an IANA name like Europe/Paris") from None
+            raise ToolError(f"unknown time zone {zone_name[:64]!r}; use an IANA name like Europe/Paris") from None
     else:
         now = datetime.now().astimezone()
     return {"time": now.isoformat(timespec="seconds"), "timezone": zone_name or str(now.tzname())}
