@@ -75,7 +75,7 @@ def check_kv_cache(loaded: LoadedRun, report: ModelReport) -> None:
     ids = torch.randint(0, loaded.config.model.vocab_size, (1, length))
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(loaded.config.model, 1, device=ids.device, dtype=next(model.parameters()).dtype)
+        cache = KVCache(loaded.config.model, 1, length, device=ids.device, dtype=next(model.parameters()).dtype)
         half = length // 2
         steps = [model(ids[:, :half], cache=cache, start=0)]
         steps += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(half, length)]
