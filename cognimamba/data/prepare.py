@@ -50,14 +50,6 @@ class PrepareResult:
     reused: bool
 
 
-def is_validation_document(index: int, fraction: float) -> bool:
-    """Deterministic, streaming-friendly hold-out: spreads the val documents across the corpus."""
-    if fraction <= 0:
-        return False
-    period = max(1, round(1 / fraction))
-    return index % period == period - 1
-
-
 def held_out_count(count: int, fraction: float) -> int:
     """The documents `fraction` of `count` holds out, rounded half up."""
     return math.floor(count * fraction + 0.5)
@@ -78,14 +70,14 @@ def check_val_fraction(fraction: float | None) -> None:
                          "for validation; 0 holds none out)")
 
 
-def check_split_sizes(count: int, fraction: float, source: str) -> None:
+def check_split_sizes(count: int, fraction: float, source: str, unit: str = "documents") -> None:
     """A --val-fraction that leaves the training or the validation split empty is refused, naming the counts."""
     held_out = held_out_count(count, fraction)
     if count and held_out == count:
-        raise CogniError(f"--val-fraction {fraction} holds out all {count} documents of {source}, leaving none to "
+        raise CogniError(f"--val-fraction {fraction} holds out all {count} {unit} of {source}, leaving none to "
                          f"train on; use a smaller fraction or --val FILE")
     if count and held_out == 0:
-        raise CogniError(f"--val-fraction {fraction} holds out none of the {count} documents of {source}; use at "
+        raise CogniError(f"--val-fraction {fraction} holds out none of the {count} {unit} of {source}; use at "
                          f"least {1 / count:.2g}, or --val FILE")
 
 
