@@ -14,6 +14,10 @@ from typing import Any
 
 from cognimamba.errors import CogniError
 
+# The longest context a config may ask for: no profile or supported import goes past it (Llama 3.x declares
+# 131072), yet a copied config.json can no longer make loading allocate position tables of gigabytes.
+MAX_CONTEXT_LENGTH = 131_072
+
 
 def spec(default: Any, *, minimum: float | None = None, maximum: float | None = None,
          choices: tuple[Any, ...] | None = None, help: str = "") -> Any:
@@ -32,7 +36,7 @@ class ModelConfig:
     n_heads: int = spec(8, minimum=1)
     n_kv_heads: int = spec(4, minimum=1, help="grouped-query attention: n_heads must be a multiple")
     ffn_dim: int = spec(688, minimum=8)
-    max_seq_len: int = spec(256, minimum=8)
+    max_seq_len: int = spec(256, minimum=8, maximum=MAX_CONTEXT_LENGTH)
     rope_theta: float = spec(10000.0, minimum=1.0)
     norm_eps: float = spec(1e-5, minimum=0.0, maximum=1.0)
     init_std: float = spec(0.02, minimum=0.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,9 @@ from cognimamba.system.console import make_progress
 from cognimamba.system.paths import default_data_dir
 
 TOKENIZER_SAMPLE_CHARS = 200_000_000  # enough text to learn merges; larger corpora are only tokenized
+DEFAULT_VAL_FRACTION = 0.05
+# Bump when the choice of held-out documents changes, so a cached data dir with the old split is not reused.
+SPLIT_VERSION = 2
 ENCODE_BATCH = 1024
 
 
@@ -36,6 +41,7 @@ class PrepareOptions:
     out: Path | None = None
     force: bool = False
     skip_bad: bool = False  # skip (and count) malformed JSON/JSONL records instead of stopping at the first
+    seed: int = 0  # which documents --val-fraction holds out
 
 
 @dataclass
@@ -44,12 +50,35 @@ class PrepareResult:
     reused: bool
 
 
-def is_validation_document(index: int, fraction: float) -> bool:
-    """Deterministic, streaming-friendly hold-out: spreads the val documents across the corpus."""
-    if fraction <= 0:
-        return False
-    period = max(1, round(1 / fraction))
-    return index % period == period - 1
+def held_out_count(count: int, fraction: float) -> int:
+    """The documents `fraction` of `count` holds out, rounded half up."""
+    return math.floor(count * fraction + 0.5)
+
+
+def choose_held_out(count: int, fraction: float, seed: int) -> frozenset[int]:
+    """Indices of the validation documents: exactly `fraction` of them (rounded), drawn with `seed`.
+
+    Drawn rather than every Nth, so a corpus with a period of its own (alternating sources, say) still
+    gives a validation set like the rest.
+    """
+    return frozenset(random.Random(seed).sample(range(count), held_out_count(count, fraction)))
+
+
+def check_val_fraction(fraction: float | None) -> None:
+    if fraction is not None and not 0 <= fraction < 1:
+        raise CogniError(f"--val-fraction {fraction} must be between 0 and 1 (the share of documents held out "
+                         "for validation; 0 holds none out)")
+
+
+def check_split_sizes(count: int, fraction: float, source: str, unit: str = "documents") -> None:
+    """A --val-fraction that leaves the training or the validation split empty is refused, naming the counts."""
+    held_out = held_out_count(count, fraction)
+    if count and held_out == count:
+        raise CogniError(f"--val-fraction {fraction} holds out all {count} {unit} of {source}, leaving none to "
+                         f"train on; use a smaller fraction or --val FILE")
+    if count and held_out == 0:
+        raise CogniError(f"--val-fraction {fraction} holds out none of the {count} {unit} of {source}; use at "
+                         f"least {1 / count:.2g}, or --val FILE")
 
 
 def _cache_key(options: PrepareOptions, train: SourceSpec, val: SourceSpec | None, fraction: float) -> str:
@@ -59,21 +88,22 @@ def _cache_key(options: PrepareOptions, train: SourceSpec, val: SourceSpec | Non
     material = {
         "kind": "text", "train": train.identity(), "val": val.identity() if val else None,
         "val_fraction": fraction, "vocab_size": options.vocab_size, "tokenizer": tokenizer_id,
+        "split_version": SPLIT_VERSION, "seed": options.seed,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def _split(train: SourceSpec, val: SourceSpec | None, fraction: float, want: str) -> Iterator[str]:
-    """Documents of one split: a separate val source, the hub's val split, or a held-out fraction."""
+def _split(train: SourceSpec, val: SourceSpec | None, held_out: frozenset[int], want: str) -> Iterator[str]:
+    """Documents of one split: a separate val source, the hub's val split, or the held-out documents."""
     if val is not None:
         yield from (iter_documents(train) if want == "train" else iter_documents(val))
         return
-    if train.named is not None and train.named.val_split and fraction == 0:
+    if train.named is not None and train.named.val_split and not held_out:  # no --val-fraction: the hub's split
         split = train.named.train_split if want == "train" else train.named.val_split
         yield from iter_documents(train, split=split)
         return
     for index, document in enumerate(iter_documents(train)):
-        if is_validation_document(index, fraction) == (want == "val"):
+        if (index in held_out) == (want == "val"):
             yield document
 
 
@@ -107,12 +137,11 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
     train = resolve_source(options.source, options.text_field, options.separator, options.limit, options.skip_bad)
     val = (resolve_source(options.val, options.text_field, options.separator, None, options.skip_bad)
            if options.val else None)
-    if options.val_fraction is not None and not 0 <= options.val_fraction < 1:
-        raise CogniError(f"--val-fraction {options.val_fraction} must be between 0 and 1")
+    check_val_fraction(options.val_fraction)
     if options.val_fraction is not None:
         fraction = options.val_fraction
     elif val is None and not (train.named and train.named.val_split):
-        fraction = 0.05
+        fraction = DEFAULT_VAL_FRACTION
     else:
         fraction = 0.0
     key = _cache_key(options, train, val, fraction)
@@ -121,6 +150,12 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
     if existing is not None:
         return PrepareResult(existing, reused=True)
     skipped = _report_skipped([train, val], console)
+    held_out: frozenset[int] = frozenset()
+    if val is None and fraction > 0:
+        count = sum(1 for _ in iter_documents(train))
+        if options.val_fraction is not None:
+            check_split_sizes(count, fraction, options.source)
+        held_out = choose_held_out(count, fraction, options.seed)
     staging = staging_dir(out)
     try:
         with make_progress(console) as progress:
@@ -128,7 +163,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
                 tokenizer = load_tokenizer(options.tokenizer)
             else:
                 task = progress.add_task("training tokenizer", total=None)
-                tokenizer = train_tokenizer(_sample_for_tokenizer(_split(train, val, fraction, "train")),
+                tokenizer = train_tokenizer(_sample_for_tokenizer(_split(train, val, held_out, "train")),
                                             options.vocab_size)
                 progress.update(task, total=1, completed=1)
             vocab_size = tokenizer.get_vocab_size()
@@ -146,7 +181,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
                     for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
                         writer.write([*encoding.ids, end_of_text])
 
-                for document in _split(train, val, fraction, split):
+                for document in _split(train, val, held_out, split):
                     batch.append(document)
                     documents += 1
                     text_bytes += len(document.encode("utf-8"))
@@ -164,7 +199,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
             raise CogniError(f"{options.source}: no text found (every document was empty)")
         meta = {
             "format": "text", "key": key, "source": options.source, "val_source": options.val,
-            "val_fraction": fraction, "vocab_size": vocab_size, "dtype": dtype.name,
+            "val_fraction": fraction, "seed": options.seed, "vocab_size": vocab_size, "dtype": dtype.name,
             "tokenizer_hash": tokenizer_hash(tokenizer), "skipped_records": skipped, **counts,
         }
         commit_staging(out, staging, meta)

@@ -35,13 +35,13 @@ from cognimamba.data.chat_sources import (
     resolve_chat_source,
 )
 from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
-from cognimamba.data.prepare import PrepareResult, is_validation_document
+from cognimamba.data.prepare import PrepareResult, check_split_sizes, check_val_fraction, choose_held_out
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash
 from cognimamba.system.console import make_progress
 from cognimamba.system.paths import default_data_dir
 
-CHAT_DATA_VERSION = 1  # bump when the rendering or packing changes, so cached data dirs are rebuilt
+CHAT_DATA_VERSION = 2  # bump when the rendering, packing or split changes, so cached data dirs are rebuilt
 ENCODE_BATCH = 256
 HUB_VAL_LIMIT = 2000  # conversations taken from a hub dataset's own validation split
 
@@ -200,6 +200,7 @@ class _SplitPlan:
     fraction: float
     val_source: ChatSource | None
     hub_val: set[str] = field(default_factory=set)  # labels of named sources using the hub's own val split
+    held_out: dict[str, frozenset[int]] = field(default_factory=dict)  # by label: indices --val-fraction holds out
 
 
 def _conversations(source: ChatSource, want: str, plan: _SplitPlan, stats: ReadStats) -> Iterator[Conversation]:
@@ -217,7 +218,7 @@ def _conversations(source: ChatSource, want: str, plan: _SplitPlan, stats: ReadS
             yield from iter_conversations(val, split=source.named.val_split, stats=stats)
         return
     for index, conversation in enumerate(iter_conversations(source, stats=stats)):
-        if is_validation_document(index, plan.fraction) == (want == "val"):
+        if (index in plan.held_out.get(source.label, frozenset())) == (want == "val"):
             yield conversation
 
 
@@ -248,8 +249,7 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
     weights = [entry.weight for entry in options.sources]
     if len({source.label for source in sources}) != len(sources):
         raise CogniError("the same source is listed twice in the mix; give it one weight")
-    if options.val_fraction is not None and not 0 <= options.val_fraction < 1:
-        raise CogniError(f"--val-fraction {options.val_fraction} must be between 0 and 1")
+    check_val_fraction(options.val_fraction)
     val_source = None
     if options.val:
         val_source = resolve_chat_source(options.val, options.val_format, options.sources[0].system)
@@ -271,6 +271,12 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
     counts: dict[str, Any] = {}
     for source in [*sources, *([val_source] if val_source else [])]:
         check_reachable(source)
+    for source in sources:
+        if plan.fraction > 0 and source.label not in plan.hub_val:
+            count = sum(1 for _ in iter_conversations(source, stats=ReadStats()))
+            if options.val_fraction is not None:
+                check_split_sizes(count, plan.fraction, source.label, "conversations")
+            plan.held_out[source.label] = choose_held_out(count, plan.fraction, options.seed)
     # Only a source's first pass counts in its read stats; repeats in the mix read it again.
     passes = {source.label: 0 for source in sources}
 

@@ -75,7 +75,7 @@ def check_kv_cache(loaded: LoadedRun, report: ModelReport) -> None:
     ids = torch.randint(0, loaded.config.model.vocab_size, (1, length))
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(loaded.config.model, 1, device=ids.device, dtype=next(model.parameters()).dtype)
+        cache = KVCache(loaded.config.model, 1, length, device=ids.device, dtype=next(model.parameters()).dtype)
         half = length // 2
         steps = [model(ids[:, :half], cache=cache, start=0)]
         steps += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(half, length)]
@@ -144,8 +144,8 @@ def eval_tool_calls(loaded: LoadedRun, path: Path, format: str | None, report: M
     result = tool_eval(ChatModel.from_run(loaded), load_eval_conversations(path, format))
     report.metrics.update(result.metrics())
     scored = result.tool_turns + result.plain_turns
-    detail = result.summary() if scored else (f"every turn of {path} is longer than the context "
-                                              f"({loaded.config.model.max_seq_len} tokens)")
+    detail = result.summary() if scored else (f"no reference reply of {path} fits the context "
+                                              f"({loaded.config.model.max_seq_len} tokens) after its prompt")
     report.add("tool-call eval", scored > 0, f"{detail} on {path}")
     report.metrics["tool_eval_examples"] = result.examples
 

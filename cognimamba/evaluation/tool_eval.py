@@ -2,25 +2,38 @@
 
 Every assistant turn of the held-out conversations is replayed: the reference history up to that turn is
 rendered with chat_format, the model answers greedily, and `chat_format.parse_assistant` reads the answer.
+A turn is scored only when its reference reply fits (in the context after the prompt, and in max_new_tokens):
+a reply cut off by the limit says nothing about tool use. Such turns are skipped and counted.
 
     parse_rate          of the turns where the reference calls a tool: the reply holds <tool_call> blocks
                         whose JSON all parse into {"name", "arguments"}
     name_rate           ... and calls the same tool names as the reference
-    args_rate           ... and passes the same argument keys to each
+    arg_keys_rate       ... and passes the same argument keys to each
+    args_rate           ... and the same argument values
     no_false_call_rate  of the turns where the reference answers in plain text: the reply holds no <tool_call>
+    stop_reasons        how the scored replies ended (stop_token, max_new_tokens, context)
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cognimamba.chat.format import ParsedReply, normalize_tool_calls, parse_assistant, render_conversation
+from cognimamba.chat.format import (
+    ParsedReply,
+    ToolCall,
+    normalize_tool_calls,
+    parse_assistant,
+    render_assistant_content,
+    render_conversation,
+)
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
 from cognimamba.data.conversation import Conversation
 from cognimamba.errors import CogniError
+from cognimamba.inference.decoding import GenerationStats
 from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import TOOL_CALL
 
@@ -34,6 +47,9 @@ class ReplyModel(Protocol):
     @property
     def context_length(self) -> int: ...
 
+    @property
+    def stats(self) -> GenerationStats: ...
+
     def count_tokens(self, text: str) -> int: ...
 
     def stream(self, prompt: str, options: SamplingOptions) -> Iterator[str]: ...
@@ -45,10 +61,12 @@ class ToolEvalReport:
     tool_turns: int = 0
     parsed: int = 0
     right_name: int = 0
+    right_arg_keys: int = 0
     right_args: int = 0
     plain_turns: int = 0
     no_false_call: int = 0
-    skipped_too_long: int = 0
+    skipped_too_long: int = 0  # the prompt and the reference reply do not fit, or the reply passes max_new_tokens
+    stop_reasons: Counter[str] = field(default_factory=Counter)  # of the scored replies
     examples: list[dict[str, Any]] = field(default_factory=list)  # the first misses, for a human reader
 
     @staticmethod
@@ -64,6 +82,10 @@ class ToolEvalReport:
         return self._rate(self.right_name, self.tool_turns)
 
     @property
+    def arg_keys_rate(self) -> float | None:
+        return self._rate(self.right_arg_keys, self.tool_turns)
+
+    @property
     def args_rate(self) -> float | None:
         return self._rate(self.right_args, self.tool_turns)
 
@@ -73,11 +95,13 @@ class ToolEvalReport:
 
     def metrics(self) -> dict[str, Any]:
         """The rates (None where no turn of that kind exists) and the counts behind them."""
-        return {"parse_rate": self.parse_rate, "name_rate": self.name_rate, "args_rate": self.args_rate,
-                "no_false_call_rate": self.no_false_call_rate, "tool_call_turns": self.tool_turns,
-                "parsed_calls": self.parsed, "right_names": self.right_name, "right_args": self.right_args,
+        return {"parse_rate": self.parse_rate, "name_rate": self.name_rate, "arg_keys_rate": self.arg_keys_rate,
+                "args_rate": self.args_rate, "no_false_call_rate": self.no_false_call_rate,
+                "tool_call_turns": self.tool_turns, "parsed_calls": self.parsed, "right_names": self.right_name,
+                "right_arg_keys": self.right_arg_keys, "right_args": self.right_args,
                 "plain_turns": self.plain_turns, "no_false_calls": self.no_false_call,
-                "skipped_too_long": self.skipped_too_long, "tool_eval_conversations": self.conversations}
+                "skipped_too_long": self.skipped_too_long, "stop_reasons": dict(self.stop_reasons),
+                "tool_eval_conversations": self.conversations}
 
     def summary(self) -> str:
         def show(rate: float | None, count: int, total: int) -> str:
@@ -85,10 +109,13 @@ class ToolEvalReport:
 
         text = (f"parse {show(self.parse_rate, self.parsed, self.tool_turns)}, "
                 f"name {show(self.name_rate, self.right_name, self.tool_turns)}, "
+                f"arg keys {show(self.arg_keys_rate, self.right_arg_keys, self.tool_turns)}, "
                 f"args {show(self.args_rate, self.right_args, self.tool_turns)}, "
                 f"no false call {show(self.no_false_call_rate, self.no_false_call, self.plain_turns)}")
+        if self.stop_reasons:
+            text += "; stopped by " + ", ".join(f"{reason} {count}" for reason, count in self.stop_reasons.items())
         if self.skipped_too_long:
-            text += f"; {self.skipped_too_long} turns longer than the context skipped"
+            text += f"; {self.skipped_too_long} turns whose reference reply does not fit skipped"
         return text
 
 
@@ -97,6 +124,28 @@ def eval_turns(conversation: Conversation) -> Iterator[tuple[list[dict[str, Any]
     for index, message in enumerate(conversation.messages):
         if message["role"] == "assistant":
             yield conversation.messages[:index], message
+
+
+def reference_reply_tokens(model: ReplyModel, reference: dict[str, Any]) -> int:
+    """Tokens of the reference reply as the model would have to write it, without its <|im_end|>."""
+    content = str(reference.get("content") or "")
+    return model.count_tokens(render_assistant_content(content, normalize_tool_calls(reference.get("tool_calls"))))
+
+
+def reply_fits(model: ReplyModel, prompt_tokens: int, reply_tokens: int, max_new_tokens: int) -> bool:
+    """Room for the whole reply within max_new_tokens, and for it and its <|im_end|> within the context."""
+    return reply_tokens <= max_new_tokens and prompt_tokens + reply_tokens + 1 <= model.context_length
+
+
+def calls_match(expected: list[ToolCall], made: list[ToolCall], same: Callable[[ToolCall, ToolCall], bool]) -> bool:
+    """Every expected call paired with its own made call of the same name for which `same` holds."""
+    remaining = list(made)
+    for want in expected:
+        match = next((call for call in remaining if call.name == want.name and same(call, want)), None)
+        if match is None:
+            return False
+        remaining.remove(match)
+    return True
 
 
 def score_turn(reference: dict[str, Any], reply: str, report: ToolEvalReport) -> bool:
@@ -115,13 +164,11 @@ def score_turn(reference: dict[str, Any], reply: str, report: ToolEvalReport) ->
     if sorted(call.name for call in parsed.tool_calls) != sorted(call.name for call in expected):
         return False
     report.right_name += 1
-    remaining = list(parsed.tool_calls)
-    for want in expected:
-        match = next((call for call in remaining if call.name == want.name and
-                      set(call.arguments) == set(want.arguments)), None)
-        if match is None:
-            return False
-        remaining.remove(match)
+    if not calls_match(expected, parsed.tool_calls, lambda made, want: set(made.arguments) == set(want.arguments)):
+        return False
+    report.right_arg_keys += 1
+    if not calls_match(expected, parsed.tool_calls, lambda made, want: made.arguments == want.arguments):
+        return False
     report.right_args += 1
     return True
 
@@ -136,15 +183,17 @@ def tool_eval(model: ReplyModel, conversations: Iterable[Conversation], max_new_
         report.conversations += 1
         for history, reference in eval_turns(conversation):
             prompt = render_conversation(history, conversation.tools, add_generation_prompt=True)
-            if model.count_tokens(prompt) >= model.context_length - 1:
+            if not reply_fits(model, model.count_tokens(prompt), reference_reply_tokens(model, reference),
+                              max_new_tokens):
                 report.skipped_too_long += 1
                 continue
             reply = "".join(model.stream(prompt, options))
+            report.stop_reasons[model.stats.stop_reason] += 1
             correct = score_turn(reference, reply, report)
             if not correct and len(report.examples) < EXAMPLES_KEPT:
                 wanted = [call.to_json() for call in normalize_tool_calls(reference.get("tool_calls"))]
                 report.examples.append({"expected": wanted or reference.get("content", "")[:200],
-                                        "reply": reply[:300]})
+                                        "reply": reply[:300], "stop_reason": model.stats.stop_reason})
             turns += 1
             if on_turn is not None:
                 on_turn(turns)

@@ -28,6 +28,7 @@ from cognimamba.inference.text_stream import TextStream
 
 # Token-by-token decoding of a model this small runs on one CPU thread (see decode_threads).
 SINGLE_THREAD_DECODE_MAX_PARAMETERS = 20_000_000
+MIN_CACHE_POSITIONS = 256  # the smallest KV cache a Generator allocates; larger ones double as replies need
 
 
 def decode_threads(model: torch.nn.Module, device: torch.device) -> int | None:
@@ -138,12 +139,16 @@ class Generator:
         if self.step.compiled is not None and self.step.compile_seconds is None:
             # Position 2, not 0 or 1: torch.compile specialises those two values and would compile again later.
             tokens = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-            self.step(tokens, self._cache_for(), min(2, self.context_length - 1))
+            self.step(tokens, self._cache_for(3), min(2, self.context_length - 1))
 
-    def _cache_for(self) -> KVCache:
-        dtype = next(self.model.parameters()).dtype
-        if self._cache is None:
-            self._cache = KVCache(self.model.config, 1, device=self.device, dtype=dtype)
+    def _cache_for(self, positions: int) -> KVCache:
+        """A cache of at least `positions` (within the context), grown in powers of two: a reply needs its prompt
+        and max_new_tokens, and a long context (up to MAX_CONTEXT_LENGTH) is not preallocated for a short chat."""
+        if self._cache is None or self._cache.max_len < min(positions, self.context_length):
+            size = min(self.context_length, max(MIN_CACHE_POSITIONS, 1 << (positions - 1).bit_length()))
+            dtype = next(self.model.parameters()).dtype
+            self._cache = None  # let the old one go before the new one is allocated
+            self._cache = KVCache(self.model.config, 1, size, device=self.device, dtype=dtype)
         return self._cache
 
     @torch.inference_mode()
@@ -159,7 +164,7 @@ class Generator:
         generator = None
         if options.seed is not None and options.seed >= 0:
             generator = torch.Generator(device="cpu").manual_seed(options.seed)
-        cache = self._cache_for()
+        cache = self._cache_for(len(prompt_ids) + options.max_new_tokens)
         started = time.perf_counter()
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         logits = self.model(prompt, cache=cache, start=0, last_only=True)[0, -1]

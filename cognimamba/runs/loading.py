@@ -16,7 +16,7 @@ from cognimamba.model.transformer import Transformer, num_parameters
 from cognimamba.runs.checkpoints import recover_best
 from cognimamba.runs.layout import ADAPTER_CONFIG, CONFIG, GENERATION, RUN_FORMAT_VERSION, TOKENIZER, WEIGHTS
 from cognimamba.runs.lora import is_lora_run, lora_base_path, merged_from_base
-from cognimamba.runs.tensors import load_state_into, read_weights
+from cognimamba.runs.tensors import check_shapes, config_shapes, load_state_into, read_weights, weight_shapes
 from cognimamba.system.fileio import (
     atomic_write,
     atomic_write_json,
@@ -49,7 +49,12 @@ def read_config(run: Path) -> tuple[Config, dict[str, Any]]:
         raise CogniError(f"{run / CONFIG}: run format version {version} is not supported by this cognimamba "
                          f"(expected {RUN_FORMAT_VERSION}); re-train or convert the run")
     sections = {key: payload[key] for key in ("profile", "model", "data", "train", "generation") if key in payload}
-    return Config.from_dict(sections, str(run / CONFIG)), payload
+    try:
+        return Config.from_dict(sections, str(run / CONFIG)), payload
+    except CogniError as error:
+        if str(error).startswith(str(run / CONFIG)):
+            raise
+        raise CogniError(f"{run / CONFIG}: {error}") from error
 
 
 @dataclass
@@ -80,6 +85,9 @@ def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.
     if tokenizer.get_vocab_size() != config.model.vocab_size:
         raise CogniError(f"{run / TOKENIZER}: vocab of {tokenizer.get_vocab_size()} tokens does not match the "
                          f"model's {config.model.vocab_size}; the tokenizer belongs to another run")
+    # Checked from the header first: a config.json that does not describe these weights (a copied one, say)
+    # must not get to allocate a model of its own size.
+    check_shapes(weight_shapes(run / WEIGHTS), config_shapes(config.model), run / WEIGHTS)
     model = Transformer(config.model)
     load_state_into(model, read_weights(run / WEIGHTS), run / WEIGHTS)
     model.to(device=device, dtype=dtype)

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.model.transformer import Transformer
 from cognimamba.system.fileio import (
@@ -31,16 +32,34 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str,
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    _refuse_missing_or_pickle(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise _corrupted(path, error) from error
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape from the safetensors header alone: nothing is loaded."""
+    _refuse_missing_or_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise _corrupted(path, error) from error
+
+
+def _refuse_missing_or_pickle(path: Path) -> None:
     if not path.is_file():
         raise CogniError(f"{path}: weights not found")
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl") or _looks_like_pickle(path):
         raise CogniError(f"{path}: is a pickle (torch.save) file, not safetensors; pickles are refused because "
                          "loading one can run code. Use a model.safetensors written by cognimamba")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CogniError(f"{path}: truncated or corrupted safetensors file ({error}); "
-                         "use the run's best/ or a checkpoint under checkpoints/") from error
+
+
+def _corrupted(path: Path, error: Exception) -> CogniError:
+    return CogniError(f"{path}: truncated or corrupted safetensors file ({error}); "
+                      "use the run's best/ or a checkpoint under checkpoints/")
 
 
 def _looks_like_pickle(path: Path) -> bool:
@@ -50,17 +69,29 @@ def _looks_like_pickle(path: Path) -> bool:
     return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-def load_state_into(model: Transformer, state: dict[str, torch.Tensor], where: Path) -> None:
-    expected = model_state(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def config_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The weights a model of `config` saves, and their shapes, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    return {name: tuple(tensor.shape) for name, tensor in model_state(model).items()}
+
+
+def check_shapes(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], where: Path) -> None:
+    """The same tensor names and shapes as config.json implies, or one line naming the first difference."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CogniError(f"{where}: weights do not match config.json ({detail}); the files come from different runs")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise CogniError(f"{where}: {name} has shape {tuple(tensor.shape)} but config.json implies "
-                             f"{tuple(expected[name].shape)}; the files come from different runs")
+    for name, shape in expected.items():
+        if shapes[name] != shape:
+            raise CogniError(f"{where}: {name} has shape {shapes[name]} but config.json implies "
+                             f"{shape}; the files come from different runs")
+
+
+def load_state_into(model: Transformer, state: dict[str, torch.Tensor], where: Path) -> None:
+    expected = {name: tuple(tensor.shape) for name, tensor in model_state(model).items()}
+    check_shapes({name: tuple(tensor.shape) for name, tensor in state.items()}, expected, where)
     model.load_state_dict(state, strict=False)
 
 

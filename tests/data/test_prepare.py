@@ -141,3 +141,49 @@ def test_default_out_is_under_the_user_cache(tmp_path: Path) -> None:
     result = run_cli("prepare", str(source), "--vocab-size", "300", env={"COGNI_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).is_relative_to(home / "cache")
+
+
+def numbered_stories(path: Path, count: int) -> Path:
+    return write_txt(path, [f"Story {number}: the fox met owl number {number}." for number in range(count)], repeat=1)
+
+
+def split_texts(data: DataDir, split: str) -> list[str]:
+    text = decode(load_tokenizer(data.tokenizer_path), data.tokens(split))
+    return [part for part in text.split("<|endoftext|>") if part]
+
+
+@pytest.mark.parametrize(("fraction", "val_documents"), [(0.4, 8), (0.6, 12), (0.7, 14), (0.05, 1), (0.25, 5)])
+def test_val_fraction_holds_out_that_share_of_documents(tmp_path: Path, fraction: float, val_documents: int) -> None:
+    source = numbered_stories(tmp_path / "stories.txt", 20)
+    data = prepare_text(PrepareOptions(source=str(source), vocab_size=300, val_fraction=fraction,
+                                       out=tmp_path / "d")).data_dir
+    assert (data.meta["val_documents"], data.meta["train_documents"]) == (val_documents, 20 - val_documents)
+    assert data.meta["val_fraction"] == fraction
+    train, val = split_texts(data, "train"), split_texts(data, "val")
+    assert not set(train) & set(val) and len(set(train) | set(val)) == 20
+
+
+def test_the_held_out_documents_are_a_seeded_choice(tmp_path: Path) -> None:
+    source = numbered_stories(tmp_path / "stories.txt", 40)
+
+    def held_out(out: str, seed: int) -> list[str]:
+        options = PrepareOptions(source=str(source), vocab_size=300, val_fraction=0.25, seed=seed, out=tmp_path / out)
+        return split_texts(prepare_text(options).data_dir, "val")
+
+    first, again, other = held_out("a", 0), held_out("b", 0), held_out("c", 1)
+    assert first == again and len(first) == len(other) == 10
+    assert first != other
+    numbers = [int(story.split(":")[0].removeprefix("Story ")) for story in first]
+    assert numbers != list(range(3, 40, 4))  # drawn, not every 4th
+
+
+@pytest.mark.parametrize(("count", "fraction", "message"), [
+    (20, 1.0, "--val-fraction 1.0 must be between 0 and 1"),
+    (3, 0.9, "--val-fraction 0.9 holds out all 3 documents of .*stories.txt, leaving none to train on"),
+    (3, 0.1, "--val-fraction 0.1 holds out none of the 3 documents of .*stories.txt; use at least 0.33"),
+])
+def test_a_val_fraction_that_empties_a_split_is_refused(tmp_path: Path, count: int, fraction: float,
+                                                        message: str) -> None:
+    source = numbered_stories(tmp_path / "stories.txt", count)
+    with pytest.raises(CogniError, match=message):
+        prepare_text(PrepareOptions(source=str(source), vocab_size=300, val_fraction=fraction, out=tmp_path / "d"))

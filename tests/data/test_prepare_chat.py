@@ -294,3 +294,13 @@ def test_cli_prepares_glaive_file(tmp_path: Path, tokenizer_path: Path, cogni_ho
     assert meta["sources"][0]["format"] == "sharegpt" and meta["sources"][0]["system"] == "You can call tools."
     assert meta["train_conversations"] + meta["val_conversations"] == 60
     assert (tmp_path / "g" / "train.mask.bin").stat().st_size == meta["train_tokens"]
+
+
+def test_val_fraction_holds_out_that_share_of_conversations(tmp_path: Path, tokenizer_path: Path) -> None:
+    source = write_jsonl(tmp_path / "chat.jsonl", alpaca_records(10))
+    meta = prepare_chat(ChatPrepareOptions([MixEntry(str(source), format="alpaca")], tokenizer_path,
+                                           val_fraction=0.7, out=tmp_path / "d")).data_dir.meta
+    assert (meta["val_conversations"], meta["train_conversations"]) == (7, 3)
+    with pytest.raises(CogniError, match=r"--val-fraction 0.96 holds out all 10 conversations of .*chat\.jsonl"):
+        prepare_chat(ChatPrepareOptions([MixEntry(str(source), format="alpaca")], tokenizer_path,
+                                        val_fraction=0.96, out=tmp_path / "e"))

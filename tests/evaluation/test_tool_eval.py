@@ -150,3 +150,49 @@ def test_cli_reports_tool_eval_as_json(tiny_run: Path, tmp_path: Path, cogni_hom
     assert payload["plain_turns"] == 1 and payload["no_false_call_rate"] in (0.0, 1.0)
     assert {"parse_rate", "name_rate", "args_rate", "no_false_call_rate"} <= set(payload)
     assert any(check["name"] == "tool-call eval" for check in payload["checks"])
+
+
+ROME_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+
+
+@pytest.fixture
+def rome_file(tmp_path: Path) -> Path:
+    """One conversation, one tool-call turn: get_weather(city="Rome")."""
+    path = tmp_path / "rome.jsonl"
+    path.write_text(json.dumps(CONVERSATIONS[3]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("room", "scored"), [(0, True), (-1, False)])
+def test_a_turn_is_scored_only_when_its_reference_reply_fits(rome_file: Path, tiny_data: Path, room: int,
+                                                             scored: bool) -> None:
+    tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
+    conversations = load_eval_conversations(rome_file)
+    prompt = render_conversation(conversations[0].messages[:1], conversations[0].tools, add_generation_prompt=True)
+    needed = len(encode(tokenizer, prompt)) + len(encode(tokenizer, ROME_CALL)) + 1  # the call and its <|im_end|>
+    model = ScriptedModel(tokenizer, lambda prompt: ROME_CALL, max_seq_len=needed + room)
+    report = tool_eval(ChatModel(model, tokenizer), conversations)
+    if scored:  # exactly enough room
+        assert (report.tool_turns, report.right_args, report.skipped_too_long) == (1, 1, 0)
+        assert report.metrics()["stop_reasons"] == {"stop_token": 1}
+    else:  # one token short: the reply would be cut mid-call, which says nothing about tool use
+        assert (report.tool_turns, report.skipped_too_long) == (0, 1)
+        assert model.prompts == []
+
+
+def test_stop_reasons_are_counted_in_the_metrics(eval_file: Path, tiny_data: Path) -> None:
+    tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
+    rambling = ScriptedModel(tokenizer, lambda prompt: "and then " * 40)
+    report = tool_eval(ChatModel(rambling, tokenizer), load_eval_conversations(eval_file), max_new_tokens=60)
+    assert report.metrics()["stop_reasons"] == {"max_new_tokens": 7}
+    assert "stopped by max_new_tokens 7" in report.summary()
+
+
+def test_argument_values_count_not_only_their_keys(rome_file: Path, tiny_data: Path) -> None:
+    tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
+    wrong_city = ROME_CALL.replace("Rome", "send_percentage")
+    report = tool_eval(ChatModel(ScriptedModel(tokenizer, lambda prompt: wrong_city), tokenizer),
+                       load_eval_conversations(rome_file))
+    metrics = report.metrics()
+    assert (metrics["right_names"], metrics["right_arg_keys"], metrics["right_args"]) == (1, 1, 0)
+    assert metrics["arg_keys_rate"] == 1.0 and metrics["args_rate"] == 0.0
