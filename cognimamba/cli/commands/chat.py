@@ -13,7 +13,7 @@ from cognimamba.cli.commands.common import JsonOption
 
 
 def chat_command(
-    run: Annotated[Path, typer.Argument(help="run dir (from `cogni train` or `cogni quickstart`)")],
+    run: Annotated[Path | None, typer.Argument(help="run dir (from `cogni train` or `cogni quickstart`); not with --url")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="send one message, stream the reply to stdout and "
                                                "exit; '-' reads the message from stdin")] = None,
     system: Annotated[str | None, typer.Option("--system", help="system prompt (for new chats)")] = None,
@@ -42,6 +42,9 @@ def chat_command(
                                           "(about 2x for small models on CPU) after a compile of 5-20 s at "
                                           "load")] = False,
     as_json: JsonOption = False,
+    url: Annotated[str | None, typer.Option("--url", help="chat with the model of an OpenAI-compatible server instead of a run, e.g. http://127.0.0.1:8000/v1 (`cogni serve`, llama-server, Ollama)")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="with --url: the server's API key")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="with --url: the model id (default: the server's first)")] = None,
 ) -> None:
     """Chat with a trained model: a full-screen app by default, `--plain` for line mode, `--prompt` for scripts."""
     from cognimamba.chat.session import ChatSession, settings_with
@@ -65,6 +68,13 @@ def chat_command(
     if prompt is not None and plain:
         raise CogniError("--prompt and --plain do not go together; --prompt answers one message and exits")
 
+    if url is not None or run is None:  # --url: a server's model (cli/commands/chat_remote.py)
+        if url is None or run is not None:
+            raise CogniError("give either a RUN dir or --url of an OpenAI-compatible server")
+        from cognimamba.cli.commands.chat_remote import remote_chat
+
+        return remote_chat(url, api_key, model, prompt, system, plain, overrides, stop, tools, history_db, chat_id,
+                           as_json)
     if threads is not None:
         import torch
 

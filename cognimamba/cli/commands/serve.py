@@ -1,0 +1,68 @@
+"""`cogni serve RUN`: the model behind an OpenAI-compatible HTTP API (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cognimamba.errors import CogniError
+
+SERVE_EXTRA_HINT = "`cogni serve` needs FastAPI and uvicorn: pip install 'cognimamba[serve]'"
+
+
+def serve_command(
+    run: Annotated[Path, typer.Argument(help="run dir (from `cogni train` or `cogni quickstart`)")],
+    host: Annotated[str, typer.Option("--host", help="address to listen on; 0.0.0.0 opens it to the network")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port")] = 8000,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")] = None,
+    api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="read the key from this file (keeps it out of `ps`)")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="let web pages from this origin call the API (repeatable; '*' for any)")] = None,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="requests running or queued at once; more get HTTP 429")] = 16,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (see `cogni chat --compile`)")] = False,
+) -> None:
+    """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)."""
+    try:  # the optional dependency stays optional: everything else works without it
+        import uvicorn
+
+        from cognimamba.serve.app import create_app
+    except ImportError:
+        raise CogniError(SERVE_EXTRA_HINT, exit_code=1) from None
+    from cognimamba.cli.commands.chat import check_run
+    from cognimamba.serve.engine import load_served_model
+    from cognimamba.serve.state import ServerSettings
+
+    if api_key is not None and api_key_file is not None:
+        raise CogniError("--api-key and --api-key-file do not go together; give one")
+    key = read_api_key(api_key_file) if api_key_file is not None else api_key
+    if key is not None and not key.strip():
+        raise CogniError("--api-key: the key is empty")
+    check_run(run)
+    configure_logging()
+    model = load_served_model(run, device, model_name, compile)
+    settings = ServerSettings(api_key=key, cors_origins=list(cors_origin or []), max_concurrency=max_concurrency)
+    typer.echo(f"serving {model.name!r} (context {model.context_length} tokens) at http://{host}:{port}/v1"
+               f"{' (API key required)' if key else ''}; Ctrl+C stops", err=True)
+    uvicorn.run(create_app(model, settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+def read_api_key(path: Path) -> str:
+    if not path.is_file():
+        raise CogniError(f"--api-key-file {path}: file not found")
+    key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        raise CogniError(f"--api-key-file {path}: the file is empty")
+    return key
+
+
+def configure_logging() -> None:
+    """The server's one line per request goes to stderr with a timestamp."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("cognimamba.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

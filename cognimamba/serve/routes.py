@@ -1,0 +1,247 @@
+"""The endpoints: /health, /v1/models, /v1/chat/completions and /v1/completions."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from cognimamba.serve import sse
+from cognimamba.serve.errors import APIError, bad_request, error_body
+from cognimamba.serve.prompting import ChatPrompt, ForcedStart, chat_prompt
+from cognimamba.serve.responses import (
+    ReplyIds,
+    chat_chunk,
+    chat_completion,
+    chat_delta,
+    completion,
+    finish_reason,
+    usage,
+    usage_chunk,
+)
+from cognimamba.serve.schemas import (
+    SamplingParams,
+    parse_chat_request,
+    parse_completion_request,
+    parse_json_body,
+)
+from cognimamba.serve.state import ServerState
+from cognimamba.serve.tool_call_stream import ToolCallStream, fold
+from cognimamba.serve.worker import Busy, Failed, Finished, Job, ReplyChannel
+
+DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streamed request checks that its client is still there
+
+
+
+def generation_failed() -> APIError:
+    return APIError(500, "generation failed (the server's log has the details)")
+
+
+router = APIRouter()
+
+
+def server_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+def authorize(request: Request, state: ServerState) -> None:
+    expected = state.settings.api_key
+    if expected is None:
+        return
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header[:7].lower() == "bearer " else ""
+    if not given:
+        raise APIError(401, "missing API key: send the header 'Authorization: Bearer KEY'", code="invalid_api_key")
+    if not hmac.compare_digest(given.encode(), expected.encode()):  # constant time: no timing oracle
+        raise APIError(401, "incorrect API key", code="invalid_api_key")
+
+
+async def read_json(request: Request, state: ServerState) -> dict[str, Any]:
+    limit = state.settings.max_body_bytes
+    too_large = APIError(413, f"the request body is over the server's limit of {limit} bytes", code="body_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return parse_json_body(bytes(body))
+
+
+def check_model(requested: str, state: ServerState) -> None:
+    if requested != state.model.name:
+        raise APIError(404, f"the model {requested!r} does not exist; this server has {state.model.name!r}",
+                       "model", "model_not_found")
+
+
+def submit(state: ServerState, prompt: ChatPrompt, sampling: SamplingParams, param: str) -> tuple[Job, int]:
+    """Queue the reply after checking the prompt fits; returns the job and the prompt's token count."""
+    model = state.model
+    prompt_tokens = model.count_tokens(prompt.text)
+    forced_tokens = model.count_tokens(prompt.forced.longest) if prompt.forced.longest else 0
+    room = model.context_length - prompt_tokens - forced_tokens
+    if room < 1:
+        raise bad_request(f"the prompt is {prompt_tokens + forced_tokens} tokens, {1 - room} more than the model's "
+                          f"context of {model.context_length} allows with room for a reply; shorten it", param,
+                          "context_length_exceeded")
+    job = Job(prompt.text, sampling, min(sampling.max_tokens or room, room), ReplyChannel(), prompt.forced,
+              prompt.stop)
+    try:
+        state.worker.submit(job)
+    except Busy:
+        raise APIError(429, f"server busy: {state.worker.max_pending} requests are running or queued (the "
+                       "--max-concurrency limit); retry shortly", code="server_busy",
+                       headers={"Retry-After": "1"}) from None
+    return job, prompt_tokens
+
+
+async def reply_items(job: Job, request: Request | None = None) -> AsyncIterator[str | Finished | Failed]:
+    """The job's deltas, then its end. With `request`, a client that goes away cancels the job.
+
+    Streams pass no request: Starlette cancels a streaming response when its client disconnects, and the
+    `finally` here turns that into the job's cancel.
+    """
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(job.channel.next(), DISCONNECT_POLL_SECONDS)
+            except TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    return
+                continue
+            yield item
+            if isinstance(item, Finished | Failed):
+                return
+    finally:
+        job.cancel.set()  # a no-op once the reply is over; otherwise generation stops at the next token
+
+
+def record(request: Request, prompt_tokens: int, completion_tokens: int) -> None:
+    request.state.tokens = (prompt_tokens, completion_tokens)  # for the request log line (serve/app.py)
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    state = server_state(request)
+    return {"status": "ok", "model": state.model.name, "pending_requests": state.worker.pending}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    state = server_state(request)
+    authorize(request, state)
+    return {"object": "list", "data": [model_card(state)]}
+
+
+@router.get("/v1/models/{name}")
+async def get_model(name: str, request: Request) -> dict[str, Any]:
+    state = server_state(request)
+    authorize(request, state)
+    check_model(name, state)
+    return model_card(state)
+
+
+def model_card(state: ServerState) -> dict[str, Any]:
+    # max_model_len is vLLM's name for the context length; `cogni chat --url` reads it.
+    return {"id": state.model.name, "object": "model", "created": 0, "owned_by": "cognimamba",
+            "max_model_len": state.model.context_length}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    state = server_state(request)
+    authorize(request, state)
+    chat = parse_chat_request(await read_json(request, state))
+    check_model(chat.model, state)
+    job, prompt_tokens = submit(state, chat_prompt(chat), chat.sampling, "messages")
+    ids = ReplyIds.new("chatcmpl", state.model.name)
+    if chat.stream:
+        return StreamingResponse(stream_chat(request, job, ids, prompt_tokens, chat.include_usage, state),
+                                 media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    calls = ToolCallStream()
+    events = []
+    async for item in reply_items(job, request):
+        if isinstance(item, str):
+            events += calls.push(item)
+        elif isinstance(item, Failed):
+            raise generation_failed()
+        else:
+            events += calls.finish()
+            counts = usage(prompt_tokens, completion_tokens(state, item))
+            record(request, prompt_tokens, counts["completion_tokens"])
+            return chat_completion(ids, fold(events), calls.calls, finish_reason(item.stats, bool(calls.calls)),
+                                   counts)
+    return JSONResponse(error_body(499, "client closed the request"), status_code=499)
+
+
+async def stream_chat(request: Request, job: Job, ids: ReplyIds, prompt_tokens: int, include_usage: bool,
+                      state: ServerState) -> AsyncIterator[str]:
+    calls = ToolCallStream()
+    yield sse.event(chat_chunk(ids, {"role": "assistant", "content": ""}))
+    async for item in reply_items(job):
+        if isinstance(item, Failed):
+            yield sse.event(generation_failed().body())
+            break
+        events = calls.push(item) if isinstance(item, str) else calls.finish()
+        for event in events:
+            yield sse.event(chat_chunk(ids, chat_delta(event)))
+        if isinstance(item, Finished):
+            yield sse.event(chat_chunk(ids, {}, finish_reason(item.stats, bool(calls.calls))))
+            counts = usage(prompt_tokens, completion_tokens(state, item))
+            record(request, prompt_tokens, counts["completion_tokens"])
+            if include_usage:
+                yield sse.event(usage_chunk(ids, "chat.completion.chunk", counts))
+    yield sse.DONE
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Any:
+    state = server_state(request)
+    authorize(request, state)
+    text_request = parse_completion_request(await read_json(request, state))
+    check_model(text_request.model, state)
+    job, prompt_tokens = submit(state, ChatPrompt(text_request.prompt, ForcedStart()), text_request.sampling,
+                                "prompt")
+    ids = ReplyIds.new("cmpl", state.model.name)
+    if text_request.stream:
+        return StreamingResponse(stream_completion(request, job, ids, prompt_tokens, text_request.include_usage,
+                                                   state), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    pieces = []
+    async for item in reply_items(job, request):
+        if isinstance(item, str):
+            pieces.append(item)
+        elif isinstance(item, Failed):
+            raise generation_failed()
+        else:
+            counts = usage(prompt_tokens, completion_tokens(state, item))
+            record(request, prompt_tokens, counts["completion_tokens"])
+            return completion(ids, "".join(pieces), finish_reason(item.stats, False), counts)
+    return JSONResponse(error_body(499, "client closed the request"), status_code=499)
+
+
+async def stream_completion(request: Request, job: Job, ids: ReplyIds, prompt_tokens: int, include_usage: bool,
+                            state: ServerState) -> AsyncIterator[str]:
+    async for item in reply_items(job):
+        if isinstance(item, Failed):
+            yield sse.event(generation_failed().body())
+            break
+        if isinstance(item, str):
+            yield sse.event(completion(ids, item, None))
+            continue
+        yield sse.event(completion(ids, "", finish_reason(item.stats, False)))
+        counts = usage(prompt_tokens, completion_tokens(state, item))
+        record(request, prompt_tokens, counts["completion_tokens"])
+        if include_usage:
+            yield sse.event(usage_chunk(ids, "text_completion", counts))
+    yield sse.DONE
+
+
+def completion_tokens(state: ServerState, finished: Finished) -> int:
+    forced = state.model.count_tokens(finished.forced) if finished.forced else 0
+    return finished.stats.generated_tokens + forced
