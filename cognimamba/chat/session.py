@@ -2,7 +2,7 @@
 
 The TUI, the line-mode chat and `--prompt` all drive the same `ChatSession.reply`, which yields events
 (text deltas, a finished reply, tool results, a trimmed context) instead of printing, so every front end
-shows the same thing. The session talks to any `ReplySource` (a loaded model is `generate.ChatModel`).
+shows the same thing. The session talks to any `ReplySource` (a loaded model is `inference.decoding.ChatModel`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,14 +19,13 @@ from cognimamba.chat.tools import ToolBox, ToolResult
 from cognimamba.config.schema import Config, GenerationConfig, set_field, validate
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import GenerationStats
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import IM_START
 
 SETTING_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed")
 
 
 class ReplySource(Protocol):
-    """What a session needs from a model: `generate.ChatModel` is the real one."""
+    """What a session needs from a model: `inference.decoding.ChatModel` is the real one."""
 
     name: str
     defaults: GenerationConfig
@@ -39,7 +38,8 @@ class ReplySource(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
         ...
 
 
@@ -225,9 +225,8 @@ class ChatSession:
                 yield ContextTrimmed(plan.dropped_messages, plan.tokens, source.context_length)
             self.announced_drop = plan.dropped_messages
             yield ReplyStarted(round_index, plan.tokens)
-            options = SamplingOptions.from_config(self.settings, stop=[IM_START, *self.stop])
             pieces = []
-            for delta in source.stream(plan.text, options, cancel):
+            for delta in source.stream(plan.text, self.settings, cancel, stop=[IM_START, *self.stop]):
                 pieces.append(delta)
                 yield TextDelta(delta)
             stats = dataclasses.replace(source.stats)

@@ -50,7 +50,7 @@ def test_reply_streams_and_records_the_message():
     assert source.prompts == [render_conversation([{"role": "system", "content": "Be kind."},
                                                    {"role": "user", "content": "hi"}], add_generation_prompt=True)]
     options = source.options[0]
-    assert (options.temperature, options.max_new_tokens, options.stop) == (0.0, 20, ["<|im_start|>"])
+    assert (options.temperature, options.max_new_tokens, source.stops[0]) == (0.0, 20, ["<|im_start|>"])
     assert [m.role for m in session.messages] == ["user", "assistant"]
     assert session.messages[-1].content == "Hello **there**, friend."
 
