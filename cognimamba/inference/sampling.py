@@ -31,10 +31,13 @@ def sample_next(logits: torch.Tensor, settings: GenerationConfig, generator: tor
     if settings.top_k > 0 and settings.top_k < logits.numel():
         kth = torch.topk(logits, settings.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if 0 < settings.top_p < 1.0:
+    if settings.top_p < 1.0:
+        # Keep the smallest set of likeliest tokens holding top_p of the mass, and always the likeliest one:
+        # top_p = 0 means that token alone, as in transformers (min_tokens_to_keep), which reads the HF export.
         sorted_logits, order = torch.sort(logits, descending=True)
         cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
         drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= settings.top_p
+        drop[0] = False
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probabilities = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probabilities, 1, generator=generator))
