@@ -162,24 +162,6 @@ def _full_screen(run: Path, device: str, compile: bool, history, tools, system: 
 
 def check_run(run: Path) -> None:
     """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line."""
-    from cognimamba.errors import CogniError
-    from cognimamba.model.tokenizer import load_tokenizer
-    from cognimamba.runs.layout import CONFIG, TOKENIZER, weights_file
-    from cognimamba.runs.loading import read_config
+    from cognimamba.runs import loading  # inside: loading imports torch, and `cogni --help` stays fast
 
-    if not run.is_dir():
-        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
-    weights = run / weights_file(run)  # model.safetensors, or the adapter of a LoRA run
-    for required in (run / CONFIG, run / TOKENIZER, weights):
-        if not required.is_file():
-            raise CogniError(f"{run}: missing {required.name}; not a complete run dir (try {run}/best)")
-    read_config(run)
-    load_tokenizer(run / TOKENIZER)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CogniError(f"{weights}: truncated or corrupted safetensors file ({error}); use the run's best/ "
-                         "or a checkpoint under checkpoints/") from error
+    loading.check_run(run)
