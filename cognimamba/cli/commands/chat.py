@@ -112,29 +112,31 @@ def _load_model(run: Path, device: str, compile: bool = False, report_notice: bo
 def _answer_once(session, source, text: str, as_json: bool) -> None:
     import io
 
+    from cognimamba.chat.controller import ChatController
     from cognimamba.chat.plain import ReplyPrinter, prompt_json, reply_once
 
-    session.add_user(text)
     quiet = io.StringIO()
     printer = ReplyPrinter(quiet, quiet) if as_json else ReplyPrinter(sys.stdout, sys.stderr)
-    reply_once(session, source, printer)
+    reply_once(ChatController(session), text, source, printer)  # no history: scripts leave none
     if as_json:
         sys.stdout.write(json.dumps(prompt_json(printer), ensure_ascii=False) + "\n")
 
 
 def _line_chat(run: Path, device: str, compile: bool, history, tools, system: str | None,
                overrides: dict[str, Any], chat_id: int | None) -> None:
+    from cognimamba.chat.controller import ChatController
     from cognimamba.chat.plain import LineChat
     from cognimamba.chat.session import ChatSession, settings_with
 
-    record = history.get_chat(chat_id) if chat_id is not None else None  # a wrong --chat fails before loading
+    if chat_id is not None:
+        history.get_chat(chat_id)  # a wrong --chat fails before loading
     source = _load_model(run, device, compile)
     session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools)
-    if record is not None:
-        history.load_session(record.id, session)
+    chat = ChatController(session, history, str(run))
+    if chat_id is not None:
+        chat = ChatController.open(history, chat_id, tools, str(run))
     read_line = input if sys.stdin.isatty() else _read_piped_line
-    LineChat(source, history, session, str(run), read_line, chat_id=record.id if record else None,
-             title=record.title if record else "").run()
+    LineChat(source, chat, read_line).run()
 
 
 def _read_piped_line(prompt: str) -> str:
