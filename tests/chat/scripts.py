@@ -10,7 +10,7 @@ from cognimamba.inference.decoding import GenerationStats
 
 
 class ScriptedSource:
-    """Implements chat_session.ReplySource without a model, so tests choose exactly what the "model" says.
+    """Implements chat.session.ReplySource without a model, so tests choose exactly what the "model" says.
 
     `replies` is a list (one per generation, the last one repeats) or a function of the prompt. With
     `pause_after=N` the stream stops after N chunks until `resume` is set or the reply is cancelled, so
