@@ -15,7 +15,7 @@ the median tokens/sec.
 - prefill: one prompt of --prefill-tokens at batch 1, returning the last position's logits and keeping the
            keys and values, as generation's first step does (our KVCache; HF's own DynamicCache).
 - decode:  --decode-tokens greedy tokens after a --prompt-tokens prompt at batch 1, the whole call timed:
-           our Generator.stream_ids against HF `generate(do_sample=False)` with its cache. With --compile our
+           our Decoder.stream_ids against HF `generate(do_sample=False)` with its cache. With --compile our
            decoding steps run through torch.compile (`cogni chat --compile`); the compile happens before timing
            and its seconds are reported.
 
@@ -43,10 +43,9 @@ import torch
 from torch import nn
 
 from cognimamba.config.profiles import get_profile
-from cognimamba.config.schema import Config
+from cognimamba.config.schema import Config, GenerationConfig
 from cognimamba.evaluation.bench import training_step
-from cognimamba.inference.decoding import Generator
-from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.inference.decoding import Decoder
 from cognimamba.interop.hf_names import hf_llama_config, to_hf_state_dict
 from cognimamba.model.transformer import KVCache, Transformer, num_parameters
 from cognimamba.runs.loading import load_run
@@ -122,10 +121,10 @@ def check_identical(ours: Transformer, hf: nn.Module, config: Config, device: to
 
 
 def ours_decode(model: Transformer, device: torch.device, prompt: list[int],
-                new_tokens: int, generator: Generator | None = None) -> Callable[[], list[int]]:
-    generator = generator or Generator(model, None, device)
-    options = SamplingOptions(temperature=0.0, max_new_tokens=new_tokens)
-    return lambda: list(generator.stream_ids(prompt, options))
+                new_tokens: int, decoder: Decoder | None = None) -> Callable[[], list[int]]:
+    decoder = decoder or Decoder(model, None, device)
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=new_tokens)
+    return lambda: list(decoder.stream_ids(prompt, settings))
 
 
 def hf_decode(model: nn.Module, device: torch.device, prompt: list[int], new_tokens: int) -> Callable[[], list[int]]:
@@ -153,7 +152,7 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
 
     ours, hf = our_model(config, state, device).eval(), hf_model(config, state, device).eval()
     max_diff, same_tokens = check_identical(ours, hf, config, device, prompt, args.decode_tokens)
-    decoder = Generator(ours, None, device, compile=args.compile)
+    decoder = Decoder(ours, None, device, compile=args.compile)
     decoder.warm_up()
     if decoder.step.compile_error:
         sys.exit(f"--compile: torch.compile failed ({decoder.step.compile_error})")

@@ -10,8 +10,8 @@ import sys
 import torch
 
 import cognimamba
-from cognimamba.inference.decoding import Generator
-from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.decoding import Decoder
 from cognimamba.model.tokenizer import encode
 
 
@@ -21,12 +21,12 @@ def main(run: str, prompt: str) -> None:
     ids = torch.tensor([encode(loaded.tokenizer, prompt)])
     next_token_logits = loaded.model(ids)[0, -1]  # the model maps [batch, time] token ids to logits
     print("most likely next token:", repr(loaded.tokenizer.decode([int(next_token_logits.argmax())])))
-    generator = Generator(loaded.model, loaded.tokenizer)
-    options = SamplingOptions(temperature=0.8, top_k=40, max_new_tokens=60, seed=0)
+    decoder = Decoder(loaded.model, loaded.tokenizer)
+    settings = GenerationConfig(temperature=0.8, top_k=40, max_new_tokens=60, seed=0)
     print(prompt, end="", flush=True)
-    for delta in generator.stream(ids[0].tolist(), options):
+    for delta in decoder.stream(ids[0].tolist(), settings):
         print(delta, end="", flush=True)
-    stats = generator.stats
+    stats = decoder.stats
     print(f"\n[{stats.generated_tokens} tokens, {stats.tokens_per_second:.0f} tokens/s]")
 
 

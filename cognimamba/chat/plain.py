@@ -1,6 +1,7 @@
 """`cogni chat RUN --plain` and `--prompt`: chat in plain text lines, for pipes, SSH and simple consoles.
 
-Both drive `ChatSession.reply` like the TUI does; the line chat keeps its chats in the same history store.
+Both drive a `ChatController` like the TUI does; the line chat keeps its chats in the same history store,
+`--prompt` keeps nothing.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import re
 import signal
 import sys
 import threading
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cognimamba.chat.history import HistoryStore, chat_title
+from cognimamba.chat.controller import ChatController
 from cognimamba.chat.session import (
     ChatEvent,
     ChatSession,
@@ -28,13 +28,11 @@ from cognimamba.chat.session import (
     TextDelta,
     ToolRan,
     ToolSkipped,
-    conversation_markdown,
     describe_settings,
     settings_with,
 )
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import TOOL_CALL
-from cognimamba.system.fileio import atomic_write_text
 
 HELP = """commands:
   /system [TEXT]     show the system prompt, or set it (/system - removes it)
@@ -114,10 +112,11 @@ def ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def reply_once(session: ChatSession, source: ReplySource, printer: ReplyPrinter) -> None:
+def reply_once(chat: ChatController, text: str, source: ReplySource, printer: ReplyPrinter) -> None:
+    """Send one message and print the reply's events (Ctrl+C stops the reply)."""
     cancel = threading.Event()
     with ctrl_c_cancels(cancel):
-        for event in session.reply(source, cancel):
+        for event in chat.send(text, source, cancel):
             printer.handle(event)
 
 
@@ -141,15 +140,18 @@ def prompt_json(printer: ReplyPrinter) -> dict[str, Any]:
 
 
 class LineChat:
-    """The interactive line-mode chat: read a line, stream the reply, save both."""
+    """The interactive line-mode chat: read a line, stream the reply; `chat` saves both."""
 
-    def __init__(self, source: ReplySource, history: HistoryStore, session: ChatSession, run_label: str,
-                 read_line: Callable[[str], str], out: IO[str] = sys.stdout, notes: IO[str] = sys.stderr,
-                 chat_id: int | None = None, title: str = "") -> None:
-        self.source, self.history, self.session, self.run_label = source, history, session, run_label
+    def __init__(self, source: ReplySource, chat: ChatController, read_line: Callable[[str], str],
+                 out: IO[str] = sys.stdout, notes: IO[str] = sys.stderr) -> None:
+        assert chat.history is not None, "the line chat keeps its chats; --prompt is the one without history"
+        self.source, self.chat, self.history = source, chat, chat.history
         self.read_line, self.out, self.notes = read_line, out, notes
-        self.chat_id, self.title = chat_id, title
-        self.new_chat_template = (session.system_prompt, dataclasses.replace(session.settings))
+        self.new_chat_template = (chat.session.system_prompt, dataclasses.replace(chat.session.settings))
+
+    @property
+    def session(self) -> ChatSession:
+        return self.chat.session
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -158,7 +160,7 @@ class LineChat:
     def run(self) -> None:
         self.say(f"{self.source.name} · context {self.source.context_length} tokens · "
                  f"{describe_settings(self.session.settings)} · /help for commands, /quit to leave")
-        if self.chat_id is not None:
+        if self.chat.chat_id is not None:
             self.show_chat()
         while True:
             try:
@@ -186,18 +188,8 @@ class LineChat:
         return "\n".join(lines)
 
     def send(self, text: str) -> None:
-        if self.chat_id is None:
-            self.title = chat_title(text)
-            self.chat_id = self.history.create_chat(self.title, self.run_label, self.session.system_prompt,
-                                                    self.session.settings)
-        self.history.append_message(self.chat_id, self.session.add_user(text))
-        printer, chat_id, cancel = ReplyPrinter(self.out, self.notes), self.chat_id, threading.Event()
         try:
-            with ctrl_c_cancels(cancel):
-                for event in self.session.reply(self.source, cancel):
-                    if isinstance(event, ReplyFinished | ToolRan):
-                        self.history.append_message(chat_id, event.message)  # a reply is saved once complete
-                    printer.handle(event)
+            reply_once(self.chat, text, self.source, ReplyPrinter(self.out, self.notes))
         except CogniError as error:
             self.printer_error(str(error))
 
@@ -230,9 +222,7 @@ class LineChat:
         if not text:
             self.say(f"system prompt: {self.session.system_prompt or '(none)'}")
             return
-        self.session.system_prompt = "" if text == "-" else text
-        if self.chat_id is not None:
-            self.history.update_chat(self.chat_id, system_prompt=self.session.system_prompt)
+        self.chat.set_system_prompt("" if text == "-" else text)
         self.say("system prompt removed" if text == "-" else "system prompt set")
 
     def set_setting(self, argument: str) -> None:
@@ -240,9 +230,7 @@ class LineChat:
         if not value:
             self.say(describe_settings(self.session.settings))
             return
-        self.session.settings = settings_with(self.session.settings, {name.replace("-", "_"): value.strip()}, "/set")
-        if self.chat_id is not None:
-            self.history.update_chat(self.chat_id, settings=self.session.settings)
+        self.chat.set_settings(settings_with(self.session.settings, {name.replace("-", "_"): value.strip()}, "/set"))
         self.say(describe_settings(self.session.settings))
 
     def set_tools(self, argument: str) -> None:
@@ -259,35 +247,31 @@ class LineChat:
         self.say(f"tool execution {argument}")
 
     def clear(self, _: str) -> None:
-        if self.chat_id is not None:
-            self.history.clear_chat(self.chat_id)
-        self.session.clear()
+        self.chat.clear()
         self.say("chat cleared")
 
     def new_chat(self, _: str) -> None:
         system_prompt, settings = self.new_chat_template
-        self.session = ChatSession(system_prompt, dataclasses.replace(settings), self.session.tools)
-        self.chat_id, self.title = None, ""
+        session = ChatSession(system_prompt, dataclasses.replace(settings), self.session.tools)
+        self.chat = ChatController(session, self.history, self.chat.run_label)
         self.say("new chat")
 
     def show_history(self, argument: str) -> None:
         if argument:
             if not argument.isdigit():
                 raise CogniError("/history: give a chat number from the list, e.g. /history 3")
-            session = ChatSession(tools=self.session.tools)
-            record = self.history.load_session(int(argument), session)
-            self.session, self.chat_id, self.title = session, record.id, record.title
+            self.chat = ChatController.open(self.history, int(argument), self.session.tools, self.chat.run_label)
             self.show_chat()
             return
         chats = self.history.list_chats()
         if not chats:
             self.say("no saved chats yet")
         for record in chats:
-            marker = "*" if record.id == self.chat_id else " "
+            marker = "*" if record.id == self.chat.chat_id else " "
             self.say(f"{marker}{record.id:4d}  {record.title}  ({record.message_count} messages)")
 
     def show_chat(self) -> None:
-        self.say(f"--- chat {self.chat_id}: {self.title} ---")
+        self.say(f"--- chat {self.chat.chat_id}: {self.chat.title} ---")
         if self.session.system_prompt:
             self.say(f"[system] {self.session.system_prompt}")
         for message in self.session.messages:
@@ -298,7 +282,4 @@ class LineChat:
     def save(self, argument: str) -> None:
         if not self.session.messages:
             raise CogniError("/save: this chat has no messages yet")
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.title).strip("-").lower()[:40] or "chat"
-        path = Path(argument or f"{slug}.md").expanduser()
-        atomic_write_text(path, conversation_markdown(self.title or "Chat", self.session, self.run_label))
-        self.say(f"saved to {path.resolve()}")
+        self.say(f"saved to {self.chat.export(Path(argument or self.chat.export_name()))}")

@@ -17,7 +17,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -26,7 +26,6 @@ from cognimamba.chat.format import parse_assistant
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import GenerationStats
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import (
     IM_END,
     IM_START,
@@ -112,14 +111,15 @@ class RemoteSource:
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
-    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, options: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
         messages, tools = prompt_messages(prompt)
         body: dict[str, Any] = {
             "model": self.name, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
             "temperature": options.temperature, "top_p": options.top_p, "max_tokens": options.max_new_tokens,
             "top_k": options.top_k, "repetition_penalty": options.repetition_penalty,
-            "stop": [stop for stop in options.stop if stop != IM_START][:4] or None}
-        if options.seed is not None:
+            "stop": [text for text in stop if text != IM_START][:4] or None}
+        if options.seed >= 0:
             body["seed"] = options.seed
         if tools:
             body["tools"] = tools

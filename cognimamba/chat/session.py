@@ -2,7 +2,7 @@
 
 The TUI, the line-mode chat and `--prompt` all drive the same `ChatSession.reply`, which yields events
 (text deltas, a finished reply, tool results, a trimmed context) instead of printing, so every front end
-shows the same thing. The session talks to any `ReplySource` (a loaded model is `generate.ChatModel`).
+shows the same thing. The session talks to any `ReplySource` (a loaded model is `inference.decoding.ChatModel`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,14 +19,13 @@ from cognimamba.chat.tools import ToolBox, ToolResult
 from cognimamba.config.schema import Config, GenerationConfig, set_field, validate
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import GenerationStats
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import IM_START
 
 SETTING_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed")
 
 
 class ReplySource(Protocol):
-    """What a session needs from a model: `generate.ChatModel` is the real one."""
+    """What a session needs from a model: `inference.decoding.ChatModel` is the real one."""
 
     name: str
     defaults: GenerationConfig
@@ -39,7 +38,8 @@ class ReplySource(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
         ...
 
 
@@ -218,20 +218,25 @@ class ChatSession:
         return PromptPlan(text, tokens, start)
 
     def reply(self, source: ReplySource, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """Generate the assistant's reply to the conversation, run enabled tools and feed their results back."""
+        """Generate the assistant's reply to the conversation, run enabled tools and feed their results back.
+
+        At most `max_tool_rounds` rounds of tool results go back to the model. A call in the reply after the
+        last round is not run (ToolSkipped, and the reason saved with the reply): its result would never reach
+        the model, and a tool should not act for a model that cannot see what it did.
+        """
         for round_index in range(self.max_tool_rounds + 1):
             plan = self.plan_prompt(source)
             if plan.dropped_messages > self.announced_drop:
                 yield ContextTrimmed(plan.dropped_messages, plan.tokens, source.context_length)
             self.announced_drop = plan.dropped_messages
             yield ReplyStarted(round_index, plan.tokens)
-            options = SamplingOptions.from_config(self.settings, stop=[IM_START, *self.stop])
             pieces = []
-            for delta in source.stream(plan.text, options, cancel):
+            for delta in source.stream(plan.text, self.settings, cancel, stop=[IM_START, *self.stop]):
                 pieces.append(delta)
                 yield TextDelta(delta)
             stats = dataclasses.replace(source.stats)
-            message, parsed = self._assistant_message("".join(pieces), stats)
+            last_round = round_index == self.max_tool_rounds
+            message, parsed = self._assistant_message("".join(pieces), stats, last_round)
             self.messages.append(message)
             yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length)
             if not parsed.tool_calls:
@@ -250,7 +255,7 @@ class ChatSession:
             if not ran:
                 return
 
-    def _assistant_message(self, raw: str, stats: GenerationStats) -> tuple[Message, ParsedReply]:
+    def _assistant_message(self, raw: str, stats: GenerationStats, last_round: bool) -> tuple[Message, ParsedReply]:
         parsed = parse_assistant(raw, self.tools.known_names())
         meta: dict[str, Any] = {
             "stop_reason": stats.stop_reason,
@@ -262,11 +267,19 @@ class ChatSession:
         if parsed.problems:
             meta["problems"] = parsed.problems
             meta["raw_calls"] = parsed.raw_calls
-        stopped = stats.stop_reason == "cancelled"
-        reasons = ["the reply was stopped" if stopped else self.tools.why_not_run(call) for call in parsed.tool_calls]
+        reasons = [self._why_not_run(call, stats, last_round) for call in parsed.tool_calls]
         if any(reason is not None for reason in reasons):
             meta["not_run"] = reasons  # saved with the reply, so a reopened chat says why a call has no result
         return Message("assistant", parsed.content, parsed.tool_calls, meta), parsed
+
+    def _why_not_run(self, call: ToolCall, stats: GenerationStats, last_round: bool) -> str | None:
+        if stats.stop_reason == "cancelled":
+            return "the reply was stopped"
+        reason = self.tools.why_not_run(call)
+        if reason is None and last_round:
+            reason = (f"the reply reached the limit of {self.max_tool_rounds} tool rounds, so the result could not "
+                      "go back to the model")
+        return reason
 
 
 def conversation_markdown(title: str, session: ChatSession, run: str = "") -> str:

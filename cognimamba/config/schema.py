@@ -90,11 +90,18 @@ class TrainConfig:
     max_bad_batches: int = spec(0, minimum=0, help="NaN/inf losses skipped before training stops")
 
 
+# Below this, dividing the logits by the temperature overflows to inf and sampling breaks (here and in
+# transformers, which reads the HF export); such a temperature is greedy decoding in all but name anyway.
+MIN_SAMPLING_TEMPERATURE = 0.01
+
+
 @dataclass
 class GenerationConfig:
-    temperature: float = spec(0.8, minimum=0.0, maximum=10.0)
+    """How replies are sampled: the run's defaults (generation_config.json), a chat's settings, a decoder's input."""
+
+    temperature: float = spec(0.8, minimum=0.0, maximum=10.0, help=f"0 = greedy; else >= {MIN_SAMPLING_TEMPERATURE}")
     top_k: int = spec(50, minimum=0, help="0 = off")
-    top_p: float = spec(0.95, minimum=0.0, maximum=1.0)
+    top_p: float = spec(0.95, minimum=0.0, maximum=1.0, help="1 = off; 0 = the likeliest token only")
     repetition_penalty: float = spec(1.0, minimum=0.01, maximum=10.0)
     max_new_tokens: int = spec(256, minimum=1)
     seed: int = spec(-1, minimum=-1, help="-1 = random")
@@ -239,6 +246,10 @@ def validate(config: Config) -> None:
                          f"({model.n_kv_heads})")
     if config.train.max_time:
         parse_duration(config.train.max_time, "train.max_time")
+    temperature = config.generation.temperature
+    if 0 < temperature < MIN_SAMPLING_TEMPERATURE:
+        raise CogniError(f"generation.temperature = {temperature:g} is too small to sample with; use 0 for greedy "
+                         f"decoding or at least {MIN_SAMPLING_TEMPERATURE}")
     if any(length > model.max_seq_len for length in config.data.seq_len_warmup):
         raise CogniError(f"data.seq_len_warmup {config.data.seq_len_warmup} goes past model.max_seq_len "
                          f"({model.max_seq_len})")

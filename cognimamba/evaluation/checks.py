@@ -15,7 +15,6 @@ from cognimamba.data.loader import TokenWindows
 from cognimamba.errors import CogniError
 from cognimamba.evaluation.loss import EvalResult, evaluate_loss
 from cognimamba.inference.decoding import greedy_ids
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import END_OF_TEXT, decode, encode
 from cognimamba.model.transformer import KVCache, num_parameters
 from cognimamba.runs.loading import LoadedRun
@@ -189,4 +188,4 @@ def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | No
     return report
 
 
-__all__ = ["ModelReport", "SamplingOptions", "test_model"]
+__all__ = ["ModelReport", "test_model"]

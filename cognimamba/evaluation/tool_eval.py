@@ -30,11 +30,11 @@ from cognimamba.chat.format import (
     render_assistant_content,
     render_conversation,
 )
+from cognimamba.config.schema import GenerationConfig
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
 from cognimamba.data.conversation import Conversation
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import GenerationStats
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import TOOL_CALL
 
 DEFAULT_MAX_NEW_TOKENS = 160
@@ -52,7 +52,7 @@ class ReplyModel(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, prompt: str, options: SamplingOptions) -> Iterator[str]: ...
+    def stream(self, prompt: str, options: GenerationConfig) -> Iterator[str]: ...
 
 
 @dataclass
@@ -177,7 +177,7 @@ def tool_eval(model: ReplyModel, conversations: Iterable[Conversation], max_new_
               on_turn: Callable[[int], None] | None = None) -> ToolEvalReport:
     """Replay every assistant turn with greedy decoding and score the replies."""
     report = ToolEvalReport()
-    options = SamplingOptions(temperature=0.0, max_new_tokens=max_new_tokens)
+    options = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
     turns = 0
     for conversation in conversations:
         report.conversations += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,8 @@ import torch
 from tokenizers import Tokenizer
 
 from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.sampling import sample_next, seeded_generator
+from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.linear import refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, encode
 from cognimamba.model.transformer import KVCache, Transformer
@@ -23,8 +25,6 @@ from cognimamba.system.hardware import intra_op_threads
 
 if TYPE_CHECKING:
     from cognimamba.runs.loading import LoadedRun
-from cognimamba.inference.sampling import SamplingOptions, sample_next
-from cognimamba.inference.text_stream import TextStream
 
 # Token-by-token decoding of a model this small runs on one CPU thread (see decode_threads).
 SINGLE_THREAD_DECODE_MAX_PARAMETERS = 20_000_000
@@ -111,8 +111,8 @@ class GenerationStats:
         return decoded / self.decode_seconds if decoded > 0 and self.decode_seconds > 0 else 0.0
 
 
-class Generator:
-    """Streams replies from a model with a preallocated KV cache."""
+class Decoder:
+    """Decodes a model's reply token by token with a preallocated KV cache, as ids or as text deltas."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None,
                  device: torch.device | str | None = None, compile: bool = False) -> None:
@@ -152,7 +152,7 @@ class Generator:
         return self._cache
 
     @torch.inference_mode()
-    def stream_ids(self, prompt_ids: list[int], options: SamplingOptions,
+    def stream_ids(self, prompt_ids: list[int], settings: GenerationConfig,
                    cancel: threading.Event | None = None) -> Iterator[int]:
         """Token ids as they are sampled; `self.stats` describes the finished reply."""
         self.model.eval()
@@ -161,14 +161,12 @@ class Generator:
             raise ValueError("empty prompt")
         if len(prompt_ids) >= self.context_length:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of {self.context_length}")
-        generator = None
-        if options.seed is not None and options.seed >= 0:
-            generator = torch.Generator(device="cpu").manual_seed(options.seed)
-        cache = self._cache_for(len(prompt_ids) + options.max_new_tokens)
+        generator = seeded_generator(settings.seed)
+        cache = self._cache_for(len(prompt_ids) + settings.max_new_tokens)
         started = time.perf_counter()
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         logits = self.model(prompt, cache=cache, start=0, last_only=True)[0, -1]
-        history = torch.tensor(prompt_ids, dtype=torch.long) if options.repetition_penalty != 1.0 else None
+        history = torch.tensor(prompt_ids, dtype=torch.long) if settings.repetition_penalty != 1.0 else None
         position = len(prompt_ids)
         step_input = torch.empty((1, 1), dtype=torch.long, device=self.device)
         first_token_at = 0.0
@@ -176,7 +174,7 @@ class Generator:
             if cancel is not None and cancel.is_set():
                 stats.stop_reason = "cancelled"
                 break
-            token = sample_next(logits.cpu() if generator is not None else logits, options, generator, history)
+            token = sample_next(logits.cpu() if generator is not None else logits, settings, generator, history)
             if stats.generated_tokens == 0:
                 first_token_at = time.perf_counter()
                 stats.time_to_first_token = first_token_at - started
@@ -188,7 +186,7 @@ class Generator:
             yield token
             if history is not None:
                 history = torch.cat([history, torch.tensor([token])])
-            if stats.generated_tokens >= options.max_new_tokens:
+            if stats.generated_tokens >= settings.max_new_tokens:
                 stats.stop_reason = "max_new_tokens"
                 break
             if position + 1 >= self.context_length:  # prompt + reply fill the context (as in greedy_ids' reference)
@@ -199,12 +197,12 @@ class Generator:
             position += 1
         stats.decode_seconds = time.perf_counter() - first_token_at if first_token_at else 0.0
 
-    def stream(self, prompt_ids: list[int], options: SamplingOptions,
-               cancel: threading.Event | None = None) -> Iterator[str]:
-        """Text deltas of the reply; ends at a stop token, a stop string, the token limit or the context."""
+    def stream(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
+        """Text deltas of the reply; ends at a stop token, a `stop` string, the token limit or the context."""
         assert self.tokenizer is not None, "streaming text needs a tokenizer"
-        text = TextStream(self.tokenizer, options.stop)
-        for token in self.stream_ids(prompt_ids, options, cancel):
+        text = TextStream(self.tokenizer, list(stop))
+        for token in self.stream_ids(prompt_ids, settings, cancel):
             delta = text.push(token)
             if delta:
                 yield delta
@@ -215,8 +213,8 @@ class Generator:
         if tail:
             yield tail
 
-    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> str:
-        return "".join(self.stream(prompt_ids, options))
+    def generate(self, prompt_ids: list[int], settings: GenerationConfig, stop: Sequence[str] = ()) -> str:
+        return "".join(self.stream(prompt_ids, settings, stop=stop))
 
 
 class ChatModel:
@@ -231,7 +229,7 @@ class ChatModel:
                  compile: bool = False) -> None:
         self.name = name
         self.tokenizer = tokenizer
-        self.generator = Generator(model, tokenizer, device, compile)
+        self.decoder = Decoder(model, tokenizer, device, compile)
         self.defaults = defaults or GenerationConfig()
         self.notice: str | None = None  # something the user should know about how replies are made
 
@@ -242,24 +240,25 @@ class ChatModel:
 
     @property
     def context_length(self) -> int:
-        return self.generator.context_length
+        return self.decoder.context_length
 
     @property
     def stats(self) -> GenerationStats:
-        return self.generator.stats
+        return self.decoder.stats
 
     def warm_up(self) -> None:
         """Compile the decoding step before the first message (with compile); a failure becomes `notice`."""
-        self.generator.warm_up()
-        if self.generator.step.compile_error:
-            self.notice = (f"--compile: torch.compile failed ({self.generator.step.compile_error}); "
+        self.decoder.warm_up()
+        if self.decoder.step.compile_error:
+            self.notice = (f"--compile: torch.compile failed ({self.decoder.step.compile_error}); "
                            "replies are decoded eagerly")
 
     def count_tokens(self, text: str) -> int:
         return len(encode(self.tokenizer, text))
 
-    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
-        return self.generator.stream(encode(self.tokenizer, prompt), options, cancel)
+    def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
+        return self.decoder.stream(encode(self.tokenizer, prompt), settings, cancel, stop)
 
 
 @torch.inference_mode()
@@ -275,6 +274,6 @@ def greedy_ids(model: Transformer, prompt_ids: list[int], max_new_tokens: int, u
             logits = model(torch.tensor([ids], device=device))[0, -1]
             ids.append(int(torch.argmax(logits)))
         return ids[len(prompt_ids):]
-    generator = Generator(model, None, device)
-    options = SamplingOptions(temperature=0.0, max_new_tokens=max_new_tokens)
-    return list(generator.stream_ids(list(prompt_ids), options))
+    decoder = Decoder(model, None, device)
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
+    return list(decoder.stream_ids(list(prompt_ids), settings))

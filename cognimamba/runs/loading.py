@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer
 
 from cognimamba.config.schema import Config
@@ -14,7 +15,15 @@ from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import load_tokenizer
 from cognimamba.model.transformer import Transformer, num_parameters
 from cognimamba.runs.checkpoints import recover_best
-from cognimamba.runs.layout import ADAPTER_CONFIG, CONFIG, GENERATION, RUN_FORMAT_VERSION, TOKENIZER, WEIGHTS
+from cognimamba.runs.layout import (
+    ADAPTER_CONFIG,
+    CONFIG,
+    GENERATION,
+    RUN_FORMAT_VERSION,
+    TOKENIZER,
+    WEIGHTS,
+    weights_file,
+)
 from cognimamba.runs.lora import is_lora_run, lora_base_path, merged_from_base
 from cognimamba.runs.tensors import check_shapes, config_shapes, load_state_into, read_weights, weight_shapes
 from cognimamba.system.fileio import (
@@ -116,3 +125,27 @@ def load_lora_run(run: Path, device: str | torch.device = "cpu", dtype: torch.dt
     model.to(device=device, dtype=dtype)
     model.eval()
     return LoadedRun(run, config, tokenizer, model, payload)
+
+
+def check_run(path: Path | str) -> Path:
+    """The cheap part of loading, without building the model: the run's files are there and read.
+
+    For front ends that must refuse a wrong RUN in one line before a slow load (`cogni chat`, before its app
+    takes the screen); the weights are opened only far enough to read their header.
+    """
+    run = Path(path)
+    if not run.is_dir():
+        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
+    weights = run / weights_file(run)  # model.safetensors, or the adapter of a LoRA run
+    for required in (run / CONFIG, run / TOKENIZER, weights):
+        if not required.is_file():
+            raise CogniError(f"{run}: missing {required.name}; not a complete run dir (try {run}/best)")
+    read_config(run)
+    load_tokenizer(run / TOKENIZER)
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CogniError(f"{weights}: truncated or corrupted safetensors file ({error}); use the run's best/ "
+                         "or a checkpoint under checkpoints/") from error
+    return run

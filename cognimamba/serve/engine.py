@@ -17,7 +17,6 @@ import torch
 from cognimamba.chat.session import ReplySource
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decoding import ChatModel
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
 from cognimamba.serve.schemas import SamplingParams
@@ -63,24 +62,24 @@ class ServedModel:
 
     def stream(self, prompt: str, params: SamplingParams, max_new_tokens: int, extra_stop: list[str],
                cancel: threading.Event) -> Iterator[str]:
-        return self.source.stream(prompt, self.options(params, max_new_tokens, extra_stop), cancel)
+        return self.source.stream(prompt, self.settings(params, max_new_tokens), cancel,
+                                  stop=[*extra_stop, *params.stop])
 
     def last_stats(self) -> ReplyStats:
         stats = self.source.stats
         return ReplyStats(stats.generated_tokens, stats.stop_reason)
 
-    def options(self, params: SamplingParams, max_new_tokens: int, extra_stop: list[str]) -> SamplingOptions:
+    def settings(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
         """The request's sampling fields over the run's defaults (what `cogni chat` would use)."""
         defaults = self.defaults
 
         def pick(value, default):
             return default if value is None else value
 
-        seed = pick(params.seed, defaults.seed if defaults.seed >= 0 else None)
-        return SamplingOptions(temperature=pick(params.temperature, defaults.temperature),
-                               top_k=pick(params.top_k, defaults.top_k), top_p=pick(params.top_p, defaults.top_p),
-                               repetition_penalty=pick(params.repetition_penalty, defaults.repetition_penalty),
-                               max_new_tokens=max_new_tokens, seed=seed, stop=[*extra_stop, *params.stop])
+        return GenerationConfig(temperature=pick(params.temperature, defaults.temperature),
+                                top_k=pick(params.top_k, defaults.top_k), top_p=pick(params.top_p, defaults.top_p),
+                                repetition_penalty=pick(params.repetition_penalty, defaults.repetition_penalty),
+                                max_new_tokens=max_new_tokens, seed=pick(params.seed, defaults.seed))
 
     def likeliest(self, prefix: str, continuations: list[str]) -> str:
         """The continuation of `prefix` the model finds most probable (the first one without a scorer)."""
@@ -89,7 +88,7 @@ class ServedModel:
 
 def model_scorer(chat_model: ChatModel) -> Scorer:
     """Scores continuations by their summed log-probability under the model, one forward pass each."""
-    model, tokenizer = chat_model.generator.model, chat_model.tokenizer
+    model, tokenizer = chat_model.decoder.model, chat_model.tokenizer
 
     @torch.inference_mode()
     def score(prefix: str, continuations: list[str]) -> str:

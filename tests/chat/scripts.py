@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decoding import GenerationStats
-from cognimamba.inference.sampling import SamplingOptions
 
 
 class ScriptedSource:
-    """Implements chat_session.ReplySource without a model, so tests choose exactly what the "model" says.
+    """Implements chat.session.ReplySource without a model, so tests choose exactly what the "model" says.
 
     `replies` is a list (one per generation, the last one repeats) or a function of the prompt. With
     `pause_after=N` the stream stops after N chunks until `resume` is set or the reply is cancelled, so
@@ -27,7 +26,8 @@ class ScriptedSource:
         self.pause_after = pause_after
         self.defaults = GenerationConfig()
         self.prompts: list[str] = []
-        self.options: list[SamplingOptions] = []
+        self.options: list[GenerationConfig] = []
+        self.stops: list[list[str]] = []
         self.paused = threading.Event()
         self.resume = threading.Event()
         self._context_length = context_length
@@ -50,9 +50,11 @@ class ScriptedSource:
         index = min(len(self.prompts) - 1, len(self.replies) - 1)
         return self.replies[index]
 
-    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
         self.prompts.append(prompt)
-        self.options.append(options)
+        self.options.append(settings)
+        self.stops.append(list(stop))
         text = self._reply_for(prompt)
         stats = self._stats = GenerationStats(prompt_tokens=len(prompt), stop_reason="stop_token")
         chunks = [text[i:i + self.chunk] for i in range(0, len(text), self.chunk)]

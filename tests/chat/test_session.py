@@ -50,7 +50,7 @@ def test_reply_streams_and_records_the_message():
     assert source.prompts == [render_conversation([{"role": "system", "content": "Be kind."},
                                                    {"role": "user", "content": "hi"}], add_generation_prompt=True)]
     options = source.options[0]
-    assert (options.temperature, options.max_new_tokens, options.stop) == (0.0, 20, ["<|im_start|>"])
+    assert (options.temperature, options.max_new_tokens, source.stops[0]) == (0.0, 20, ["<|im_start|>"])
     assert [m.role for m in session.messages] == ["user", "assistant"]
     assert session.messages[-1].content == "Hello **there**, friend."
 
@@ -139,6 +139,19 @@ def test_tool_rounds_are_bounded():
     session.add_user("loop")
     events = list(session.reply(source))
     assert sum(isinstance(e, ReplyFinished) for e in events) == 3 and len(source.prompts) == 3
+
+
+def test_no_tool_runs_when_its_result_could_not_go_back_to_the_model():
+    source = ScriptedSource([CALL])  # a model that never stops calling
+    session = ChatSession(tools=ToolBox(enabled=True), max_tool_rounds=2)
+    session.add_user("loop")
+    events = list(session.reply(source))
+    assert sum(isinstance(e, ToolRan) for e in events) == 2
+    assert [prompt.count("<tool_response>") for prompt in source.prompts] == [0, 1, 2]  # each result was read
+    skipped = events[-1]
+    assert isinstance(skipped, ToolSkipped) and "limit of 2 tool rounds" in skipped.reason
+    assert [m.role for m in session.messages][-2:] == ["tool", "assistant"]
+    assert session.messages[-1].meta["not_run"] == [skipped.reason]  # a reopened chat says why too
 
 
 def test_malformed_call_is_kept_raw_with_a_problem():

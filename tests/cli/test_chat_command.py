@@ -100,6 +100,15 @@ def test_option_mistakes_fail_before_loading(tiny_run, tmp_path):
         assert message in str(result.exception), (args, result.output)
 
 
+def test_a_vanishing_temperature_fails_before_loading(tiny_run):
+    from typer.testing import CliRunner
+
+    from cognimamba.cli.app import app
+
+    result = CliRunner().invoke(app, ["chat", str(tiny_run), "--prompt", "hi", "--temperature", "1e-40"])
+    assert "--temperature = 1e-40 is too small" in str(result.exception), result.output
+
+
 def test_check_run_catches_broken_runs_cheaply(tiny_run, tmp_path):
     from cognimamba.cli.commands.chat import check_run
     from cognimamba.errors import CogniError

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cognimamba.config.schema import GenerationConfig, ModelConfig
-from cognimamba.inference.decoding import ChatModel, Generator, greedy_ids
-from cognimamba.inference.sampling import SamplingOptions, sample_next
+from cognimamba.inference.decoding import ChatModel, Decoder, greedy_ids
+from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import REPLACEMENT_CHAR, TextStream
 from cognimamba.model.tokenizer import encode, train_tokenizer
 from cognimamba.model.transformer import Transformer
@@ -57,9 +57,9 @@ def test_cached_equals_uncached_with_sliding_window_and_gqa():
 
 def test_compiled_decoding_gives_the_eager_tokens(loaded):
     prompt = encode(loaded.tokenizer, "Once upon a time")
-    options = SamplingOptions(temperature=0.0, max_new_tokens=12)
-    compiled = Generator(loaded.model, None, compile=True)
-    assert list(compiled.stream_ids(prompt, options)) == list(Generator(loaded.model, None).stream_ids(prompt, options))
+    options = GenerationConfig(temperature=0.0, max_new_tokens=12)
+    compiled = Decoder(loaded.model, None, compile=True)
+    assert list(compiled.stream_ids(prompt, options)) == list(Decoder(loaded.model, None).stream_ids(prompt, options))
     assert compiled.step.compile_error is None and compiled.step.compile_seconds > 0
     assert list(compiled.stream_ids(prompt[:2], options)) == greedy_ids(loaded.model, prompt[:2], 12)  # no recompile
 
@@ -71,52 +71,51 @@ def test_a_failed_compile_falls_back_to_eager_and_says_why(loaded, monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", no_compiler)
-    generator = Generator(loaded.model, None, compile=True)
+    decoder = Decoder(loaded.model, None, compile=True)
     prompt = encode(loaded.tokenizer, "Once upon a time")
-    assert list(generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=6))) == \
+    assert list(decoder.stream_ids(prompt, GenerationConfig(temperature=0.0, max_new_tokens=6))) == \
         greedy_ids(loaded.model, prompt, 6)
-    assert generator.step.compile_error == "RuntimeError: InductorError: no C++ compiler found"
-    assert generator.step.compiled is None
+    assert decoder.step.compile_error == "RuntimeError: InductorError: no C++ compiler found"
+    assert decoder.step.compiled is None
 
 
 def test_greedy_stream_is_deterministic_and_matches_ids(loaded):
-    generator = Generator(loaded.model, loaded.tokenizer)
+    decoder = Decoder(loaded.model, loaded.tokenizer)
     prompt = encode(loaded.tokenizer, "The dog")
-    options = SamplingOptions(temperature=0.0, max_new_tokens=25)
-    ids = list(generator.stream_ids(prompt, options))
-    first = generator.generate(prompt, options)
-    second = generator.generate(prompt, options)
+    options = GenerationConfig(temperature=0.0, max_new_tokens=25)
+    ids = list(decoder.stream_ids(prompt, options))
+    first = decoder.generate(prompt, options)
+    second = decoder.generate(prompt, options)
     assert first == second == loaded.tokenizer.decode(ids, skip_special_tokens=False)
     assert ids == greedy_ids(loaded.model, prompt, 25)[:len(ids)]
 
 
 def test_seeded_sampling_is_reproducible(loaded):
-    generator = Generator(loaded.model, loaded.tokenizer)
+    decoder = Decoder(loaded.model, loaded.tokenizer)
     prompt = encode(loaded.tokenizer, "Once")
-    texts = {seed: generator.generate(prompt, SamplingOptions(temperature=1.0, top_k=0, top_p=1.0,
-                                                              max_new_tokens=30, seed=seed)) for seed in (1, 2)}
-    assert generator.generate(prompt, SamplingOptions(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=30,
-                                                      seed=1)) == texts[1]
+    texts = {seed: decoder.generate(prompt, GenerationConfig(temperature=1.0, top_k=0, top_p=1.0,
+                                                             max_new_tokens=30, seed=seed)) for seed in (1, 2)}
+    assert decoder.generate(prompt, GenerationConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=30,
+                                                     seed=1)) == texts[1]
     assert texts[1] != texts[2]
 
 
 def test_sample_next_filters():
     logits = torch.tensor([1.0, 3.0, 2.0, -1.0])
     generator = torch.Generator().manual_seed(0)
-    assert sample_next(logits, SamplingOptions(temperature=0.0), None) == 1
+    assert sample_next(logits, GenerationConfig(temperature=0.0), None) == 1
     for _ in range(20):
-        assert sample_next(logits, SamplingOptions(temperature=1.0, top_k=1, top_p=1.0), generator) == 1
-        assert sample_next(logits, SamplingOptions(temperature=1.0, top_k=0, top_p=0.01), generator) == 1
-        assert sample_next(logits, SamplingOptions(temperature=5.0, top_k=2, top_p=1.0), generator) in (1, 2)
+        assert sample_next(logits, GenerationConfig(temperature=1.0, top_k=1, top_p=1.0), generator) == 1
+        assert sample_next(logits, GenerationConfig(temperature=1.0, top_k=0, top_p=0.01), generator) == 1
+        assert sample_next(logits, GenerationConfig(temperature=5.0, top_k=2, top_p=1.0), generator) in (1, 2)
     # A repetition penalty makes an already-seen favourite less likely than the runner-up.
-    penalized = SamplingOptions(temperature=0.0, repetition_penalty=2.0)
+    penalized = GenerationConfig(temperature=0.0, repetition_penalty=2.0)
     assert sample_next(logits, penalized, None, previous=torch.tensor([1])) == 2
 
 
-def test_from_config_maps_a_negative_seed_to_random():
-    options = SamplingOptions.from_config(GenerationConfig(temperature=0.3, top_k=7, seed=-1), stop=["x"])
-    assert (options.temperature, options.top_k, options.seed, options.stop) == (0.3, 7, None, ["x"])
-    assert SamplingOptions.from_config(GenerationConfig(seed=5)).seed == 5
+def test_a_negative_seed_means_a_fresh_random_draw():
+    assert seeded_generator(GenerationConfig(seed=-1).seed) is None
+    assert seeded_generator(5).initial_seed() == 5
 
 
 def test_text_stream_never_splits_a_character(multibyte_tokenizer):
@@ -156,45 +155,45 @@ def test_text_stream_stop_strings(multibyte_tokenizer):
     assert "".join(pieces) + stream.finish() == "Le café 🎂 était très chaud "
 
 
-def test_generator_stops_at_a_stop_string(loaded):
-    generator = Generator(loaded.model, loaded.tokenizer)
+def test_decoder_stops_at_a_stop_string(loaded):
+    decoder = Decoder(loaded.model, loaded.tokenizer)
     prompt = encode(loaded.tokenizer, "Once upon a time")
-    full = generator.generate(prompt, SamplingOptions(temperature=0.0, max_new_tokens=40))
+    full = decoder.generate(prompt, GenerationConfig(temperature=0.0, max_new_tokens=40))
     stop = full[len(full) // 2:len(full) // 2 + 3]
     assert stop.strip(), full
-    stopped = "".join(generator.stream(prompt, SamplingOptions(temperature=0.0, max_new_tokens=40, stop=[stop])))
+    stopped = "".join(decoder.stream(prompt, GenerationConfig(temperature=0.0, max_new_tokens=40), stop=[stop]))
     assert stopped == full[:full.index(stop)]
-    assert generator.stats.stop_reason == "stop_string"
+    assert decoder.stats.stop_reason == "stop_string"
 
 
 def test_cancel_stops_between_tokens_and_stats_are_reported(loaded):
-    generator = Generator(loaded.model, loaded.tokenizer)
+    decoder = Decoder(loaded.model, loaded.tokenizer)
     prompt = encode(loaded.tokenizer, "Once upon a time")
     cancel = threading.Event()
     ids = []
-    for token in generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=40), cancel):
+    for token in decoder.stream_ids(prompt, GenerationConfig(temperature=0.0, max_new_tokens=40), cancel):
         ids.append(token)
         if len(ids) == 5:
             cancel.set()
-    stats = generator.stats
+    stats = decoder.stats
     assert len(ids) == 5 and stats.stop_reason == "cancelled"
     assert stats.prompt_tokens == len(prompt) and stats.generated_tokens == 5
     assert stats.time_to_first_token > 0 and stats.tokens_per_second > 0
 
 
 def test_generation_ends_at_the_context_like_the_uncached_reference(loaded):
-    generator = Generator(loaded.model, loaded.tokenizer)
+    decoder = Decoder(loaded.model, loaded.tokenizer)
     context = loaded.config.model.max_seq_len
     prompt = encode(loaded.tokenizer, "Once upon a time")
     to_the_end = greedy_ids(loaded.model, prompt, 10_000, use_cache=True)  # no stop tokens without a tokenizer
     assert len(prompt) + len(to_the_end) == context
     assert to_the_end == greedy_ids(loaded.model, prompt, 10_000, use_cache=False)
-    ids = list(generator.stream_ids(prompt, SamplingOptions(temperature=0.0, max_new_tokens=10_000)))
+    ids = list(decoder.stream_ids(prompt, GenerationConfig(temperature=0.0, max_new_tokens=10_000)))
     assert ids == to_the_end[:len(ids)]
-    assert generator.stats.stop_reason == ("context" if len(ids) == len(to_the_end) else "stop_token")
-    assert generator.stats.stop_reason in ("context", "stop_token")
+    assert decoder.stats.stop_reason == ("context" if len(ids) == len(to_the_end) else "stop_token")
+    assert decoder.stats.stop_reason in ("context", "stop_token")
     with pytest.raises(ValueError, match="does not fit"):
-        list(generator.stream_ids(list(range(3, 3 + context)), SamplingOptions()))
+        list(decoder.stream_ids(list(range(3, 3 + context)), GenerationConfig()))
 
 
 def test_chat_model_counts_and_streams(loaded):
@@ -202,5 +201,5 @@ def test_chat_model_counts_and_streams(loaded):
     assert model.context_length == loaded.config.model.max_seq_len
     assert model.defaults == loaded.config.generation
     assert model.count_tokens("Once upon a time") == len(encode(loaded.tokenizer, "Once upon a time"))
-    text = "".join(model.stream("Once upon a time", SamplingOptions(temperature=0.0, max_new_tokens=8)))
+    text = "".join(model.stream("Once upon a time", GenerationConfig(temperature=0.0, max_new_tokens=8)))
     assert text and model.stats.generated_tokens <= 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import transformers
 from safetensors.torch import load_file
 
 from cognimamba.chat.format import render_conversation
-from cognimamba.inference.decoding import greedy_ids
+from cognimamba.inference.decoding import Decoder, greedy_ids
 from cognimamba.interop.hf_dir import export_hf
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, SPECIAL_TOKENS, encode
 from cognimamba.runs.loading import load_run
@@ -71,6 +72,26 @@ def until_stop(ids: list[int], stop: set[int]) -> list[int]:
         if token in stop:
             return ids[:index]
     return ids
+
+
+def test_an_exported_top_p_of_zero_samples_like_ours(tmp_path: Path) -> None:
+    """transformers keeps the likeliest token at top_p 0 (min_tokens_to_keep); `cogni chat` must do the same."""
+    run_path = make_run(tmp_path / "run", "generation.temperature=1.0", "generation.top_k=0", "generation.top_p=0",
+                        seed=3)
+    hf_dir = export_hf(run_path, tmp_path / "hf")
+    assert json.loads((hf_dir / "generation_config.json").read_text())["top_p"] == 0.0
+    run = load_run(run_path)
+    hf_model, _ = load_hf(hf_dir)
+    stop = {run.tokenizer.token_to_id(END_OF_TEXT), run.tokenizer.token_to_id(IM_END)}
+    ids = encode(run.tokenizer, PROMPTS[0])
+    torch.manual_seed(0)
+    output = hf_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=24)  # sampling as generation_config.json says
+    theirs = until_stop(output[0, len(ids):].tolist(), stop)
+    settings = dataclasses.replace(run.config.generation, max_new_tokens=24, seed=0)
+    ours = until_stop(list(Decoder(run.model, run.tokenizer).stream_ids(ids, settings)), stop)
+    assert len(theirs) > 3
+    assert ours == theirs == until_stop(greedy_ids(run.model, ids, 24), stop)
 
 
 @pytest.mark.parametrize("tie", ["true", "false"])

@@ -11,8 +11,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from cognimamba.inference.decoding import Generator, greedy_ids
-from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.decoding import Decoder, greedy_ids
 from cognimamba.interop.hf_dir import export_hf
 from cognimamba.model.tokenizer import IM_START, SPECIAL_TOKENS, encode
 from cognimamba.runs.loading import load_run
@@ -88,7 +88,7 @@ def test_import_of_a_llama_trained_elsewhere(tmp_path: Path) -> None:
     # The run works like any other: greedy decoding with and without the KV cache, and streaming.
     ids = encode(run.tokenizer, PROMPTS[0])
     assert greedy_ids(run.model, ids, 10) == greedy_ids(run.model, ids, 10, use_cache=False)
-    text = Generator(run.model, run.tokenizer).generate(ids, SamplingOptions(temperature=0.0, max_new_tokens=8))
+    text = Decoder(run.model, run.tokenizer).generate(ids, GenerationConfig(temperature=0.0, max_new_tokens=8))
     assert isinstance(text, str)
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cognimamba.config.schema import MAX_CONTEXT_LENGTH, Config, ModelConfig
+from cognimamba.config.schema import MAX_CONTEXT_LENGTH, Config, GenerationConfig, ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import ChatModel
-from cognimamba.inference.sampling import SamplingOptions
 from cognimamba.model.tokenizer import train_tokenizer
 from cognimamba.model.transformer import Transformer
 from cognimamba.runs import loading
@@ -78,7 +77,7 @@ def test_chat_on_a_long_context_allocates_for_the_reply_only(tmp_path: Path) -> 
     loaded = load_run(write_run(tmp_path / "run", max_seq_len=MAX_CONTEXT_LENGTH))
     chat = ChatModel.from_run(loaded)
     chat.warm_up()
-    reply = "".join(chat.stream("the cat", SamplingOptions(temperature=0.0, max_new_tokens=8)))
+    reply = "".join(chat.stream("the cat", GenerationConfig(temperature=0.0, max_new_tokens=8)))
     assert isinstance(reply, str) and chat.stats.generated_tokens <= 8
     cache = chat.generator._cache
     assert cache is not None and cache.max_len < 1024
@@ -86,6 +85,6 @@ def test_chat_on_a_long_context_allocates_for_the_reply_only(tmp_path: Path) -> 
     assert sum(tensor.numel() for tensor in cache.keys + cache.values) * 4 < 1_000_000
     # A later, longer reply grows the cache, still short of the whole context.
     prompt = "the cat sat on the mat " * 60
-    "".join(chat.stream(prompt, SamplingOptions(temperature=0.0, max_new_tokens=700)))
+    "".join(chat.stream(prompt, GenerationConfig(temperature=0.0, max_new_tokens=700)))
     assert chat.count_tokens(prompt) + 700 <= chat.generator._cache.max_len < MAX_CONTEXT_LENGTH
     assert torch.equal(chat.generator._cache.keys[0][0, 0, -1], torch.zeros(16))  # the spare position stays unused

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.config.schema import GenerationConfig
 from cognimamba.serve.engine import ServedModel
 from tests.chat.scripts import ScriptedSource
 
 
 class StoppingScript(ScriptedSource):
-    """ScriptedSource that also honours `options.stop` (the decoding engine does; tool_choice "none" uses it)."""
+    """ScriptedSource that also honours the stop strings (the decoding engine does; tool_choice "none" uses it)."""
 
-    def stream(self, prompt: str, options: SamplingOptions, cancel: threading.Event | None = None) -> Iterator[str]:
-        self._stop = options.stop
-        yield from super().stream(prompt, options, cancel)
+    def stream(self, prompt: str, options: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
+        self._stop = list(stop)
+        yield from super().stream(prompt, options, cancel, stop)
 
     def _reply_for(self, prompt: str) -> str:
         text = super()._reply_for(prompt)

@@ -1,15 +1,15 @@
 """`cogni chat RUN`: conversation, input box, status line and a sidebar of saved chats.
 
 The model loads and replies in thread workers; they only post messages, and everything that touches
-widgets or the history store happens on the app's own thread. Replies come from any
-`chat_session.ReplySource` (a loaded run is `generate.ChatModel`), which is how tests script a model.
+widgets happens on the app's own thread. The chat itself is a `chat.controller.ChatController`, which
+saves to the history (a reply from the worker, as it finishes). Replies come from any
+`chat.session.ReplySource` (a loaded run is `inference.decoding.ChatModel`), which is how tests script a model.
 """
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +22,8 @@ from textual.message import Message as TextualMessage
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header
 
-from cognimamba.chat.history import HistoryStore, chat_title
+from cognimamba.chat.controller import ChatController
+from cognimamba.chat.history import HistoryStore
 from cognimamba.chat.session import (
     ChatEvent,
     ChatSession,
@@ -33,7 +34,6 @@ from cognimamba.chat.session import (
     TextDelta,
     ToolRan,
     ToolSkipped,
-    conversation_markdown,
     describe_settings,
     settings_with,
 )
@@ -52,7 +52,6 @@ from cognimamba.chat.tui.sidebar import Sidebar
 from cognimamba.chat.tui.status_line import StatusLine
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
-from cognimamba.system.fileio import atomic_write_text
 
 NEW_CHAT_TITLE = "New chat"
 
@@ -69,17 +68,15 @@ class ModelFailed(TextualMessage):
 
 @dataclass
 class ReplyEvent(TextualMessage):
-    """A ChatSession event from the reply worker, with the chat it belongs to (the user may switch chats)."""
+    """A ChatSession event from the reply worker, with the session it belongs to (the user may switch chats)."""
 
     event: ChatEvent
     session: ChatSession
-    chat_id: int
 
 
 @dataclass
 class ReplyEnded(TextualMessage):
     session: ChatSession
-    chat_id: int
     error: str | None = None
 
 
@@ -148,8 +145,7 @@ class ChatApp(App[None]):
         self.defaults = defaults or NewChatDefaults()
         self.source: ReplySource | None = None
         self.load_error: str | None = None
-        self.session = ChatSession(self.defaults.system_prompt, self.defaults.settings(GenerationConfig()), self.tools)
-        self.chat_id: int | None = None
+        self.chat = self.new_controller(GenerationConfig())
         self._initial_chat = chat_id
         self._settings_edited = False
         self._cancel = threading.Event()
@@ -180,6 +176,18 @@ class ChatApp(App[None]):
     @property
     def generating(self) -> bool:
         return self._generating is not None
+
+    @property
+    def session(self) -> ChatSession:
+        return self.chat.session
+
+    @property
+    def chat_id(self) -> int | None:
+        return self.chat.chat_id
+
+    def new_controller(self, run_defaults: GenerationConfig) -> ChatController:
+        session = ChatSession(self.defaults.system_prompt, self.defaults.settings(run_defaults), self.tools)
+        return ChatController(session, self.history, self.run_label, untitled=NEW_CHAT_TITLE)
 
     async def on_mount(self) -> None:
         self.sub_title = NEW_CHAT_TITLE
@@ -238,11 +246,9 @@ class ChatApp(App[None]):
 
     async def start_new_chat(self) -> None:
         self.action_stop()
-        self.chat_id = None
-        run_defaults = self.source.defaults if self.source is not None else GenerationConfig()
-        self.session = ChatSession(self.defaults.system_prompt, self.defaults.settings(run_defaults), self.tools)
+        self.chat = self.new_controller(self.source.defaults if self.source is not None else GenerationConfig())
         self._settings_edited = False
-        self.sub_title = NEW_CHAT_TITLE
+        self.sub_title = self.chat.display_title
         await self.conversation.remove_children()
         self.status.speed = ""
         self.update_status()
@@ -252,26 +258,16 @@ class ChatApp(App[None]):
     async def open_chat(self, chat_id: int) -> None:
         """Reopen a saved chat: its messages, system prompt and settings."""
         self.action_stop()
-        session = ChatSession(tools=self.tools)
         try:
-            record = self.history.load_session(chat_id, session)
+            self.chat = ChatController.open(self.history, chat_id, self.tools, self.run_label, NEW_CHAT_TITLE)
         except CogniError as error:
             self.notify(str(error), severity="error")
             return
-        self.session, self.chat_id = session, chat_id
-        self.sub_title = record.title
-        await self.conversation.show_messages(session.messages)
+        self.sub_title = self.chat.display_title
+        await self.conversation.show_messages(self.session.messages)
         self.status.speed = ""
         self.update_status()
         await self.refresh_chats()
-
-    def ensure_saved(self, title: str) -> int:
-        """The current chat's id, saving it first if it has never been saved."""
-        if self.chat_id is None:
-            self.chat_id = self.history.create_chat(title, self.run_label, self.session.system_prompt,
-                                                    self.session.settings)
-            self.sub_title = title
-        return self.chat_id
 
     @on(Sidebar.ChatChosen)
     async def chat_chosen(self, message: Sidebar.ChatChosen) -> None:
@@ -298,36 +294,32 @@ class ChatApp(App[None]):
             return
         message.prompt_input.clear()
         was_new = self.chat_id is None
-        chat_id = self.ensure_saved(chat_title(text))
-        user_message = self.session.add_user(text)
-        self.history.append_message(chat_id, user_message)
+        self._cancel = threading.Event()
+        events = self.chat.send(text, self.source, self._cancel)  # saves the message (and a new chat) now
+        self.sub_title = self.chat.display_title
         await self.conversation.mount(UserMessage(text))
         if was_new:
             await self.refresh_chats()
-        self._cancel = threading.Event()
         self._generating = self.session
         self.status.state = "generating… (Esc stops)"
-        self.generate_reply(self.session, chat_id, self._cancel)
+        self.generate_reply(self.session, events)
 
     @work(thread=True, group="reply", exit_on_error=False)
-    def generate_reply(self, session: ChatSession, chat_id: int, cancel: threading.Event) -> None:
-        assert self.source is not None
+    def generate_reply(self, session: ChatSession, events: Iterator[ChatEvent]) -> None:
+        """Run the reply; the controller saves it to its chat, even if the user has moved on to another."""
         error = None
         with self._reply_lock:
             try:
-                for event in session.reply(self.source, cancel):
-                    self.post_message(ReplyEvent(event, session, chat_id))
+                for event in events:
+                    self.post_message(ReplyEvent(event, session))
             except CogniError as problem:
                 error = str(problem)
             except Exception as problem:  # show it in the chat rather than kill the app mid-conversation
                 error = f"generation failed: {type(problem).__name__}: {problem}"
-        self.post_message(ReplyEnded(session, chat_id, error))
+        self.post_message(ReplyEnded(session, error))
 
     async def on_reply_event(self, message: ReplyEvent) -> None:
         event = message.event
-        # Finished messages are saved to the chat they belong to, even if the user has moved on.
-        if isinstance(event, ReplyFinished | ToolRan):
-            self.history.append_message(message.chat_id, event.message)
         if message.session is not self.session:
             return
         conversation = self.conversation
@@ -406,9 +398,7 @@ class ChatApp(App[None]):
         async def done(text: str | None) -> None:
             if text is None or text == self.session.system_prompt:
                 return
-            self.session.system_prompt = text
-            if self.chat_id is not None:
-                self.history.update_chat(self.chat_id, system_prompt=text)
+            self.chat.set_system_prompt(text)
             self.notify("System prompt updated for this chat." if text else "System prompt removed.")
             self.update_status()
 
@@ -418,10 +408,8 @@ class ChatApp(App[None]):
         def done(settings: GenerationConfig | None) -> None:
             if settings is None:
                 return
-            self.session.settings = settings
+            self.chat.set_settings(settings)
             self._settings_edited = True
-            if self.chat_id is not None:
-                self.history.update_chat(self.chat_id, settings=settings)
             self.update_status()
 
         self.push_screen(SettingsScreen(self.session.settings), done)
@@ -430,11 +418,8 @@ class ChatApp(App[None]):
         async def done(title: str | None) -> None:
             if not title:
                 return
-            if self.chat_id is None:
-                self.ensure_saved(title)
-            else:
-                self.history.update_chat(self.chat_id, title=title)
-            self.sub_title = title
+            self.chat.rename(title)
+            self.sub_title = self.chat.display_title
             await self.refresh_chats()
 
         self.push_screen(AskScreen("New title for this chat", str(self.sub_title)), done)
@@ -447,7 +432,7 @@ class ChatApp(App[None]):
         async def done(confirmed: bool | None) -> None:
             if confirmed and self.chat_id is not None:
                 self.action_stop()
-                self.history.delete_chat(self.chat_id)
+                self.chat.delete()
                 self.notify(f"Deleted “{self.sub_title}”.")
                 await self.start_new_chat()
 
@@ -458,9 +443,7 @@ class ChatApp(App[None]):
             if not confirmed:
                 return
             self.action_stop()
-            if self.chat_id is not None:
-                self.history.clear_chat(self.chat_id)
-            self.session = ChatSession(self.session.system_prompt, self.session.settings, self.tools)
+            self.chat.clear()
             await self.conversation.remove_children()
             self.update_status()
 
@@ -468,21 +451,17 @@ class ChatApp(App[None]):
                          done)
 
     def action_export_chat(self) -> None:
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", str(self.sub_title)).strip("-").lower()[:40] or "chat"
-
         def done(answer: str | None) -> None:
             if not answer:
                 return
-            path = Path(answer).expanduser()
-            text = conversation_markdown(str(self.sub_title), self.session, self.run_label)
             try:
-                atomic_write_text(path, text)
+                written = self.chat.export(Path(answer))
             except (OSError, CogniError) as error:
-                self.notify(f"Could not write {path}: {error}", severity="error")
+                self.notify(f"Could not write {Path(answer).expanduser()}: {error}", severity="error")
                 return
-            self.notify(f"Exported to {path.resolve()}")
+            self.notify(f"Exported to {written}")
 
-        self.push_screen(AskScreen("Export this chat to Markdown file", f"{slug}.md"), done)
+        self.push_screen(AskScreen("Export this chat to Markdown file", self.chat.export_name()), done)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

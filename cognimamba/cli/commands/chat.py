@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,28 +70,29 @@ def chat_command(
     if prompt is not None and plain:
         raise CogniError("--prompt and --plain do not go together; --prompt answers one message and exits")
 
-    if url is not None or run is None:  # --url: a server's model (cli/commands/chat_remote.py)
-        if url is None or run is not None:
-            raise CogniError("give either a RUN dir or --url of an OpenAI-compatible server")
-        from cognimamba.cli.commands.chat_remote import remote_chat
-
-        return remote_chat(url, api_key, model, prompt, system, plain, overrides, stop, tools, history_db, chat_id,
-                           as_json)
+    if (url is None) == (run is None):
+        raise CogniError("give either a RUN dir or --url of an OpenAI-compatible server")
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
+    if url is not None:
+        label = url
+        connect = partial(_connect_remote, url, api_key, model)
+    else:
+        label = str(run)
+        check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
+        connect = partial(_load_model, run, device, compile)
     if prompt is not None:
         text = sys.stdin.read() if prompt == "-" else prompt
         if not text.strip():
             raise CogniError("--prompt: the message is empty")
-        source = _load_model(run, device, compile)
+        source = connect()
         session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools,
                               stop=stop)
         _answer_once(session, source, text.strip(), as_json)
         return
 
-    check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
     if not plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
         # A full-screen app needs a terminal on both ends; piped or redirected, line mode is what works.
         sys.stderr.write("not a terminal: using the line-mode chat (--plain)\n")
@@ -99,9 +102,9 @@ def chat_command(
     history = HistoryStore(history_db)
     try:
         if plain:
-            _line_chat(run, device, compile, history, tools, system, overrides, chat_id)
+            _line_chat(connect, label, history, tools, system, overrides, chat_id)
         else:
-            _full_screen(run, device, compile, history, tools, system, overrides, chat_id)
+            _full_screen(connect, label, history, tools, system, overrides, chat_id)
     finally:
         history.close()
 
@@ -122,29 +125,44 @@ def _load_model(run: Path, device: str, compile: bool = False, report_notice: bo
 def _answer_once(session, source, text: str, as_json: bool) -> None:
     import io
 
+    from cognimamba.chat.controller import ChatController
     from cognimamba.chat.plain import ReplyPrinter, prompt_json, reply_once
 
-    session.add_user(text)
     quiet = io.StringIO()
     printer = ReplyPrinter(quiet, quiet) if as_json else ReplyPrinter(sys.stdout, sys.stderr)
-    reply_once(session, source, printer)
+    reply_once(ChatController(session), text, source, printer)  # no history: scripts leave none
     if as_json:
         sys.stdout.write(json.dumps(prompt_json(printer), ensure_ascii=False) + "\n")
 
 
-def _line_chat(run: Path, device: str, compile: bool, history, tools, system: str | None,
+def _connect_remote(url: str, api_key: str | None, model: str | None, report_notice: bool = True):  # -> RemoteSource
+    from cognimamba.errors import CogniError
+
+    try:
+        from cognimamba.chat.remote import RemoteSource  # httpx is an optional dependency
+    except ImportError:
+        raise CogniError("`cogni chat --url` needs httpx: pip install 'cognimamba[serve]'") from None
+    source = RemoteSource(url, api_key, model)
+    if source.notice and report_notice:
+        sys.stderr.write(source.notice + "\n")
+    return source
+
+
+def _line_chat(connect: Callable[[], Any], label: str, history, tools, system: str | None,
                overrides: dict[str, Any], chat_id: int | None) -> None:
+    from cognimamba.chat.controller import ChatController
     from cognimamba.chat.plain import LineChat
     from cognimamba.chat.session import ChatSession, settings_with
 
-    record = history.get_chat(chat_id) if chat_id is not None else None  # a wrong --chat fails before loading
-    source = _load_model(run, device, compile)
+    if chat_id is not None:
+        history.get_chat(chat_id)  # a wrong --chat fails before loading
+    source = connect()
     session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools)
-    if record is not None:
-        history.load_session(record.id, session)
+    chat = ChatController(session, history, label)
+    if chat_id is not None:
+        chat = ChatController.open(history, chat_id, tools, label)
     read_line = input if sys.stdin.isatty() else _read_piped_line
-    LineChat(source, history, session, str(run), read_line, chat_id=record.id if record else None,
-             title=record.title if record else "").run()
+    LineChat(source, chat, read_line).run()
 
 
 def _read_piped_line(prompt: str) -> str:
@@ -155,7 +173,7 @@ def _read_piped_line(prompt: str) -> str:
     return line.rstrip("\n")
 
 
-def _full_screen(run: Path, device: str, compile: bool, history, tools, system: str | None,
+def _full_screen(connect: Callable[..., Any], label: str, history, tools, system: str | None,
                  overrides: dict[str, Any], chat_id: int | None) -> None:
     from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
     from cognimamba.errors import CogniError
@@ -163,7 +181,7 @@ def _full_screen(run: Path, device: str, compile: bool, history, tools, system: 
     if chat_id is not None:
         history.get_chat(chat_id)
     # The app shows the load notice itself: stderr is under the full screen.
-    app = ChatApp(lambda: _load_model(run, device, compile, report_notice=False), history, run_label=str(run),
+    app = ChatApp(lambda: connect(report_notice=False), history, run_label=label,
                   tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id)
     app.run()
     if app.load_error:
@@ -172,24 +190,6 @@ def _full_screen(run: Path, device: str, compile: bool, history, tools, system: 
 
 def check_run(run: Path) -> None:
     """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line."""
-    from cognimamba.errors import CogniError
-    from cognimamba.model.tokenizer import load_tokenizer
-    from cognimamba.runs.layout import CONFIG, TOKENIZER, weights_file
-    from cognimamba.runs.loading import read_config
+    from cognimamba.runs import loading  # inside: loading imports torch, and `cogni --help` stays fast
 
-    if not run.is_dir():
-        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
-    weights = run / weights_file(run)  # model.safetensors, or the adapter of a LoRA run
-    for required in (run / CONFIG, run / TOKENIZER, weights):
-        if not required.is_file():
-            raise CogniError(f"{run}: missing {required.name}; not a complete run dir (try {run}/best)")
-    read_config(run)
-    load_tokenizer(run / TOKENIZER)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CogniError(f"{weights}: truncated or corrupted safetensors file ({error}); use the run's best/ "
-                         "or a checkpoint under checkpoints/") from error
+    loading.check_run(run)
