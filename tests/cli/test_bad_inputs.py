@@ -228,7 +228,7 @@ CASES = [
          "run format version 99 is not supported by this cognimamba (expected 1)"),
     Case("config.json that does not fit the weights",
          lambda s: ["test-model", str(_edit_config(s.run_copy("shape"), lambda c: c["model"].update(ffn_dim=96)))],
-         "has shape (64, 128) but config.json implies (64, 96)"),
+         "has shape (256, 64) but config.json implies (192, 64)"),
     Case("--eval-file missing", lambda s: ["test-model", str(s.run), "--eval-file", s.path("eval.txt")],
          "eval.txt: no such file"),
     Case("prompt longer than the context", lambda s: ["chat", str(s.run), "--prompt", "word " * 200],
