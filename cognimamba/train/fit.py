@@ -64,7 +64,7 @@ def train_step(state: TrainState, progress: float) -> bool:
     problem = None if math.isfinite(state.last_loss) else f"loss became {state.last_loss}"
     if problem is None:
         grad_norm = clip_gradients(state.raw_model, state.optimizer, state.scaler, settings.grad_clip)
-        if grad_norm is not None and state.scaler is None and not math.isfinite(grad_norm):
+        if state.scaler is None and not math.isfinite(grad_norm):
             problem = f"gradient norm became {grad_norm}"  # the fp16 scaler skips such steps itself
     if problem is not None:
         skip_bad_step(state, problem)

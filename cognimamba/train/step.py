@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cognimamba.data.loader import IGNORE_INDEX
-from cognimamba.train.distributed import DistributedContext
+from cognimamba.train.distributed import DistributedContext, sum_over_ranks
 from cognimamba.train.optim import optimizer_step
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs, targets (IGNORE_INDEX where no loss is taken)
@@ -61,27 +61,34 @@ def micro_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 def accumulate_gradients(model: nn.Module, micro_batches: Sequence[Batch],
                          autocast: contextlib.AbstractContextManager, scaler: torch.amp.GradScaler | None = None,
                          context: DistributedContext = SINGLE_PROCESS) -> StepLoss:
-    """Gradients of one optimizer step; under DDP only the last micro-batch syncs them across ranks."""
-    loss_sum = torch.zeros((), device=micro_batches[0][0].device)
+    """Gradients of one optimizer step: the mean over every trained token of the step, on all ranks together.
+
+    Dividing each micro-batch by the whole step's trained-token count (not by its own) weighs every token
+    the same however the batch is split, as Hugging Face fixed gradient accumulation; a micro-batch with no
+    trained token adds nothing instead of diluting the rest. Under DDP only the last micro-batch syncs.
+    """
+    tokens = sum_over_ranks(sum(trained_tokens(targets) for _, targets in micro_batches), context)
+    divisor = tokens.clamp(min=1) / context.world_size  # DDP averages over ranks; this turns it into the sum
+    loss_sum = torch.zeros((), device=tokens.device)
     for index, (inputs, targets) in enumerate(micro_batches):
         sync = contextlib.nullcontext()
         if context.enabled and index < len(micro_batches) - 1:
             sync = model.no_sync()  # type: ignore[operator]
-        divisor = trained_tokens(targets).clamp(min=1) * len(micro_batches)
         with sync:
-            loss_sum += micro_step(model, inputs, targets, autocast, divisor, scaler) / divisor
-    tokens = torch.ones((), dtype=torch.long, device=loss_sum.device)
+            loss_sum += micro_step(model, inputs, targets, autocast, divisor, scaler)
+    loss_sum = sum_over_ranks(loss_sum, context)
     return StepLoss(loss_sum, tokens)
 
 
 def clip_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                   grad_clip: float) -> float | None:
-    """Unscale (fp16) and clip to `grad_clip`; returns the total gradient norm, None when clipping is off."""
+                   grad_clip: float) -> float:
+    """Unscale (fp16), clip to `grad_clip` when it is > 0; the total gradient norm either way (inf/NaN: bad)."""
     if scaler is not None:
         scaler.unscale_(optimizer)
-    if grad_clip <= 0:
-        return None
-    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    if grad_clip > 0:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    norms = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Sequence[Batch],
