@@ -15,6 +15,11 @@ def validate(state: TrainState) -> None:
                                              state.config.model.max_seq_len, state.device)
     result = evaluate_loss(state.raw_model, batches, state.autocast)
     state.evaluated_steps.add(state.step)
+    if result.tokens == 0:  # the same windows come back at every eval, so validation stays off
+        state.val_windows = None
+        state.display.message(f"[yellow]validation off: the val split's {settings.eval_batches} eval batches hold "
+                              "no trained target; raise train.eval_batches or prepare a larger val split")
+        return
     stats.val_loss = counters.last_val_loss = result.loss
     stats.val_bits_per_byte = result.bits_per_byte(state.bytes_per_token)
     state.metrics.write({"step": state.step, "val_loss": result.loss, "val_perplexity": result.perplexity,
