@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from cognimamba.runs.tensors import load_optimizer, save_optimizer
@@ -58,6 +59,7 @@ def _save_then_restore(context: DistributedContext, tmp_path: Path) -> None:
     torch.save({"before": drawn, "after": torch.rand(4)}, tmp_path / f"rank{context.rank}.pt")
 
 
+@pytest.mark.slow
 def test_each_rank_resumes_its_own_random_stream(tmp_path: Path) -> None:
     """Under DDP rank 1 must not take rank 0's state, or both ranks draw the same dropout masks."""
     run_on_two_ranks(_save_then_restore, tmp_path)
