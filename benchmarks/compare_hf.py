@@ -44,7 +44,6 @@ from torch import nn
 
 from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config, GenerationConfig
-from cognimamba.evaluation.bench import training_step
 from cognimamba.inference.decoding import Decoder
 from cognimamba.interop.hf_names import hf_llama_config, to_hf_state_dict
 from cognimamba.model.transformer import KVCache, Transformer, num_parameters
@@ -52,6 +51,7 @@ from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
 from cognimamba.system.hardware import pick_device, synchronize
 from cognimamba.train.optim import build_optimizer
+from cognimamba.train.step import training_step
 
 try:
     import transformers
@@ -146,7 +146,7 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     generator = torch.Generator().manual_seed(args.seed)
     batch, seq_len = config.train.micro_batch_size, config.model.max_seq_len
     tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=generator).to(device)
-    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    batch_of_one_step = [(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())]
     prefill_ids = torch.randint(0, vocab, (1, args.prefill_tokens), generator=generator).to(device)
     prompt = torch.randint(0, vocab, (args.prompt_tokens,), generator=generator).tolist()
 
@@ -172,7 +172,7 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     train_compile_seconds = None
     if compile_train:  # compile before timing, and say how long it took
         started = time.perf_counter()
-        training_step(ours_forward, ours_optimizer, inputs, targets, plain, clip)
+        training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip)
         synchronize(device)
         train_compile_seconds = time.perf_counter() - started
     cache = KVCache(config.model, 1, args.prefill_tokens, device)
@@ -185,9 +185,9 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     def hf_prefill() -> None:
         hf(input_ids=prefill_ids, use_cache=True, logits_to_keep=1)
 
-    ours_side = Side("cognimamba", lambda: training_step(ours_forward, ours_optimizer, inputs, targets, plain, clip),
+    ours_side = Side("cognimamba", lambda: training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip),
                      ours_prefill, ours_decode(ours, device, prompt, args.decode_tokens, decoder))
-    hf_side = Side("transformers", lambda: training_step(hf_train, hf_optimizer, inputs, targets, plain, clip),
+    hf_side = Side("transformers", lambda: training_step(hf_train, hf_optimizer, batch_of_one_step, plain, clip),
                    hf_prefill, hf_decode(hf, device, prompt, args.decode_tokens))
     checks = {"max_logit_diff": max_diff, "same_greedy_tokens": same_tokens, "compiled_decode": args.compile,
               "compile_seconds": decoder.step.compile_seconds, "compiled_train": compile_train,

@@ -76,7 +76,7 @@ def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for 30 steps (a few seconds): a complete, loadable run dir."""
     from rich.console import Console
 
-    from cognimamba.train.loop import TrainOptions, train
+    from cognimamba.train.entry import TrainOptions, train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     config = tiny_config("train.max_steps=30")

@@ -15,7 +15,7 @@ from cognimamba.data.synthetic_stories import STORY_SEPARATOR, write_story_corpu
 from cognimamba.evaluation.checks import test_model
 from cognimamba.runs.loading import load_run
 from cognimamba.system.paths import cache_dir, default_runs_dir
-from cognimamba.train.loop import UNBOUNDED_STEPS, TrainOptions, train
+from cognimamba.train.entry import UNBOUNDED_STEPS, TrainOptions, train
 
 
 def run_quickstart(data: str | None, max_time: str, out: Path | None, stories: int, console: Console) -> Path:

@@ -5,15 +5,14 @@ and the report keeps the samples besides their mean and standard deviation so a 
 
 tg times the model alone: after each step the next token is the greedy argmax, taken on the device and fed
 straight back, so no sampling and no host round trip are in the number (llama-bench excludes sampling too).
-The training test runs the optimizer step `cogni train` runs: forward, cross-entropy and backward on each of
-the config's grad_accum_steps micro-batches (its micro-batch size and sequence length), then gradient
-clipping and the fused AdamW step, in its precision. Counting the whole step matters on a GPU, where the
+The training test runs the optimizer step `cogni train` runs (train.step: forward, masked cross-entropy and
+backward on each of the config's grad_accum_steps micro-batches at its micro-batch size and sequence length,
+then gradient clipping and the fused AdamW step), in its precision. Counting the whole step matters on a GPU, where the
 optimizer's fixed cost would weigh several times too much against a single micro-batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -22,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import DecodeStep
 from cognimamba.model.transformer import KVCache, Transformer, flops_per_token, num_parameters
 from cognimamba.system import hardware
-from cognimamba.train.optim import build_optimizer, optimizer_step
+from cognimamba.train.optim import build_optimizer
+from cognimamba.train.step import autocast_for, training_step
 
 TG_NOTE = ("tg = decode with the KV cache; the next token is a greedy argmax on the device, so sampling is "
            "excluded (as in llama-bench); batch-1 tg of a small model on CPU runs on one thread, as chat does")
@@ -275,26 +274,6 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     return samples, warmup_seconds
 
 
-def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
-                  targets: torch.Tensor, autocast: contextlib.AbstractContextManager, grad_clip: float,
-                  scaler: torch.amp.GradScaler | None = None, micro_batches: int = 1) -> torch.Tensor:
-    """One optimizer step as `cogni train` takes it; returns the last micro-batch's loss, left on the device.
-
-    Each of the `micro_batches` forward/backward passes takes the same batch: speed does not depend on the data.
-    """
-    for _ in range(micro_batches):
-        with autocast:
-            logits = model(inputs)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1)) / micro_batches
-        (scaler.scale(loss) if scaler else loss).backward()
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer_step(optimizer, scaler)
-    return loss.detach()
-
-
 def train_dtype(config: Config, requested: str, device: torch.device) -> torch.dtype:
     """The autocast dtype training would use: the config's precision unless --dtype names one."""
     return hardware.pick_dtype(config.train.precision if requested == "auto" else requested, device)
@@ -315,18 +294,16 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
     model.train()
     optimizer = build_optimizer(model, settings, device)
     scaler = torch.amp.GradScaler(device.type) if compute_dtype == torch.float16 else None
-    autocast: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if compute_dtype != torch.float32:
-        autocast = torch.autocast(device_type=device.type, dtype=compute_dtype)
+    autocast = autocast_for(device, compute_dtype)
     forward, compile_problem = hardware.compiled_if_possible(model, device, settings.compile)
     tokens = _random_tokens((batch, seq_len + 1), config.model.vocab_size, device, seed)
-    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    micro_batches = [(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())] * accum  # speed is data-blind
 
     samples: list[float] = []
     warmup_seconds = 0.0
     for repetition in range(repetitions + 1):
-        seconds = _timed(lambda: training_step(forward, optimizer, inputs, targets, autocast, settings.grad_clip,
-                                               scaler, accum), device)
+        seconds = _timed(lambda: training_step(forward, optimizer, micro_batches, autocast, settings.grad_clip,
+                                               scaler), device)
         on_run()
         if repetition == 0:
             warmup_seconds = seconds

@@ -53,16 +53,19 @@ def check_forward(loaded: LoadedRun, report: ModelReport) -> None:
 
 def check_gradients(loaded: LoadedRun, report: ModelReport) -> None:
     model = loaded.model
-    model.train()
-    dropout = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    for module in dropout:
-        module.eval()  # dropout could zero a path by chance; we ask whether gradients *can* flow
-    ids = torch.randint(0, loaded.config.model.vocab_size, (2, min(16, loaded.config.model.max_seq_len) + 1))
-    logits = model(ids[:, :-1])
-    F.cross_entropy(logits.view(-1, logits.size(-1)), ids[:, 1:].reshape(-1)).backward()
-    dead = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
-    model.zero_grad(set_to_none=True)
+    was_training = model.training
+    # Eval mode turns off every dropout (the blocks' functional one, LoRA's nn.Dropout), which could zero a
+    # path by chance; we ask whether gradients *can* flow, and they flow in eval mode alike.
     model.eval()
+    ids = torch.randint(0, loaded.config.model.vocab_size, (2, min(16, loaded.config.model.max_seq_len) + 1))
+    try:
+        logits = model(ids[:, :-1])
+        F.cross_entropy(logits.view(-1, logits.size(-1)), ids[:, 1:].reshape(-1)).backward()
+        dead = [name for name, p in model.named_parameters()
+                if p.requires_grad and (p.grad is None or not p.grad.any())]
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
     total = sum(1 for p in model.parameters() if p.requires_grad)
     report.add("gradients reach every parameter", not dead,
                f"{total - len(dead)}/{total} tensors" + (f"; none reach {', '.join(dead[:3])}" if dead else ""))

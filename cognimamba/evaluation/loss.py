@@ -51,4 +51,5 @@ def evaluate_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
             count += tokens
     finally:
         model.train(was_training)
-    return EvalResult(loss=float(total) / max(count, 1), tokens=count)
+    # No trained target (a chat split of prompts alone) is no measurement: NaN, never a perfect-looking 0.0.
+    return EvalResult(loss=float(total) / count if count else math.nan, tokens=count)

@@ -5,13 +5,19 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cognimamba.config.schema import Config
+from cognimamba.model.transformer import num_parameters
+from cognimamba.runs.lora import base_transformer
 from cognimamba.system.console import human_bytes, human_count
+from cognimamba.system.hardware import cpu_has_native_bf16
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
@@ -23,6 +29,26 @@ def sparkline(values: list[float], width: int = 48) -> str:
     low, high = min(values), max(values)
     span = high - low or 1.0
     return "".join(SPARK_CHARS[min(len(SPARK_CHARS) - 1, int((v - low) / span * len(SPARK_CHARS)))] for v in values)
+
+
+def training_header(config: Config, device: torch.device, compute_dtype: torch.dtype, model: torch.nn.Module,
+                    world_size: int, max_time: float | None, run: Path, compile_problem: str | None) -> str:
+    """What is about to train, where, and how fast it could; printed once above the live view."""
+    total_params, non_embedding = num_parameters(base_transformer(model))  # counts LoRA matrices too
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    step_tokens = config.train.micro_batch_size * config.model.max_seq_len * config.train.grad_accum_steps * world_size
+    budget = f"{max_time:.0f}s" if max_time else f"{config.train.max_steps} steps"
+    dtype_name = str(compute_dtype).replace("torch.", "")
+    header = (f"[bold]cogni train[/] {config.profile} profile on {device.type} ({dtype_name}): "
+              f"{human_count(total_params)} parameters ({human_count(non_embedding)} non-embedding, "
+              f"{human_count(trainable)} trainable), {human_count(step_tokens)} tokens/step, {budget} -> {run}")
+    if compile_problem:
+        header += f"\n[yellow]train.compile: {compile_problem}; training runs eagerly[/]"
+    elif config.train.compile:
+        header += "\n[dim]torch.compile: the first step compiles the model (about a minute)[/]"
+    if device.type == "cpu" and compute_dtype == torch.float32 and cpu_has_native_bf16():
+        header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 trains 1.2-1.4x faster[/]"
+    return header
 
 
 @dataclass

@@ -53,6 +53,13 @@ def agree_max(value: float, context: DistributedContext, device: torch.device) -
     return float(tensor.item())
 
 
+def sum_over_ranks(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """The tensor summed across ranks (in place); as it is in a single process."""
+    if context.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def average(value: float, context: DistributedContext, device: torch.device) -> float:
     if not context.enabled:
         return value

@@ -261,7 +261,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_run:
 
     from cognimamba.data.prepare import PrepareOptions, prepare_text
     from cognimamba.runs.lora import LoraSettings
-    from cognimamba.train.loop import TrainOptions, train
+    from cognimamba.train.entry import TrainOptions, train
     from tests.conftest import tiny_config
 
     root = tmp_path_factory.mktemp("bad_inputs")

@@ -152,9 +152,9 @@ def test_cli_compile_reports_the_warm_up_apart(tiny_run: Path) -> None:
 
 def test_accumulated_step_updates_like_one_batch() -> None:
     """Micro-batches accumulate: two halves of the loss on the same batch give the one-batch update."""
-    from cognimamba.evaluation.bench import training_step
     from cognimamba.model.transformer import Transformer
     from cognimamba.train.optim import build_optimizer
+    from cognimamba.train.step import training_step
     from tests.conftest import tiny_config
 
     config = tiny_config()
@@ -166,7 +166,7 @@ def test_accumulated_step_updates_like_one_batch() -> None:
         torch.manual_seed(0)
         model = Transformer(replace(config.model, dropout=0.0))
         optimizer = build_optimizer(model, config.train, CPU)
-        training_step(model, optimizer, inputs, targets, contextlib.nullcontext(), 1.0, None, micro_batches)
+        training_step(model, optimizer, [(inputs, targets)] * micro_batches, contextlib.nullcontext(), 1.0)
         updated.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(updated[0], updated[1], rtol=1e-5, atol=1e-6)
 

@@ -32,7 +32,7 @@ from cognimamba.runs.manifest import verify_manifest
 from cognimamba.runs.metrics import read_metrics
 from cognimamba.runs.tensors import load_optimizer, read_weights
 from cognimamba.system.fileio import DiskFullError, disk_errors, is_disk_full
-from cognimamba.train.loop import TrainOptions, out_of_memory_advice, train
+from cognimamba.train.entry import TrainOptions, out_of_memory_advice, train
 from tests.conftest import TINY_MODEL, run_cli, tiny_config
 
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

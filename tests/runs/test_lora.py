@@ -23,7 +23,7 @@ from cognimamba.runs.manifest import write_manifest
 from cognimamba.runs.merge import merge_to_run
 from cognimamba.runs.tensors import read_weights, save_weights
 from cognimamba.system.fileio import sha256_file
-from cognimamba.train.loop import TrainOptions, train
+from cognimamba.train.entry import TrainOptions, train
 from tests.conftest import run_cli, tiny_config
 
 LORA_ARGS = ["--lora", "--lora-rank", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--max-steps", "12",

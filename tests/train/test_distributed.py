@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.runs.metrics import read_metrics
+from cognimamba.runs.tensors import load_optimizer
 from tests.conftest import TINY_MODEL
 
 
@@ -25,3 +29,6 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     # Both ranks contribute: each optimizer step sees 2 x micro-batch x seq tokens.
     assert rows[-1]["tokens"] == rows[-1]["step"] * 2 * 4 * 64
     assert len([r for r in read_metrics(run) if "val_loss" in r]) == 2  # rank 0 alone writes metrics
+    # The checkpoint keeps each rank's own random stream, so a resume does not give both rank 0's masks.
+    states = load_optimizer(latest_checkpoint(run) / "optimizer.pt")["random_states"]
+    assert len(states) == 2 and not torch.equal(states[0]["cpu"], states[1]["cpu"])

@@ -53,7 +53,7 @@ def train_command(
         set_field(config, "train.max_time", max_time, "--max-time")
         parse_duration(max_time, "--max-time")
         if max_steps is None:
-            from cognimamba.train.loop import UNBOUNDED_STEPS
+            from cognimamba.train.options import UNBOUNDED_STEPS
 
             config.train.max_steps = UNBOUNDED_STEPS
     if logger is not None:
@@ -71,7 +71,7 @@ def train_command(
     if out.exists() and not out.is_dir():
         raise CogniError(f"--out {out}: is a file; give a directory for the run")
     DataDir.open(data_path).tokens("train")  # a wrong or damaged --data is reported before torch is imported
-    from cognimamba.train.loop import TrainOptions, train
+    from cognimamba.train.entry import TrainOptions, train
 
     lora_settings = None
     if lora:

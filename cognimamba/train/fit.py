@@ -1,0 +1,124 @@
+"""The training loop: schedule, one optimizer step, then log, validate and save on their intervals."""
+
+from __future__ import annotations
+
+import math
+
+from cognimamba.errors import CogniError
+from cognimamba.runs.checkpoints import latest_checkpoint
+from cognimamba.system.faults import kill_point
+from cognimamba.system.hardware import peak_memory_bytes
+from cognimamba.train.distributed import agree_max
+from cognimamba.train.optim import optimizer_step
+from cognimamba.train.options import TrainResult
+from cognimamba.train.saving import save
+from cognimamba.train.schedule import curriculum_seq_len, learning_rate
+from cognimamba.train.signals import StopSignal, interrupted_error
+from cognimamba.train.state import TrainState
+from cognimamba.train.step import accumulate_gradients, clip_gradients
+from cognimamba.train.validation import validate
+
+
+def fit(state: TrainState) -> TrainResult:
+    """Train to max_steps or max_time; Ctrl+C/SIGTERM stop at a step boundary with a checkpoint."""
+    state.model.train()
+    with StopSignal() as stop, state.display:
+        stopped_by = None
+        while stopped_by is None:
+            progress = training_progress(state)
+            if progress >= 1.0 or state.step >= state.settings.max_steps:
+                break
+            if train_step(state, progress):
+                after_step(state)
+            stopped_by = stop.agreed(state.context, state.device)
+        if stopped_by is None and state.step not in state.evaluated_steps:
+            validate(state)
+        saved = save(state) if state.step not in state.saved_steps else latest_checkpoint(state.run)
+    if stopped_by is not None:
+        raise interrupted_error(stopped_by, state.step, saved, state.data_path, state.run)
+    stats = state.stats
+    return TrainResult(state.run, state.step, state.last_loss, stats.val_loss, stats.val_bits_per_byte,
+                       state.clock.total(), state.counters.tokens_seen)
+
+
+def training_progress(state: TrainState) -> float:
+    """0 -> 1 over training, by steps or by the clock under --max-time, whichever is further (on any rank)."""
+    by_steps = state.step / state.settings.max_steps
+    by_time = state.clock.total() / state.max_time if state.max_time else 0.0
+    return agree_max(max(by_steps, by_time), state.context, state.device)
+
+
+def train_step(state: TrainState, progress: float) -> bool:
+    """One optimizer step at the scheduled learning rate and sequence length; False for a skipped bad batch."""
+    settings, config = state.settings, state.config
+    lr = learning_rate(state.step, progress, settings.lr, settings.warmup_steps, settings.min_lr_ratio)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    seq_len = curriculum_seq_len(progress, config.data.seq_len_warmup, config.data.seq_len_warmup_fraction,
+                                 config.model.max_seq_len)
+    micro_batches = [state.train_windows.random_batch(state.step, micro, settings.micro_batch_size, seq_len,
+                                                      state.device)
+                     for micro in range(settings.grad_accum_steps)]
+    loss = accumulate_gradients(state.model, micro_batches, state.autocast, state.scaler, state.context)
+    state.last_loss = loss.mean
+    problem = None if math.isfinite(state.last_loss) else f"loss became {state.last_loss}"
+    if problem is None:
+        grad_norm = clip_gradients(state.raw_model, state.optimizer, state.scaler, settings.grad_clip)
+        if state.scaler is None and not math.isfinite(grad_norm):
+            problem = f"gradient norm became {grad_norm}"  # the fp16 scaler skips such steps itself
+    if problem is not None:
+        skip_bad_step(state, problem)
+        return False
+    optimizer_step(state.optimizer, state.scaler)
+    state.counters.step += 1
+    step_tokens = settings.micro_batch_size * seq_len * settings.grad_accum_steps * state.context.world_size
+    state.counters.tokens_seen += step_tokens
+    state.throughput.tokens += step_tokens
+    state.smoothed_loss = (state.last_loss if state.smoothed_loss is None
+                           else 0.9 * state.smoothed_loss + 0.1 * state.last_loss)
+    stats = state.stats
+    stats.step, stats.lr, stats.train_loss, stats.elapsed = state.step, lr, state.smoothed_loss, state.clock.total()
+    stats.tokens_seen = state.counters.tokens_seen
+    if state.step % settings.log_every == 0 or state.step == 1:
+        log_step(state)
+    return True
+
+
+def skip_bad_step(state: TrainState, problem: str) -> None:
+    """Drop this step's gradients; past train.max_bad_batches, stop with the last good checkpoint."""
+    counters, settings = state.counters, state.settings
+    counters.bad_batches += 1
+    state.optimizer.zero_grad(set_to_none=True)
+    if counters.bad_batches > settings.max_bad_batches:
+        good = latest_checkpoint(state.run)
+        raise CogniError(f"{problem} at step {state.step + 1}; last good checkpoint: {good or 'none'}; "
+                         "lower train.lr, or set train.max_bad_batches=N to skip up to N bad batches")
+    state.display.message(f"[yellow]skipping step {state.step + 1}: {problem} "
+                          f"({counters.bad_batches}/{settings.max_bad_batches} bad batches allowed)")
+    counters.step += 1
+
+
+def log_step(state: TrainState) -> None:
+    """A metrics row and a log line: this step's loss, tokens/sec over the interval, MFU and memory."""
+    stats = state.stats
+    stats.tokens_per_second = state.throughput.take()
+    stats.loss_history.append(state.last_loss)
+    if state.peak_flops:
+        stats.mfu = state.flops_per_token * stats.tokens_per_second / state.context.world_size / state.peak_flops
+    stats.memory_bytes = peak_memory_bytes(state.device)
+    state.metrics.write({"step": state.step, "train_loss": state.last_loss, "lr": stats.lr,
+                         "tokens_per_second": stats.tokens_per_second, "elapsed": stats.elapsed,
+                         "tokens": stats.tokens_seen})
+    state.display.log(stats)
+
+
+def after_step(state: TrainState) -> None:
+    """Validation and checkpoints on their intervals, then the live view."""
+    settings = state.settings
+    kill_point("after-step", state.step)
+    if settings.eval_every and state.step % settings.eval_every == 0:
+        validate(state)
+    if settings.save_every and state.step % settings.save_every == 0:
+        save(state)
+    state.display.update(state.stats)
+
