@@ -13,6 +13,7 @@ from cognimamba.chat.format import render_conversation
 from cognimamba.config.overrides import resolve_config
 from cognimamba.config.schema import Config, set_field, validate
 from cognimamba.data.chat_sources import SYNTHETIC_CHAT
+from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare import PrepareOptions, prepare_text
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
 from cognimamba.data.synthetic_chat import GENERATOR_VERSION, generate_conversations, write_conversations
@@ -22,14 +23,15 @@ from cognimamba.evaluation.checks import ModelReport, test_model
 from cognimamba.evaluation.tool_eval import load_eval_conversations
 from cognimamba.model.tokenizer import train_tokenizer
 from cognimamba.runs.loading import load_run
+from cognimamba.system.console import make_progress
 from cognimamba.system.fileio import atomic_write_text
 from cognimamba.system.paths import cache_dir, default_runs_dir
 from cognimamba.train.loop import UNBOUNDED_STEPS, TrainOptions, train
 
 # The chat model's shape beyond the cpu profile: a context that holds the tool definitions and a few turns,
-# the micro-batch halved so a step keeps the profile's tokens, and no dropout (the procedural data is
-# plentiful: a few minutes see most conversations about once).
-CHAT_SETTINGS = ["model.max_seq_len=512", "train.micro_batch_size=8", "model.dropout=0.0",
+# the micro-batch halved so a step keeps the profile's tokens, no dropout (the procedural data is plentiful:
+# a few minutes see most conversations about once), and a warmup short enough for a few minutes' steps.
+CHAT_SETTINGS = ["model.max_seq_len=512", "train.micro_batch_size=8", "model.dropout=0.0", "train.warmup_steps=30",
                  "generation.temperature=0.2"]
 CHAT_VOCAB = 4096
 CHAT_TRAIN_SEED, CHAT_HELD_OUT_SEED = 0, 1
@@ -99,6 +101,9 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
                                                seed=CHAT_TRAIN_SEED), console)
     console.print(f"    data dir: {prepared.data_dir.path}", highlight=False)
     config = _timed_config(CHAT_SETTINGS, max_time)
+    fit = TokenWindows(prepared.data_dir, "train").alignment(config.model.max_seq_len)
+    if fit is not None:
+        console.print(f"    training windows: {fit.describe(config.model.max_seq_len)}", highlight=False)
     run = out or default_runs_dir() / f"quickstart-chat-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"3/4 training the cpu profile with a {config.model.max_seq_len}-token context for {max_time}")
     result = train(TrainOptions(config=config, data=prepared.data_dir.path, out=run), console)
@@ -106,8 +111,12 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
     if not held_out.is_file():
         write_conversations(held_out, held_out_count, seed=CHAT_HELD_OUT_SEED)
     console.print(f"4/4 chat eval on {held_out_count} held-out procedural conversations")
-    report = ModelReport()
-    evaluation = eval_chat_turns(load_run(run), held_out, None, report, load_eval_conversations(held_out))
+    turns = sum(message["role"] == "assistant" for conversation in load_eval_conversations(held_out)
+                for message in conversation.messages)
+    with make_progress(console, transient=True) as progress:
+        task = progress.add_task("replaying assistant turns", total=turns)
+        evaluation = eval_chat_turns(load_run(run), held_out, None, ModelReport(),
+                                     lambda done: progress.update(task, completed=done))
     summary = f"val loss {result.val_loss:.3f}" if result.val_loss is not None else "no val loss"
     console.print(f"    {evaluation.summary()}", highlight=False)
     console.print(f"[green]done[/]: {result.step} steps, {summary}. Run dir: {run}\n"

@@ -106,7 +106,7 @@ class TokenWindows:
                 shortest = int(np.min(self.bounds.ends - self.bounds.starts))
                 raise CogniError(f"{self.where}: no conversation fits a window of {seq_len} tokens, even keeping "
                                  f"only its system turn and last turn (the shortest has {shortest} tokens); "
-                                 "use a longer model.max_seq_len")
+                                 "use a longer model.max_seq_len (and data.seq_len_warmup stages)")
             return
         if len(self.tokens) < seq_len + 1:
             raise CogniError(f"{self.where}: {len(self.tokens)} tokens is smaller than one sequence of "

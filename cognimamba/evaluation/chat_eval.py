@@ -164,10 +164,10 @@ def chat_eval(model: CompletionModel, conversations: Iterable[Conversation],
 
 
 def eval_chat_turns(loaded: LoadedRun, path: Path, format: str | None, report: ModelReport,
-                    conversations: list[Conversation] | None = None) -> ChatEvalReport:
+                    on_turn: Callable[[int], None] | None = None) -> ChatEvalReport:
     """Run the chat eval on a held-out file and add its check and figures (under "chat_eval") to `report`."""
-    held_out = conversations if conversations is not None else load_eval_conversations(path, format)
-    result = chat_eval(RunCompletions(loaded.model, loaded.tokenizer), held_out)
+    held_out = load_eval_conversations(path, format)
+    result = chat_eval(RunCompletions(loaded.model, loaded.tokenizer), held_out, on_turn=on_turn)
     report.metrics["chat_eval"] = {**result.metrics(), "file": str(path)}
     detail = result.summary() if result.turns else (f"every turn of {path} is longer than the context "
                                                     f"({loaded.config.model.max_seq_len} tokens)")
