@@ -1,4 +1,5 @@
-"""The main job on a built-in default: stories -> data dir -> cpu-profile run -> checks -> sample."""
+"""The main job on a built-in default, offline: stories -> data dir -> cpu-profile run -> checks -> sample;
+with --chat: procedural conversations -> tokenizer + chat data dir -> cpu-profile run -> chat eval."""
 
 from __future__ import annotations
 
@@ -8,14 +9,32 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
+from cognimamba.chat.format import render_conversation
 from cognimamba.config.overrides import resolve_config
-from cognimamba.config.schema import set_field, validate
+from cognimamba.config.schema import Config, set_field, validate
+from cognimamba.data.chat_sources import SYNTHETIC_CHAT
+from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare import PrepareOptions, prepare_text
+from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
+from cognimamba.data.synthetic_chat import GENERATOR_VERSION, generate_conversations, write_conversations
 from cognimamba.data.synthetic_stories import STORY_SEPARATOR, write_story_corpus
-from cognimamba.evaluation.checks import test_model
+from cognimamba.evaluation.chat_eval import eval_chat_turns
+from cognimamba.evaluation.checks import ModelReport, test_model
+from cognimamba.evaluation.tool_eval import load_eval_conversations
+from cognimamba.model.tokenizer import train_tokenizer
 from cognimamba.runs.loading import load_run
+from cognimamba.system.console import make_progress
+from cognimamba.system.fileio import atomic_write_text
 from cognimamba.system.paths import cache_dir, default_runs_dir
 from cognimamba.train.entry import UNBOUNDED_STEPS, TrainOptions, train
+
+# The chat model's shape beyond the cpu profile: a context that holds the tool definitions and a few turns,
+# the micro-batch halved so a step keeps the profile's tokens, no dropout (the procedural data is plentiful:
+# a few minutes see most conversations about once), and a warmup short enough for a few minutes' steps.
+CHAT_SETTINGS = ["model.max_seq_len=512", "train.micro_batch_size=8", "model.dropout=0.0", "train.warmup_steps=30",
+                 "generation.temperature=0.2"]
+CHAT_VOCAB = 4096
+CHAT_TRAIN_SEED, CHAT_HELD_OUT_SEED = 0, 1
 
 
 def run_quickstart(data: str | None, max_time: str, out: Path | None, stories: int, console: Console) -> Path:
@@ -31,10 +50,7 @@ def run_quickstart(data: str | None, max_time: str, out: Path | None, stories: i
     console.print("2/4 preparing the corpus (tokenizer + token shards)")
     prepared = prepare_text(PrepareOptions(source=source, separator=separator, vocab_size=4096), console)
     console.print(f"    data dir: {prepared.data_dir.path}")
-    config = resolve_config("cpu", None, [])
-    set_field(config, "train.max_time", max_time, "--max-time")
-    config.train.max_steps = UNBOUNDED_STEPS
-    validate(config)
+    config = _timed_config([], max_time)
     run = out or default_runs_dir() / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"3/4 training the cpu profile for {max_time}")
     result = train(TrainOptions(config=config, data=prepared.data_dir.path, out=run), console)
@@ -50,4 +66,60 @@ def run_quickstart(data: str | None, max_time: str, out: Path | None, stories: i
     console.print(Panel(f"{report.metrics['sample']}", title="sample (greedy)", expand=False))
     console.print(f"[green]done[/]: {result.step} steps, {summary}. Run dir: {run}\n"
                   f"Talk to it:  cogni chat {run}\nCheck it:    cogni test-model {run}", highlight=False)
+    return run
+
+
+def _timed_config(settings: list[str], max_time: str) -> Config:
+    config = resolve_config("cpu", None, settings)
+    set_field(config, "train.max_time", max_time, "--max-time")
+    config.train.max_steps = UNBOUNDED_STEPS
+    validate(config)
+    return config
+
+
+def _chat_tokenizer(conversations: int, console: Console) -> Path:
+    """A BPE trained on the rendered conversations: the tool JSON and ChatML become few tokens each."""
+    path = cache_dir() / "quickstart" / f"chat-tokenizer-g{GENERATOR_VERSION}-{conversations}-v{CHAT_VOCAB}.json"
+    if not path.is_file():
+        texts = (render_conversation(c.messages, c.tools) for c in generate_conversations(conversations,
+                                                                                         CHAT_TRAIN_SEED))
+        tokenizer = train_tokenizer(texts, CHAT_VOCAB, length=conversations)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, tokenizer.to_str())
+    console.print(f"    tokenizer: {path}", highlight=False)
+    return path
+
+
+def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, held_out_count: int,
+                        console: Console) -> Path:
+    """Procedural conversations -> a chat model that calls the app's calculator and clock, with its chat eval."""
+    console.rule("[bold]cogni quickstart --chat")
+    console.print(f"1/4 {conversations} procedural conversations ({SYNTHETIC_CHAT}) and a tokenizer trained on them")
+    tokenizer = _chat_tokenizer(conversations, console)
+    console.print("2/4 preparing the chat data (loss on the assistant turns only)")
+    prepared = prepare_chat(ChatPrepareOptions([MixEntry(SYNTHETIC_CHAT, count=conversations)], tokenizer,
+                                               seed=CHAT_TRAIN_SEED), console)
+    console.print(f"    data dir: {prepared.data_dir.path}", highlight=False)
+    config = _timed_config(CHAT_SETTINGS, max_time)
+    fit = TokenWindows(prepared.data_dir, "train").alignment(config.model.max_seq_len)
+    if fit is not None:
+        console.print(f"    training windows: {fit.describe(config.model.max_seq_len)}", highlight=False)
+    run = out or default_runs_dir() / f"quickstart-chat-{time.strftime('%Y%m%d-%H%M%S')}"
+    console.print(f"3/4 training the cpu profile with a {config.model.max_seq_len}-token context for {max_time}")
+    result = train(TrainOptions(config=config, data=prepared.data_dir.path, out=run), console)
+    held_out = cache_dir() / "quickstart" / f"chat-held-out-g{GENERATOR_VERSION}-{held_out_count}.jsonl"
+    if not held_out.is_file():
+        write_conversations(held_out, held_out_count, seed=CHAT_HELD_OUT_SEED)
+    console.print(f"4/4 chat eval on {held_out_count} held-out procedural conversations")
+    turns = sum(message["role"] == "assistant" for conversation in load_eval_conversations(held_out)
+                for message in conversation.messages)
+    with make_progress(console, transient=True) as progress:
+        task = progress.add_task("replaying assistant turns", total=turns)
+        evaluation = eval_chat_turns(load_run(run), held_out, None, ModelReport(),
+                                     lambda done: progress.update(task, completed=done))
+    summary = f"val loss {result.val_loss:.3f}" if result.val_loss is not None else "no val loss"
+    console.print(f"    {evaluation.summary()}", highlight=False)
+    console.print(f"[green]done[/]: {result.step} steps, {summary}. Run dir: {run}\n"
+                  f"Talk to it:  cogni chat {run} --enable-tools\n"
+                  f"Check it:    cogni test-model {run} --chat-eval {held_out}", highlight=False)
     return run

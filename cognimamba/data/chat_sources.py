@@ -25,6 +25,8 @@ from cognimamba.errors import CogniError
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "messages", "glaive")
 SYNTHETIC_TOOLS = "synthetic-tools"
+SYNTHETIC_CHAT = "synthetic-chat"  # the built-in tools of `cogni chat --enable-tools` (quickstart --chat)
+SYNTHETIC_SOURCES = (SYNTHETIC_TOOLS, SYNTHETIC_CHAT)
 CHAT_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 register(NamedSource("alpaca", "tatsu-lab/alpaca", "", val_split=None, format="alpaca",
@@ -300,9 +302,19 @@ class ChatSource:
             return {"path": str(self.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **common}
         if self.named is not None:
             return {"hub_id": self.named.hub_id, "config": self.named.config_name, **common}
-        from cognimamba.data import synthetic_tools
+        return {"synthetic": _generator(self.label).GENERATOR_VERSION, "generator": self.label, "count": self.count,
+                "seed": self.seed, **common}
 
-        return {"synthetic": synthetic_tools.GENERATOR_VERSION, "count": self.count, "seed": self.seed, **common}
+
+def _generator(name: str) -> Any:
+    """The module that writes a synthetic source's conversations (imported when used: it is rarely needed)."""
+    if name == SYNTHETIC_CHAT:
+        from cognimamba.data import synthetic_chat
+
+        return synthetic_chat
+    from cognimamba.data import synthetic_tools
+
+    return synthetic_tools
 
 
 def _check_json_file(path: Path) -> dict[str, Any]:
@@ -321,8 +333,8 @@ def resolve_chat_source(source: str, format: str | None = None, system: str | No
     """A named chat dataset, `synthetic-tools`, or a local file (format from --format or from its first record)."""
     if format is not None and format not in CHAT_FORMATS:
         raise CogniError(f"--format {format!r} is not a chat format; choose one of {', '.join(CHAT_FORMATS)}")
-    if source == SYNTHETIC_TOOLS:
-        return ChatSource(SYNTHETIC_TOOLS, "messages", system=system, limit=limit, count=count or 1000, seed=seed)
+    if source in SYNTHETIC_SOURCES:
+        return ChatSource(source, "messages", system=system, limit=limit, count=count or 1000, seed=seed)
     if source in REGISTRY and REGISTRY[source].format in CHAT_FORMATS:
         named = REGISTRY[source]
         return ChatSource(source, format or named.format, named=named, system=system, limit=limit)
@@ -332,7 +344,7 @@ def resolve_chat_source(source: str, format: str | None = None, system: str | No
             raise CogniError(f"{source}: is a plain-text dataset, not chat data; chat datasets: "
                              f"{', '.join(chat_source_names())}")
         raise CogniError(f"{source}: no such file, and not a named chat dataset "
-                         f"(named: {', '.join(chat_source_names())}, {SYNTHETIC_TOOLS})")
+                         f"(named: {', '.join(chat_source_names())}, {', '.join(SYNTHETIC_SOURCES)})")
     if path.suffix.lower() not in CHAT_SUFFIXES:
         raise CogniError(f"{source}: chat data must be .json, .jsonl or .parquet, not {path.suffix or '(none)'!r}")
     if path.stat().st_size == 0:
@@ -399,9 +411,7 @@ def iter_conversations(source: ChatSource, split: str | None = None,
     """Every usable conversation of the source, in order; bad records are skipped and counted in `stats`."""
     stats = stats if stats is not None else ReadStats()
     if source.named is None and source.path is None:
-        from cognimamba.data.synthetic_tools import generate_conversations
-
-        records: Any = generate_conversations(source.count or 0, seed=source.seed)
+        records: Any = _generator(source.label).generate_conversations(source.count or 0, seed=source.seed)
     else:
         records = _load_records(source, split)
     where = str(source.path) if source.path is not None else source.label

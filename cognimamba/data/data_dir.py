@@ -2,6 +2,8 @@
 
     DIR/train.bin, DIR/val.bin        flat token ids (uint16 when the vocab fits, else uint32)
     DIR/train.mask.bin, val.mask.bin  optional uint8 loss mask (1 = trained), for chat data
+    DIR/train.conversations.bin, ...  chat data: int64 token offset where each conversation starts
+    DIR/train.turns.bin, ...          chat data: int64 token offset where each user turn starts
     DIR/tokenizer.json
     DIR/meta.json                     written last: its presence means the dir is complete
 """
@@ -17,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from cognimamba.data.conversation_fit import ConversationBounds
 from cognimamba.errors import CogniError
 from cognimamba.system.fileio import atomic_write_json, disk_errors, fsync_dir
 
 DATA_FORMAT_VERSION = 1
+INDEXED_CHAT_VERSION = 3  # meta.json's chat_data_version from which chat dirs hold conversation offsets
+OFFSET_DTYPE = np.dtype(np.int64)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -30,7 +35,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
 class TokenWriter:
     """Appends token ids (and optionally a loss mask) to a .bin file in a staging directory."""
 
-    def __init__(self, staging: Path, split: str, dtype: np.dtype, with_mask: bool = False) -> None:
+    def __init__(self, staging: Path, split: str, dtype: np.dtype, with_mask: bool = False,
+                 with_index: bool = False) -> None:
         self.tokens_path = staging / f"{split}.bin"
         self.mask_path = staging / f"{split}.mask.bin" if with_mask else None
         self.dtype = dtype
@@ -38,6 +44,17 @@ class TokenWriter:
         self.masked_in = 0
         self._tokens = open(self.tokens_path, "wb")  # noqa: SIM115 - closed in close()
         self._mask = open(self.mask_path, "wb") if self.mask_path else None  # noqa: SIM115
+        self._starts = open(staging / f"{split}.conversations.bin", "wb") if with_index else None  # noqa: SIM115
+        self._turns = open(staging / f"{split}.turns.bin", "wb") if with_index else None  # noqa: SIM115
+
+    def write_conversation(self, ids: list[int], mask: list[int], turn_offsets: list[int]) -> None:
+        """One whole conversation; `turn_offsets` are where its user turns start, relative to its first token."""
+        assert self._starts is not None and self._turns is not None, "open the writer with_index=True"
+        start = self.count
+        with disk_errors(str(self.tokens_path)):
+            self._starts.write(np.asarray([start], dtype=OFFSET_DTYPE).tobytes())
+            self._turns.write((np.asarray(turn_offsets, dtype=OFFSET_DTYPE) + start).tobytes())
+        self.write(ids, mask)
 
     def write(self, ids: list[int] | np.ndarray, mask: list[int] | np.ndarray | None = None) -> None:
         array = np.asarray(ids, dtype=self.dtype)
@@ -52,7 +69,7 @@ class TokenWriter:
         self.count += len(array)
 
     def close(self) -> None:
-        for handle in (self._tokens, self._mask):
+        for handle in (self._tokens, self._mask, self._starts, self._turns):
             if handle is not None:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -156,6 +173,29 @@ class DataDir:
     def mask(self, split: str) -> np.ndarray | None:
         file = self.path / f"{split}.mask.bin"
         return np.memmap(file, dtype=np.uint8, mode="r") if file.is_file() else None
+
+    def conversation_bounds(self, split: str) -> ConversationBounds:
+        """Where each conversation of a chat split starts and ends, and where its user turns start."""
+        if int(self.meta.get("chat_data_version", 0)) < INDEXED_CHAT_VERSION:
+            raise CogniError(f"{self.path}: chat data prepared by an older cogni, without conversation offsets "
+                             "(training windows now start at a conversation start); run `cogni prepare` again")
+        total = len(self.tokens(split))
+        offsets = []
+        for kind in ("conversations", "turns"):
+            file = self.path / f"{split}.{kind}.bin"
+            if not file.is_file() or file.stat().st_size % OFFSET_DTYPE.itemsize:
+                raise CogniError(f"{file}: missing or truncated; run `cogni prepare` again")
+            offsets.append(np.fromfile(file, dtype=OFFSET_DTYPE))
+        starts, turns = offsets
+        ordered = len(starts) > 0 and starts[0] == 0 and bool(np.all(np.diff(starts) > 0)) and starts[-1] < total
+        if not ordered or len(starts) != int(self.meta.get(f"{split}_conversations", len(starts))):
+            raise CogniError(f"{self.path}/{split}.conversations.bin: does not match {split}.bin; "
+                             "run `cogni prepare` again")
+        return ConversationBounds.from_offsets(starts, turns, total)
+
+    @property
+    def end_of_text_id(self) -> int:
+        return int(self.meta["end_of_text_id"])
 
     def has_split(self, split: str) -> bool:
         return int(self.meta.get(f"{split}_tokens", 0)) > 0

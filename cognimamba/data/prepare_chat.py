@@ -3,7 +3,9 @@
 Each conversation is rendered by `chat_format.render_segments`, each segment tokenized on its own, and the
 segment's trained flag copied onto its tokens: only assistant replies (their text, `<tool_call>` blocks and
 closing `<|im_end|>`) are trained. Conversations are packed back to back into one stream, each followed by an
-untrained `<|endoftext|>`, so no loss ever reaches across into the next conversation.
+untrained `<|endoftext|>`, so no loss ever reaches across into the next conversation. Where each
+conversation and each of its user turns starts is written too: training windows start at a conversation
+start and drop whole oldest turns, never the system turn (data/conversation_fit.py).
 
 Several sources mix by weight (`--mix a:0.7,b:0.3` or a TOML file of `[[data.mix]]` tables): the training
 stream holds their conversations in those proportions, smaller sources repeated until every source has
@@ -34,14 +36,23 @@ from cognimamba.data.chat_sources import (
     iter_conversations,
     resolve_chat_source,
 )
-from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
+from cognimamba.data.conversation_fit import REPORTED_CONTEXTS, ConversationBounds, FitCounts
+from cognimamba.data.data_dir import (
+    INDEXED_CHAT_VERSION,
+    DataDir,
+    TokenWriter,
+    commit_staging,
+    staging_dir,
+    token_dtype,
+)
 from cognimamba.data.prepare import PrepareResult, check_split_sizes, check_val_fraction, choose_held_out
 from cognimamba.errors import CogniError
-from cognimamba.model.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash
+from cognimamba.model.tokenizer import END_OF_TEXT, IM_START, load_tokenizer, special_id, tokenizer_hash
 from cognimamba.system.console import make_progress
 from cognimamba.system.paths import default_data_dir
 
-CHAT_DATA_VERSION = 2  # bump when the rendering, packing or split changes, so cached data dirs are rebuilt
+CHAT_DATA_VERSION = INDEXED_CHAT_VERSION  # bump on a rendering, packing or split change: cached dirs rebuild
+USER_TURN = f"{IM_START}user\n"
 ENCODE_BATCH = 256
 HUB_VAL_LIMIT = 2000  # conversations taken from a hub dataset's own validation split
 
@@ -139,12 +150,20 @@ def _check_entries(entries: list[MixEntry], where: str) -> None:
                 raise CogniError(f"{where}: {name} of {entry.source} must be a positive integer")
 
 
+@dataclass
+class EncodedConversation:
+    ids: list[int]
+    mask: list[int]  # 1 = trained (assistant replies)
+    turn_offsets: list[int]  # where each user turn starts, in tokens from the conversation's start
+
+
 def encode_conversation(tokenizer: Tokenizer, conversation: Conversation) -> tuple[list[int], list[int]]:
     """Token ids and the loss mask (1 = trained) of one conversation, without the trailing separator."""
-    return _encode_many(tokenizer, [conversation])[0]
+    encoded = _encode_many(tokenizer, [conversation])[0]
+    return encoded.ids, encoded.mask
 
 
-def _encode_many(tokenizer: Tokenizer, conversations: list[Conversation]) -> list[tuple[list[int], list[int]]]:
+def _encode_many(tokenizer: Tokenizer, conversations: list[Conversation]) -> list[EncodedConversation]:
     rendered = []
     for conversation in conversations:
         try:
@@ -155,13 +174,14 @@ def _encode_many(tokenizer: Tokenizer, conversations: list[Conversation]) -> lis
     encodings = iter(tokenizer.encode_batch(texts, add_special_tokens=False))
     results = []
     for segments in rendered:
-        ids: list[int] = []
-        mask: list[int] = []
-        for _, trained in segments:
+        encoded = EncodedConversation([], [], [])
+        for text, trained in segments:
             piece = next(encodings).ids
-            ids += piece
-            mask += [int(trained)] * len(piece)
-        results.append((ids, mask))
+            if text.startswith(USER_TURN):
+                encoded.turn_offsets.append(len(encoded.ids))
+            encoded.ids += piece
+            encoded.mask += [int(trained)] * len(piece)
+        results.append(encoded)
     return results
 
 
@@ -311,6 +331,7 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
                         for entry, source in zip(options.sources, sources, strict=True)],
             "val_source": options.val, "val_fraction": plan.fraction, "hub_val_split": sorted(plan.hub_val),
             "vocab_size": vocab_size, "dtype": dtype.name, "tokenizer_hash": tokenizer_hash(tokenizer),
+            "end_of_text_id": special_id(tokenizer, END_OF_TEXT),
             "trained_fraction": counts["train_trained_tokens"] / counts["train_tokens"], **counts,
         }
         commit_staging(out, staging, meta)
@@ -318,6 +339,13 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     result = PrepareResult(DataDir.open(out), reused=False)
+    for split in ("train", "val"):
+        fits = counts.get(f"{split}_conversations_over_context", {})
+        over = [f"{context}: {fit['trimmed']} trimmed, {fit['skipped']} skipped" for context, fit in fits.items()
+                if fit["trimmed"] or fit["skipped"]]
+        if over:
+            console.print(f"{split}: {counts[f'{split}_conversations']} conversations; longer than a context of "
+                          f"{'; '.join(over)} (trimmed: system turn kept, oldest turns dropped)", highlight=False)
     for label, stats in read_stats.items():
         if stats.skipped:
             console.print(f"[yellow]{label}: skipped {stats.skipped} of {stats.read} records "
@@ -329,20 +357,30 @@ def _write_split(staging: Path, split: str, conversations: Iterator[Conversation
                  dtype: Any, report: Callable[[int], None]) -> dict[str, Any]:
     """Tokens and mask of one split, each conversation followed by an untrained <|endoftext|>."""
     end_of_text = special_id(tokenizer, END_OF_TEXT)
-    writer = TokenWriter(staging, split, dtype, with_mask=True)
+    writer = TokenWriter(staging, split, dtype, with_mask=True, with_index=True)
     lengths: list[int] = []
+    starts: list[int] = []
+    turn_starts: list[int] = []
     batch: list[Conversation] = []
     for conversation in itertools.chain(conversations, [None]):
         if conversation is not None:
             batch.append(conversation)
         if batch and (conversation is None or len(batch) >= ENCODE_BATCH):
-            for ids, mask in _encode_many(tokenizer, batch):
-                writer.write([*ids, end_of_text], [*mask, 0])
-                lengths.append(len(ids) + 1)
+            for encoded in _encode_many(tokenizer, batch):
+                starts.append(writer.count)
+                turn_starts += [writer.count + offset for offset in encoded.turn_offsets]
+                writer.write_conversation([*encoded.ids, end_of_text], [*encoded.mask, 0], encoded.turn_offsets)
+                lengths.append(len(encoded.ids) + 1)
             batch = []
             report(len(lengths))
     writer.close()
     ordered = sorted(lengths)
+    over_context = {}
+    if starts:
+        bounds = ConversationBounds.from_offsets(starts, turn_starts, writer.count)
+        for context in REPORTED_CONTEXTS:
+            fit = FitCounts.of(bounds, context + 1)  # a window holds context + 1 tokens (inputs and targets)
+            over_context[str(context)] = {"trimmed": fit.trimmed, "skipped": fit.skipped}
     return {
         f"{split}_tokens": writer.count,
         f"{split}_trained_tokens": writer.masked_in,
@@ -353,4 +391,5 @@ def _write_split(staging: Path, split: str, conversations: Iterator[Conversation
             "p90": ordered[int(0.9 * (len(ordered) - 1))] if ordered else 0,
             "max": ordered[-1] if ordered else 0,
         },
+        f"{split}_conversations_over_context": over_context,
     }

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Token-by-token decoding of a model this small runs on one CPU thread (see decode_threads).
 SINGLE_THREAD_DECODE_MAX_PARAMETERS = 20_000_000
-MIN_CACHE_POSITIONS = 256  # the smallest KV cache a Generator allocates; larger ones double as replies need
+MIN_CACHE_POSITIONS = 256  # the smallest KV cache a Decoder allocates; larger ones double as replies need
 
 
 def decode_threads(model: torch.nn.Module, device: torch.device) -> int | None:

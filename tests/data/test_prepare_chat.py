@@ -167,7 +167,7 @@ def test_packed_stream_never_trains_across_conversations(tmp_path: Path, tokeniz
     assert (tokens[starts] == tokenizer.token_to_id(IM_START)).all() and not mask[starts].any()  # ... nor what follows
     # Through the loader: every window's trained targets are exactly the masked-in tokens.
     windows = TokenWindows(data, "train")
-    for inputs, targets in windows.full_pass(batch_size=4, seq_len=32):
+    for inputs, targets in windows.full_pass(batch_size=4, seq_len=64):  # a conversation is 37 tokens
         assert (targets[inputs == end] == IGNORE_INDEX).all()  # nothing is learned from the previous conversation
         assert not (targets == end).any()
     assert data.meta["format"] == "chat"

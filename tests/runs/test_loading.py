@@ -79,12 +79,12 @@ def test_chat_on_a_long_context_allocates_for_the_reply_only(tmp_path: Path) -> 
     chat.warm_up()
     reply = "".join(chat.stream("the cat", GenerationConfig(temperature=0.0, max_new_tokens=8)))
     assert isinstance(reply, str) and chat.stats.generated_tokens <= 8
-    cache = chat.generator._cache
+    cache = chat.decoder._cache
     assert cache is not None and cache.max_len < 1024
     assert cache.keys[0].shape[2] == cache.max_len + 1
     assert sum(tensor.numel() for tensor in cache.keys + cache.values) * 4 < 1_000_000
     # A later, longer reply grows the cache, still short of the whole context.
     prompt = "the cat sat on the mat " * 60
     "".join(chat.stream(prompt, GenerationConfig(temperature=0.0, max_new_tokens=700)))
-    assert chat.count_tokens(prompt) + 700 <= chat.generator._cache.max_len < MAX_CONTEXT_LENGTH
-    assert torch.equal(chat.generator._cache.keys[0][0, 0, -1], torch.zeros(16))  # the spare position stays unused
+    assert chat.count_tokens(prompt) + 700 <= chat.decoder._cache.max_len < MAX_CONTEXT_LENGTH
+    assert torch.equal(chat.decoder._cache.keys[0][0, 0, -1], torch.zeros(16))  # the spare position stays unused

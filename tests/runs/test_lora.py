@@ -150,12 +150,12 @@ def test_adapter_on_a_different_base_is_a_clear_error(lora_cli: tuple[Path, str]
 
 
 def test_full_fine_tune_may_lengthen_the_context_only(tiny_run: Path, chat_data: Path, tmp_path: Path) -> None:
-    config = tiny_config("train.max_steps=3", "model.max_seq_len=96", "model.dim=128")
+    config = tiny_config("train.max_steps=3", "model.max_seq_len=128", "model.dim=128")
     options = TrainOptions(config=config, data=chat_data, out=tmp_path / "ft", init_from=tiny_run,
-                           model_overrides={"max_seq_len": 96}, show_progress=False)
+                           model_overrides={"max_seq_len": 128}, show_progress=False)
     result = train(options, Console(quiet=True))
     tuned, payload = read_config(result.run)
-    assert tuned.model.max_seq_len == 96 and tuned.model.dim == 64  # the base's architecture, a longer context
+    assert tuned.model.max_seq_len == 128 and tuned.model.dim == 64  # the base's architecture, a longer context
     assert payload["init_from"] == str(tiny_run.resolve())
     with pytest.raises(CogniError, match="keeps its architecture"):
         train(TrainOptions(config=tiny_config("train.max_steps=1"), data=chat_data, out=tmp_path / "bad",

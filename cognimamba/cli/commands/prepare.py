@@ -13,7 +13,7 @@ from cognimamba.cli.commands.common import stderr, stdout
 def prepare_command(
     source: Annotated[str | None, typer.Argument(
         help="a named dataset (text: tinystories, tinyshakespeare, code; chat: alpaca, dolly, ultrachat, codealpaca, "
-             "glaive; or synthetic-tools) or a .txt/.json/.jsonl/.parquet file")] = None,
+             "glaive; or synthetic-tools, synthetic-chat) or a .txt/.json/.jsonl/.parquet file")] = None,
     val: Annotated[str | None, typer.Option("--val", help="held-out file for validation")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="hold out this fraction of documents")] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="BPE vocabulary size (default: the profile's)")] = None,
@@ -28,7 +28,7 @@ def prepare_command(
     format: Annotated[str | None, typer.Option("--format", help="chat format: alpaca|sharegpt|messages")] = None,
     mix: Annotated[str | None, typer.Option("--mix", help="chat mix: a:0.7,b:0.3 or mix.toml")] = None,
     system: Annotated[str | None, typer.Option("--system", help="system prompt for chats without one")] = None,
-    count: Annotated[int | None, typer.Option("--count", help="synthetic-tools conversations")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="synthetic-tools / synthetic-chat conversations")] = None,
 ) -> None:
     """Train or reuse a byte-level BPE tokenizer and write memory-mapped token shards.
 
@@ -64,15 +64,15 @@ def prepare_command(
 
 
 def _is_chat_source(source: str | None) -> bool:
-    from cognimamba.data.chat_sources import SYNTHETIC_TOOLS, chat_source_names
+    from cognimamba.data.chat_sources import SYNTHETIC_SOURCES, chat_source_names
 
-    return source is not None and (source == SYNTHETIC_TOOLS or source in chat_source_names())
+    return source is not None and (source in SYNTHETIC_SOURCES or source in chat_source_names())
 
 
 def _prepare_chat(source: str | None, mix: str | None, format: str | None, system: str | None, count: int | None,
                   val: str | None, val_fraction: float | None, tokenizer: Path | None, limit: int | None,
                   out: Path | None, force: bool, text_only: dict[str, object]) -> None:
-    from cognimamba.data.chat_sources import SYNTHETIC_TOOLS
+    from cognimamba.data.chat_sources import SYNTHETIC_SOURCES
     from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, parse_mix, prepare_chat
     from cognimamba.errors import CogniError
 
@@ -88,8 +88,8 @@ def _prepare_chat(source: str | None, mix: str | None, format: str | None, syste
         raise CogniError("nothing to prepare: pass SOURCE or --mix a:0.7,b:0.3")
     entries = parse_mix(mix, format, system, limit, count) if mix else [MixEntry(str(source), 1.0, format, system,
                                                                                    limit, count)]
-    if count is not None and not any(entry.source == SYNTHETIC_TOOLS for entry in entries):
-        raise CogniError(f"--count is the size of {SYNTHETIC_TOOLS}; it is not among the sources")
+    if count is not None and not any(entry.source in SYNTHETIC_SOURCES for entry in entries):
+        raise CogniError(f"--count is the size of {' or '.join(SYNTHETIC_SOURCES)}; neither is among the sources")
     options = ChatPrepareOptions(entries, tokenizer, val=val, val_format=format, val_fraction=val_fraction,
                                  out=out, force=force)
     result = prepare_chat(options, stderr())

@@ -17,7 +17,10 @@ def test_model_command(
     eval_file: Annotated[Path | None, typer.Option("--eval-file", help="a .txt file to measure loss on")] = None,
     chat_data: Annotated[Path | None, typer.Option("--chat-data", help="chat data: assistant-token loss")] = None,
     tool_eval: Annotated[Path | None, typer.Option("--tool-eval", help="held-out tool conversations to score")] = None,
-    tool_format: Annotated[str | None, typer.Option("--format", help="format of --tool-eval FILE")] = None,
+    chat_eval: Annotated[Path | None, typer.Option("--chat-eval", help="held-out conversations: turn-taking "
+                                                   "and tool-call rates")] = None,
+    tool_format: Annotated[str | None, typer.Option("--format", help="format of the --tool-eval / --chat-eval "
+                                                    "FILE")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify the run (weights, forward, gradients, KV cache) and report held-out loss, perplexity, bits/byte."""
@@ -26,9 +29,17 @@ def test_model_command(
     from cognimamba.evaluation.checks import test_model
     from cognimamba.runs.loading import load_run
 
+    if chat_eval is not None and not chat_eval.is_file():  # one clear line before the model loads
+        from cognimamba.errors import CogniError
+
+        raise CogniError(f"{chat_eval}: chat-eval file not found (a JSON/JSONL file of held-out conversations)")
     loaded = load_run(run)
     report = test_model(loaded, data=data, eval_file=eval_file, chat_data=chat_data, tool_eval_file=tool_eval,
                         tool_format=tool_format)
+    if chat_eval is not None:
+        from cognimamba.evaluation.chat_eval import eval_chat_turns
+
+        eval_chat_turns(loaded, chat_eval, tool_format, report)
     if as_json:
         payload = {**report.metrics, "passed": report.passed,
                    "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in report.checks]}
