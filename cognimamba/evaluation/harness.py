@@ -233,9 +233,17 @@ class HarnessOptions:
 
 
 def task_manager(options: HarnessOptions) -> TaskManager:
-    """lm-eval's task index with --include-path added; an unknown task name is one line naming it."""
-    if options.include_path is not None and not options.include_path.is_dir():
-        raise CogniError(f"--include-path {options.include_path}: not a directory of task YAML files")
+    """lm-eval's task index with --include-path added; an unknown task name is one line naming it.
+
+    When every task is found in --include-path, lm-eval's own thousands of YAML files are not indexed at all
+    (reading them is most of the start-up time of a small local task).
+    """
+    if options.include_path is not None:
+        if not options.include_path.is_dir():
+            raise CogniError(f"--include-path {options.include_path}: not a directory of task YAML files")
+        local = TaskManager(include_path=str(options.include_path), include_defaults=False)
+        if all(local.match_tasks([name]) for name in options.tasks):
+            return local
     manager = TaskManager(include_path=str(options.include_path) if options.include_path else None)
     unknown = [name for name in options.tasks if not manager.match_tasks([name])]
     if unknown:

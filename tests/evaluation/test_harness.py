@@ -19,7 +19,13 @@ from rich.console import Console
 
 from cognimamba.cli.commands.eval import eval_command
 from cognimamba.errors import CogniError
-from cognimamba.evaluation.harness_results import latest_results, metric_values, save_results, summarize
+from cognimamba.evaluation.harness_results import (
+    latest_results,
+    metric_values,
+    results_table,
+    save_results,
+    summarize,
+)
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.lora import LoraSettings
 from cognimamba.runs.merge import merge_to_run
@@ -49,7 +55,7 @@ def sample_responses(results: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def evaluate(model: Any, log_samples: bool = True, **kwargs: Any) -> dict[str, Any]:
-    manager = lm_eval.tasks.TaskManager(include_path=str(FIXTURES))
+    manager = lm_eval.tasks.TaskManager(include_path=str(FIXTURES), include_defaults=False)
     return lm_eval.simple_evaluate(model=model, tasks=TASKS, task_manager=manager, log_samples=log_samples,
                                    verbosity="ERROR", **kwargs)
 
@@ -60,6 +66,11 @@ def hf_reference(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     export = tmp_path_factory.mktemp("export") / "hf"
     result = run_cli("export", str(tiny_run), "--format", "hf", "--out", str(export))
     assert result.returncode == 0, result.stderr
+    # transformers 5 lets generation_config.json's max_new_tokens (the run's chat default) win over the
+    # max_length lm-eval passes, so `hf` would generate past a task's max_gen_toks; leave lm-eval in charge.
+    settings = json.loads((export / "generation_config.json").read_text())
+    del settings["max_new_tokens"]
+    (export / "generation_config.json").write_text(json.dumps(settings))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(FIXTURES)
         return evaluate("hf", model_args=f"pretrained={export},dtype=float32", batch_size=4, device="cpu")
@@ -169,6 +180,7 @@ def test_chat_template_renders_chatml_and_leaves_a_prefilled_reply_open(tiny_run
     assert prefilled.endswith("<|im_start|>assistant\nAnswer:")
 
 
+@pytest.mark.slow  # indexes lm-eval's own thousands of task files
 def test_unknown_task_is_one_line_naming_it(tiny_run: Path) -> None:
     with pytest.raises(CogniError, match="no_such_task"):
         evaluate_run(load_run(tiny_run), torch.device("cpu"), HarnessOptions(tasks=["no_such_task"]))
@@ -183,6 +195,21 @@ def test_missing_local_data_is_one_line_with_the_way_out(tiny_run: Path, tmp_pat
     with pytest.raises(CogniError, match="dataset_path: json"):
         evaluate_run(load_run(tiny_run), torch.device("cpu"),
                      HarnessOptions(tasks=["cogni_lost"], include_path=tmp_path))
+
+
+def test_summary_keeps_value_and_stderr_per_metric() -> None:
+    results = {"results": {"arc_easy": {"alias": "arc_easy", "acc,none": 0.25, "acc_stderr,none": 0.01,
+                                        "acc_norm,none": 0.3, "acc_norm_stderr,none": "N/A"}},
+               "versions": {"arc_easy": 1.0}, "n-shot": {"arc_easy": 0},
+               "higher_is_better": {"arc_easy": {"acc": True, "acc_norm": True}}}
+    summary = summarize(results, {"tasks": ["arc_easy"]}, "0.4.13")
+    assert metric_values(summary) == {"arc_easy": {"acc": {"value": 0.25, "stderr": 0.01},
+                                                   "acc_norm": {"value": 0.3, "stderr": None}}}
+    assert summary["tasks"]["arc_easy"]["version"] == 1.0 and summary["lm_eval_version"] == "0.4.13"
+    console = Console(record=True, width=120)
+    console.print(results_table(summary, "arc"))
+    text = console.export_text()
+    assert "arc_easy" in text and "0.2500" in text and "0.0100" in text and "N/A" in text and "↑" in text
 
 
 def test_saved_results_come_back_newest_first(tmp_path: Path) -> None:
