@@ -50,7 +50,7 @@ def eval_command(
                              limit=int(limit) if whole_limit and limit is not None else limit,
                              apply_chat_template=apply_chat_template)
     target = pick_device(device)
-    loaded = load_run(run)
+    loaded = load_run(run, device=target)
     started = time.perf_counter()
     with make_progress(stderr(), transient=True) as progress:
         summary = evaluate_run(loaded, target, options, progress)
