@@ -14,6 +14,7 @@ import typer
 from cognimamba.cli.commands.bench import bench_command
 from cognimamba.cli.commands.chat import chat_command
 from cognimamba.cli.commands.config_cmd import config_command, profiles_command
+from cognimamba.cli.commands.eval import eval_command
 from cognimamba.cli.commands.export import export_command
 from cognimamba.cli.commands.import_hf import import_hf_command
 from cognimamba.cli.commands.merge import merge_command
@@ -45,6 +46,7 @@ app.command("prepare")(prepare_command)
 app.command("train")(train_command)
 app.command("chat")(chat_command)
 app.command("test-model")(test_model_command)
+app.command("eval")(eval_command)
 app.command("config")(config_command)
 app.command("profiles")(profiles_command)
 app.command("plot")(plot_command)

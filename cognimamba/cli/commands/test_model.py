@@ -27,6 +27,7 @@ def test_model_command(
     from rich.table import Table
 
     from cognimamba.evaluation.checks import test_model
+    from cognimamba.evaluation.harness_results import latest_results, metric_values, results_table
     from cognimamba.runs.loading import load_run
 
     if chat_eval is not None and not chat_eval.is_file():  # one clear line before the model loads
@@ -40,9 +41,13 @@ def test_model_command(
         from cognimamba.evaluation.chat_eval import eval_chat_turns
 
         eval_chat_turns(loaded, chat_eval, tool_format, report)
+    latest_eval = latest_results(loaded.path)  # what `cogni eval` last measured, if it ran
     if as_json:
         payload = {**report.metrics, "passed": report.passed,
                    "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in report.checks]}
+        if latest_eval is not None:
+            saved, summary = latest_eval
+            payload["lm_eval"] = {"file": str(saved), "date": summary.get("date"), "results": metric_values(summary)}
         stdout().print(json.dumps(payload), highlight=False, markup=False, soft_wrap=True)
     else:
         table = Table(title=f"cogni test-model {run}")
@@ -52,5 +57,8 @@ def test_model_command(
         for check in report.checks:
             table.add_row(check.name, "[green]pass" if check.passed else "[red]FAIL", check.detail)
         stdout().print(table)
+        if latest_eval is not None:
+            saved, summary = latest_eval
+            stdout().print(results_table(summary, f"latest cogni eval ({saved}, {summary.get('date', 'undated')})"))
     if not report.passed:
         raise typer.Exit(1)
