@@ -91,6 +91,14 @@ def get_profile(name: str) -> Config:
     return config
 
 
+def mamba_parameters(model: ModelConfig) -> int:
+    """One Mamba-2 mixer: in_proj, depthwise conv with bias, dt_bias, A_log and D per head, gated norm, out_proj."""
+    inner, heads = model.mamba_inner, model.mamba_heads
+    conv_channels = inner + 2 * model.mamba_state_size
+    return (model.dim * (inner + conv_channels + heads) + conv_channels * (model.mamba_conv_width + 1)
+            + 3 * heads + inner + inner * model.dim)
+
+
 def parameter_counts(model: ModelConfig) -> tuple[int, int]:
     """(total, non-embedding) parameter counts, computed from the shapes alone."""
     kv_dim = model.n_kv_heads * model.head_dim
@@ -98,7 +106,9 @@ def parameter_counts(model: ModelConfig) -> tuple[int, int]:
     mlp = 3 * model.dim * model.ffn_dim
     norms = 2 * model.dim + (2 * model.head_dim if model.qk_norm else 0)
     per_layer = attention + mlp + norms
-    non_embedding = model.n_layers * per_layer + model.dim
+    mamba_layers = model.layer_pattern.count("M")
+    per_mamba_layer = mamba_parameters(model) + mlp + 2 * model.dim if mamba_layers else 0
+    non_embedding = (model.n_layers - mamba_layers) * per_layer + mamba_layers * per_mamba_layer + model.dim
     embedding = model.vocab_size * model.dim * (1 if model.tie_embeddings else 2)
     return non_embedding + embedding, non_embedding
 
@@ -122,6 +132,16 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + acts + self.logits + self.runtime
 
 
+def mamba_layer_activation_bytes(model: ModelConfig, act_bytes: int) -> int:
+    """Bytes per token one Mamba-2 layer saves for backward: norms and MLP as in an attention layer, plus the
+    mixer, whose scan runs in fp32 (dt, the decays and states are fp32). The mixer's coefficients are fitted
+    to the tensors autograd saves on CPU in fp32 (tests/model/test_mamba2.py checks the fit); per token they
+    grow with the inner width, the state, the within-chunk decays (heads x chunk) and the chunk states."""
+    inner, state, chunk = model.mamba_inner, model.mamba_state_size, model.mamba_chunk_size
+    mixer = 4 * (2 * model.dim + 14 * inner + 24 * state + 3 * model.mamba_heads * chunk + 2 * inner * state // chunk)
+    return 8 * model.dim + act_bytes * (2 * model.dim + 4 * model.ffn_dim) + mixer
+
+
 def estimate_memory(config: Config, on_gpu: bool | None = None) -> MemoryEstimate:
     """Peak memory of one training micro-step.
 
@@ -141,8 +161,12 @@ def estimate_memory(config: Config, on_gpu: bool | None = None) -> MemoryEstimat
     # the tensors saved in the compute dtype. Checked against CUDA max allocated on an H200 (benchmarks/README).
     per_token_layer = (8 * model.dim + 4 * (model.dim + kv_dim)
                        + act_bytes * (5 * model.dim + kv_dim + 2 * (model.dim + 2 * kv_dim) + 4 * model.ffn_dim))
-    activations = tokens * per_token_layer * model.n_layers
-    checkpointed = tokens * 4 * model.dim * model.n_layers + tokens * per_token_layer
+    mamba_layers = model.layer_pattern.count("M")
+    attention_layers = model.n_layers - mamba_layers
+    per_token_mamba_layer = mamba_layer_activation_bytes(model, act_bytes) if mamba_layers else 0
+    activations = tokens * (per_token_layer * attention_layers + per_token_mamba_layer * mamba_layers)
+    largest_layer = max(per_token_layer if attention_layers else 0, per_token_mamba_layer)
+    checkpointed = tokens * 4 * model.dim * model.n_layers + tokens * largest_layer
     logits = tokens * model.vocab_size * (act_bytes + 4 + 4)
     return MemoryEstimate(
         weights=total * (4 + (2 if half else 0)),

@@ -46,6 +46,14 @@ class ModelConfig:
     sliding_window: int = spec(0, minimum=0, help="0 = full attention in every layer")
     full_attention_every: int = spec(4, minimum=1, help="with sliding_window: every Nth layer is global")
     rope_theta_local: float = spec(10000.0, minimum=1.0, help="RoPE theta of sliding-window layers")
+    layer_pattern: str = spec("", help="one letter per layer, A = attention, M = Mamba-2 (e.g. MMAMMA); "
+                                       "empty = all attention")
+    mamba_state_size: int = spec(64, minimum=1, help="Mamba-2: SSM state per head (N)")
+    mamba_head_dim: int = spec(64, minimum=1, help="Mamba-2: channels per head (P); mamba_expand * dim must "
+                                                   "be a multiple")
+    mamba_expand: int = spec(2, minimum=1, help="Mamba-2: inner width as a multiple of dim")
+    mamba_conv_width: int = spec(4, minimum=2, help="Mamba-2: causal depthwise convolution kernel")
+    mamba_chunk_size: int = spec(64, minimum=1, help="Mamba-2: chunk length of the SSD scan (speed only)")
 
     @property
     def head_dim(self) -> int:
@@ -53,6 +61,21 @@ class ModelConfig:
 
     def is_sliding_layer(self, layer: int) -> bool:
         return self.sliding_window > 0 and (layer + 1) % self.full_attention_every != 0
+
+    def is_mamba_layer(self, layer: int) -> bool:
+        return self.layer_pattern[layer:layer + 1] == "M"
+
+    @property
+    def has_mamba(self) -> bool:
+        return "M" in self.layer_pattern
+
+    @property
+    def mamba_inner(self) -> int:
+        return self.mamba_expand * self.dim
+
+    @property
+    def mamba_heads(self) -> int:
+        return self.mamba_inner // self.mamba_head_dim
 
 
 @dataclass
@@ -244,6 +267,7 @@ def validate(config: Config) -> None:
     if model.n_heads % model.n_kv_heads:
         raise CogniError(f"model.n_heads ({model.n_heads}) must be a multiple of model.n_kv_heads "
                          f"({model.n_kv_heads})")
+    validate_layer_pattern(model)
     if config.train.max_time:
         parse_duration(config.train.max_time, "train.max_time")
     temperature = config.generation.temperature
@@ -253,6 +277,22 @@ def validate(config: Config) -> None:
     if any(length > model.max_seq_len for length in config.data.seq_len_warmup):
         raise CogniError(f"data.seq_len_warmup {config.data.seq_len_warmup} goes past model.max_seq_len "
                          f"({model.max_seq_len})")
+
+
+def validate_layer_pattern(model: ModelConfig) -> None:
+    """model.layer_pattern: letters A and M only, one per layer; Mamba-2 heads must tile the inner width."""
+    pattern = model.layer_pattern
+    if not pattern:
+        return
+    if set(pattern) - {"A", "M"}:
+        raise CogniError(f"model.layer_pattern = {pattern!r}: use only the letters A (attention) and M (Mamba-2), "
+                         "e.g. MMAMMA")
+    if len(pattern) != model.n_layers:
+        raise CogniError(f"model.layer_pattern = {pattern!r} has {len(pattern)} letters but model.n_layers = "
+                         f"{model.n_layers}; give one letter per layer, or leave it empty for all attention")
+    if model.has_mamba and model.mamba_inner % model.mamba_head_dim:
+        raise CogniError(f"model.mamba_expand * model.dim = {model.mamba_inner} must be a multiple of "
+                         f"model.mamba_head_dim ({model.mamba_head_dim})")
 
 
 def parse_duration(text: str, where: str = "--max-time") -> float:

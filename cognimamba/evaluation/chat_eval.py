@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from cognimamba.chat.format import normalize_tool_calls, render_conversation
+from cognimamba.config.schema import GenerationConfig
 from cognimamba.data.conversation import Conversation
 from cognimamba.evaluation.checks import ModelReport
 from cognimamba.evaluation.tool_eval import (
@@ -31,8 +32,7 @@ from cognimamba.evaluation.tool_eval import (
     load_eval_conversations,
     score_turn,
 )
-from cognimamba.inference.decoding import Generator
-from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.inference.decoding import Decoder
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, IM_START, decode, encode
 from cognimamba.runs.loading import LoadedRun
 
@@ -59,20 +59,20 @@ class RunCompletions:
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.generator = Generator(model, None)  # without a tokenizer no token stops decoding early
+        self.decoder = Decoder(model, None)  # without a tokenizer no token stops decoding early
         self.marker_ids = {tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None}
 
     @property
     def context_length(self) -> int:
-        return self.generator.context_length
+        return self.decoder.context_length
 
     def count_tokens(self, text: str) -> int:
         return len(encode(self.tokenizer, text))
 
     def complete(self, prompt: str, max_new_tokens: int) -> str:
         ids: list[int] = []
-        options = SamplingOptions(temperature=0.0, max_new_tokens=max_new_tokens)
-        for token in self.generator.stream_ids(encode(self.tokenizer, prompt), options):
+        options = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
+        for token in self.decoder.stream_ids(encode(self.tokenizer, prompt), options):
             ids.append(token)
             if token in self.marker_ids:
                 break

@@ -28,10 +28,10 @@ from rich.progress import Progress
 from tokenizers import Tokenizer
 
 from cognimamba.chat.format import render_conversation
+from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.evaluation.harness_results import summarize
-from cognimamba.inference.decoding import Generator
-from cognimamba.inference.sampling import SamplingOptions
+from cognimamba.inference.decoding import Decoder
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, encode, special_id
 from cognimamba.model.transformer import Transformer
@@ -50,12 +50,11 @@ def engine_continuer(model: Transformer, tokenizer: Tokenizer, device: torch.dev
 
     The one place this module names the engine and its sampling options, so renaming either touches only this.
     """
-    engine = Generator(model, tokenizer, device)
+    engine = Decoder(model, tokenizer, device)
 
     def continue_text(prompt_ids: list[int], max_new_tokens: int, stop: list[str], temperature: float) -> str:
-        options = SamplingOptions(temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                  stop=stop)
-        return engine.generate(prompt_ids, options)
+        settings = GenerationConfig(temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
+        return engine.generate(prompt_ids, settings, stop=stop)
 
     return continue_text
 

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
-from cognimamba.interop.hf_dir import parse_dtype
+from cognimamba.interop.hf_dir import parse_dtype, refuse_mamba_layers
 from cognimamba.interop.hf_names import check_llama_compatible, to_hf_state_dict
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
 from cognimamba.runs.loading import load_run
@@ -173,6 +173,7 @@ def export_gguf(run: Path, out: Path, dtype: str = "f32", force: bool = False) -
     if out.exists() and not force:
         raise CogniError(f"--out {out}: file exists; choose a new path or pass --force")
     loaded = load_run(run)
+    refuse_mamba_layers(loaded.config.model, Path(run), "gguf")
     check_llama_compatible(loaded.config.model)
     write_gguf(out, out.stem, loaded.config.model, model_state(loaded.model), loaded.tokenizer, dtype)
     return out

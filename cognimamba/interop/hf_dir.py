@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from cognimamba.config.schema import Config
+from cognimamba.config.schema import Config, ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.interop.hf_names import check_llama_compatible, hf_llama_config, to_hf_state_dict
@@ -36,6 +36,14 @@ from cognimamba.system.fileio import atomic_write, atomic_write_json, atomic_wri
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 HF_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+
+
+def refuse_mamba_layers(model: ModelConfig, run: Path, format_name: str) -> None:
+    """Llama, in transformers and in GGUF, has no Mamba-2 layers: a run with any is refused by name."""
+    if model.has_mamba:
+        raise CogniError(f"{run}: model.layer_pattern = {model.layer_pattern!r} has Mamba-2 layers, which --format "
+                         f"{format_name} cannot express (it writes a Llama, attention only); chat, bench and "
+                         "test-model use the run as it is")
 
 
 def parse_dtype(name: str) -> str:
@@ -133,6 +141,7 @@ def export_hf(run: Path, out: Path, dtype: str = "f32", adapter: bool = False, f
         raise CogniError(f"--adapter: {run} is not a LoRA run (no adapter_config.json); export it without --adapter")
     if adapter and lora is not None:
         base = load_run(lora.base_run)
+        refuse_mamba_layers(base.config.model, Path(run), "hf")
         check_llama_compatible(base.config.model)
 
         def build_split(staging: Path) -> None:
@@ -145,6 +154,7 @@ def export_hf(run: Path, out: Path, dtype: str = "f32", adapter: bool = False, f
         build_directory(out, force, build_split)
         return out
     loaded = load_run(run)  # a LoRA run loads merged
+    refuse_mamba_layers(loaded.config.model, Path(run), "hf")
     check_llama_compatible(loaded.config.model)
     note = f"LoRA fine-tune of `{lora.base_run}`, merged into the weights." if lora is not None else None
     build_directory(out, force, lambda staging: write_hf_model(

@@ -1,5 +1,8 @@
 """A Llama-style decoder in plain PyTorch: RoPE, RMSNorm, SwiGLU, grouped-query attention, tied embeddings.
 
+With `model.layer_pattern`, some layers mix the sequence with Mamba-2 (model/mamba2.py) instead of attention;
+each keeps its MLP, as in Jamba and Samba. An empty pattern builds exactly the all-attention model.
+
 Projections are fused (one matmul for q/k/v, one for gate/up) because on small models the number of
 kernel launches, not arithmetic, dominates; export splits them back into the usual Llama names.
 `Linear` is nn.Linear with a faster fp32 CPU matmul (model/linear.py); weights and names are nn.Linear's.
@@ -16,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from cognimamba.config.schema import ModelConfig
 from cognimamba.model.linear import Linear
+from cognimamba.model.mamba2 import Mamba2, MambaState
 
 
 class RMSNorm(nn.Module):
@@ -48,7 +52,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
 
 
 class KVCache:
-    """Preallocated keys and values for every layer, so decoding allocates nothing per token."""
+    """Preallocated keys and values of every attention layer, and the conv and SSM state of every Mamba-2 layer,
+    so decoding allocates nothing per token. A Mamba-2 layer's state does not grow with the context."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
@@ -56,8 +61,11 @@ class KVCache:
         # One spare position: reading the cache is then always a strided slice, never the whole (contiguous)
         # tensor, which torch.compile would treat as a new case and compile again at the last position.
         shape = (batch_size, config.n_kv_heads, self.max_len + 1, config.head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        attention_layers = [layer for layer in range(config.n_layers) if not config.is_mamba_layer(layer)]
+        self.keys = {layer: torch.zeros(shape, device=device, dtype=dtype) for layer in attention_layers}
+        self.values = {layer: torch.zeros(shape, device=device, dtype=dtype) for layer in attention_layers}
+        self.mamba_states = {layer: MambaState.empty(config, batch_size, device, dtype)
+                             for layer in range(config.n_layers) if config.is_mamba_layer(layer)}
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         end = start + k.size(2)
@@ -130,12 +138,38 @@ class Block(nn.Module):
         return F.dropout(x, self.dropout) if self.dropout and self.training else x
 
 
+class MambaBlock(nn.Module):
+    """Block with a Mamba-2 mixer in place of attention: same pre-norm residual layout, same MLP."""
+
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.mamba_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mamba = Mamba2(config)
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        """Block's signature; positions reach a Mamba-2 layer through its state, so cos, sin and mask go unused."""
+        state = cache.mamba_states[self.layer] if cache is not None else None
+        x = x + self._dropout(self.mamba(self.mamba_norm(x), state, start))
+        return x + self._dropout(self.mlp(self.mlp_norm(x)))
+
+    _dropout = Block._dropout
+
+
+def build_block(config: ModelConfig, layer: int) -> Block | MambaBlock:
+    return MambaBlock(config, layer) if config.is_mamba_layer(layer) else Block(config, layer)
+
+
 class Transformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
+        self.layers = nn.ModuleList(build_block(config, layer) for layer in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -153,12 +187,17 @@ class Transformer(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(param)
-            elif name.endswith(("attention.proj.weight", "mlp.down.weight")):
+            elif name.endswith(("attention.proj.weight", "mlp.down.weight", "mamba.out_proj.weight")):
                 # Residual-branch outputs are scaled down so the residual stream's variance does not
                 # grow with depth (GPT-2 / nanoGPT).
                 nn.init.normal_(param, mean=0.0, std=std / math.sqrt(2 * self.config.n_layers))
+            elif name.endswith(Mamba2.OWN_INIT):
+                continue
             else:
                 nn.init.normal_(param, mean=0.0, std=std)
+        for module in self.modules():
+            if isinstance(module, Mamba2):
+                module.reset_parameters()
 
     def _masks(self, length: int, start: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Boolean masks (True = attend) for global and sliding-window layers; None means plain causal."""
@@ -209,7 +248,17 @@ def num_parameters(model: nn.Module) -> tuple[int, int]:
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), PaLM appendix B style."""
     kv_dim = config.n_kv_heads * config.head_dim
-    matmul_params = config.n_layers * (config.dim * (2 * config.dim + 2 * kv_dim) + 3 * config.dim * config.ffn_dim)
+    mamba_layers = config.layer_pattern.count("M")
+    attention_layers = config.n_layers - mamba_layers
+    matmul_params = (attention_layers * config.dim * (2 * config.dim + 2 * kv_dim)
+                     + config.n_layers * 3 * config.dim * config.ffn_dim)
     matmul_params += config.vocab_size * config.dim
-    attention = 2 * config.n_layers * seq_len * config.dim  # QK^T and AV, causal average ~ seq_len/2 * 2 * 2
-    return 6 * matmul_params + 6 * attention
+    attention = 2 * attention_layers * seq_len * config.dim  # QK^T and AV, causal average ~ seq_len/2 * 2 * 2
+    if not mamba_layers:
+        return 6 * matmul_params + 6 * attention
+    inner, state = config.mamba_inner, config.mamba_state_size
+    matmul_params += mamba_layers * config.dim * (3 * inner + 2 * state + config.mamba_heads)
+    # SSD multiply-adds per token: C.B scores and their weighting of x within a chunk (computed whole, not
+    # halved), then writing the chunk's state and reading the carried one.
+    ssd = mamba_layers * (config.mamba_chunk_size * (state + inner) + 2 * inner * state)
+    return 6 * matmul_params + 6 * attention + 6 * ssd

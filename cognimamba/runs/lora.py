@@ -20,8 +20,9 @@ from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.model.transformer import Transformer
 
-TARGETS = ("qkv", "proj", "gate_up", "down")
-TARGET_GROUPS = {"all": TARGETS, "attention": ("qkv", "proj"), "mlp": ("gate_up", "down")}
+TARGETS = ("qkv", "proj", "gate_up", "down", "in_proj", "out_proj")
+TARGET_GROUPS = {"all": TARGETS, "attention": ("qkv", "proj"), "mlp": ("gate_up", "down"),
+                 "mamba": ("in_proj", "out_proj")}
 # Settings a fine-tune may change without changing any weight's shape (RoPE is relative, so a longer
 # context reuses the same weights).
 TUNABLE_MODEL_FIELDS = ("max_seq_len", "dropout")
@@ -45,7 +46,7 @@ class LoraSettings:
         unknown = [target for target in self.targets if target not in TARGETS]
         if unknown or not self.targets:
             raise CogniError(f"--lora-targets: unknown {', '.join(unknown) or '(none)'}; choose from "
-                             f"{', '.join(TARGETS)} or all, attention, mlp")
+                             f"{', '.join(TARGETS)} or all, attention, mlp, mamba")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoraSettings:
@@ -63,20 +64,33 @@ def parse_targets(text: str) -> tuple[str, ...]:
     return tuple(targets)
 
 
-def lora_config(settings: LoraSettings) -> Any:
+def lora_config(settings: LoraSettings, targets: tuple[str, ...] | None = None) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.targets), bias="none")
+                      target_modules=list(targets or settings.targets), bias="none")
+
+
+def present_targets(model: Transformer, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """The targets this model has: attention's for attention layers, Mamba-2's in_proj/out_proj for Mamba layers."""
+    names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
+    present = tuple(target for target in targets if target in names)
+    if not present:
+        raise CogniError(f"--lora-targets {','.join(targets)}: this model has none of these layers (model."
+                         f"layer_pattern = {model.config.layer_pattern!r}); choose from "
+                         f"{', '.join(target for target in TARGETS if target in names)}")
+    return present
 
 
 def apply_lora(model: Transformer, settings: LoraSettings) -> Any:
     """The model wrapped by peft: base weights frozen, LoRA A/B matrices (B = 0, so no change yet) trainable.
 
-    The base run's path goes into adapter_config.json when it is written (write_adapter_config)."""
+    Targets the model lacks (Mamba-2 projections in an all-attention model, say) are left out, so "all" means
+    every projection the model has. The base run's path goes into adapter_config.json when it is written
+    (write_adapter_config)."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(settings))
+    return get_peft_model(model, lora_config(settings, present_targets(model, settings.targets)))
 
 
 def base_transformer(model: torch.nn.Module) -> Transformer:

@@ -29,7 +29,7 @@ class ScriptedModel(nn.Module):
         super().__init__()
         self.config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), dim=8, n_layers=1, n_heads=2, n_kv_heads=1,
                                   ffn_dim=8, max_seq_len=max_seq_len)
-        self.anchor = nn.Parameter(torch.zeros(()))  # Generator reads the device and dtype from a parameter
+        self.anchor = nn.Parameter(torch.zeros(()))  # Decoder reads the device and dtype from a parameter
         self.tokenizer, self.script = tokenizer, script
         self.prompts: list[str] = []
         self.reply_ids: list[int] = []

@@ -29,7 +29,7 @@ from cognimamba.evaluation.harness_results import (
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.lora import LoraSettings
 from cognimamba.runs.merge import merge_to_run
-from cognimamba.train.loop import TrainOptions, train
+from cognimamba.train.entry import TrainOptions, train
 from tests.conftest import run_cli, tiny_config
 
 lm_eval = pytest.importorskip("lm_eval")
