@@ -27,7 +27,7 @@ from cognimamba.chat.format import ToolCall
 from cognimamba.chat.session import ChatSession, Message, settings_from_dict
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
-from cognimamba.system.paths import data_dir
+from cognimamba.system.paths import user_data_dir
 
 SCHEMA_VERSION = 1
 HISTORY_FILE = "history.sqlite3"
@@ -57,7 +57,7 @@ CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id, id);
 
 
 def default_history_path() -> Path:
-    return data_dir() / HISTORY_FILE
+    return user_data_dir() / HISTORY_FILE
 
 
 @dataclass

@@ -79,11 +79,11 @@ def main() -> None:
 
     # Idle OpenMP workers sleep rather than spin (set before torch loads; an exported value wins). When
     # other programs keep the cores busy, a spinning worker takes the CPU its lagging partner needs: on
-    # 2 shared cores next to a training job, a 2-thread prefill ran 50x slower spinning (benchmarks/README).
+    # shared cores next to a training job, a spinning 2-thread prefill ran many times slower (benchmarks/README.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if sys.platform == "linux":
-        # The CUDA caching allocator grows segments in place instead of leaving gaps between fixed ones: on an
-        # H200 the 12gb profile reserved 1.9 GiB more than its tensors took, which a 12 GB card cannot spare.
+        # The CUDA caching allocator grows segments in place instead of leaving gaps between fixed ones, which
+        # otherwise reserve more than the tensors take (benchmarks/README.md): room a 12 GB card cannot spare.
         # (Windows has no expandable segments.)
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     debug = "--debug" in sys.argv[1:]

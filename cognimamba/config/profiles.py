@@ -11,12 +11,12 @@ GIB = 1024**3
 
 
 def _cpu() -> Config:
-    # Small enough to learn visibly on 2 cores in minutes; shaped by measured bits/byte
-    # after 10 minutes on TinyStories (see the training-core issue note).
+    # Small enough to learn visibly on 2 cores in minutes; shaped by held-out bits/byte after 10 minutes on
+    # TinyStories (the runs are in benchmarks/README.md).
     return Config(
         profile="cpu",
-        # ~15 passes over a 1 MB corpus in 10 minutes: dropout keeps the model from memorising it
-        # (measured val bits/byte after 10 min on TinyStories: 1.239 with 0.1, 1.209 with 0.3).
+        # Many passes over a 1 MB corpus in 10 minutes: dropout keeps the model from memorising it
+        # (0.3 beat 0.1 on held-out bits/byte, benchmarks/README.md).
         model=ModelConfig(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=688,
                           max_seq_len=256, dropout=0.3),
         train=TrainConfig(lr=3e-3, warmup_steps=100, max_steps=2000, micro_batch_size=16, grad_accum_steps=1,
@@ -28,8 +28,8 @@ def _gpu(name: str, model: ModelConfig, micro_batch: int, accum: int, checkpoint
     # Micro-batches are sized from measured peaks (benchmarks/README.md) to leave room for a desktop on the
     # card: larger ones keep a fast GPU from waiting on Python to launch kernels, and where memory is short a
     # smaller micro-batch costs less than checkpointing's recompute. torch.compile fuses the elementwise work
-    # between matmuls (measured on an H200: 8gb and 12gb train 1.5-1.75x faster, MFU 26-32% -> 46-48%); its
-    # first step takes 20-40 s. Without Triton training runs eagerly (hardware.compile_unavailable).
+    # between matmuls (speed-ups in benchmarks/README.md); its first step compiles for a while. Without Triton
+    # training runs eagerly (hardware.compile_unavailable).
     return Config(
         profile=name,
         model=model,

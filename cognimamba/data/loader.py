@@ -20,8 +20,7 @@ import torch
 from cognimamba.data.conversation_fit import SKIPPED, ConversationBounds, FitCounts, fit_tails, kept_lengths
 from cognimamba.data.data_dir import DataDir
 from cognimamba.errors import CogniError
-
-IGNORE_INDEX = -100
+from cognimamba.model.loss import IGNORE_INDEX
 
 
 class ConversationPacking:

@@ -19,7 +19,7 @@ from cognimamba.data.sources import SourceSpec, iter_documents, read_json_record
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash, train_tokenizer
 from cognimamba.system.console import make_progress
-from cognimamba.system.paths import default_data_dir
+from cognimamba.system.paths import prepared_corpus_dir
 
 TOKENIZER_SAMPLE_CHARS = 200_000_000  # enough text to learn merges; larger corpora are only tokenized
 DEFAULT_VAL_FRACTION = 0.05
@@ -145,7 +145,7 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
     else:
         fraction = 0.0
     key = _cache_key(options, train, val, fraction)
-    out = Path(options.out) if options.out else default_data_dir(train.label, key)
+    out = Path(options.out) if options.out else prepared_corpus_dir(train.label, key)
     existing = None if options.force else DataDir.reusable(out, key)
     if existing is not None:
         return PrepareResult(existing, reused=True)

@@ -49,7 +49,7 @@ from cognimamba.data.prepare import PrepareResult, check_split_sizes, check_val_
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_START, load_tokenizer, special_id, tokenizer_hash
 from cognimamba.system.console import make_progress
-from cognimamba.system.paths import default_data_dir
+from cognimamba.system.paths import prepared_corpus_dir
 
 CHAT_DATA_VERSION = INDEXED_CHAT_VERSION  # bump on a rendering, packing or split change: cached dirs rebuild
 USER_TURN = f"{IM_START}user\n"
@@ -280,7 +280,7 @@ def prepare_chat(options: ChatPrepareOptions, console: Console | None = None) ->
                       hub_val=set() if val_source else hub_val)
     key = _cache_key(sources, weights, plan, tokenizer, options.seed)
     label = sources[0].label if len(sources) == 1 else "mix"
-    out = Path(options.out) if options.out else default_data_dir(label, key)
+    out = Path(options.out) if options.out else prepared_corpus_dir(label, key)
     existing = None if options.force else DataDir.reusable(out, key)
     if existing is not None:
         return PrepareResult(existing, reused=True)

@@ -25,6 +25,7 @@ import torch
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import DecodeStep
+from cognimamba.model.linear import measure_matmul_peak
 from cognimamba.model.transformer import KVCache, Transformer, flops_per_token, num_parameters
 from cognimamba.system import hardware
 from cognimamba.train.optim import build_optimizer
@@ -350,7 +351,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
     peak_flops = None
     if options.train:
         compute_dtype = train_dtype(bench.config, requested_dtype, bench.device)
-        peak_flops = hardware.measure_matmul_peak(bench.device, compute_dtype)
+        peak_flops = measure_matmul_peak(bench.device, compute_dtype)
         on_run("matmul peak")
         config = bench.config
         if options.compile is not None:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
 from cognimamba.errors import CogniError
-from cognimamba.evaluation.loss import EvalResult, evaluate_loss
 from cognimamba.inference.decoding import greedy_ids
+from cognimamba.model.loss import EvalResult, evaluate_loss
 from cognimamba.model.tokenizer import END_OF_TEXT, decode, encode
 from cognimamba.model.transformer import KVCache, num_parameters
 from cognimamba.runs.loading import LoadedRun

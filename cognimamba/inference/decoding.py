@@ -36,8 +36,8 @@ def decode_threads(model: torch.nn.Module, device: torch.device) -> int | None:
 
     One decoding step of a small model is ~40 operations of microseconds each; splitting them across cores
     costs a thread hand-off per operation, more than it saves, and on a busy machine each hand-off waits for
-    a descheduled thread (measured on 2 shared cores with the `cpu` profile: ~740 tokens/s on one thread,
-    ~20 on two). Prefill keeps every thread: its matmuls are large enough to split.
+    a descheduled thread (benchmarks/README.md). Prefill keeps every thread: its matmuls are large enough to
+    split.
     """
     small = sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_DECODE_MAX_PARAMETERS
     return 1 if device.type == "cpu" and small else None
@@ -48,10 +48,9 @@ class DecodeStep:
 
     Small models on CPU take it on one thread (decode_threads). With `compile`, it runs through torch.compile
     with dynamic shapes, so the growing cache does not recompile: an eager step of a small model is mostly
-    dispatching a hundred tiny operations, which Inductor fuses (measured with the `cpu` profile on 2 AMD EPYC
-    cores: 1.6 ms against 2.5-3.1 ms per token). The first call pays the compile, 15-20 s, or about 4 s once
-    Inductor's on-disk cache has it; `compile_seconds` says how long. If compiling fails (no C++ compiler,
-    say), the step goes on eagerly and `compile_error` says why.
+    dispatching a hundred tiny operations, which Inductor fuses (benchmarks/README.md). The first call pays the
+    compile, less once Inductor's on-disk cache has it; `compile_seconds` says how long. If compiling fails
+    (no C++ compiler, say), the step goes on eagerly and `compile_error` says why.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1) -> None:

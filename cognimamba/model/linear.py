@@ -1,10 +1,9 @@
 """Linear layers whose fp32 CPU matmuls run on oneDNN instead of MKL.
 
-PyTorch sends fp32 CPU matmuls to MKL, which on AMD processors takes a generic code path at about half
-the speed of oneDNN, the other GEMM library inside every x86 PyTorch wheel (measured on a 2-core AMD EPYC:
-about 105 against 245 GFLOP/s per core for the projections of the `cpu` profile). On Intel processors MKL
-runs its own fast kernels and is 0-20% faster than oneDNN (measured on 2 Sapphire Rapids cores), so the path
-is taken on AMD (and Hygon) processors only; COGNI_ONEDNN=1 forces it, COGNI_ONEDNN=0 turns it off.
+PyTorch sends fp32 CPU matmuls to MKL, which on AMD processors takes a generic code path well below the
+speed of oneDNN, the other GEMM library inside every x86 PyTorch wheel. On Intel processors MKL runs its own
+fast kernels and is as fast or faster, so the path is taken on AMD (and Hygon) processors only (figures in
+benchmarks/README.md); COGNI_ONEDNN=1 forces it, COGNI_ONEDNN=0 turns it off.
 `Linear` is nn.Linear,
 with the same weight and state-dict key, whose forward and backward take oneDNN when that pays: fp32 on
 CPU, at least MIN_ROWS rows (one decoded token stays on MKL, whose per-call cost is lower), no autocast,
@@ -16,12 +15,15 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (measured crossover)
+from cognimamba.system.hardware import synchronize
+
+MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (benchmarks/README.md)
 AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
@@ -93,9 +95,9 @@ class Linear(nn.Linear):
     """nn.Linear that takes the oneDNN path where it pays; anything else (CUDA, half precision, bias) is F.linear.
 
     Decoding multiplies one row by the weight, which only streams the weight from memory. With the weight
-    stored [out, in], each output is a dot product over a short row, and MKL's kernel for that runs at about
-    8 GB/s here; with an [in, out] copy it accumulates along long contiguous rows at 11-22 GB/s (measured on
-    2 AMD EPYC cores, cold weights, in=256 and out=512..4096; no gain where out < in). So decoding on CPU
+    stored [out, in], each output is a dot product over a short row, which MKL streams slowly; with an
+    [in, out] copy it accumulates along long contiguous rows, much faster where out > in (benchmarks/README.md,
+    "Decoding copies of the wide weights"). So decoding on CPU
     keeps that copy, made on first use and remade whenever the weight changes; it costs memory equal to the
     wide layers' weights (about 60% of a Llama's), which COGNI_DECODE_COPIES=0 saves at the cost of speed.
     """
@@ -134,3 +136,39 @@ def refresh_transposed(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:
+    """FLOP/s of a large square matmul on this device: the denominator of MFU.
+
+    The time is split into short windows and the fastest one counts: on a shared machine a neighbour's
+    burst slows some windows down, while the peak is what the hardware can do. On CPU the matmul is the
+    one the model's layers use (oneDNN where `use_onednn` takes it, else MKL).
+    """
+    size = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def matmul() -> None:
+        if use_onednn(a, b):
+            matmul_nt(a, b)
+        else:
+            torch.mm(a, b, out=out)
+
+    for _ in range(2):
+        matmul()
+    synchronize(device)
+    best = 0.0
+    for _ in range(max(1, windows)):
+        iterations = 0
+        start = time.perf_counter()
+        while True:
+            matmul()
+            iterations += 1
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / max(1, windows):
+                break
+        best = max(best, 2 * size**3 * iterations / elapsed)
+    return best

@@ -102,8 +102,8 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer, k, v, start)
         # A single decoded token may see every cached position; a fresh sequence is plainly causal.
         is_causal = mask is None and length > 1
-        # No dropout on attention probabilities: it pushes SDPA off its fused kernel (measured 1.6x slower
-        # training on CPU); the residual-branch dropout in Block regularises at a fraction of the cost.
+        # No dropout on attention probabilities: it pushes SDPA off its fused kernel (much slower training on
+        # CPU, benchmarks/README.md); the residual-branch dropout in Block regularises at a fraction of the cost.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
         return self.proj(y.transpose(1, 2).reshape(batch, length, -1))
 

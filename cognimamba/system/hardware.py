@@ -7,7 +7,6 @@ import functools
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,9 +35,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
 
-    There, bf16 matmuls run about 3x faster than fp32 (measured on 2 AMD EPYC Zen 5 cores: 409 against 136
-    GFLOP/s) and bf16 autocast trains the `cpu` profile about 1.5x faster; without it bf16 is emulated and
-    far slower than fp32. Read from /proc/cpuinfo, so other systems answer no.
+    There, bf16 matmuls and bf16 autocast training beat fp32 (benchmarks/README.md); without it bf16 is
+    emulated and far slower than fp32. Read from /proc/cpuinfo, so other systems answer no.
     """
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -93,44 +91,6 @@ def compiled_if_possible(module: torch.nn.Module, device: torch.device,
     it was not compiled when it was wanted."""
     problem = compile_unavailable(device) if wanted else None
     return (torch.compile(module), None) if wanted and problem is None else (module, problem)
-
-
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:
-    """FLOP/s of a large square matmul on this device: the denominator of MFU.
-
-    The time is split into short windows and the fastest one counts: on a shared machine a neighbour's
-    burst slows some windows down, while the peak is what the hardware can do. On CPU the matmul is the
-    one the model's layers use (oneDNN where model.linear takes it, else MKL).
-    """
-    from cognimamba.model.linear import matmul_nt, use_onednn
-
-    size = 8192 if device.type == "cuda" else 1024
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    out = torch.empty(size, size, device=device, dtype=dtype)
-
-    def matmul() -> None:
-        if use_onednn(a, b):
-            matmul_nt(a, b)
-        else:
-            torch.mm(a, b, out=out)
-
-    for _ in range(2):
-        matmul()
-    synchronize(device)
-    best = 0.0
-    for _ in range(max(1, windows)):
-        iterations = 0
-        start = time.perf_counter()
-        while True:
-            matmul()
-            iterations += 1
-            synchronize(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / max(1, windows):
-                break
-        best = max(best, 2 * size**3 * iterations / elapsed)
-    return best
 
 
 def synchronize(device: torch.device) -> None:

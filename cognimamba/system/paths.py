@@ -21,12 +21,14 @@ def cache_dir() -> Path:
     return override / "cache" if override else Path(platformdirs.user_cache_dir(APP_NAME))
 
 
-def data_dir() -> Path:
+def user_data_dir() -> Path:
+    """The app's own per-user files (chat history); not a prepared data dir."""
     override = _home_override()
     return override / "data" if override else Path(platformdirs.user_data_dir(APP_NAME))
 
 
-def default_data_dir(label: str, key: str) -> Path:
+def prepared_corpus_dir(label: str, key: str) -> Path:
+    """Where `cogni prepare` puts a data dir when no --out is given: the per-user cache, keyed by its inputs."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(label).stem)[:40] or "corpus"
     return cache_dir() / "datasets" / f"{stem}-{key[:10]}"
 

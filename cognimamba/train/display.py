@@ -47,7 +47,7 @@ def training_header(config: Config, device: torch.device, compute_dtype: torch.d
     elif config.train.compile:
         header += "\n[dim]torch.compile: the first step compiles the model (about a minute)[/]"
     if device.type == "cpu" and compute_dtype == torch.float32 and cpu_has_native_bf16():
-        header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 trains 1.2-1.4x faster[/]"
+        header += "\n[dim]this CPU has native bf16: --set train.precision=bf16 usually trains faster[/]"
     return header
 
 

@@ -12,13 +12,14 @@ from cognimamba.config.schema import Config, parse_duration, validate
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
 from cognimamba.errors import CogniError
+from cognimamba.model.linear import measure_matmul_peak
 from cognimamba.model.tokenizer import load_tokenizer
 from cognimamba.model.transformer import flops_per_token
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.runs.layout import WEIGHTS
 from cognimamba.runs.loading import write_run_files
 from cognimamba.runs.lora import base_transformer, write_adapter_config
-from cognimamba.system.hardware import compiled_if_possible, measure_matmul_peak, pick_dtype
+from cognimamba.system.hardware import compiled_if_possible, pick_dtype
 from cognimamba.train.display import TrainingDisplay, TrainingStats, training_header
 from cognimamba.train.distributed import DistributedContext
 from cognimamba.train.loggers import open_metrics_log

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cognimamba.data.loader import IGNORE_INDEX
+from cognimamba.model.loss import IGNORE_INDEX
 from cognimamba.train.distributed import DistributedContext, sum_over_ranks
 from cognimamba.train.optim import optimizer_step
 

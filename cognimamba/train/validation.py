@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cognimamba.evaluation.loss import evaluate_loss
+from cognimamba.model.loss import evaluate_loss
 from cognimamba.train.saving import save_best_model
 from cognimamba.train.state import TrainState
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from cognimamba.data.data_dir import DataDir
-from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
+from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
 from cognimamba.errors import CogniError
+from cognimamba.model.loss import IGNORE_INDEX
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_START, decode, load_tokenizer
 
 CLOCK = {"name": "clock", "description": "The time",

@@ -19,9 +19,10 @@ from cognimamba.data.chat_sources import (
     resolve_chat_source,
 )
 from cognimamba.data.data_dir import DataDir
-from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
+from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, encode_conversation, mix, parse_mix, prepare_chat
 from cognimamba.errors import CogniError
+from cognimamba.model.loss import IGNORE_INDEX
 from cognimamba.model.tokenizer import (
     END_OF_TEXT,
     IM_END,

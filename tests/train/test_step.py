@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cognimamba.data.loader import IGNORE_INDEX
+from cognimamba.model.loss import IGNORE_INDEX
 from cognimamba.model.transformer import Transformer
 from cognimamba.train.distributed import DistributedContext
 from cognimamba.train.optim import build_optimizer

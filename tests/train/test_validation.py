@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from cognimamba.data.loader import IGNORE_INDEX, TokenWindows
+from cognimamba.data.loader import TokenWindows
+from cognimamba.model.loss import IGNORE_INDEX
 from cognimamba.runs.metrics import read_metrics
 from cognimamba.train.distributed import DistributedContext
 from cognimamba.train.entry import TrainOptions

@@ -6,8 +6,7 @@ import math
 
 import torch
 
-from cognimamba.data.loader import IGNORE_INDEX
-from cognimamba.evaluation.loss import evaluate_loss
+from cognimamba.model.loss import IGNORE_INDEX, evaluate_loss
 from cognimamba.model.transformer import Transformer
 from tests.conftest import tiny_config
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cognimamba.data.loader import IGNORE_INDEX
+IGNORE_INDEX = -100  # the target of a position that takes no loss (prompt tokens, padding)
 
 
 @dataclass
