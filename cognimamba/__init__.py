@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def load(run: str | Path, device: str = "cpu") -> LoadedRun:
     """Load a run dir: `.config`, `.tokenizer` (tokenizers.Tokenizer) and `.model` (torch.nn.Module, eval mode)."""
-    from cognimamba.runs.loading import load_run
+    from cognimamba.runs.loading import load_run  # noqa: PLC0415 (`import cognimamba` stays light; loading pulls in torch)
 
     return load_run(run, device=device)
 

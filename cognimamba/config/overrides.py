@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import SECTIONS, Config, apply_mapping, set_field, validate
 from cognimamba.errors import CogniError
 
@@ -52,7 +53,6 @@ def to_toml(config: Config) -> str:
 
 def resolve_config(profile: str | None, config_file: Path | None, overrides: list[str]) -> Config:
     """Profile preset, then the TOML file, then --set overrides; validated."""
-    from cognimamba.config.profiles import get_profile
 
     file_data = load_toml(config_file) if config_file else {}
     profile_name = profile or file_data.get("profile") or "cpu"

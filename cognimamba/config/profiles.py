@@ -70,7 +70,7 @@ BUDGET_GIB = {"4gb": 4.0, "6gb": 6.0, "8gb": 8.0, "12gb": 12.0}
 
 def detect_profile() -> str:
     """Largest GPU profile whose budget fits the detected GPU memory; `cpu` without a GPU."""
-    import torch
+    import torch  # noqa: PLC0415 (the config and `cogni --help` load without torch)
 
     if not torch.cuda.is_available():
         return "cpu"

@@ -7,6 +7,7 @@ overrides (config/overrides.py) are applied on top, and everything is checked be
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -297,7 +298,6 @@ def validate_layer_pattern(model: ModelConfig) -> None:
 
 def parse_duration(text: str, where: str = "--max-time") -> float:
     """'90s', '10m', '1h30m', '2.5h' or plain seconds -> seconds."""
-    import re
 
     cleaned = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", cleaned):

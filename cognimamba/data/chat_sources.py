@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from cognimamba.chat.format import normalize_tool, normalize_tool_calls
+from cognimamba.data import synthetic_chat, synthetic_tools
 from cognimamba.data.conversation import BadRecord, Conversation
 from cognimamba.data.sources import REGISTRY, NamedSource, read_json_records, register, stream_hub_dataset
 from cognimamba.errors import CogniError
+from cognimamba.system.paths import cache_dir
 
 CHAT_FORMATS = ("alpaca", "sharegpt", "messages", "glaive")
 SYNTHETIC_TOOLS = "synthetic-tools"
@@ -309,10 +311,8 @@ class ChatSource:
 def _generator(name: str) -> Any:
     """The module that writes a synthetic source's conversations (imported when used: it is rarely needed)."""
     if name == SYNTHETIC_CHAT:
-        from cognimamba.data import synthetic_chat
 
         return synthetic_chat
-    from cognimamba.data import synthetic_tools
 
     return synthetic_tools
 
@@ -363,9 +363,8 @@ def resolve_chat_source(source: str, format: str | None = None, system: str | No
 
 def _load_records(source: ChatSource, split: str | None) -> Any:
     """Records through `datasets`: local files read whole (exact nested JSON), hub datasets streamed."""
-    import datasets
+    import datasets  # noqa: PLC0415 (takes seconds; only hub sources need it)
 
-    from cognimamba.system.paths import cache_dir
 
     datasets.disable_progress_bars()
     if source.path is not None:

@@ -28,6 +28,7 @@ from rich.console import Console
 from tokenizers import Tokenizer
 
 from cognimamba.chat.format import render_segments
+from cognimamba.config.overrides import load_toml
 from cognimamba.data.chat_sources import (
     ChatSource,
     Conversation,
@@ -109,7 +110,6 @@ MIX_KEYS = {"source", "weight", "format", "system", "limit", "count"}
 def load_mix_file(path: Path, format: str | None = None, system: str | None = None, limit: int | None = None,
                   count: int | None = None) -> list[MixEntry]:
     """A TOML data section: `[data] system = "..."` and one `[[data.mix]]` table per source."""
-    from cognimamba.config.overrides import load_toml
 
     data = load_toml(path).get("data")
     if not isinstance(data, dict) or not isinstance(data.get("mix"), list):

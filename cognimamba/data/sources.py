@@ -200,7 +200,7 @@ def load_records(spec: SourceSpec, split: str | None = None) -> Any:
         if spec.skip_bad:
             return read_json_records(spec.path, spec.text_field or "text")[0]
         _check_json_records(spec.path, spec.text_field or "text")  # before the slow import: bad files fail fast
-    import datasets
+    import datasets  # noqa: PLC0415 (takes seconds; only hub sources need it)
 
     datasets.disable_progress_bars()
     if spec.path is not None:
@@ -217,7 +217,7 @@ def load_records(spec: SourceSpec, split: str | None = None) -> Any:
 def stream_hub_dataset(named: NamedSource, split: str | None, instead: str) -> Any:
     """A named dataset streamed from the Hugging Face hub; when the hub cannot be reached, one line saying
     what to do `instead`."""
-    import datasets
+    import datasets  # noqa: PLC0415 (takes seconds; only hub sources need it)
 
     try:
         return datasets.load_dataset(named.hub_id, named.config_name, split=split or named.train_split,

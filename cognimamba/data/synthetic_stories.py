@@ -10,6 +10,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from cognimamba.system.fileio import atomic_write_text
+
 NAMES = ["Lily", "Tom", "Mia", "Ben", "Sara", "Max", "Anna", "Leo", "Zoe", "Sam", "Emma", "Jack", "Ella", "Noah",
          "Lucy", "Finn", "Ruby", "Owen", "Ivy", "Theo"]
 ANIMALS = ["cat", "dog", "bunny", "bird", "frog", "duck", "mouse", "bear", "fox", "puppy", "kitten", "turtle"]
@@ -70,7 +72,6 @@ def generate_stories(count: int, seed: int = 0) -> Iterator[str]:
 
 def write_story_corpus(path: Path, count: int, seed: int = 0) -> Path:
     """Stories separated by a line holding only `<|story|>`, so paragraphs stay inside one document."""
-    from cognimamba.system.fileio import atomic_write_text
 
     atomic_write_text(path, "\n<|story|>\n".join(generate_stories(count, seed)) + "\n")
     return path

@@ -22,11 +22,13 @@ from typing import Any
 
 import torch
 
+from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import DecodeStep
 from cognimamba.model.linear import measure_matmul_peak
 from cognimamba.model.transformer import KVCache, Transformer, flops_per_token, num_parameters
+from cognimamba.runs.loading import load_run
 from cognimamba.system import hardware
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import autocast_for, training_step
@@ -189,12 +191,10 @@ def load_bench_model(run: Path | None, profile: str | None, device: torch.device
     if (run is None) == (profile is None):
         raise CogniError("give a run dir (cogni bench RUN) or --profile NAME for a random-weight model, not both")
     if run is not None:
-        from cognimamba.runs.loading import load_run
 
         loaded = load_run(run, device=device, dtype=dtype)
         config, model, name = loaded.config, loaded.model, Path(run).name
     else:
-        from cognimamba.config.profiles import get_profile
 
         config = get_profile(str(profile))
         torch.manual_seed(seed)

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
+from cognimamba.data.sources import read_text_file
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import greedy_ids
+from cognimamba.evaluation.tool_eval import load_eval_conversations, tool_eval
+from cognimamba.inference.decoding import ChatModel, greedy_ids
 from cognimamba.model.loss import EvalResult, evaluate_loss
 from cognimamba.model.tokenizer import END_OF_TEXT, decode, encode
 from cognimamba.model.transformer import KVCache, num_parameters
@@ -100,7 +102,6 @@ def eval_on_data(loaded: LoadedRun, data: DataDir, batch_size: int = 8) -> tuple
 
 
 def eval_on_text(loaded: LoadedRun, path: Path, batch_size: int = 8) -> tuple[EvalResult, float | None]:
-    from cognimamba.data.sources import read_text_file
 
     text = read_text_file(path)
     if not text.strip():
@@ -143,8 +144,6 @@ def eval_chat_data(loaded: LoadedRun, path: Path, report: ModelReport) -> None:
 
 
 def eval_tool_calls(loaded: LoadedRun, path: Path, format: str | None, report: ModelReport) -> None:
-    from cognimamba.evaluation.tool_eval import load_eval_conversations, tool_eval
-    from cognimamba.inference.decoding import ChatModel
 
     result = tool_eval(ChatModel.from_run(loaded), load_eval_conversations(path, format))
     report.metrics.update(result.metrics())

@@ -46,10 +46,10 @@ def render_terminal(train: Series, val: Series, width: int = 72, height: int = 1
 
 def render_png(train: Series, val: Series, out: Path, title: str = "") -> None:
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 (optional: cognimamba[plot])
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415 (optional: cognimamba[plot])
     except ImportError as error:
         raise CogniError("--out PNG needs matplotlib: pip install 'cognimamba[plot]'") from error
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)

@@ -42,7 +42,7 @@ GLOBAL_NAMES = {"model.embed_tokens": "token_embd", "model.norm": "output_norm",
 def gguf_module() -> Any:
     """The optional `gguf` package (the `export` extra), or a one-line error saying how to get it."""
     try:
-        import gguf
+        import gguf  # noqa: PLC0415 (optional: cognimamba[export])
     except ImportError as error:
         raise CogniError("GGUF export needs the gguf package: pip install 'cognimamba[export]'") from error
     return gguf

@@ -19,6 +19,8 @@ import torch
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.runs.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from cognimamba.runs.loading import read_config
+from cognimamba.runs.lora import check_base_fingerprint, check_same_architecture, is_lora_run, lora_base_path
 from cognimamba.runs.tensors import read_weights, save_weights
 from cognimamba.system.fileio import atomic_write_json, read_json
 
@@ -113,8 +115,6 @@ class LoraRun:
 
 def find_lora(run: Path) -> LoraRun | None:
     """The adapter and base of a LoRA run dir (layout in runs/layout.py), or None for a plain run."""
-    from cognimamba.runs.loading import read_config
-    from cognimamba.runs.lora import check_base_fingerprint, check_same_architecture, is_lora_run, lora_base_path
 
     run = Path(run)
     if not is_lora_run(run):

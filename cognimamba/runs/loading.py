@@ -17,6 +17,7 @@ from cognimamba.model.transformer import Transformer, num_parameters
 from cognimamba.runs.checkpoints import recover_best
 from cognimamba.runs.layout import (
     ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
     CONFIG,
     GENERATION,
     RUN_FORMAT_VERSION,
@@ -106,8 +107,6 @@ def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.
 
 def load_lora_run(run: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
     """A LoRA run dir as a LoadedRun: its base loaded, the adapter applied with peft and merged."""
-    from cognimamba.model.tokenizer import load_tokenizer
-    from cognimamba.runs.layout import ADAPTER_WEIGHTS, CONFIG, TOKENIZER
 
     for name in (CONFIG, TOKENIZER, ADAPTER_WEIGHTS):
         if not (run / name).is_file():

@@ -19,6 +19,9 @@ import torch
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.model.transformer import Transformer
+from cognimamba.runs.layout import ADAPTER_CONFIG, MANIFEST, WEIGHTS
+from cognimamba.runs.tensors import load_state_into, model_state
+from cognimamba.system.fileio import atomic_write_text, sha256_file
 
 TARGETS = ("qkv", "proj", "gate_up", "down", "in_proj", "out_proj")
 TARGET_GROUPS = {"all": TARGETS, "attention": ("qkv", "proj"), "mlp": ("gate_up", "down"),
@@ -65,7 +68,7 @@ def parse_targets(text: str) -> tuple[str, ...]:
 
 
 def lora_config(settings: LoraSettings, targets: tuple[str, ...] | None = None) -> Any:
-    from peft import LoraConfig
+    from peft import LoraConfig  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
 
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=list(targets or settings.targets), bias="none")
@@ -88,7 +91,7 @@ def apply_lora(model: Transformer, settings: LoraSettings) -> Any:
     Targets the model lacks (Mamba-2 projections in an all-attention model, say) are left out, so "all" means
     every projection the model has. The base run's path goes into adapter_config.json when it is written
     (write_adapter_config)."""
-    from peft import get_peft_model
+    from peft import get_peft_model  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
 
     return get_peft_model(model, lora_config(settings, present_targets(model, settings.targets)))
 
@@ -103,13 +106,13 @@ def base_transformer(model: torch.nn.Module) -> Transformer:
 
 def adapter_state(peft_model: Any) -> dict[str, torch.Tensor]:
     """The adapter weights under PEFT's saved names (base_model.model.layers.0.attention.qkv.lora_A.weight)."""
-    from peft.utils import get_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
 
     return {name: tensor.detach().contiguous() for name, tensor in get_peft_model_state_dict(peft_model).items()}
 
 
 def load_adapter_state(peft_model: Any, state: dict[str, torch.Tensor], where: Path) -> None:
-    from peft.utils import set_peft_model_state_dict
+    from peft.utils import set_peft_model_state_dict  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
 
     expected = adapter_state(peft_model)
     if set(state) != set(expected):
@@ -135,8 +138,6 @@ def adapter_config_json(peft_model: Any, base_run: str | None) -> dict[str, Any]
 
 
 def write_adapter_config(directory: Path, peft_model: Any, base_run: str | None) -> None:
-    from cognimamba.runs.layout import ADAPTER_CONFIG
-    from cognimamba.system.fileio import atomic_write_text
 
     text = json.dumps(adapter_config_json(peft_model, base_run), indent=2, sort_keys=True)
     atomic_write_text(directory / ADAPTER_CONFIG, text)
@@ -144,8 +145,6 @@ def write_adapter_config(directory: Path, peft_model: Any, base_run: str | None)
 
 def weights_fingerprint(run: Path) -> str:
     """sha256 of a plain run's model.safetensors (from its manifest when that is current, else computed)."""
-    from cognimamba.runs.layout import MANIFEST, WEIGHTS
-    from cognimamba.system.fileio import sha256_file
 
     weights = run / WEIGHTS
     try:
@@ -164,7 +163,6 @@ def lora_run_info(settings: LoraSettings, base_run: Path) -> dict[str, Any]:
 
 
 def is_lora_run(run: Path) -> bool:
-    from cognimamba.runs.layout import ADAPTER_CONFIG
 
     return (Path(run) / ADAPTER_CONFIG).is_file()
 
@@ -200,7 +198,7 @@ def check_base_fingerprint(info: dict[str, Any], base_run: Path, adapter: Path) 
 
 def merge_adapter(model: Transformer, adapter: Path) -> Transformer:
     """Apply a PEFT adapter dir to `model` with peft, then fold it into the weights."""
-    from peft import PeftModel
+    from peft import PeftModel  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -222,7 +220,6 @@ def merge_adapter(model: Transformer, adapter: Path) -> Transformer:
 def merged_from_base(base_model: Transformer, base_config: ModelConfig, tuned: ModelConfig, adapter: Path,
                      base_path: Path, info: dict[str, Any]) -> Transformer:
     """A fresh Transformer with the tuned config, the base's weights and the adapter merged in."""
-    from cognimamba.runs.tensors import load_state_into, model_state
 
     check_same_architecture(base_config, tuned, str(adapter))
     check_base_fingerprint(info, base_path, adapter)
@@ -232,7 +229,6 @@ def merged_from_base(base_model: Transformer, base_config: ModelConfig, tuned: M
 
 
 def lora_base_path(run: Path, payload: dict[str, Any]) -> Path:
-    from cognimamba.runs.layout import ADAPTER_CONFIG
 
     base = (payload.get("lora") or {}).get("base_run")
     if not base:

@@ -6,15 +6,15 @@ import copy
 from pathlib import Path
 
 from cognimamba.errors import CogniError
+from cognimamba.runs.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, GENERATION, TOKENIZER, WEIGHTS
+from cognimamba.runs.loading import load_run, read_config, write_run_files
 from cognimamba.runs.lora import is_lora_run, merged_from_base
+from cognimamba.runs.manifest import write_manifest
+from cognimamba.runs.tensors import model_state, save_weights
 
 
 def merge_to_run(base_run: Path, adapter: Path, out: Path) -> Path:
     """`cogni merge`: the base with the adapter folded in, written as a plain run dir in `out`."""
-    from cognimamba.runs.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, GENERATION, TOKENIZER, WEIGHTS
-    from cognimamba.runs.loading import load_run, read_config, write_run_files
-    from cognimamba.runs.manifest import write_manifest
-    from cognimamba.runs.tensors import model_state, save_weights
 
     base_run, adapter, out = Path(base_run), Path(adapter), Path(out)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):

@@ -6,11 +6,13 @@ import contextlib
 import functools
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.utils._triton import has_triton
 
 from cognimamba.errors import CogniError
 
@@ -73,11 +75,9 @@ def compile_unavailable(device: torch.device) -> str | None:
     step, so training checks first and runs eagerly instead (GPU profiles compile by default).
     """
     if device.type == "cuda":
-        from torch.utils._triton import has_triton
 
         return None if has_triton() else "torch.compile needs Triton for CUDA (pip install triton, or triton-windows)"
     if device.type == "cpu":
-        import shutil
 
         if any(shutil.which(name) for name in ("g++", "c++", "clang++", "cl")):
             return None
@@ -135,7 +135,7 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     except OSError:
         pass
     try:
-        import resource
+        import resource  # noqa: PLC0415 (POSIX only)
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024

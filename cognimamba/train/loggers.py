@@ -40,7 +40,7 @@ def open_metrics_log(kind: str, run: Path, config: Config, enabled: bool) -> Met
 
 def tensorboard_sink(run: Path) -> Callable[[Row], None]:
     try:  # optional dependency, imported only when asked for
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional: cognimamba[tensorboard])
     except ImportError as error:
         raise CogniError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from error
     writer = SummaryWriter(log_dir=str(run / "tensorboard"))
@@ -56,7 +56,7 @@ def tensorboard_sink(run: Path) -> Callable[[Row], None]:
 
 def wandb_sink(run: Path, config: Config) -> Callable[[Row], None]:
     try:  # optional dependency, imported only when asked for
-        import wandb
+        import wandb  # noqa: PLC0415 (optional: cognimamba[wandb])
     except ImportError as error:
         raise CogniError("--logger wandb needs the wandb package: pip install wandb") from error
     wandb_run = wandb.init(project="cognimamba", name=run.name, config=config.to_dict())

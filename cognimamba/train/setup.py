@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from tokenizers import Tokenizer
+from torch.nn.parallel import DistributedDataParallel
 
 from cognimamba.config.schema import Config, parse_duration, validate
 from cognimamba.data.data_dir import DataDir
@@ -93,7 +94,6 @@ def open_data(options: TrainOptions, config: Config) -> tuple[DataDir, Tokenizer
 def wrap_distributed(model: torch.nn.Module, device: torch.device, context: DistributedContext) -> torch.nn.Module:
     if not context.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel  # only under torchrun
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
