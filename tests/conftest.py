@@ -82,3 +82,14 @@ def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tiny_config("train.max_steps=30")
     train(TrainOptions(config=config, data=tiny_data, out=out, show_progress=False), Console(quiet=True))
     return out
+
+
+# Tests that train a model (here, through the session's tiny run) are slow by definition, like those that spawn
+# the CLI (marked where they are written): `pytest -m "not slow"` is the quick loop, CI runs everything.
+TRAINING_FIXTURES = {"tiny_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

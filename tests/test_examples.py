@@ -15,6 +15,7 @@ def test_every_example_config_loads(path: Path) -> None:
     assert config.data.path
 
 
+@pytest.mark.slow
 def test_api_script_runs(tiny_run: Path) -> None:
     result = subprocess.run([sys.executable, str(EXAMPLES / "api_sample.py"), str(tiny_run), "Once upon"],
                             capture_output=True, text=True, timeout=120)

@@ -1,9 +1,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow
 def test_help_lists_commands_without_heavy_imports() -> None:
     code = ("import sys; from cognimamba.cli.app import app; "
             "heavy = [m for m in ('torch', 'peft', 'transformers', 'datasets', 'textual') if m in sys.modules]; "
@@ -16,6 +19,7 @@ def test_help_lists_commands_without_heavy_imports() -> None:
         assert command in help_text
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_without_traceback(tmp_path) -> None:
     result = run_cli("train", "--data", str(tmp_path / "missing"), "--max-steps", "1")
     assert result.returncode == 2
@@ -24,11 +28,13 @@ def test_user_errors_are_one_line_without_traceback(tmp_path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:") and "cogni prepare" in lines[0]
 
 
+@pytest.mark.slow
 def test_debug_shows_traceback(tmp_path) -> None:
     result = run_cli("--debug", "train", "--data", str(tmp_path / "missing"), "--max-steps", "1")
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_version() -> None:
     import cognimamba
 

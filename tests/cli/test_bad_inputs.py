@@ -302,12 +302,14 @@ def test_bad_input_gives_one_clear_error_line(outcomes, case: Case) -> None:
     assert "internal error" not in errors[0], report
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run_cli("--debug", "config", "--set", "train.lr=5", env=ENV)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "train.lr = 5.0 is too large" in result.stderr
 
 
+@pytest.mark.slow
 def test_skip_bad_skips_and_counts_bad_records(tmp_path: Path) -> None:
     lines = ['{"text": "Once upon a time a cat sat on a mat."}', '{"text": broken', '["not", "an", "object"]',
              '{"body": "no text field"}', '{"text": "The dog ran to the park and played all day."}', "",

@@ -36,6 +36,7 @@ def library_reply(run: Path, text: str, max_new_tokens: int) -> str:
     return session.messages[-1].content
 
 
+@pytest.mark.slow
 def test_prompt_json_is_the_library_reply(tiny_run, env):
     result = run_cli("chat", str(tiny_run), "--prompt", "Once upon a time", "--temperature", "0",
                      "--max-new-tokens", "12", "--seed", "3", "--json", env=env)
@@ -48,6 +49,7 @@ def test_prompt_json_is_the_library_reply(tiny_run, env):
     assert not (Path(env["COGNI_HOME"]) / "data" / "history.sqlite3").exists()  # scripts leave no history
 
 
+@pytest.mark.slow
 def test_compiled_decoding_gives_the_same_reply(tiny_run, env):
     result = run_cli("chat", str(tiny_run), "--prompt", "Once upon a time", "--temperature", "0",
                      "--max-new-tokens", "12", "--compile", "--json", env=env)
@@ -56,6 +58,7 @@ def test_compiled_decoding_gives_the_same_reply(tiny_run, env):
     assert "torch.compile failed" not in result.stderr
 
 
+@pytest.mark.slow
 def test_prompt_from_stdin_streams_text(tiny_run, env):
     result = run_cli("chat", str(tiny_run), "--prompt", "-", "--temperature", "0", "--max-new-tokens", "10",
                      "--system", "You tell stories.", env=env, input="The little dog\n")
@@ -67,6 +70,7 @@ def test_prompt_from_stdin_streams_text(tiny_run, env):
     assert "tok/s" in result.stderr and "context" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["chat", "{missing}", "--prompt", "hi"], "run dir not found"),
     (["chat", "{broken}", "--history-db", "{db}"], "truncated or corrupted safetensors"),
@@ -129,6 +133,7 @@ def test_check_run_catches_broken_runs_cheaply(tiny_run, tmp_path):
         check_run(partial)
 
 
+@pytest.mark.slow
 def test_piped_chat_without_plain_falls_back_to_line_mode(tiny_run, tmp_path, env):
     result = run_cli("chat", str(tiny_run), "--history-db", str(tmp_path / "h.db"), "--max-new-tokens", "4",
                      env=env, input="hello\n")
@@ -138,6 +143,7 @@ def test_piped_chat_without_plain_falls_back_to_line_mode(tiny_run, tmp_path, en
         assert store.list_chats()[0].message_count == 2
 
 
+@pytest.mark.slow
 def test_plain_mode_commands_and_history_across_restarts(tiny_run, tmp_path, env):
     db = tmp_path / "history.db"
     script = "\n".join(["/system You tell short stories.", "Once upon a time", "/set temperature 0",
@@ -179,6 +185,7 @@ def long_context_run(tmp_path: Path, tiny_run: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_reply_loses_only_that_reply(tiny_run, tmp_path, env):
     run = long_context_run(tmp_path, tiny_run)
     db = tmp_path / "history.db"
@@ -209,6 +216,7 @@ def test_a_kill_during_a_reply_loses_only_that_reply(tiny_run, tmp_path, env):
         assert [m.role for m in store.messages(chat.id)] == ["user", "user", "assistant"]
 
 
+@pytest.mark.slow
 def test_two_chat_processes_share_one_history(tiny_run, tmp_path, env):
     db = tmp_path / "shared.db"
     script = "".join(f"message {index}\n" for index in range(4)) + "/quit\n"

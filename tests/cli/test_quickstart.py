@@ -29,6 +29,7 @@ def test_chat_quickstart_trains_evaluates_and_prints_the_chat_command(tmp_path: 
     assert json.loads(checked.stdout)["chat_eval"]["conversations"] == 3
 
 
+@pytest.mark.slow
 def test_chat_and_data_do_not_go_together(tmp_path: Path) -> None:
     result = run_cli("quickstart", "--chat", "--data", "x.txt", env={"COGNI_HOME": str(tmp_path)})
     assert result.returncode != 0 and "--data and --chat" in result.stderr and "Traceback" not in result.stderr

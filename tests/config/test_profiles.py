@@ -46,6 +46,7 @@ def test_auto_is_cpu_without_gpu() -> None:
     assert get_profile("auto").profile == "cpu"
 
 
+@pytest.mark.slow
 def test_profiles_command_prints_table() -> None:
     result = run_cli("profiles")
     assert result.returncode == 0, result.stderr
@@ -54,6 +55,7 @@ def test_profiles_command_prints_table() -> None:
     assert "over" not in result.stdout
 
 
+@pytest.mark.slow
 def test_config_command_writes_toml(tmp_path) -> None:
     target = tmp_path / "six.toml"
     result = run_cli("config", "--profile", "6gb", "--set", "train.lr=1e-4", "--write", str(target))

@@ -120,6 +120,7 @@ def test_unknown_source(tmp_path: Path) -> None:
         prepare_text(PrepareOptions(source=str(tmp_path / "nope.txt"), out=tmp_path / "d"))
 
 
+@pytest.mark.slow
 def test_cli_on_shared_tinystories(tmp_path: Path) -> None:
     train, val = shared_data("tinystories_train.txt"), shared_data("tinystories_valid.txt")
     out = tmp_path / "ts"
@@ -135,6 +136,7 @@ def test_cli_on_shared_tinystories(tmp_path: Path) -> None:
     assert "reused" in again.stderr
 
 
+@pytest.mark.slow
 def test_default_out_is_under_the_user_cache(tmp_path: Path) -> None:
     source = write_txt(tmp_path / "stories.txt", STORIES)
     home = tmp_path / "home"

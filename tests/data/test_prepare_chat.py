@@ -266,6 +266,7 @@ def test_mix_prepare_keeps_validation_out_of_training(tmp_path: Path, tokenizer_
     assert train_text.count("<|im_start|>system\nBe brief.<|im_end|>") == large_count + small_count
 
 
+@pytest.mark.slow
 def test_bad_chat_input_is_one_clear_error(tmp_path: Path, tokenizer_path: Path, cogni_home: Path) -> None:
     wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"conversations": [{"from": "human", "value": "hi"}]}] * 3)
     with pytest.raises(CogniError, match=r"no usable sharegpt conversations \(record 1: no assistant turn\)"):
@@ -283,6 +284,7 @@ def test_bad_chat_input_is_one_clear_error(tmp_path: Path, tokenizer_path: Path,
     assert "Traceback" not in hub.stderr
 
 
+@pytest.mark.slow
 def test_cli_prepares_glaive_file(tmp_path: Path, tokenizer_path: Path, cogni_home: Path) -> None:
     path = shared_data("glaive_toolcall_en_demo.json")
     result = run_cli("prepare", str(path), "--format", "sharegpt", "--tokenizer", str(tokenizer_path),

@@ -8,6 +8,8 @@ import operator
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from cognimamba.chat.format import parse_assistant, render_conversation, render_segments
 from cognimamba.data.synthetic_tools import TOOLS, UNITS, generate_conversations
 from tests.conftest import run_cli
@@ -96,6 +98,7 @@ def test_rendered_calls_parse_back() -> None:
                     [(c["name"], c["arguments"]) for c in message.get("tool_calls") or []]
 
 
+@pytest.mark.slow
 def test_cli_prepares_synthetic_tools(tmp_path: Path, tiny_data: Path, cogni_home: Path) -> None:
     out = tmp_path / "synthetic"
     result = run_cli("prepare", "synthetic-tools", "--count", "120", "--tokenizer", str(tiny_data / "tokenizer.json"),

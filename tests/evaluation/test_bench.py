@@ -94,6 +94,7 @@ def test_decode_measurement_leaves_the_thread_count_alone(tiny_run: Path) -> Non
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
 def test_cli_json_csv_and_table(tiny_run: Path) -> None:
     result = run_cli("bench", str(tiny_run), "-p", "16", "-n", "8", "-r", "2", "--train", "--json")
     assert result.returncode == 0, result.stderr
@@ -115,6 +116,7 @@ def test_cli_json_csv_and_table(tiny_run: Path) -> None:
         assert column in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["--profile", "cpu", "-p", "abc"], "-p 'abc'"),
     (["--profile", "cpu", "-p", "0", "-n", "0"], "nothing to measure"),
@@ -141,6 +143,7 @@ def test_half_precision_training_paths_run(dtype: torch.dtype) -> None:
     assert result.test == "train64" and result.batch == 4 and len(result.samples) == 1 and result.samples[0] > 0
 
 
+@pytest.mark.slow
 def test_cli_compile_reports_the_warm_up_apart(tiny_run: Path) -> None:
     result = run_cli("bench", str(tiny_run), "-p", "0", "-n", "6", "-r", "1", "--compile", "--json")
     assert result.returncode == 0, result.stderr
@@ -198,6 +201,7 @@ def test_training_runs_eagerly_when_compile_cannot(monkeypatch) -> None:
     assert any("train.compile is on, but torch.compile needs a C++ compiler" in note for note in report.notes)
 
 
+@pytest.mark.slow
 def test_cli_no_compile_and_compile_flags(tiny_run: Path) -> None:
     result = run_cli("bench", str(tiny_run), "-p", "8", "-n", "0", "-r", "1", "--train", "--no-compile", "--json")
     assert result.returncode == 0, result.stderr

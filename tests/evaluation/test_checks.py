@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import cognimamba
 from cognimamba.evaluation.checks import ModelReport, check_gradients
 
 
+@pytest.mark.slow
 def test_gradient_check_is_not_fooled_by_dropout(tiny_run: Path) -> None:
     """The blocks' residual dropout is functional (no nn.Dropout module): the check must switch it off too."""
     loaded = cognimamba.load(tiny_run)

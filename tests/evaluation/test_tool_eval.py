@@ -136,6 +136,7 @@ def test_glaive_file_is_read_for_evaluation() -> None:
     assert sum(1 for c in conversations for m in c.messages if m.get("tool_calls")) == 162
 
 
+@pytest.mark.slow
 def test_cli_reports_tool_eval_as_json(tiny_run: Path, tmp_path: Path, cogni_home: Path) -> None:
     path = tmp_path / "small.jsonl"
     records = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},

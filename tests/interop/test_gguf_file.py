@@ -151,6 +151,7 @@ def test_llama_cpp_decodes_the_same_tokens(gguf_run: Path, tmp_path: Path) -> No
         llm.close()
 
 
+@pytest.mark.slow
 def test_cli_gguf_export_and_errors(gguf_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.gguf"
     result = run_cli("export", str(gguf_run), "--format", "gguf", "--out", str(out), "--dtype", "f16")

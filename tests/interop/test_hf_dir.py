@@ -183,6 +183,7 @@ def test_half_precision_exports(exported: dict[str, tuple[Path, Path]], tmp_path
     assert torch.equal(embedding, run.model.tok_embeddings.weight.detach().bfloat16().to(embedding.dtype))
 
 
+@pytest.mark.slow
 def test_cli_export_of_a_trained_run_writes_a_model_card(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "hf"
     result = run_cli("export", str(tiny_run), "--format", "hf", "--out", str(out))
@@ -202,6 +203,7 @@ def test_cli_export_of_a_trained_run_writes_a_model_card(tiny_run: Path, tmp_pat
     assert run_cli("export", str(tiny_run), "--format", "hf", "--out", str(out), "--force").returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("override", "named"), [("model.qk_norm=true", "qk_norm"),
                                                  ("model.sliding_window=16", "sliding_window")])
 def test_options_llama_lacks_are_refused_by_name(tmp_path: Path, override: str, named: str) -> None:
@@ -212,6 +214,7 @@ def test_options_llama_lacks_are_refused_by_name(tmp_path: Path, override: str, 
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.slow
 def test_bad_options_are_one_line_errors(exported: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
     run_path, _ = exported["true"]
     for args, message in [(["--format", "onnx"], "--format"), (["--format", "hf", "--dtype", "q4"], "--dtype"),

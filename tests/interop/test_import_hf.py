@@ -20,6 +20,7 @@ from tests.conftest import run_cli
 from tests.interop.fixtures import PROMPTS, STORY, make_run
 
 
+@pytest.mark.slow
 def test_import_of_an_export_is_identical(tmp_path: Path) -> None:
     original = make_run(tmp_path / "run", "model.tie_embeddings=false", "generation.temperature=0.5",
                         "generation.top_k=7", seed=5)
@@ -53,6 +54,7 @@ def plain_bpe(vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
+@pytest.mark.slow
 def test_import_of_a_llama_trained_elsewhere(tmp_path: Path) -> None:
     """A random LlamaForCausalLM (untied head, padded vocabulary) saved by transformers itself."""
     tokenizer = plain_bpe(280)
@@ -92,6 +94,7 @@ def test_import_of_a_llama_trained_elsewhere(tmp_path: Path) -> None:
     assert isinstance(text, str)
 
 
+@pytest.mark.slow
 def test_unsupported_checkpoints_are_refused_by_name(tmp_path: Path) -> None:
     gpt2 = tmp_path / "gpt2"
     transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=300)) \
@@ -121,6 +124,7 @@ def test_unsupported_checkpoints_are_refused_by_name(tmp_path: Path) -> None:
     assert result.returncode == 2 and "pickle" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_import_refuses_to_overwrite(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
     export_hf(run, tmp_path / "hf")
@@ -131,6 +135,7 @@ def test_import_refuses_to_overwrite(tmp_path: Path) -> None:
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["tokenizer.json", "config.json"])
 def test_incomplete_checkpoints_are_clear_errors(tmp_path: Path, missing: str) -> None:
     run = make_run(tmp_path / "run")

@@ -121,6 +121,7 @@ def test_causality() -> None:
     assert not torch.allclose(a[:, 15:], b[:, 15:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["MM", "MA"])
 def test_gradients_reach_every_parameter(pattern: str) -> None:
     model = model_for(tiny(pattern)).train()
@@ -131,6 +132,7 @@ def test_gradients_reach_every_parameter(pattern: str) -> None:
     assert not dead
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     ids = torch.randint(0, 97, (2, 17))
     grads = []
@@ -190,6 +192,7 @@ def saved_bytes_per_token(module: torch.nn.Module, x: torch.Tensor, *args) -> fl
     return sum(saved.values()) / (x.size(0) * x.size(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sizes", [{}, {"mamba_expand": 1}, {"mamba_chunk_size": 32}, {"mamba_state_size": 128},
                                    {"dim": 128, "mamba_head_dim": 32}])
 def test_activation_estimate_covers_what_a_mamba_layer_saves(sizes: dict) -> None:

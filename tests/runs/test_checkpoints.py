@@ -77,6 +77,7 @@ def train_in_process(data: Path, run: Path, *settings: str, resume: bool = False
 # ------------------------------------------------------------------------------------------- kills inside saves
 
 
+@pytest.mark.slow
 def test_kill_inside_a_checkpoint_save_leaves_the_previous_one_loadable(tiny_data: Path, tmp_path: Path) -> None:
     run, home = tmp_path / "run", tmp_path / "home"
     args = train_args(tiny_data, run, 30, "train.save_every=10", "train.eval_every=10")
@@ -97,6 +98,7 @@ def test_kill_inside_a_checkpoint_save_leaves_the_previous_one_loadable(tiny_dat
     assert no_leftovers(run) == []
 
 
+@pytest.mark.slow
 def test_kill_between_the_renames_of_best_loses_neither_best_nor_checkpoints(tiny_data: Path, tmp_path: Path) -> None:
     run, home = tmp_path / "run", tmp_path / "home"
     # eval at 5 and 10: early in training val loss always improves, so best/ is replaced at step 10.
@@ -118,6 +120,7 @@ def test_kill_between_the_renames_of_best_loses_neither_best_nor_checkpoints(tin
 # ------------------------------------------------------------------------------------------------ signals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGINT, 130, "Ctrl+C"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_ctrl_c_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tiny_data: Path, tmp_path: Path, signum: int,
                                                                     code: int, name: str) -> None:
@@ -280,6 +283,7 @@ def resize(mount_point: Path, size_bytes: int) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size_bytes // 1024}k", str(mount_point)], check=True)
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_is_reported_and_the_previous_checkpoint_survives(tiny_data: Path, tmp_path: Path,
                                                                              small_tmpfs: Path) -> None:
     run, home = small_tmpfs / "run", tmp_path / "home"

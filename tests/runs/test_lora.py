@@ -95,6 +95,7 @@ def test_lora_run_holds_only_the_adapter_and_base_is_untouched(lora_cli: tuple[P
     assert adapter_config["base_model_name_or_path"] == str(tiny_run.resolve())
 
 
+@pytest.mark.slow
 def test_peft_reloads_the_adapter_and_merging_keeps_logits(lora_cli: tuple[Path, str], tiny_run: Path,
                                                            tmp_path: Path, cogni_home: Path) -> None:
     from peft import PeftConfig, PeftModel
@@ -124,6 +125,7 @@ def test_peft_reloads_the_adapter_and_merging_keeps_logits(lora_cli: tuple[Path,
         assert torch.equal(merged_run.model(ids), merged_at_load)
 
 
+@pytest.mark.slow
 def test_adapter_on_a_different_base_is_a_clear_error(lora_cli: tuple[Path, str], tiny_run: Path, tmp_path: Path,
                                                       cogni_home: Path) -> None:
     run, _ = lora_cli
@@ -149,6 +151,7 @@ def test_adapter_on_a_different_base_is_a_clear_error(lora_cli: tuple[Path, str]
         merge_to_run(other, run, tmp_path / "y")
 
 
+@pytest.mark.slow
 def test_full_fine_tune_may_lengthen_the_context_only(tiny_run: Path, chat_data: Path, tmp_path: Path) -> None:
     config = tiny_config("train.max_steps=3", "model.max_seq_len=128", "model.dim=128")
     options = TrainOptions(config=config, data=chat_data, out=tmp_path / "ft", init_from=tiny_run,
@@ -165,6 +168,7 @@ def test_full_fine_tune_may_lengthen_the_context_only(tiny_run: Path, chat_data:
                            lora=LoraSettings(), show_progress=False), Console(quiet=True))
 
 
+@pytest.mark.slow
 def test_data_from_another_tokenizer_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     other = train_tokenizer([f"story number {i} about a cat and a dog" for i in range(200)], 300)
     other.save(str(tmp_path / "tokenizer.json"))
@@ -176,6 +180,7 @@ def test_data_from_another_tokenizer_is_refused(tiny_run: Path, tmp_path: Path) 
                            init_from=tiny_run, lora=LoraSettings(), show_progress=False), Console(quiet=True))
 
 
+@pytest.mark.slow
 def test_lora_run_resumes(lora_cli: tuple[Path, str], chat_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "resumed"
     shutil.copytree(lora_cli[0], run)

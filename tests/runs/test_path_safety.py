@@ -55,6 +55,7 @@ def test_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
         safe_child(root, "link/file")
 
 
+@pytest.mark.slow
 def test_a_profile_name_cannot_move_the_default_run_dir(tiny_data: Path, tmp_path: Path) -> None:
     """`cogni train` without --out names the run after the profile; `--set profile=../..` must not escape runs/."""
     home = tmp_path / "home"
@@ -92,6 +93,7 @@ def test_sharded_index_of_an_imported_checkpoint_cannot_point_outside(tmp_path: 
 # ------------------------------------------------------------------------------------------------- pickles
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", ["torch.save", "pickle"])
 def test_a_pickle_named_model_safetensors_is_refused_and_never_unpickled(tiny_run: Path, tmp_path: Path,
                                                                          writer: str) -> None:
@@ -117,6 +119,7 @@ def test_pickle_weight_files_are_refused_by_name(tmp_path: Path, suffix: str) ->
         read_weights(path)
 
 
+@pytest.mark.slow
 def test_an_optimizer_state_with_code_in_it_is_refused(tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
     """optimizer.pt is loaded with weights_only=True: tensors and containers only, even with a valid manifest."""
     run, marker = tmp_path / "run", tmp_path / "pwned"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from cognimamba.runs.checkpoints import latest_checkpoint
@@ -14,6 +15,7 @@ from cognimamba.runs.tensors import load_optimizer
 from tests.conftest import TINY_MODEL
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     settings = [arg for item in TINY_MODEL for arg in ("--set", item)]

@@ -52,6 +52,7 @@ def test_load_api(tiny_run: Path) -> None:
     assert loaded.config.model.dim == 64
 
 
+@pytest.mark.slow
 def test_cli_train_then_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {"COGNI_HOME": str(tmp_path / "home")}
@@ -69,6 +70,7 @@ def test_cli_train_then_resume_continues(tiny_data: Path, tmp_path: Path) -> Non
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 20
 
 
+@pytest.mark.slow
 def test_cli_max_time_stops(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "timed"
     result = run_cli("train", "--data", str(tiny_data), "--max-time", "3s", "--out", str(run), *TINY_SET,
@@ -78,6 +80,7 @@ def test_cli_max_time_stops(tiny_data: Path, tmp_path: Path) -> None:
     assert state["step"] >= 1 and state["elapsed"] < 30
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_trains_where_native_and_is_one_clear_line_elsewhere(tiny_data: Path, tmp_path: Path) -> None:
     from cognimamba.system.hardware import cpu_has_native_bf16
 
@@ -95,6 +98,7 @@ def test_bf16_on_cpu_trains_where_native_and_is_one_clear_line_elsewhere(tiny_da
         assert "precision bf16: this CPU has no native bf16" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_test_model_json(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("test-model", str(tiny_run), "--json")
     assert result.returncode == 0, result.stderr
@@ -110,12 +114,14 @@ def test_test_model_json(tiny_run: Path, tmp_path: Path) -> None:
     assert text_report["bits_per_byte"] > 0
 
 
+@pytest.mark.slow
 def test_plot(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("plot", str(tiny_run))
     assert result.returncode == 0, result.stderr
     assert "train loss" in result.stdout and "|" in result.stdout
 
 
+@pytest.mark.slow
 def test_corpus_smaller_than_a_sequence(tmp_path: Path) -> None:
     corpus = tmp_path / "small.txt"
     corpus.write_text("A tiny story.\n\nAnother one.\n\n" * 3)
@@ -127,6 +133,7 @@ def test_corpus_smaller_than_a_sequence(tmp_path: Path) -> None:
     assert "smaller than one sequence" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_compile_without_a_compiler_trains_eagerly(tiny_data: Path, tmp_path: Path) -> None:
     """GPU profiles compile by default; where Inductor has no compiler the run goes on eagerly, and says so."""
     no_tools = tmp_path / "bin"

@@ -121,6 +121,7 @@ def test_sigkill_from_outside_right_after_a_checkpoint_then_resume_is_bit_exact(
     assert_same_run(run, reference)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_the_printed_resume_command_is_bit_exact(tiny_data: Path, reference: Path, home: Path,
                                                              tmp_path: Path) -> None:
     run = tmp_path / "run"
