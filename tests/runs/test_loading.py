@@ -81,8 +81,8 @@ def test_chat_on_a_long_context_allocates_for_the_reply_only(tmp_path: Path) -> 
     assert isinstance(reply, str) and chat.stats.generated_tokens <= 8
     cache = chat.decoder._cache
     assert cache is not None and cache.max_len < 1024
-    assert cache.keys[0].shape[2] == cache.max_len + 1
-    assert sum(tensor.numel() for tensor in cache.keys + cache.values) * 4 < 1_000_000
+    assert next(iter(cache.keys.values())).shape[2] == cache.max_len + 1
+    assert sum(tensor.numel() for tensor in [*cache.keys.values(), *cache.values.values()]) * 4 < 1_000_000
     # A later, longer reply grows the cache, still short of the whole context.
     prompt = "the cat sat on the mat " * 60
     "".join(chat.stream(prompt, GenerationConfig(temperature=0.0, max_new_tokens=700)))
