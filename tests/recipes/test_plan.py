@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_source_specs_parse_name_format_and_weight(tmp_path: Path) -> None:
     ("@0.5", "no source; write SOURCE[:FORMAT][@WEIGHT]"),
 ])
 def test_bad_source_specs_say_what_to_write(spec: str, message: str) -> None:
-    with pytest.raises(CogniError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(CogniError, match=re.escape(message)):
         SourceEntry.parse(spec, "--chat")
 
 
@@ -48,13 +49,13 @@ def test_the_command_line_replaces_the_recipe_and_bad_values_are_refused(tmp_pat
     assert any("synthetic-chat@0.7" in line for line in plan.describe())
     with pytest.raises(CogniError, match="--budget = 'soon' is not a duration"):
         resolve_plan("cpu", None, tmp_path, None, None, "soon", None)
-    with pytest.raises(CogniError, match="missing.json: no such file, and not a named chat dataset"):
+    with pytest.raises(CogniError, match=r"missing\.json: no such file, and not a named chat dataset"):
         resolve_plan("cpu", None, tmp_path, None, ["missing.json@1"], None, None)
     with pytest.raises(CogniError, match="no built-in chat recipe"):
         builtin_recipe("tpu")
     broken = tmp_path / "mine.toml"
     broken.write_text(builtin_recipe("cpu").read_text().replace("share = 0.4", "share = 0.7"))
-    with pytest.raises(CogniError, match="pretrain.share \\+ chat.share = 1.2 is more than the whole budget"):
+    with pytest.raises(CogniError, match=r"pretrain\.share \+ chat\.share = 1\.2 is more than the whole budget"):
         resolve_plan(None, broken, tmp_path, None, None, None, None)
 
 
