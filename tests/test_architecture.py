@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "cognimamba"
 # Bottom to top: a subpackage imports only from itself and the ones before it.
 LAYERS = ["errors", "system", "config", "model", "runs", "interop", "inference", "chat", "data", "train",
-          "evaluation", "serve", "cli"]
+          "evaluation", "recipes", "serve", "cli"]
 ROOT_MODULES = {"__init__.py", "__main__.py", "errors.py"}
 MAX_FUNCTION_LINES = 100
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cognimamba.chat.controller import ChatController
+from cognimamba.chat.format import ToolCall
 from cognimamba.chat.session import (
     ChatEvent,
     ChatSession,
@@ -121,7 +122,8 @@ def reply_once(chat: ChatController, text: str, source: ReplySource, printer: Re
 
 
 def prompt_json(printer: ReplyPrinter) -> dict[str, Any]:
-    """The `--json` object: the final reply and its numbers (tool rounds, if any, are listed)."""
+    """The `--json` object: the final reply and its numbers; `tool_calls` lists {name, arguments, result} in the
+    order they ran (`tool_results` keeps the raw results for older scripts)."""
     last = printer.finished[-1]
     payload: dict[str, Any] = {
         "text": last.message.content,
@@ -132,11 +134,27 @@ def prompt_json(printer: ReplyPrinter) -> dict[str, Any]:
         "stop_reason": last.stats.stop_reason,
     }
     calls = [call for finished in printer.finished for call in finished.message.tool_calls]
+    payload["tool_calls"] = _call_records(calls, printer.tool_runs)
     if calls:
-        payload["tool_calls"] = [{"name": call.name, "arguments": call.arguments} for call in calls]
         payload["tool_results"] = [{"name": run.call.name, "ok": run.result.ok, "content": run.result.content}
                                    for run in printer.tool_runs]
     return payload
+
+
+def _call_records(calls: list[ToolCall], runs: list[ToolRan]) -> list[dict[str, Any]]:
+    """Each call as scripts read it: `result` is what the tool returned (parsed JSON), None when it did not run.
+    Calls run in the order the model made them, so the runs pair with the calls in one pass."""
+    records, pending = [], list(runs)
+    for call in calls:
+        result: Any = None
+        if pending and pending[0].call == call:
+            content = pending.pop(0).result.content
+            try:
+                result = json.loads(content)
+            except json.JSONDecodeError:
+                result = content
+        records.append({"name": call.name, "arguments": call.arguments, "result": result})
+    return records
 
 
 class LineChat:

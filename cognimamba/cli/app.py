@@ -21,6 +21,7 @@ from cognimamba.cli.commands.merge import merge_command
 from cognimamba.cli.commands.plot import plot_command
 from cognimamba.cli.commands.prepare import prepare_command
 from cognimamba.cli.commands.quickstart import quickstart_command
+from cognimamba.cli.commands.recipe import recipe_app
 from cognimamba.cli.commands.serve import serve_command  # FastAPI and uvicorn load only when it runs
 from cognimamba.cli.commands.test_model import test_model_command
 from cognimamba.cli.commands.train import train_command
@@ -55,6 +56,7 @@ app.command("import-hf")(import_hf_command)
 app.command("bench")(bench_command)
 app.command("merge")(merge_command)
 app.command("serve")(serve_command)
+app.add_typer(recipe_app, name="recipe")
 
 
 def _error(message: str) -> None:

@@ -66,6 +66,10 @@ def _12gb() -> Config:
 
 PROFILES = {"cpu": _cpu, "4gb": _4gb, "6gb": _6gb, "8gb": _8gb, "12gb": _12gb}
 BUDGET_GIB = {"4gb": 4.0, "6gb": 6.0, "8gb": 8.0, "12gb": 12.0}
+# The longest context a fine-tune on chat data raises model.max_seq_len to unasked (train/finetune_defaults.py).
+# The micro-batch shrinks so a step keeps its tokens and memory stays near the profile's; attention's cost per
+# token still grows with the context, so slower profiles stop sooner.
+FINETUNE_MAX_SEQ_LEN = {"cpu": 1024, "4gb": 1024, "6gb": 2048, "8gb": 2048, "12gb": 4096}
 
 
 def detect_profile() -> str:
@@ -89,6 +93,13 @@ def get_profile(name: str) -> Config:
     config.data = DataConfig()
     config.generation = GenerationConfig()
     return config
+
+
+def finetune_context_limit(name: str) -> int:
+    """How far a fine-tune may raise the context on its own; a profile not listed keeps its own context."""
+    if name == "auto":
+        name = detect_profile()
+    return FINETUNE_MAX_SEQ_LEN.get(name) or get_profile(name).model.max_seq_len
 
 
 def mamba_parameters(model: ModelConfig) -> int:

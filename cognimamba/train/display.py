@@ -32,7 +32,8 @@ def sparkline(values: list[float], width: int = 48) -> str:
 
 
 def training_header(config: Config, device: torch.device, compute_dtype: torch.dtype, model: torch.nn.Module,
-                    world_size: int, max_time: float | None, run: Path, compile_problem: str | None) -> str:
+                    world_size: int, max_time: float | None, run: Path, compile_problem: str | None,
+                    notes: list[str] | None = None) -> str:
     """What is about to train, where, and how fast it could; printed once above the live view."""
     total_params, non_embedding = num_parameters(base_transformer(model))  # counts LoRA matrices too
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -42,6 +43,8 @@ def training_header(config: Config, device: torch.device, compute_dtype: torch.d
     header = (f"[bold]cogni train[/] {config.profile} profile on {device.type} ({dtype_name}): "
               f"{human_count(total_params)} parameters ({human_count(non_embedding)} non-embedding, "
               f"{human_count(trainable)} trainable), {human_count(step_tokens)} tokens/step, {budget} -> {run}")
+    for note in notes or []:  # fine-tuning defaults, chat window fit, validation off
+        header += f"\n{note}"
     if compile_problem:
         header += f"\n[yellow]train.compile: {compile_problem}; training runs eagerly[/]"
     elif config.train.compile:

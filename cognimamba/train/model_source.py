@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from cognimamba.config.schema import Config
+from cognimamba.config.schema import Config, validate
 from cognimamba.data.data_dir import DataDir
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import tokenizer_hash
@@ -28,6 +28,7 @@ from cognimamba.runs.lora import (
 from cognimamba.runs.metrics import trim_metrics
 from cognimamba.runs.tensors import load_optimizer, load_state_into, model_state, read_weights
 from cognimamba.system.fileio import read_json
+from cognimamba.train.finetune_defaults import apply_finetune_defaults, choose_finetune_defaults
 from cognimamba.train.options import TrainOptions
 from cognimamba.train.state import Counters
 
@@ -39,6 +40,7 @@ class StartingPoint:
     run_info: dict[str, Any] = field(default_factory=dict)  # init_from / lora, for config.json
     counters: Counters = field(default_factory=Counters)
     resume_payload: dict[str, Any] | None = None  # optimizer, scaler and random state of the checkpoint
+    note: str = ""  # what the fine-tuning defaults chose, for the training header
 
 
 def starting_point(options: TrainOptions, config: Config, data: DataDir, is_main: bool) -> StartingPoint:
@@ -51,8 +53,8 @@ def starting_point(options: TrainOptions, config: Config, data: DataDir, is_main
     if options.init_from is None:
         start = StartingPoint(Transformer(config.model), None)
     else:
-        model, run_info = _init_from(options.init_from, config, data, options.lora, options.model_overrides)
-        start = StartingPoint(model, options.lora, run_info)
+        model, run_info, note = _init_from(options, config, data)
+        start = StartingPoint(model, options.lora, run_info, note=note)
     if is_main:
         trim_metrics(run, 0)  # rows of an earlier attempt that died before its first checkpoint
     return start
@@ -76,26 +78,34 @@ def _resumed(run: Path, config: Config, lora: LoraSettings | None, is_main: bool
     return StartingPoint(model, lora, run_info, counters, load_optimizer(checkpoint / OPTIMIZER))
 
 
-def _init_from(base_path: Path, config: Config, data: DataDir, lora: LoraSettings | None,
-               overrides: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The base run's weights (its architecture; a longer context allowed), LoRA-wrapped when asked."""
+def _init_from(options: TrainOptions, config: Config, data: DataDir) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """The base run's weights (its architecture; a longer context allowed), LoRA-wrapped when asked; on chat
+    data, with the fine-tuning defaults for what the user left unset."""
+    base_path, lora = Path(options.init_from or ""), options.lora
     base = load_run(base_path)
     if base.config.model.vocab_size != config.model.vocab_size or (
             data.meta.get("tokenizer_hash") not in (None, tokenizer_hash(base.tokenizer))):
         raise CogniError(f"{data.path}: tokenized with a different tokenizer than {base_path} (vocab "
                          f"{config.model.vocab_size} vs {base.config.model.vocab_size}); prepare the data with "
                          f"--tokenizer {base_path}/tokenizer.json")
-    config.model = tuned_model_config(base.config.model, overrides, base_path)
+    config.model = tuned_model_config(base.config.model, options.model_overrides, base_path)
+    run_info: dict[str, Any] = {"init_from": str(Path(base_path).resolve())}
+    note = ""
+    if options.user_set is not None:
+        choice = choose_finetune_defaults(config, data, options.user_set, lora is not None)
+        apply_finetune_defaults(config, choice)
+        validate(config)
+        if choice.values:
+            run_info["finetune_defaults"], note = choice.values, choice.describe()
     model = Transformer(config.model)
     load_state_into(model, model_state(base.model), Path(base_path))
-    run_info: dict[str, Any] = {"init_from": str(Path(base_path).resolve())}
     if lora is None:
-        return model, run_info
+        return model, run_info, note
     if is_lora_run(Path(base_path)):
         raise CogniError(f"{base_path}: is a LoRA run; merge it first (cogni merge BASE {base_path} --out DIR), "
                          "then train adapters on the merged run")
     run_info["lora"] = lora_run_info(lora, Path(base_path))
-    return apply_lora(model, lora), run_info
+    return apply_lora(model, lora), run_info, note
 
 
 def _fine_tune_of(run: Path, config: Config, lora: LoraSettings | None) -> tuple[Any, LoraSettings | None, dict]:

@@ -25,6 +25,9 @@ class TrainOptions:
     extra_run_info: dict[str, Any] = field(default_factory=dict)
     lora: LoraSettings | None = None  # with init_from: train LoRA adapters instead of all weights
     model_overrides: dict[str, Any] = field(default_factory=dict)  # model.* the user set; fine-tunes may change some
+    # `section.field` names the user set (--config, --set): a fine-tune on chat data chooses the others to fit
+    # the data (train/finetune_defaults.py). None: the config is taken as given.
+    user_set: frozenset[str] | None = None
 
 
 @dataclass

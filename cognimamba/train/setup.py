@@ -54,14 +54,16 @@ def setup(options: TrainOptions, device: torch.device, context: DistributedConte
     if context.is_main:
         write_files(run, config, data, tokenizer, raw_model, start, options)
     max_time = parse_duration(settings.max_time, "train.max_time") if settings.max_time else None
+    val_windows, val_note = validation_windows(data, config)
+    notes = [start.note, window_fit_note(train_windows, config.model.max_seq_len), val_note]
     header = training_header(config, device, compute_dtype, raw_model, context.world_size, max_time, run,
-                             compile_problem)
+                             compile_problem, [note for note in notes if note])
     counters = start.counters
     state = TrainState(
         config=config, run=run, data_path=Path(options.data), device=device, context=context, model=model,
         raw_model=raw_model, trains_adapters=start.lora is not None, optimizer=optimizer, scaler=scaler,
         autocast=autocast_for(device, compute_dtype), train_windows=train_windows,
-        val_windows=validation_windows(data, config), bytes_per_token=data.bytes_per_token("val"),
+        val_windows=val_windows, bytes_per_token=data.bytes_per_token("val"),
         counters=counters, max_time=max_time, clock=Clock(before=counters.elapsed),
         display=TrainingDisplay(console, header, total=max_time or settings.max_steps, by_time=max_time is not None,
                                 enabled=options.show_progress and context.is_main),
@@ -98,12 +100,23 @@ def wrap_distributed(model: torch.nn.Module, device: torch.device, context: Dist
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def validation_windows(data: DataDir, config: Config) -> TokenWindows | None:
-    """The val split, when it holds more than one sequence."""
+def validation_windows(data: DataDir, config: Config) -> tuple[TokenWindows | None, str]:
+    """The val split, when it holds more than one sequence; for chat data, when some conversation fits a
+    window (else validation is off, and the note says why, rather than failing at the first eval)."""
     if not data.has_split("val"):
-        return None
+        return None, ""
     windows = TokenWindows(data, "val")
-    return windows if len(windows) > config.model.max_seq_len else None
+    fit = windows.alignment(config.model.max_seq_len)
+    if fit is not None and fit.skipped == fit.conversations:
+        return None, (f"[yellow]validation off: no held-out conversation fits the {config.model.max_seq_len}-token "
+                      "context; raise model.max_seq_len to validate[/]")
+    return (windows if len(windows) > config.model.max_seq_len else None), ""
+
+
+def window_fit_note(windows: TokenWindows, seq_len: int) -> str:
+    """For chat data, how the training conversations fit the context (trimmed and skipped ones counted)."""
+    fit = windows.alignment(seq_len)
+    return f"[dim]chat windows: {fit.describe(seq_len)}[/]" if fit is not None else ""
 
 
 def write_files(run: Path, config: Config, data: DataDir, tokenizer: Tokenizer, raw_model: torch.nn.Module,

@@ -80,7 +80,8 @@ def train_command(
         lora_settings = LoraSettings(lora_rank, lora_alpha, lora_dropout, parse_targets(lora_targets))
     result = train(TrainOptions(config=config, data=data_path, out=out, resume=resume, init_from=init_from,
                                 show_progress=not quiet, lora=lora_settings,
-                                model_overrides=_model_overrides(config, config_file, extra)), stderr())
+                                model_overrides=_model_overrides(config, config_file, extra),
+                                user_set=_user_set(config_file, extra)), stderr())
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
@@ -96,6 +97,15 @@ def _model_overrides(config: Config, config_file: Path | None, overrides: list[s
     names = set(load_toml(config_file).get("model", {})) if config_file else set()
     names |= {key.split(".", 1)[1] for key, _ in map(parse_override, overrides) if key.startswith("model.")}
     return {name: getattr(config.model, name) for name in names if hasattr(config.model, name)}
+
+
+def _user_set(config_file: Path | None, overrides: list[str]) -> frozenset[str]:
+    """`section.field` names set by --config or --set: a fine-tune on chat data chooses the rest to fit the data."""
+    from cognimamba.config.overrides import load_toml, parse_override
+
+    file_data = load_toml(config_file) if config_file else {}
+    names = {f"{section}.{name}" for section, values in file_data.items() if isinstance(values, dict) for name in values}
+    return frozenset(names | {key for key, _ in map(parse_override, overrides)})
 
 
 def _resumed_config(run: Path, profile: str | None, config_file: Path | None, overrides: list[str]) -> Config:
