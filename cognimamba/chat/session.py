@@ -26,7 +26,11 @@ SETTING_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition
 
 
 class ReplySource(Protocol):
-    """What a session needs from a model: `inference.decoding.ChatModel` is the real one."""
+    """What a session needs from a model: `inference.decoding.ChatModel` is the real one.
+
+    A source that can say how likely each token was fills `stats.token_choices` (ChatModel does when its
+    `top_alternatives` is set); the others leave it empty.
+    """
 
     name: str
     defaults: GenerationConfig
@@ -95,6 +99,7 @@ class ReplyFinished:
     stats: GenerationStats
     prompt_tokens: int
     context_length: int
+    prompt: str = ""  # the prompt as the model saw it (ChatML, tool definitions, special tokens)
 
     @property
     def context_used(self) -> int:
@@ -260,7 +265,7 @@ class ChatSession:
             last_round = round_index == self.max_tool_rounds
             message, parsed = self._assistant_message("".join(pieces), stats, last_round)
             self.messages.append(message)
-            yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length)
+            yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length, plan.text)
             if not parsed.tool_calls:
                 return
             reasons = message.meta.get("not_run") or [None] * len(parsed.tool_calls)

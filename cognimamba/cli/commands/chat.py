@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from cognimamba.cli.commands.common import JsonOption
+from cognimamba.runs.layout import check_run_path
 
 
 def chat_command(
@@ -49,6 +50,8 @@ def chat_command(
     model: Annotated[str | None, typer.Option("--model", help="with --url: the model id (default: the server's first)")] = None,
 ) -> None:
     """Chat with a trained model: a full-screen app by default, `--plain` for line mode, `--prompt` for scripts."""
+    if run is not None and url is None:
+        check_run_path(run)  # a wrong path is told before torch loads
     from cognimamba.chat.session import ChatSession, settings_with
     from cognimamba.chat.tools import ToolBox, load_tool_definitions
     from cognimamba.config.schema import GenerationConfig
@@ -189,7 +192,11 @@ def _full_screen(connect: Callable[..., Any], label: str, history, tools, system
 
 
 def check_run(run: Path) -> None:
-    """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line."""
+    """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line.
+
+    A wrong path is told from plain path checks first, before torch loads (seconds on a busy machine).
+    """
+    check_run_path(run)
     from cognimamba.runs import loading  # inside: loading imports torch, and `cogni --help` stays fast
 
     loading.check_run(run)
