@@ -185,6 +185,7 @@ class ChatApp(App[None]):
         self._sidebar_auto = True  # follows the terminal width until the user toggles it
         self._selected_reply: AssistantMessage | None = None
         self._last_interrupt = 0.0
+        self._quitting = False
         self._reply_done = threading.Event()
         self._reply_done.set()
         self.history = history
@@ -485,7 +486,7 @@ class ChatApp(App[None]):
             self._frames = None
         if self._generating is message.session:
             self._generating = None
-        if message.session is not self.session:
+        if message.session is not self.session or self._quitting:
             return
         self._reply_widget = None
         self.status.state = "stopped" if self._cancel.is_set() else "ready"
@@ -524,6 +525,7 @@ class ChatApp(App[None]):
 
     async def action_quit(self) -> None:
         """Quit; a reply still streaming is stopped and saved first, marked as stopped, as Esc would."""
+        self._quitting = True
         if self.generating:
             self._cancel.set()
             await asyncio.to_thread(self._reply_done.wait, 10)
