@@ -122,7 +122,9 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
         if plain:
             _line_chat(connect, label, history, tools, system, overrides, chat_id)
         else:
-            _full_screen(connect, label, history, tools, system, overrides, chat_id)
+            open_run = None if run is None else partial(_load_model, device=device, compile=compile, report_notice=False)
+            _full_screen(connect, label, history, tools, system, overrides, chat_id, open_run,
+                         None if run is None else run.resolve().parent)
     finally:
         history.close()
 
@@ -192,7 +194,8 @@ def _read_piped_line(prompt: str) -> str:
 
 
 def _full_screen(connect: Callable[..., Any], label: str, history, tools, system: str | None,
-                 overrides: dict[str, Any], chat_id: int | None) -> None:
+                 overrides: dict[str, Any], chat_id: int | None, open_run: Callable[[Path], Any] | None = None,
+                 runs_folder: Path | None = None) -> None:
     from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
     from cognimamba.errors import CogniError
 
@@ -200,7 +203,8 @@ def _full_screen(connect: Callable[..., Any], label: str, history, tools, system
         history.get_chat(chat_id)
     # The app shows the load notice itself: stderr is under the full screen.
     app = ChatApp(lambda: connect(report_notice=False), history, run_label=label,
-                  tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id)
+                  tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id,
+                  open_run=open_run, runs_folder=runs_folder)  # the run picker lists the runs next to this one
     app.run()
     if app.load_error:
         raise CogniError(app.load_error)

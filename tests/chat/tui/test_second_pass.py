@@ -237,3 +237,27 @@ def test_snapshot_dialogs_keep_their_buttons_in_small_terminals(snap_compare, tm
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@in_event_loop
+async def test_the_run_picker_opens_another_run_and_keeps_the_chat(tiny_run, tmp_path: Path):
+    opened: list[Path] = []
+
+    def open_run(path: Path) -> ScriptedSource:
+        opened.append(path)
+        return ScriptedSource(["from the other run"])
+
+    app = make_app(ScriptedSource(["first"]), tmp_path / "h.db", open_run=open_run, runs_folder=tiny_run.parent)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await send(app, pilot, "hello")
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert "MB" in str(app.screen.query_one("#runs").get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(opened) == 1 and opened[0] in (tiny_run, tiny_run / "best")  # newest first
+        assert app.chat.run_label == str(opened[0])
+        await send(app, pilot, "and you?")
+        assert [m.content for m in app.session.messages] == ["hello", "first", "and you?", "from the other run"]
