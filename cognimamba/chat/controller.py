@@ -26,6 +26,7 @@ from cognimamba.chat.session import (
 )
 from cognimamba.chat.tools import ToolBox
 from cognimamba.config.schema import GenerationConfig
+from cognimamba.errors import CogniError
 from cognimamba.system.fileio import atomic_write_text
 
 
@@ -61,7 +62,18 @@ class ChatController:
     # ------------------------------------------------------------------------------------------- messages
 
     def send(self, text: str, source: ReplySource, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """Add the user's message now (saving it, and the chat if new); the reply comes as you iterate."""
+        """Add the user's message now (saving it, and the chat if new); the reply comes as you iterate.
+
+        A message that cannot fit the context raises CogniError here and leaves the session and the history
+        as they were, so the front end can give the text back to the user to shorten.
+        """
+        self.session.add_user(text)
+        try:
+            self.session.plan_prompt(source)
+        except CogniError:
+            self.session.messages.pop()
+            raise
+        self.session.messages.pop()
         self.add_user(text)
         return self.reply(source, cancel)
 
@@ -77,13 +89,65 @@ class ChatController:
                 self.history.append_message(self.chat_id, message)
         return message
 
-    def reply(self, source: ReplySource, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """The session's reply events; each finished reply (a stopped one too) and tool result is saved first."""
+    def reply(self, source: ReplySource, cancel: threading.Event | None = None,
+              earlier_replies: list[str] | None = None) -> Iterator[ChatEvent]:
+        """The session's reply events; each finished reply (a stopped one too) and tool result is saved first.
+
+        `earlier_replies` (from `regenerate`) go into the first reply's meta as its other versions.
+        """
         session = self.session
         for event in session.reply(source, cancel):
+            if isinstance(event, ReplyFinished) and earlier_replies:
+                event.message.meta["versions"] = [*earlier_replies, event.message.content]
+                event.message.meta["version"] = len(earlier_replies)
+                earlier_replies = None
             if isinstance(event, ReplyFinished | ToolRan):
                 self._save(session, event.message)
             yield event
+
+    # ------------------------------------------------------------------------------------------- edit, retry
+
+    def last_user_index(self) -> int | None:
+        indexes = [i for i, message in enumerate(self.session.messages) if message.role == "user"]
+        return indexes[-1] if indexes else None
+
+    def take_back_last(self) -> str | None:
+        """Remove the last user message and everything after it; its text comes back to be edited and resent."""
+        index = self.last_user_index()
+        if index is None:
+            return None
+        text = self.session.messages[index].content
+        del self.session.messages[index:]
+        self._rewrite()
+        return text
+
+    def regenerate(self, source: ReplySource, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
+        """Answer the last user message again; the replies it had stay reachable as the new one's `versions`."""
+        index = self.last_user_index()
+        if index is None:
+            raise CogniError("there is no message to answer again yet")
+        answers = [m for m in self.session.messages[index + 1:] if m.role == "assistant"]
+        earlier = list(answers[0].meta.get("versions") or [answers[0].content]) if answers else []
+        del self.session.messages[index + 1:]
+        self._rewrite()
+        return self.reply(source, cancel, earlier)
+
+    def show_version(self, message: Message, version: int) -> None:
+        """Make version `version` of a regenerated reply the one the chat continues from."""
+        versions = message.meta.get("versions") or [message.content]
+        version %= len(versions)
+        message.content = versions[version]
+        message.tool_calls = []  # the calls belonged to the version that is now hidden
+        message.meta["version"] = version
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Save the session's messages again in full (after an edit took some away)."""
+        with self._lock:
+            if self.history is not None and self.chat_id is not None:
+                self.history.clear_chat(self.chat_id)
+                for message in self.session.messages:
+                    self.history.append_message(self.chat_id, message)
 
     def _save(self, session: ChatSession, message: Message) -> None:
         with self._lock:

@@ -286,7 +286,8 @@ class LineChat:
             self.say("no saved chats yet")
         for record in chats:
             marker = "*" if record.id == self.chat.chat_id else " "
-            self.say(f"{marker}{record.id:4d}  {record.title}  ({record.message_count} messages)")
+            count = record.message_count
+            self.say(f"{marker}{record.id:4d}  {record.title}  ({count} message{'s' if count != 1 else ''})")
 
     def show_chat(self) -> None:
         self.say(f"--- chat {self.chat.chat_id}: {self.chat.title} ---")

@@ -21,11 +21,16 @@ from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import GenerationStats
 from cognimamba.model.tokenizer import IM_START
 
+MINIMAL_REPLY_TOKENS = 16  # room for a short answer when checking that tools fit
 SETTING_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed")
 
 
 class ReplySource(Protocol):
-    """What a session needs from a model: `inference.decoding.ChatModel` is the real one."""
+    """What a session needs from a model: `inference.decoding.ChatModel` is the real one.
+
+    A source that can say how likely each token was fills `stats.token_choices` (ChatModel does when its
+    `top_alternatives` is set); the others leave it empty.
+    """
 
     name: str
     defaults: GenerationConfig
@@ -94,6 +99,7 @@ class ReplyFinished:
     stats: GenerationStats
     prompt_tokens: int
     context_length: int
+    prompt: str = ""  # the prompt as the model saw it (ChatML, tool definitions, special tokens)
 
     @property
     def context_used(self) -> int:
@@ -211,11 +217,32 @@ class ChatSession:
         text = render_conversation(self._head() + kept, tools, add_generation_prompt=True)
         tokens = source.count_tokens(text)
         if tokens >= context:
-            system = fixed
-            raise CogniError(f"the latest message needs {tokens - system} tokens and the system prompt and tools "
-                             f"{system}, more than the model's context of {context} tokens; shorten the message "
-                             "or the system prompt")
+            raise CogniError(f"the latest message needs {tokens - fixed} tokens and the system prompt and tools "
+                             f"{fixed}, more than the model's context of {context} tokens; "
+                             f"{self.ways_out('shorten the message')}")
         return PromptPlan(text, tokens, start)
+
+    def ways_out(self, first: str) -> str:
+        """Every way out of a full context, so an error about it never leaves the user guessing."""
+        ways = [first, "shorten or remove the system prompt", "clear the chat"]
+        if self.tools.definitions():
+            ways.append("turn tools off (Ctrl+T, /tools off)")
+        ways.append("use a run trained with a longer context (model.max_seq_len)")
+        return ", ".join(ways[:-1]) + " or " + ways[-1]
+
+    def check_tools_fit(self, source: ReplySource, tools: ToolBox) -> None:
+        """CogniError unless `tools`' definitions, the system prompt and a short exchange fit the context.
+
+        A chat whose tool definitions fill the context cannot answer anything; refusing to turn them on says so
+        once, instead of failing every message after.
+        """
+        exchange = [*self._head(), {"role": "user", "content": "What is 2+2?"}]
+        needed = self._count(source, render_conversation(exchange, tools.definitions(), add_generation_prompt=True))
+        needed += MINIMAL_REPLY_TOKENS
+        if needed > source.context_length:
+            raise CogniError(f"tools do not fit: their definitions, the system prompt and a short exchange need "
+                             f"{needed} tokens, more than the model's context of {source.context_length}; keep "
+                             "tools off, shorten the system prompt, or use a run trained with a longer context")
 
     def reply(self, source: ReplySource, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
         """Generate the assistant's reply to the conversation, run enabled tools and feed their results back.
@@ -238,7 +265,7 @@ class ChatSession:
             last_round = round_index == self.max_tool_rounds
             message, parsed = self._assistant_message("".join(pieces), stats, last_round)
             self.messages.append(message)
-            yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length)
+            yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length, plan.text)
             if not parsed.tool_calls:
                 return
             reasons = message.meta.get("not_run") or [None] * len(parsed.tool_calls)

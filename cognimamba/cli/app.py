@@ -36,8 +36,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from cognimamba.system.version import VERSION
+
+        typer.echo(f"cogni {VERSION}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show full tracebacks for errors")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="show full tracebacks for errors"),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="print the version and exit")) -> None:
     if debug:
         os.environ["COGNI_DEBUG"] = "1"
 
@@ -57,6 +67,18 @@ app.command("bench")(bench_command)
 app.command("merge")(merge_command)
 app.command("serve")(serve_command)
 app.add_typer(recipe_app, name="recipe")
+
+
+def cli_command() -> click.Command:
+    """`app` as the click command `main` runs, its flags shown in help without a `<bool>` placeholder."""
+    group = typer.main.get_command(app)
+    commands = [group, *getattr(group, "commands", {}).values()]
+    for command in commands:
+        help_option = command.get_help_option(command.context_class(command))  # made (and cached) now
+        for param in [*command.params, help_option]:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # a flag takes no value; the help's type column stays empty
+    return group
 
 
 def _error(message: str) -> None:
@@ -90,7 +112,7 @@ def main() -> None:
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     debug = "--debug" in sys.argv[1:]
     try:
-        result = app(standalone_mode=False, prog_name="cogni")  # also under `python -m cognimamba`
+        result = cli_command()(standalone_mode=False, prog_name="cogni")  # also under `python -m cognimamba`
         sys.exit(result if isinstance(result, int) else 0)
     except CogniError as error:
         if debug:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -95,6 +95,16 @@ class DecodeStep:
         return logits
 
 
+@dataclass(frozen=True)
+class TokenChoice:
+    """One generated token as the model saw it (the chat app's token inspector): the probability the model gave
+    it, before temperature, top-k and top-p, and its likeliest alternatives, likeliest first."""
+
+    token: str
+    probability: float
+    alternatives: tuple[tuple[str, float], ...]
+
+
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
@@ -102,6 +112,7 @@ class GenerationStats:
     time_to_first_token: float = 0.0
     decode_seconds: float = 0.0
     stop_reason: str = ""  # "stop_token", "stop_string", "max_new_tokens", "context", "cancelled"
+    token_choices: list[TokenChoice] = field(default_factory=list)  # filled when asked for (top_alternatives)
 
     @property
     def tokens_per_second(self) -> float:
@@ -150,10 +161,19 @@ class Decoder:
             self._cache = KVCache(self.model.config, 1, size, device=self.device, dtype=dtype)
         return self._cache
 
+    def _choice(self, probabilities: torch.Tensor, token: int, top: int) -> TokenChoice:
+        values, indexes = torch.topk(probabilities, min(top, probabilities.numel()))
+        name = (lambda i: self.tokenizer.decode([i], skip_special_tokens=False)) if self.tokenizer else str
+        alternatives = tuple((name(i), p) for i, p in zip(indexes.tolist(), values.tolist(), strict=True))
+        return TokenChoice(name(token), float(probabilities[token]), alternatives)
+
     @torch.inference_mode()
     def stream_ids(self, prompt_ids: list[int], settings: GenerationConfig,
-                   cancel: threading.Event | None = None) -> Iterator[int]:
-        """Token ids as they are sampled; `self.stats` describes the finished reply."""
+                   cancel: threading.Event | None = None, top_alternatives: int = 0) -> Iterator[int]:
+        """Token ids as they are sampled; `self.stats` describes the finished reply.
+
+        With `top_alternatives=N`, `stats.token_choices` gets each token's probability and the N likeliest.
+        """
         self.model.eval()
         stats = self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
         if not prompt_ids:
@@ -173,6 +193,8 @@ class Decoder:
             if cancel is not None and cancel.is_set():
                 stats.stop_reason = "cancelled"
                 break
+            # Before sampling: the repetition penalty edits the logits in place.
+            probabilities = torch.softmax(logits.float(), dim=-1) if top_alternatives else None
             token = sample_next(logits.cpu() if generator is not None else logits, settings, generator, history)
             if stats.generated_tokens == 0:
                 first_token_at = time.perf_counter()
@@ -180,6 +202,8 @@ class Decoder:
             if token in self.stop_ids:
                 stats.stop_reason = "stop_token"
                 break
+            if probabilities is not None:
+                stats.token_choices.append(self._choice(probabilities, token, top_alternatives))
             stats.generated_tokens += 1
             stats.decode_seconds = time.perf_counter() - first_token_at
             yield token
@@ -197,11 +221,11 @@ class Decoder:
         stats.decode_seconds = time.perf_counter() - first_token_at if first_token_at else 0.0
 
     def stream(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None = None,
-               stop: Sequence[str] = ()) -> Iterator[str]:
+               stop: Sequence[str] = (), top_alternatives: int = 0) -> Iterator[str]:
         """Text deltas of the reply; ends at a stop token, a `stop` string, the token limit or the context."""
         assert self.tokenizer is not None, "streaming text needs a tokenizer"
         text = TextStream(self.tokenizer, list(stop))
-        for token in self.stream_ids(prompt_ids, settings, cancel):
+        for token in self.stream_ids(prompt_ids, settings, cancel, top_alternatives):
             delta = text.push(token)
             if delta:
                 yield delta
@@ -231,6 +255,7 @@ class ChatModel:
         self.decoder = Decoder(model, tokenizer, device, compile)
         self.defaults = defaults or GenerationConfig()
         self.notice: str | None = None  # something the user should know about how replies are made
+        self.top_alternatives = 0  # > 0: stats.token_choices describes each reply (the chat app's inspector)
 
     @classmethod
     def from_run(cls, loaded: LoadedRun, compile: bool = False) -> ChatModel:
@@ -257,7 +282,7 @@ class ChatModel:
 
     def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
                stop: Sequence[str] = ()) -> Iterator[str]:
-        return self.decoder.stream(encode(self.tokenizer, prompt), settings, cancel, stop)
+        return self.decoder.stream(encode(self.tokenizer, prompt), settings, cancel, stop, self.top_alternatives)
 
 
 @torch.inference_mode()

@@ -34,7 +34,11 @@ moment leaves the previous checkpoint loadable.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from cognimamba.errors import CogniError
 
 RUN_FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -52,3 +56,63 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 def weights_file(run: Path) -> str:
     """model.safetensors, or adapter_model.safetensors in a LoRA run dir (one with adapter_config.json)."""
     return ADAPTER_WEIGHTS if (Path(run) / ADAPTER_CONFIG).is_file() else WEIGHTS
+
+
+def missing_files(run: Path) -> list[str]:
+    """The files a loadable run dir needs that `run` lacks (weights: the adapter's in a LoRA run)."""
+    return [name for name in (CONFIG, TOKENIZER, weights_file(run)) if not (run / name).is_file()]
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and not missing_files(path)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run dir found in a folder, as a picker lists it."""
+
+    path: Path
+    weights_bytes: int
+    profile: str
+
+
+def find_runs(folder: Path, depth: int = 2) -> list[RunSummary]:
+    """The run dirs in `folder` (and its subfolders to `depth`, `best/` included), newest first."""
+    found: list[Path] = []
+    layer = [Path(folder)]
+    for _ in range(depth):
+        layer = sorted(child for parent in layer if parent.is_dir() for child in parent.iterdir()
+                       if child.is_dir() and not child.name.startswith("."))
+        found += [path for path in layer if is_run_dir(path)]
+    found.sort(key=lambda path: (path / CONFIG).stat().st_mtime, reverse=True)
+    return [RunSummary(path, (path / weights_file(path)).stat().st_size, _profile(path)) for path in found]
+
+
+def _profile(run: Path) -> str:
+    try:
+        payload = json.loads((run / CONFIG).read_text())
+    except (OSError, ValueError):
+        return "?"
+    profile = payload.get("profile") if isinstance(payload, dict) else None
+    return profile.get("name", "?") if isinstance(profile, dict) else str(profile or "?")
+
+
+def check_run_path(path: Path) -> Path:
+    """A wrong RUN path as one line that says what to do, with plain path checks only (no torch): cheap enough
+    to run before anything heavy loads."""
+    run = Path(path)
+    if run.is_file():
+        raise CogniError(f"{run}: is a file, not a run dir; give the folder that holds {CONFIG} and {WEIGHTS}")
+    if not run.exists():
+        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
+    missing = missing_files(run)
+    if not missing:
+        return run
+    if is_run_dir(run / "best"):
+        raise CogniError(f"{run}: missing {missing[0]}; not a complete run dir (try {run / 'best'})")
+    runs = find_runs(run)
+    if runs:
+        names = ", ".join(str(summary.path) for summary in runs[:5]) + (" …" if len(runs) > 5 else "")
+        raise CogniError(f"{run}: a folder of runs, not a run dir; pick one: {names}")
+    raise CogniError(f"{run}: missing {missing[0]}; not a run dir (one holds {CONFIG}, {TOKENIZER} and {WEIGHTS}, "
+                     "from `cogni train` or `cogni quickstart`)")

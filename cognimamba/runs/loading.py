@@ -23,6 +23,7 @@ from cognimamba.runs.layout import (
     RUN_FORMAT_VERSION,
     TOKENIZER,
     WEIGHTS,
+    check_run_path,
     weights_file,
 )
 from cognimamba.runs.lora import is_lora_run, lora_base_path, merged_from_base
@@ -132,13 +133,8 @@ def check_run(path: Path | str) -> Path:
     For front ends that must refuse a wrong RUN in one line before a slow load (`cogni chat`, before its app
     takes the screen); the weights are opened only far enough to read their header.
     """
-    run = Path(path)
-    if not run.is_dir():
-        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
+    run = check_run_path(Path(path))  # the files are there (plain path checks, no torch)
     weights = run / weights_file(run)  # model.safetensors, or the adapter of a LoRA run
-    for required in (run / CONFIG, run / TOKENIZER, weights):
-        if not required.is_file():
-            raise CogniError(f"{run}: missing {required.name}; not a complete run dir (try {run}/best)")
     read_config(run)
     load_tokenizer(run / TOKENIZER)
     try:

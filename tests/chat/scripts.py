@@ -6,7 +6,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from cognimamba.config.schema import GenerationConfig
-from cognimamba.inference.decoding import GenerationStats
+from cognimamba.inference.decoding import GenerationStats, TokenChoice
+
+# What the scripted "model" says of each chunk it streams, when asked (top_alternatives): the chunk had
+# probability 0.5, the four others below it, and 0.1 is left for the rest of the vocabulary.
+SCRIPTED_ALTERNATIVES = (("a", 0.2), ("b", 0.1), ("c", 0.06), ("d", 0.04))
 
 
 class ScriptedSource:
@@ -32,6 +36,7 @@ class ScriptedSource:
         self.resume = threading.Event()
         self._context_length = context_length
         self._stats = GenerationStats()
+        self.top_alternatives = 0  # like ChatModel's: > 0 fills stats.token_choices
 
     @property
     def context_length(self) -> int:
@@ -67,4 +72,6 @@ class ScriptedSource:
                 stats.stop_reason = "cancelled"
                 return
             stats.generated_tokens += 1
+            if self.top_alternatives:
+                stats.token_choices.append(TokenChoice(chunk, 0.5, ((chunk, 0.5), *SCRIPTED_ALTERNATIVES)))
             yield chunk

@@ -12,6 +12,7 @@ from cognimamba.chat.history import HistoryStore
 from cognimamba.chat.session import ChatSession, Message, ReplyFinished, TextDelta, ToolRan
 from cognimamba.chat.tools import ToolBox
 from cognimamba.config.schema import GenerationConfig
+from cognimamba.errors import CogniError
 from tests.chat.scripts import ScriptedSource
 
 CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
@@ -102,3 +103,46 @@ def test_export_writes_markdown_named_after_the_title(history, tmp_path: Path):
     written = chat.export(tmp_path / chat.export_name())
     text = written.read_text()
     assert text.startswith("# What do owls eat?\n") and "`runs/tiny`" in text and "Mice, mostly." in text
+
+
+def test_a_message_that_cannot_fit_leaves_the_session_and_history_as_they_were(history):
+    """A failed send must not leave a user turn without a reply (shown twice after a restart) or a new chat."""
+    source = ScriptedSource(["ok"], context_length=200)
+    chat = ChatController(ChatSession(), history)
+    list(chat.send("short", source))
+    with pytest.raises(CogniError, match="clear the chat") as error:
+        chat.send("x" * 500, source)
+    assert "shorten the message" in str(error.value) and "longer context" in str(error.value)
+    assert [m.content for m in chat.session.messages] == ["short", "ok"]
+    assert [m.content for m in history.messages(chat.chat_id)] == ["short", "ok"]
+    list(chat.send("again", source))  # the next message still sees the earlier turns
+    assert "short" in source.prompts[-1]
+
+
+def test_a_failed_first_message_creates_no_chat(history):
+    chat = ChatController(ChatSession(), history)
+    with pytest.raises(CogniError):
+        chat.send("x" * 500, ScriptedSource(["ok"], context_length=100))
+    assert history.list_chats() == [] and chat.chat_id is None and chat.title == ""
+
+
+def test_take_back_and_regenerate_keep_the_history_in_step(history):
+    source = ScriptedSource(["first answer", "second answer", "third answer"])
+    chat = ChatController(ChatSession(), history)
+    list(chat.send("question", source))
+    list(chat.regenerate(source))
+    reply = chat.session.messages[-1]
+    assert reply.content == "second answer"
+    assert reply.meta["versions"] == ["first answer", "second answer"] and reply.meta["version"] == 1
+    chat.show_version(reply, 0)
+    saved = history.messages(chat.chat_id)
+    assert [m.content for m in saved] == ["question", "first answer"] and saved[-1].meta["version"] == 0
+    assert chat.take_back_last() == "question"
+    assert chat.session.messages == [] and history.messages(chat.chat_id) == []
+
+
+def test_tools_that_fill_the_context_are_refused():
+    session = ChatSession()
+    with pytest.raises(CogniError, match="keep tools off"):
+        session.check_tools_fit(ScriptedSource(["ok"], context_length=256), ToolBox(enabled=True))
+    session.check_tools_fit(ScriptedSource(["ok"], context_length=4096), ToolBox(enabled=True))

@@ -234,3 +234,43 @@ def test_two_chat_processes_share_one_history(tiny_run, tmp_path, env):
         for chat in chats:
             assert [m.content for m in store.messages(chat.id) if m.role == "user"] == [
                 f"message {index}" for index in range(4)]
+
+
+def test_a_wrong_run_path_says_what_to_do_without_torch(tiny_run, tmp_path):
+    """Plain path checks: a file, a folder of runs, a folder with best/, an empty folder; torch never loads."""
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", WEIGHTS):
+        (runs / "a" / name).write_bytes((tiny_run / name).read_bytes())
+    (runs / "empty").mkdir()
+    (runs / "notes.txt").write_text("hi")
+    code = f"""
+import sys
+from pathlib import Path
+from cognimamba.errors import CogniError
+from cognimamba.runs.layout import check_run_path
+runs = Path({str(runs)!r})
+for path in (runs / "notes.txt", runs, runs / "empty", runs / "missing"):
+    try:
+        check_run_path(path)
+    except CogniError as error:
+        print(error)
+print(check_run_path(runs / "a").name, "torch" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    lines = result.stdout.splitlines()
+    assert "is a file, not a run dir" in lines[0]
+    assert "a folder of runs" in lines[1] and str(runs / "a") in lines[1]
+    assert "missing config.json; not a run dir" in lines[2] and "best" not in lines[2]
+    assert "run dir not found" in lines[3]
+    assert lines[4] == "a False"
+
+
+@pytest.mark.slow
+def test_prompt_json_errors_are_json_and_version_and_help(tmp_path, env):
+    result = run_cli("chat", str(tmp_path / "missing"), "--prompt", "hi", "--json", env=env)
+    assert result.returncode != 0 and json.loads(result.stdout)["error"].endswith(
+        "run dir not found; train one with `cogni train` or `cogni quickstart`")
+    assert run_cli("--version").stdout.startswith("cogni ")
+    help_text = run_cli("chat", "--help", env={**env, "COLUMNS": "200"}).stdout
+    assert "<bool>" not in help_text and "default: the run's" in help_text

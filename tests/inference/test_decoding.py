@@ -203,3 +203,18 @@ def test_chat_model_counts_and_streams(loaded):
     assert model.count_tokens("Once upon a time") == len(encode(loaded.tokenizer, "Once upon a time"))
     text = "".join(model.stream("Once upon a time", GenerationConfig(temperature=0.0, max_new_tokens=8)))
     assert text and model.stats.generated_tokens <= 8
+
+
+def test_token_choices_are_the_models_probabilities_on_request(loaded):
+    """For the chat app's inspector: greedy picks the likeliest token, so it is the first alternative."""
+    decoder = Decoder(loaded.model, loaded.tokenizer)
+    prompt = encode(loaded.tokenizer, "Once upon a time")
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=8)
+    plain = list(decoder.stream_ids(prompt, settings))
+    assert decoder.stats.token_choices == []  # nothing recorded unless asked
+    ids = list(decoder.stream_ids(prompt, settings, top_alternatives=5))
+    assert ids == plain and len(decoder.stats.token_choices) == len(ids)
+    for token_id, choice in zip(ids, decoder.stats.token_choices, strict=True):
+        assert len(choice.alternatives) == 5 and choice.alternatives[0] == (choice.token, choice.probability)
+        assert choice.token == loaded.tokenizer.decode([token_id], skip_special_tokens=False)
+        assert 0 < sum(p for _, p in choice.alternatives) <= 1 + 1e-6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -11,7 +12,20 @@ from textual.widgets.markdown import MarkdownStream
 
 from cognimamba.chat.format import ToolCall
 from cognimamba.chat.session import Message, pretty_json
+from cognimamba.chat.tui.inspector import Inspection
 from cognimamba.model.tokenizer import TOOL_CALL
+
+WELCOME = """Type a message and press Enter. The reply streams in; Esc or Ctrl+C stops it.
+
+Up recalls earlier messages · F6 edits your last message · F5 answers again · F7 copies the reply
+F10 shows the reply token by token · F3 system prompt · F4 settings · Ctrl+T tools · F1 all keys"""
+
+CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def code_blocks(text: str) -> list[str]:
+    """The fenced code blocks of a Markdown reply, without their fences."""
+    return [block.rstrip("\n") for block in CODE_BLOCK.findall(text)]
 
 
 def reply_footer(meta: dict) -> str:
@@ -22,7 +36,8 @@ def reply_footer(meta: dict) -> str:
     if meta.get("time_to_first_token"):
         parts.append(f"first token {meta['time_to_first_token']:.2f} s")
     reason = meta.get("stop_reason")
-    notes = {"cancelled": "stopped", "max_new_tokens": "hit max tokens", "context": "hit the context limit"}
+    notes = {"cancelled": "stopped (partial reply)", "max_new_tokens": "hit max tokens",
+             "context": "hit the context limit"}
     if reason in notes:
         parts.append(notes[reason])
     return " · ".join(parts)
@@ -34,6 +49,21 @@ class UserMessage(Static):
     def __init__(self, text: str) -> None:
         super().__init__(text, markup=False)
         self.border_title = "you"
+
+
+class Welcome(Static):
+    """What an empty chat says to a new user."""
+
+    def __init__(self) -> None:
+        super().__init__(WELCOME, markup=False)
+
+
+class SystemNote(Static):
+    """The chat's system prompt, at the top of the transcript (F3 edits it)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, markup=False)
+        self.border_title = "system prompt (F3)"
 
 
 class Notice(Static):
@@ -81,9 +111,11 @@ class MalformedToolCall(Vertical):
 class AssistantMessage(Vertical):
     """The model's reply: Markdown that grows as deltas arrive, then tool calls and a stats footer."""
 
-    def __init__(self, content: str = "") -> None:
+    def __init__(self, content: str = "", message: Message | None = None) -> None:
         super().__init__()
         self.border_title = "assistant"
+        self.message = message  # the session's message once finished: what copy, versions and edits act on
+        self.inspection: Inspection | None = None  # tokens and prompt, for replies made in this session
         self.markdown = Markdown(content)
         self.footer = Static("", markup=False, classes="reply-footer")
         self.raw = ""
@@ -119,6 +151,20 @@ class AssistantMessage(Vertical):
             await self.markdown.update(message.content)
         return await self.show_parts(message)
 
+    async def show_version(self, message: Message) -> None:
+        """Show the version of a regenerated reply the session now holds."""
+        await self.remove_children(ToolCallBlock)
+        await self.remove_children(MalformedToolCall)
+        await self.markdown.update(message.content)
+        self.show_version_title(message)
+
+    def show_version_title(self, message: Message) -> None:
+        versions = message.meta.get("versions") or []
+        if len(versions) > 1:
+            self.border_title = f"assistant · {message.meta.get('version', 0) + 1}/{len(versions)} (Alt+←/→)"
+        else:
+            self.border_title = "assistant"
+
     async def show_parts(self, message: Message) -> list[ToolCallBlock]:
         """Tool call blocks (with why a call was not run) and malformed calls, raw, with a warning."""
         blocks = [ToolCallBlock(call) for call in message.tool_calls]
@@ -131,6 +177,8 @@ class AssistantMessage(Vertical):
                      if not problem.startswith("unknown tool")]  # an unknown tool still gets a block saying so
         await self.mount_all([*blocks, *malformed], before=self.footer)
         self.footer.update(reply_footer(message.meta))
+        self.message = message
+        self.show_version_title(message)
         return blocks
 
 
@@ -140,11 +188,13 @@ class Conversation(VerticalScroll):
     def on_mount(self) -> None:
         self.anchor()
 
-    async def show_messages(self, messages: list[Message]) -> None:
-        """Rebuild the pane from saved messages (reopening a chat)."""
+    async def show_messages(self, messages: list[Message], system_prompt: str = "") -> None:
+        """Rebuild the pane from saved messages (reopening a chat); an empty chat gets the welcome text."""
         await self.remove_children()
         replies: list[AssistantMessage] = []
-        widgets: list[Static | AssistantMessage] = []
+        widgets: list[Static | AssistantMessage] = [SystemNote(system_prompt)] if system_prompt else []
+        if not messages:
+            widgets.append(Welcome())
         for message in messages:
             if message.role == "user":
                 widgets.append(UserMessage(message.content))
@@ -163,6 +213,11 @@ class Conversation(VerticalScroll):
                 if block is not None:
                     block.set_result(message.content, bool(message.meta.get("ok", True)))
         self.scroll_end(animate=False)
+
+    async def show_system_prompt(self, text: str) -> None:
+        await self.remove_children(SystemNote)
+        if text:
+            await self.mount(SystemNote(text), before=0 if self.children else None)
 
     def pending_block(self, name: str) -> ToolCallBlock | None:
         """The first call block for `name` still waiting for its result (results arrive in call order)."""

@@ -92,8 +92,9 @@ class SystemPromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("System prompt for this chat", classes="dialog-title")
-            yield TextArea(self.system_prompt, id="system-prompt", soft_wrap=True)
-            yield Label("Ctrl+S saves · Esc cancels · empty means no system turn", classes="dialog-hint")
+            with VerticalScroll(classes="dialog-body"):
+                yield TextArea(self.system_prompt, id="system-prompt", soft_wrap=True)
+                yield Label("Ctrl+S saves · Esc cancels · empty means no system turn", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -125,12 +126,13 @@ class SettingsScreen(ModalScreen[GenerationConfig | None]):
         values = dataclasses.asdict(self.settings)
         with Vertical(classes="dialog"):
             yield Label("Generation settings for this chat", classes="dialog-title")
-            for name in SETTING_FIELDS:
-                with Horizontal(classes="setting-row"):
-                    yield Label(SETTING_LABELS[name], classes="setting-label")
-                    yield Input(str(values[name]), id=f"setting-{name}", classes="setting-input", compact=True)
-            yield Label("", id="settings-error", classes="error")
-            yield Label("Enter or Ctrl+S saves · Esc cancels · applies to this chat", classes="dialog-hint")
+            with VerticalScroll(classes="dialog-body"):
+                for name in SETTING_FIELDS:
+                    with Horizontal(classes="setting-row"):
+                        yield Label(SETTING_LABELS[name], classes="setting-label")
+                        yield Input(str(values[name]), id=f"setting-{name}", classes="setting-input", compact=True)
+                yield Label("", id="settings-error", classes="error")
+                yield Label("Enter or Ctrl+S saves · Esc cancels · applies to this chat", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")

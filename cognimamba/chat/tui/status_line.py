@@ -1,4 +1,4 @@
-"""One line under the input: model state, speed of the last reply, context use, tools, settings."""
+"""One line under the input: model state, speed, context use, tools, model and settings, cut to fit."""
 
 from __future__ import annotations
 
@@ -7,16 +7,31 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 
+def fit_parts(parts: list[str], width: int, separator: str = " · ") -> str:
+    """As many whole parts as fit `width` (they come most important first), the last cut with an ellipsis."""
+    shown: list[str] = []
+    for part in parts:
+        line = separator.join([*shown, part])
+        if len(line) <= width:
+            shown.append(part)
+            continue
+        room = width - len(separator.join(shown)) - (len(separator) if shown else 0)
+        if room > 8:  # a cut part is only worth showing when a few words of it remain
+            shown.append(part[:room - 1] + "…")
+        break
+    return separator.join(shown)
+
+
 class StatusLine(Static):
     state = reactive("loading model…")
     model = reactive("")
-    speed = reactive("")  # of the last reply: "35.2 tok/s"
+    speed = reactive("")  # live while a reply streams, then of the last reply: "35.2 tok/s"
     context_used = reactive(0)
     context_length = reactive(0)
     tools_enabled = reactive(False)
     settings = reactive("")
 
-    def render(self) -> Text:
+    def parts(self) -> list[str]:
         parts = [self.state]
         if self.speed:
             parts.append(self.speed)
@@ -28,4 +43,8 @@ class StatusLine(Static):
             parts.append(self.model)
         if self.settings:
             parts.append(self.settings)
-        return Text(" · ".join(parts), no_wrap=True, overflow="ellipsis")
+        return parts
+
+    def render(self) -> Text:
+        width = self.content_size.width or 200
+        return Text(fit_parts(self.parts(), width), no_wrap=True, overflow="ellipsis")

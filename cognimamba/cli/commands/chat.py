@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from cognimamba.cli.commands.common import JsonOption
+from cognimamba.errors import CogniError
+from cognimamba.runs.layout import check_run_path
 
 
 def chat_command(
@@ -20,12 +22,12 @@ def chat_command(
                                                "exit; '-' reads the message from stdin")] = None,
     system: Annotated[str | None, typer.Option("--system", help="system prompt (for new chats)")] = None,
     plain: Annotated[bool, typer.Option("--plain", help="line-mode chat instead of the full-screen app")] = False,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="reply length limit")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy (deterministic)")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="sample from the k likeliest tokens; 0 = off")] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", help="nucleus sampling mass; 1 = off")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="1 = off")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="sampling seed for reproducible replies")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="reply length limit; default: the run's")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy (deterministic); default: the run's")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="sample from the k likeliest tokens; 0 = off; default: the run's")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="nucleus sampling mass; 1 = off; default: the run's")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="1 = off; default: the run's")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="sampling seed for reproducible replies; default: the run's")] = None,
     stop: Annotated[list[str] | None, typer.Option("--stop", help="with --prompt: end the reply at this text "
                                                            "(repeatable)")] = None,
     tools_file: Annotated[Path | None, typer.Option("--tools", help="JSON file of tool definitions to show the "
@@ -49,10 +51,26 @@ def chat_command(
     model: Annotated[str | None, typer.Option("--model", help="with --url: the model id (default: the server's first)")] = None,
 ) -> None:
     """Chat with a trained model: a full-screen app by default, `--plain` for line mode, `--prompt` for scripts."""
+    try:
+        _chat(run, prompt, system, plain, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
+              tools_file, enable_tools, history_db, chat_id, device, threads, compile, as_json, url, api_key, model)
+    except CogniError as error:
+        if not (as_json and prompt is not None):
+            raise
+        sys.stdout.write(json.dumps({"error": str(error)}, ensure_ascii=False) + "\n")  # scripts read stdout
+        raise typer.Exit(error.exit_code) from None
+
+
+def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool, max_new_tokens: int | None,
+          temperature: float | None, top_k: int | None, top_p: float | None, repetition_penalty: float | None,
+          seed: int | None, stop: list[str] | None, tools_file: Path | None, enable_tools: bool,
+          history_db: Path | None, chat_id: int | None, device: str, threads: int | None, compile: bool,
+          as_json: bool, url: str | None, api_key: str | None, model: str | None) -> None:
+    if run is not None and url is None:
+        check_run_path(run)  # a wrong path is told before torch loads
     from cognimamba.chat.session import ChatSession, settings_with
     from cognimamba.chat.tools import ToolBox, load_tool_definitions
     from cognimamba.config.schema import GenerationConfig
-    from cognimamba.errors import CogniError
 
     overrides: dict[str, Any] = {name: value for name, value in {
         "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
@@ -104,7 +122,9 @@ def chat_command(
         if plain:
             _line_chat(connect, label, history, tools, system, overrides, chat_id)
         else:
-            _full_screen(connect, label, history, tools, system, overrides, chat_id)
+            open_run = None if run is None else partial(_load_model, device=device, compile=compile, report_notice=False)
+            _full_screen(connect, label, history, tools, system, overrides, chat_id, open_run,
+                         None if run is None else run.resolve().parent)
     finally:
         history.close()
 
@@ -174,7 +194,8 @@ def _read_piped_line(prompt: str) -> str:
 
 
 def _full_screen(connect: Callable[..., Any], label: str, history, tools, system: str | None,
-                 overrides: dict[str, Any], chat_id: int | None) -> None:
+                 overrides: dict[str, Any], chat_id: int | None, open_run: Callable[[Path], Any] | None = None,
+                 runs_folder: Path | None = None) -> None:
     from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
     from cognimamba.errors import CogniError
 
@@ -182,14 +203,19 @@ def _full_screen(connect: Callable[..., Any], label: str, history, tools, system
         history.get_chat(chat_id)
     # The app shows the load notice itself: stderr is under the full screen.
     app = ChatApp(lambda: connect(report_notice=False), history, run_label=label,
-                  tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id)
+                  tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id,
+                  open_run=open_run, runs_folder=runs_folder)  # the run picker lists the runs next to this one
     app.run()
     if app.load_error:
         raise CogniError(app.load_error)
 
 
 def check_run(run: Path) -> None:
-    """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line."""
+    """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line.
+
+    A wrong path is told from plain path checks first, before torch loads (seconds on a busy machine).
+    """
+    check_run_path(run)
     from cognimamba.runs import loading  # inside: loading imports torch, and `cogni --help` stays fast
 
     loading.check_run(run)
