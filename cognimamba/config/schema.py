@@ -106,6 +106,7 @@ class TrainConfig:
     muon_momentum: float = spec(0.95, minimum=0.0, maximum=1.0)
     muon_adjust_lr: str = spec("match_rms_adamw", choices=("match_rms_adamw", "original"),
                                help="match_rms_adamw: AdamW-like rates carry over; original: Keller Jordan's (~0.02)")
+    muon_ns_steps: int = spec(5, minimum=1, maximum=20, help="Newton-Schulz iterations per Muon step")
     muon_precision: str = spec("auto", choices=("auto", "fp32", "bf16"),
                                help="Newton-Schulz dtype; auto = bf16 where the hardware has it natively")
     precision: str = spec("auto", choices=("auto", "fp32", "bf16", "fp16"))

@@ -83,7 +83,7 @@ def build_optimizer(model: nn.Module, train: TrainConfig,
         raise CogniError("train.optimizer = muon, but no hidden-layer matrix is trained here; use "
                          "train.optimizer = adamw")
     muon = Muon(split.muon, ns_dtype=newton_schulz_dtype(train.muon_precision, device), lr=train.muon_lr,
-                momentum=train.muon_momentum, adjust_lr_fn=train.muon_adjust_lr)
+                momentum=train.muon_momentum, ns_steps=train.muon_ns_steps, adjust_lr_fn=train.muon_adjust_lr)
     parts: dict[str, torch.optim.Optimizer] = {"muon": muon}
     if split.adamw:  # LoRA trains adapter matrices alone
         parts["adamw"] = torch.optim.AdamW(split.adamw, lr=train.lr, betas=betas, eps=1e-8, fused=fused)
