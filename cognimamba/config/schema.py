@@ -100,6 +100,16 @@ class TrainConfig:
     beta1: float = spec(0.9, minimum=0.0, maximum=1.0)
     beta2: float = spec(0.95, minimum=0.0, maximum=1.0)
     grad_clip: float = spec(1.0, minimum=0.0, help="0 disables clipping")
+    optimizer: str = spec("adamw", choices=("adamw", "muon"),
+                          help="muon: Muon for hidden-layer matrices, AdamW (train.lr) for the rest")
+    muon_lr: float = spec(3e-3, minimum=0.0, maximum=1.0, help="Muon's peak rate; follows train.lr's schedule")
+    muon_weight_decay: float = spec(0.1, minimum=0.0, maximum=1.0)
+    muon_momentum: float = spec(0.95, minimum=0.0, maximum=1.0)
+    muon_adjust_lr: str = spec("match_rms_adamw", choices=("match_rms_adamw", "original"),
+                               help="match_rms_adamw: AdamW-like rates carry over; original: Keller Jordan's (~0.02)")
+    muon_ns_steps: int = spec(5, minimum=1, maximum=20, help="Newton-Schulz iterations per Muon step")
+    muon_precision: str = spec("auto", choices=("auto", "fp32", "bf16"),
+                               help="Newton-Schulz dtype; auto = bf16 where the hardware has it natively")
     precision: str = spec("auto", choices=("auto", "fp32", "bf16", "fp16"))
     grad_checkpointing: bool = spec(False)
     compile: bool = spec(False, help="torch.compile the model (pays on GPUs, not on small CPUs)")

@@ -107,6 +107,16 @@ def _split(train: SourceSpec, val: SourceSpec | None, held_out: frozenset[int], 
             yield document
 
 
+def document_split(spec: SourceSpec) -> str:
+    """How a source is cut into documents (each followed by <|endoftext|> in the tokens), as meta.json says it.
+
+    `cogni test-model --eval-file` reads its file through prepare too, so its JSON can name the same rule.
+    """
+    if spec.path is not None and spec.path.suffix.lower() == ".txt":
+        return f"separator {spec.separator!r}" if spec.separator else "blank lines"
+    return f"one record per document (field {spec.text_field!r})"
+
+
 def _sample_for_tokenizer(documents: Iterator[str]) -> Iterator[str]:
     seen = 0
     for document in documents:
@@ -200,7 +210,8 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
         meta = {
             "format": "text", "key": key, "source": options.source, "val_source": options.val,
             "val_fraction": fraction, "seed": options.seed, "vocab_size": vocab_size, "dtype": dtype.name,
-            "tokenizer_hash": tokenizer_hash(tokenizer), "skipped_records": skipped, **counts,
+            "tokenizer_hash": tokenizer_hash(tokenizer), "skipped_records": skipped,
+            "document_split": document_split(train), **counts,
         }
         commit_staging(out, staging, meta)
     finally:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
-from cognimamba.data.sources import read_text_file
+from cognimamba.data.prepare import PrepareOptions, prepare_text
+from cognimamba.data.sources import LOCAL_SUFFIXES
 from cognimamba.errors import CogniError
 from cognimamba.evaluation.tool_eval import load_eval_conversations, tool_eval
 from cognimamba.inference.decoding import ChatModel, greedy_ids
@@ -101,23 +105,26 @@ def eval_on_data(loaded: LoadedRun, data: DataDir, batch_size: int = 8) -> tuple
     return result, result.bits_per_byte(data.bytes_per_token(split))
 
 
-def eval_on_text(loaded: LoadedRun, path: Path, batch_size: int = 8) -> tuple[EvalResult, float | None]:
+def eval_on_text(loaded: LoadedRun, path: Path, batch_size: int = 8) -> tuple[EvalResult, float | None, dict[str, Any]]:
+    """Held-out loss on a text file read exactly as `cogni prepare FILE` reads it, and the data dir's meta.
 
-    text = read_text_file(path)
-    if not text.strip():
-        raise CogniError(f"{path}: no text to evaluate on")
-    ids = encode(loaded.tokenizer, text)
-    seq = loaded.config.model.max_seq_len
-    if len(ids) < 2:
-        raise CogniError(f"{path}: too short to evaluate (needs at least two tokens)")
-    tokens = torch.tensor(ids)
-    batches = []
-    for start in range(0, len(ids) - 1, seq):
-        chunk = tokens[start:start + seq + 1]
-        batches.append((chunk[:-1].unsqueeze(0), chunk[1:].unsqueeze(0)))
-    result = evaluate_loss(loaded.model, batches)
-    bytes_per_token = len(text.encode("utf-8")) / len(ids)
-    return result, result.bits_per_byte(bytes_per_token)
+    The same documents (split at blank lines), each followed by <|endoftext|>, bits/byte over the documents'
+    bytes: a model trained on prepared data is scored on the text it was taught to model, and `--eval-file F`
+    equals `prepare --val F` then `--data`. Scoring the raw file instead makes every blank line a surprise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CogniError(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
+    with tempfile.TemporaryDirectory(prefix="cogni-eval-", ignore_cleanup_errors=True) as scratch_name:
+        scratch = Path(scratch_name)
+        if path.suffix.lower() not in LOCAL_SUFFIXES:  # a .md or suffix-less file is plain text too
+            path = Path(shutil.copyfile(path, scratch / "eval.txt"))
+        loaded.tokenizer.save(str(scratch / "tokenizer.json"))
+        options = PrepareOptions(source=str(path), val_fraction=0.0, tokenizer=scratch / "tokenizer.json",
+                                 out=scratch / "data")
+        data = prepare_text(options, Console(quiet=True)).data_dir
+        result, bits = eval_on_data(loaded, data, batch_size)
+    return result, bits, data.meta
 
 
 def sample_text(loaded: LoadedRun, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = 48) -> str:
@@ -168,17 +175,21 @@ def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | No
     check_kv_cache(loaded, report)
     result: EvalResult | None = None
     if eval_file is not None:
-        result, bits = eval_on_text(loaded, eval_file)
+        result, bits, meta = eval_on_text(loaded, eval_file)
         source = str(eval_file)
     else:
         data_path = data or (Path(loaded.config.data.path) if loaded.config.data.path else None)
         if data_path is not None and (data is not None or data_path.is_dir()):
-            result, bits = eval_on_data(loaded, DataDir.open(data_path))
-            source = str(data_path)
+            prepared = DataDir.open(data_path)
+            result, bits = eval_on_data(loaded, prepared)
+            source, meta = str(data_path), prepared.meta
     if result is not None:
         ok = math.isfinite(result.loss)
+        split = "val" if meta.get("val_tokens") else "train"
         report.metrics.update({"val_loss": result.loss, "perplexity": result.perplexity, "bits_per_byte": bits,
-                               "eval_tokens": result.tokens, "eval_source": source})
+                               "eval_tokens": result.tokens, "eval_source": source,
+                               "eval_documents": meta.get(f"{split}_documents"),
+                               "eval_document_split": meta.get("document_split")})
         detail = f"loss {result.loss:.4f}, perplexity {result.perplexity:.2f}"
         if bits is not None:
             detail += f", {bits:.3f} bits/byte"

@@ -9,7 +9,7 @@ from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.system.faults import kill_point
 from cognimamba.system.hardware import peak_memory_bytes
 from cognimamba.train.distributed import agree_max
-from cognimamba.train.optim import optimizer_step
+from cognimamba.train.optim import optimizer_step, set_learning_rate
 from cognimamba.train.options import TrainResult
 from cognimamba.train.saving import save
 from cognimamba.train.schedule import curriculum_seq_len, learning_rate
@@ -52,8 +52,7 @@ def train_step(state: TrainState, progress: float) -> bool:
     """One optimizer step at the scheduled learning rate and sequence length; False for a skipped bad batch."""
     settings, config = state.settings, state.config
     lr = learning_rate(state.step, progress, settings.lr, settings.warmup_steps, settings.min_lr_ratio)
-    for group in state.optimizer.param_groups:
-        group["lr"] = lr
+    set_learning_rate(state.optimizer, lr)
     seq_len = curriculum_seq_len(progress, config.data.seq_len_warmup, config.data.seq_len_warmup_fraction,
                                  config.model.max_seq_len)
     micro_batches = [state.train_windows.random_batch(state.step, micro, settings.micro_batch_size, seq_len,

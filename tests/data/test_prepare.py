@@ -83,6 +83,15 @@ def test_separator_and_limit() -> None:
     assert list(split_documents("one\ntwo\n\n\nthree", None)) == ["one\ntwo", "three"]
 
 
+def test_meta_names_how_documents_were_split(tmp_path: Path) -> None:
+    """test-model --eval-file reads through prepare and reports this rule, so both name the same reading."""
+    source = write_txt(tmp_path / "stories.txt", STORIES)
+    blank = prepare_text(PrepareOptions(source=str(source), vocab_size=300, out=tmp_path / "a")).data_dir
+    assert blank.meta["document_split"] == "blank lines"
+    dashes = prepare_text(PrepareOptions(source=str(source), vocab_size=300, separator="---", out=tmp_path / "b"))
+    assert dashes.data_dir.meta["document_split"] == "separator '---'"
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "file is empty"),
     (b"\x00\x01\x02binary", "looks like a binary file"),
