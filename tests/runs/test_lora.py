@@ -34,9 +34,15 @@ LORA_ARGS = ["--lora", "--lora-rank", "4", "--lora-alpha", "8", "--lora-dropout"
 
 @pytest.fixture(scope="module")
 def chat_data(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("chat") / "synthetic"
-    prepare_chat(ChatPrepareOptions([MixEntry("synthetic-tools", count=80)], tiny_run / TOKENIZER, out=out),
-                 Console(quiet=True))
+    """80 short instruction conversations: every one fits the tests' 128-token context whole."""
+    folder = tmp_path_factory.mktemp("chat")
+    records = [{"instruction": f"Tell me about the {animal} number {index}.",
+                "output": f"The {animal} number {index} is a happy {animal} who likes to play."}
+               for index in range(40) for animal in ("cat", "dog")]
+    (folder / "short.json").write_text(json.dumps(records), encoding="utf-8")
+    out = folder / "short"
+    prepare_chat(ChatPrepareOptions([MixEntry(str(folder / "short.json"), format="alpaca")], tiny_run / TOKENIZER,
+                                    out=out), Console(quiet=True))
     return out
 
 

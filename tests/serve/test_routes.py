@@ -71,8 +71,10 @@ def test_completion_streamed_and_not(tiny_server):
     chunks = list(api.completions.create(model="tiny", prompt="Once upon a time", temperature=1, seed=2, max_tokens=12,
                                          stream=True, stream_options={"include_usage": True}))
     assert "".join(chunk.choices[0].text for chunk in chunks if chunk.choices) == whole.choices[0].text
-    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 12
-    assert whole.choices[0].finish_reason == "length"
+    used = whole.usage.completion_tokens
+    assert chunks[-1].usage.completion_tokens == used and 0 < used <= 12
+    # A sampled end-of-text may end the reply early; otherwise the limit does.
+    assert whole.choices[0].finish_reason == ("length" if used == 12 else "stop")
 
 
 def test_tool_call_comes_back_parsed_with_finish_reason_tool_calls():
