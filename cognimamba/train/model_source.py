@@ -11,8 +11,8 @@ import torch
 from cognimamba.config.schema import Config
 from cognimamba.data.data_dir import DataDir
 from cognimamba.errors import CogniError
+from cognimamba.model.build import build_model
 from cognimamba.model.tokenizer import tokenizer_hash
-from cognimamba.model.transformer import Transformer
 from cognimamba.runs.checkpoints import latest_checkpoint, recover_best
 from cognimamba.runs.layout import ADAPTER_WEIGHTS, OPTIMIZER, STATE, WEIGHTS
 from cognimamba.runs.loading import load_run, read_config
@@ -49,7 +49,7 @@ def starting_point(options: TrainOptions, config: Config, data: DataDir, is_main
     if options.lora is not None and options.init_from is None:
         raise CogniError("--lora trains adapters on a trained model: add --init-from RUN")
     if options.init_from is None:
-        start = StartingPoint(Transformer(config.model), None)
+        start = StartingPoint(build_model(config.model), None)
     else:
         model, run_info = _init_from(options.init_from, config, data, options.lora, options.model_overrides)
         start = StartingPoint(model, options.lora, run_info)
@@ -60,7 +60,7 @@ def starting_point(options: TrainOptions, config: Config, data: DataDir, is_main
 
 def _resumed(run: Path, config: Config, lora: LoraSettings | None, is_main: bool) -> StartingPoint:
     config.model, lora, run_info = _fine_tune_of(run, config, lora)
-    model = Transformer(config.model)  # built before loading, so the random stream matches a fresh start
+    model = build_model(config.model)  # built before loading, so the random stream matches a fresh start
     recover_best(run)
     checkpoint = latest_checkpoint(run)
     if checkpoint is None:
@@ -86,7 +86,7 @@ def _init_from(base_path: Path, config: Config, data: DataDir, lora: LoraSetting
                          f"{config.model.vocab_size} vs {base.config.model.vocab_size}); prepare the data with "
                          f"--tokenizer {base_path}/tokenizer.json")
     config.model = tuned_model_config(base.config.model, overrides, base_path)
-    model = Transformer(config.model)
+    model = build_model(config.model)
     load_state_into(model, model_state(base.model), Path(base_path))
     run_info: dict[str, Any] = {"init_from": str(Path(base_path).resolve())}
     if lora is None:
