@@ -110,8 +110,19 @@ def mamba_parameters(model: ModelConfig) -> int:
             + 3 * heads + inner + inner * model.dim)
 
 
+def fixed_point_parameter_counts(model: ModelConfig) -> tuple[int, int]:
+    """model.arch = fixed_point: the embedding and its norm, the gated updater layers, the token head."""
+    layers, context, hidden = model.fixed_point_shape
+    updater = layers * (4 * context * hidden + context)
+    head = 2 * context + 3 * context * hidden + context * model.vocab_size
+    non_embedding = context + updater + head
+    return non_embedding + model.vocab_size * context, non_embedding
+
+
 def parameter_counts(model: ModelConfig) -> tuple[int, int]:
     """(total, non-embedding) parameter counts, computed from the shapes alone."""
+    if model.is_fixed_point:
+        return fixed_point_parameter_counts(model)
     kv_dim = model.n_kv_heads * model.head_dim
     attention = model.dim * (model.dim + 2 * kv_dim) + model.dim * model.dim
     mlp = 3 * model.dim * model.ffn_dim
@@ -167,6 +178,8 @@ def estimate_memory(config: Config, on_gpu: bool | None = None) -> MemoryEstimat
     half = gpu and config.train.precision in ("auto", "bf16", "fp16")
     act_bytes = 2 if half else 4
     tokens = config.train.micro_batch_size * model.max_seq_len
+    if model.is_fixed_point:
+        return fixed_point_memory(config, total, tokens, act_bytes, gpu)
     kv_dim = model.n_kv_heads * model.head_dim
     # fp32 residual and norm inputs (4 bytes), the rotated queries and keys (fp32: the RoPE tables are), plus
     # the tensors saved in the compute dtype. Checked against CUDA max allocated on an H200 (benchmarks/README).
@@ -189,6 +202,19 @@ def estimate_memory(config: Config, on_gpu: bool | None = None) -> MemoryEstimat
         runtime=int(0.6 * GIB) if gpu else 0,  # CUDA context, cuBLAS workspace, allocator slack
         checkpointing=config.train.grad_checkpointing,
     )
+
+
+def fixed_point_memory(config: Config, total: int, tokens: int, act_bytes: int, gpu: bool) -> MemoryEstimate:
+    """model.arch = fixed_point: phase 1 keeps one pass's updater activations at a time (each pass's backward
+    runs before the next); phase 2, the head's, plus the logits. Nothing to checkpoint."""
+    layers, context, hidden = config.model.fixed_point_shape
+    updater = layers * (8 * context + 3 * hidden) * 4  # fp32 context, gate and candidate; hidden in the compute dtype
+    head = (4 * context + 3 * hidden) * act_bytes
+    activations = tokens * max(updater, head)
+    return MemoryEstimate(weights=total * (4 + (2 if act_bytes == 2 else 0)), gradients=total * 4,
+                          optimizer=total * 8, activations=activations, activations_checkpointed=activations,
+                          logits=tokens * config.model.vocab_size * (act_bytes + 4 + 4),
+                          runtime=int(0.6 * GIB) if gpu else 0, checkpointing=config.train.grad_checkpointing)
 
 
 def tokens_per_step(config: Config, world_size: int = 1) -> int:

@@ -19,6 +19,9 @@ from cognimamba.errors import CogniError
 # 131072), yet a copied config.json can no longer make loading allocate position tables of gigabytes.
 MAX_CONTEXT_LENGTH = 131_072
 
+# model.fixed_point_preset -> (context updater layers, context_dim, hidden_dim), the New-LLM design's sizes.
+FIXED_POINT_PRESETS = {"small": (1, 128, 256), "medium": (2, 256, 512), "large": (4, 512, 1024)}
+
 
 def spec(default: Any, *, minimum: float | None = None, maximum: float | None = None,
          choices: tuple[Any, ...] | None = None, help: str = "") -> Any:
@@ -55,6 +58,22 @@ class ModelConfig:
     mamba_expand: int = spec(2, minimum=1, help="Mamba-2: inner width as a multiple of dim")
     mamba_conv_width: int = spec(4, minimum=2, help="Mamba-2: causal depthwise convolution kernel")
     mamba_chunk_size: int = spec(64, minimum=1, help="Mamba-2: chunk length of the SSD scan (speed only)")
+    arch: str = spec("transformer", choices=("transformer", "fixed_point"),
+                     help="transformer (attention and Mamba-2 layers) or fixed_point (New-LLM's context model)")
+    fixed_point_preset: str = spec("medium", choices=tuple(FIXED_POINT_PRESETS),
+                                   help="fixed_point: small (1 layer, context 128, hidden 256), medium (2, 256, "
+                                        "512) or large (4, 512, 1024)")
+    fixed_point_layers: int = spec(0, minimum=0, help="fixed_point: context updater layers; 0 = the preset's")
+    fixed_point_context_dim: int = spec(0, minimum=0, help="fixed_point: context width; 0 = the preset's")
+    fixed_point_hidden_dim: int = spec(0, minimum=0, help="fixed_point: updater and head width; 0 = the preset's")
+    fixed_point_threshold: float = spec(1e-3, minimum=0.0, help="fixed_point: a token has converged when its "
+                                                                 "context moves less than this (RMS) in a pass")
+    fixed_point_max_iterations: int = spec(16, minimum=2, help="fixed_point: passes per phase-1 batch")
+    fixed_point_phase1_fraction: float = spec(0.5, minimum=0.0, maximum=1.0,
+                                              help="fixed_point: share of training that learns the contexts; "
+                                                   "the rest trains the token head on them")
+    fixed_point_diversity: float = spec(1.0, minimum=0.0, help="fixed_point: weight of the term that keeps "
+                                                               "contexts from collapsing to one vector")
 
     @property
     def head_dim(self) -> int:
@@ -77,6 +96,18 @@ class ModelConfig:
     @property
     def mamba_heads(self) -> int:
         return self.mamba_inner // self.mamba_head_dim
+
+    @property
+    def is_fixed_point(self) -> bool:
+        return self.arch == "fixed_point"
+
+    @property
+    def fixed_point_shape(self) -> tuple[int, int, int]:
+        """(updater layers, context_dim, hidden_dim): the preset's, each replaced where set explicitly."""
+        preset = FIXED_POINT_PRESETS[self.fixed_point_preset]
+        explicit = (self.fixed_point_layers, self.fixed_point_context_dim, self.fixed_point_hidden_dim)
+        layers, context_dim, hidden_dim = (mine or theirs for mine, theirs in zip(explicit, preset, strict=True))
+        return layers, context_dim, hidden_dim
 
 
 @dataclass
@@ -279,6 +310,9 @@ def validate(config: Config) -> None:
         raise CogniError(f"model.n_heads ({model.n_heads}) must be a multiple of model.n_kv_heads "
                          f"({model.n_kv_heads})")
     validate_layer_pattern(model)
+    if model.is_fixed_point and model.layer_pattern:
+        raise CogniError(f"model.layer_pattern = {model.layer_pattern!r} chooses transformer layers; leave it empty "
+                         "with model.arch = fixed_point, whose context updater replaces them")
     if config.train.max_time:
         parse_duration(config.train.max_time, "train.max_time")
     temperature = config.generation.temperature

@@ -26,8 +26,9 @@ from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import DecodeStep
+from cognimamba.model.build import MODEL_CLASSES, build_model, new_cache, training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak
-from cognimamba.model.transformer import KVCache, Transformer, flops_per_token, num_parameters
+from cognimamba.model.transformer import Transformer, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.system import hardware
 from cognimamba.train.optim import build_optimizer
@@ -177,10 +178,10 @@ def with_context(model: Transformer, length: int) -> Transformer:
     """
     if length <= model.config.max_seq_len:
         return model
-    if not isinstance(model, Transformer):
+    if not isinstance(model, MODEL_CLASSES):
         raise CogniError(f"the model holds {model.config.max_seq_len} positions; use -p/-n values up to that")
     parameter = next(model.parameters())
-    longer = Transformer(replace(model.config, max_seq_len=length))
+    longer = build_model(replace(model.config, max_seq_len=length))
     longer.load_state_dict(model.state_dict())
     return longer.to(device=parameter.device, dtype=parameter.dtype).eval()
 
@@ -199,7 +200,7 @@ def load_bench_model(run: Path | None, profile: str | None, device: torch.device
         config = get_profile(str(profile))
         torch.manual_seed(seed)
         with torch.device(device):
-            model = Transformer(replace(config.model, max_seq_len=max(context, config.model.max_seq_len)))
+            model = build_model(replace(config.model, max_seq_len=max(context, config.model.max_seq_len)))
         model.to(dtype=dtype)
         name = config.profile
     model = with_context(model, context)
@@ -226,7 +227,7 @@ def measure_prefill(bench: BenchModel, n_prompt: int, batch: int, repetitions: i
     """Tokens/sec of one prompt of `n_prompt` tokens per sequence, filling a fresh KV cache."""
     model = bench.model
     tokens = _random_tokens((batch, n_prompt), model.config.vocab_size, bench.device, seed)
-    cache = KVCache(model.config, batch, n_prompt, bench.device, bench.dtype)
+    cache = new_cache(model.config, batch, n_prompt, bench.device, bench.dtype)
 
     @torch.inference_mode()
     def run() -> None:
@@ -251,7 +252,7 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     """
     model = bench.model
     first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
-    cache = KVCache(model.config, batch, n_gen, bench.device, bench.dtype)
+    cache = new_cache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
     step = DecodeStep(model, bench.device, compile, batch)
 
@@ -290,7 +291,7 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
     held_before = hardware.cuda_memory_held(device)
     torch.manual_seed(seed)
     with torch.device(device):
-        model = Transformer(config.model)
+        model = build_model(config.model)
     model.gradient_checkpointing = settings.grad_checkpointing
     model.train()
     optimizer = build_optimizer(model, settings, device)
@@ -358,7 +359,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
             config = replace(config, train=replace(config.train, compile=options.compile))
         result = measure_training(config, bench.device, compute_dtype, options.repetitions,
                                   lambda: on_run("train"), options.seed)
-        result.mfu = flops_per_token(config.model, result.n_prompt) * result.mean / peak_flops
+        result.mfu = training_flops_per_token(config.model, result.n_prompt) * result.mean / peak_flops
         results.append(result)
         if result.compiled:
             notes.append("the training step ran through torch.compile (train.compile; --no-compile measures it "

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
+from cognimamba.config.schema import ModelConfig
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare import PrepareOptions, prepare_text
@@ -20,9 +21,10 @@ from cognimamba.data.sources import LOCAL_SUFFIXES
 from cognimamba.errors import CogniError
 from cognimamba.evaluation.tool_eval import load_eval_conversations, tool_eval
 from cognimamba.inference.decoding import ChatModel, greedy_ids
+from cognimamba.model.build import new_cache
 from cognimamba.model.loss import EvalResult, evaluate_loss
 from cognimamba.model.tokenizer import END_OF_TEXT, decode, encode
-from cognimamba.model.transformer import KVCache, num_parameters
+from cognimamba.model.transformer import num_parameters
 from cognimamba.runs.loading import LoadedRun
 
 SAMPLE_PROMPT = "Once upon a time"
@@ -83,15 +85,18 @@ def check_kv_cache(loaded: LoadedRun, report: ModelReport) -> None:
     ids = torch.randint(0, loaded.config.model.vocab_size, (1, length))
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(loaded.config.model, 1, length, device=ids.device, dtype=next(model.parameters()).dtype)
+        cache = new_cache(loaded.config.model, 1, length, device=ids.device, dtype=next(model.parameters()).dtype)
         half = length // 2
         steps = [model(ids[:, :half], cache=cache, start=0)]
         steps += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(half, length)]
         incremental = torch.cat(steps, dim=1)
     difference = float((full - incremental).abs().max())
-    # Mamba-2 layers keep a conv and SSM state instead of keys and values; the same comparison covers it.
+    # Mamba-2 layers keep a conv and SSM state instead of keys and values, the fixed-point model one context
+    # vector; the same comparison covers them.
     name = "KV cache and Mamba-2 state equal full forward" if loaded.config.model.has_mamba else \
         "KV cache equals full forward"
+    if loaded.config.model.is_fixed_point:
+        name = "context cache equals full forward"
     report.add(name, difference < 1e-4, f"max |difference| {difference:.2e}")
 
 
@@ -161,6 +166,13 @@ def eval_tool_calls(loaded: LoadedRun, path: Path, format: str | None, report: M
     report.metrics["tool_eval_examples"] = result.examples
 
 
+def shape_summary(config: ModelConfig) -> str:
+    if config.is_fixed_point:
+        layers, context_dim, hidden_dim = config.fixed_point_shape
+        return f"fixed-point context model ({layers} updater layers, context {context_dim}, hidden {hidden_dim})"
+    return f"{config.n_layers} layers x {config.dim}"
+
+
 def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | None = None,
                chat_data: Path | None = None, tool_eval_file: Path | None = None,
                tool_format: str | None = None) -> ModelReport:
@@ -169,7 +181,7 @@ def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | No
     total, non_embedding = num_parameters(loaded.model)
     report.metrics.update({"parameters": total, "non_embedding_parameters": non_embedding})
     report.add("config, tokenizer and weights agree", True,
-               f"vocab {config.vocab_size}, {config.n_layers} layers x {config.dim}, {total:,} parameters")
+               f"vocab {config.vocab_size}, {shape_summary(config)}, {total:,} parameters")
     check_forward(loaded, report)
     check_gradients(loaded, report)
     check_kv_cache(loaded, report)

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
+from cognimamba.model.build import new_cache
 from cognimamba.model.linear import refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, encode
 from cognimamba.model.transformer import KVCache, Transformer
@@ -158,7 +159,7 @@ class Decoder:
             size = min(self.context_length, max(MIN_CACHE_POSITIONS, 1 << (positions - 1).bit_length()))
             dtype = next(self.model.parameters()).dtype
             self._cache = None  # let the old one go before the new one is allocated
-            self._cache = KVCache(self.model.config, 1, size, device=self.device, dtype=dtype)
+            self._cache = new_cache(self.model.config, 1, size, device=self.device, dtype=dtype)
         return self._cache
 
     def _choice(self, probabilities: torch.Tensor, token: int, top: int) -> TokenChoice:

@@ -39,7 +39,12 @@ HF_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
 def refuse_mamba_layers(model: ModelConfig, run: Path, format_name: str) -> None:
-    """Llama, in transformers and in GGUF, has no Mamba-2 layers: a run with any is refused by name."""
+    """Llama, in transformers and in GGUF, has no Mamba-2 layers and no fixed-point context: such runs are
+    refused by name."""
+    if model.is_fixed_point:
+        raise CogniError(f"{run}: model.arch = fixed_point (the fixed-point context model), which --format "
+                         f"{format_name} cannot express (it writes a Llama, attention only); chat, bench and "
+                         "test-model use the run as it is")
     if model.has_mamba:
         raise CogniError(f"{run}: model.layer_pattern = {model.layer_pattern!r} has Mamba-2 layers, which --format "
                          f"{format_name} cannot express (it writes a Llama, attention only); chat, bench and "

@@ -9,6 +9,7 @@
     RUN/metrics.jsonl              one JSON object per log/eval row
     RUN/checkpoints/step-XXXXXXXX/ resumable checkpoints (model, optimizer.pt, trainer_state, manifest)
     RUN/best/                      a complete loadable run dir for the best val loss
+    RUN/fixed_point_contexts.safetensors   model.arch = fixed_point only: the contexts phase 2 trains on
 
 A LoRA run (`cogni train --init-from BASE --lora`) holds an adapter instead of weights, in PEFT's own format,
 so `peft.PeftModel.from_pretrained(base_transformer, RUN)` loads it as is:
@@ -51,6 +52,7 @@ OPTIMIZER = "optimizer.pt"
 METRICS = "metrics.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CONTEXT_CACHE = "fixed_point_contexts.safetensors"  # model.arch = fixed_point: phase 2's frozen contexts
 
 
 def weights_file(run: Path) -> str:

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer
 
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
+from cognimamba.model.build import build_model
 from cognimamba.model.tokenizer import load_tokenizer
 from cognimamba.model.transformer import Transformer, num_parameters
 from cognimamba.runs.checkpoints import recover_best
@@ -99,7 +100,7 @@ def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.
     # Checked from the header first: a config.json that does not describe these weights (a copied one, say)
     # must not get to allocate a model of its own size.
     check_shapes(weight_shapes(run / WEIGHTS), config_shapes(config.model), run / WEIGHTS)
-    model = Transformer(config.model)
+    model = build_model(config.model)
     load_state_into(model, read_weights(run / WEIGHTS), run / WEIGHTS)
     model.to(device=device, dtype=dtype)
     model.eval()

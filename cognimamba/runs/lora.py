@@ -18,6 +18,7 @@ import torch
 
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
+from cognimamba.model.build import MODEL_CLASSES
 from cognimamba.model.transformer import Transformer
 from cognimamba.runs.layout import ADAPTER_CONFIG, MANIFEST, WEIGHTS
 from cognimamba.runs.tensors import load_state_into, model_state
@@ -100,8 +101,8 @@ def base_transformer(model: torch.nn.Module) -> Transformer:
     """Our Transformer inside a peft wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     inner = get_base() if callable(get_base) else model
-    assert isinstance(inner, Transformer)
-    return inner
+    assert isinstance(inner, MODEL_CLASSES)
+    return inner  # type: ignore[return-value]
 
 
 def adapter_state(peft_model: Any) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
+from cognimamba.model.build import build_model
 from cognimamba.model.transformer import Transformer
 from cognimamba.system.fileio import (
     atomic_write,
@@ -72,7 +73,7 @@ def _looks_like_pickle(path: Path) -> bool:
 def config_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The weights a model of `config` saves, and their shapes, from a model built on the meta device (no memory)."""
     with torch.device("meta"):
-        model = Transformer(config)
+        model = build_model(config)
     return {name: tuple(tensor.shape) for name, tensor in model_state(model).items()}
 
 

@@ -67,6 +67,7 @@ class TrainingStats:
     memory_bytes: int | None = None
     elapsed: float = 0.0
     tokens_seen: int = 0
+    phase: str = ""  # model.arch = fixed_point: which of its two phases, and phase 1's convergence
     loss_history: deque = field(default_factory=lambda: deque(maxlen=200))
 
 
@@ -112,6 +113,8 @@ class TrainingDisplay:
         table.add_row("MFU", "-" if stats.mfu is None else f"{100 * stats.mfu:.1f}%",
                       "memory", "-" if stats.memory_bytes is None else human_bytes(stats.memory_bytes))
         table.add_row("tokens", human_count(stats.tokens_seen), "loss", sparkline(list(stats.loss_history)))
+        if stats.phase:
+            table.add_row("phase", stats.phase)
         return Group(self.progress, table)
 
     def update(self, stats: TrainingStats) -> None:
@@ -128,7 +131,8 @@ class TrainingDisplay:
         if self.enabled and self.live is None:
             total = "" if self.by_time else f"/{stats.total_steps}"
             self.console.print(f"step {stats.step}{total}  loss {stats.train_loss:.4f}  lr {stats.lr:.2e}  "
-                               f"{human_count(stats.tokens_per_second)} tok/s  {stats.elapsed:.0f}s", highlight=False)
+                               f"{human_count(stats.tokens_per_second)} tok/s  {stats.elapsed:.0f}s"
+                               + (f"  phase {stats.phase}" if stats.phase else ""), highlight=False)
 
     def message(self, text: str) -> None:
         if self.enabled:

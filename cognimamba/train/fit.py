@@ -15,7 +15,7 @@ from cognimamba.train.saving import save
 from cognimamba.train.schedule import curriculum_seq_len, learning_rate
 from cognimamba.train.signals import StopSignal, interrupted_error
 from cognimamba.train.state import TrainState
-from cognimamba.train.step import accumulate_gradients, clip_gradients
+from cognimamba.train.step import StepLoss, accumulate_gradients, clip_gradients
 from cognimamba.train.validation import validate
 
 
@@ -51,14 +51,11 @@ def training_progress(state: TrainState) -> float:
 def train_step(state: TrainState, progress: float) -> bool:
     """One optimizer step at the scheduled learning rate and sequence length; False for a skipped bad batch."""
     settings, config = state.settings, state.config
-    lr = learning_rate(state.step, progress, settings.lr, settings.warmup_steps, settings.min_lr_ratio)
+    lr = scheduled_lr(state, progress)
     set_learning_rate(state.optimizer, lr)
     seq_len = curriculum_seq_len(progress, config.data.seq_len_warmup, config.data.seq_len_warmup_fraction,
                                  config.model.max_seq_len)
-    micro_batches = [state.train_windows.random_batch(state.step, micro, settings.micro_batch_size, seq_len,
-                                                      state.device)
-                     for micro in range(settings.grad_accum_steps)]
-    loss = accumulate_gradients(state.model, micro_batches, state.autocast, state.scaler, state.context)
+    loss = step_gradients(state, seq_len)
     state.last_loss = loss.mean
     problem = None if math.isfinite(state.last_loss) else f"loss became {state.last_loss}"
     if problem is None:
@@ -83,6 +80,32 @@ def train_step(state: TrainState, progress: float) -> bool:
     return True
 
 
+def scheduled_lr(state: TrainState, progress: float) -> float:
+    """The learning rate now: over the whole run, or within the fixed-point model's current phase."""
+    settings, step = state.settings, state.step
+    if state.phases is not None:
+        phase = state.phases.phase
+        state.phases.begin_step(step, progress, state.optimizer, state.display, state.metrics)
+        if state.phases.phase != phase:  # phase 1's objective is no next-token loss: the smoothing starts over
+            state.smoothed_loss = None
+            state.stats.loss_history.clear()
+        step, progress = state.phases.schedule_position(step, progress)
+    return learning_rate(step, progress, settings.lr, settings.warmup_steps, settings.min_lr_ratio)
+
+
+def step_gradients(state: TrainState, seq_len: int) -> StepLoss:
+    """One optimizer step's gradients: next-token loss on fresh windows, or the fixed-point model's phase."""
+    settings = state.settings
+    if state.phases is not None:
+        loss = state.phases.step_loss(state.step, seq_len, settings, state.autocast, state.scaler)
+        state.stats.phase = state.phases.label()
+        return loss
+    micro_batches = [state.train_windows.random_batch(state.step, micro, settings.micro_batch_size, seq_len,
+                                                      state.device)
+                     for micro in range(settings.grad_accum_steps)]
+    return accumulate_gradients(state.model, micro_batches, state.autocast, state.scaler, state.context)
+
+
 def skip_bad_step(state: TrainState, problem: str) -> None:
     """Drop this step's gradients; past train.max_bad_batches, stop with the last good checkpoint."""
     counters, settings = state.counters, state.settings
@@ -105,9 +128,10 @@ def log_step(state: TrainState) -> None:
     if state.peak_flops:
         stats.mfu = state.flops_per_token * stats.tokens_per_second / state.context.world_size / state.peak_flops
     stats.memory_bytes = peak_memory_bytes(state.device)
+    phase = state.phases.row() if state.phases is not None else {}
     state.metrics.write({"step": state.step, "train_loss": state.last_loss, "lr": stats.lr,
                          "tokens_per_second": stats.tokens_per_second, "elapsed": stats.elapsed,
-                         "tokens": stats.tokens_seen})
+                         "tokens": stats.tokens_seen, **phase})
     state.display.log(stats)
 
 

@@ -11,8 +11,8 @@ import torch
 from cognimamba.config.schema import Config, validate
 from cognimamba.data.data_dir import DataDir
 from cognimamba.errors import CogniError
+from cognimamba.model.build import build_model
 from cognimamba.model.tokenizer import tokenizer_hash
-from cognimamba.model.transformer import Transformer
 from cognimamba.runs.checkpoints import latest_checkpoint, recover_best
 from cognimamba.runs.layout import ADAPTER_WEIGHTS, OPTIMIZER, STATE, WEIGHTS
 from cognimamba.runs.loading import load_run, read_config
@@ -51,7 +51,7 @@ def starting_point(options: TrainOptions, config: Config, data: DataDir, is_main
     if options.lora is not None and options.init_from is None:
         raise CogniError("--lora trains adapters on a trained model: add --init-from RUN")
     if options.init_from is None:
-        start = StartingPoint(Transformer(config.model), None)
+        start = StartingPoint(build_model(config.model), None)
     else:
         model, run_info, note = _init_from(options, config, data)
         start = StartingPoint(model, options.lora, run_info, note=note)
@@ -62,7 +62,7 @@ def starting_point(options: TrainOptions, config: Config, data: DataDir, is_main
 
 def _resumed(run: Path, config: Config, lora: LoraSettings | None, is_main: bool) -> StartingPoint:
     config.model, lora, run_info = _fine_tune_of(run, config, lora)
-    model = Transformer(config.model)  # built before loading, so the random stream matches a fresh start
+    model = build_model(config.model)  # built before loading, so the random stream matches a fresh start
     recover_best(run)
     checkpoint = latest_checkpoint(run)
     if checkpoint is None:
@@ -97,7 +97,7 @@ def _init_from(options: TrainOptions, config: Config, data: DataDir) -> tuple[to
         validate(config)
         if choice.values:
             run_info["finetune_defaults"], note = choice.values, choice.describe()
-    model = Transformer(config.model)
+    model = build_model(config.model)
     load_state_into(model, model_state(base.model), Path(base_path))
     if lora is None:
         return model, run_info, note

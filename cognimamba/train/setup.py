@@ -13,9 +13,9 @@ from cognimamba.config.schema import Config, parse_duration, validate
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
 from cognimamba.errors import CogniError
+from cognimamba.model.build import training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak
 from cognimamba.model.tokenizer import load_tokenizer
-from cognimamba.model.transformer import flops_per_token
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.runs.layout import WEIGHTS
 from cognimamba.runs.loading import write_run_files
@@ -23,6 +23,7 @@ from cognimamba.runs.lora import base_transformer, write_adapter_config
 from cognimamba.system.hardware import compiled_if_possible, pick_dtype
 from cognimamba.train.display import TrainingDisplay, TrainingStats, training_header
 from cognimamba.train.distributed import DistributedContext
+from cognimamba.train.fixed_point_phases import phases_for
 from cognimamba.train.loggers import open_metrics_log
 from cognimamba.train.model_source import StartingPoint, starting_point
 from cognimamba.train.optim import build_optimizer
@@ -51,6 +52,7 @@ def setup(options: TrainOptions, device: torch.device, context: DistributedConte
                                                   settings.compile)
     train_windows = TokenWindows(data, "train", seed=settings.seed, rank=context.rank)
     train_windows.check_fits(config.model.max_seq_len)
+    phases = phases_for(options, raw_model, data, train_windows, device, context)  # model.arch = fixed_point
     if context.is_main:
         write_files(run, config, data, tokenizer, raw_model, start, options)
     max_time = parse_duration(settings.max_time, "train.max_time") if settings.max_time else None
@@ -70,9 +72,9 @@ def setup(options: TrainOptions, device: torch.device, context: DistributedConte
         stats=TrainingStats(step=counters.step, total_steps=settings.max_steps, tokens_seen=counters.tokens_seen,
                             elapsed=counters.elapsed, val_loss=counters.last_val_loss),
         metrics=open_metrics_log(settings.logger, run, config, context.is_main),
-        flops_per_token=flops_per_token(config.model, config.model.max_seq_len),
+        flops_per_token=training_flops_per_token(config.model, config.model.max_seq_len),
         peak_flops=measure_matmul_peak(device, compute_dtype, seconds=0.25) if options.show_progress else None,
-        saved_steps={counters.step} if options.resume else set())
+        saved_steps={counters.step} if options.resume else set(), phases=phases)
     if start.resume_payload is not None:  # last, so nothing above (the matmul peak's randn) draws from it
         restore_random_state(start.resume_payload, context, device)
     return state

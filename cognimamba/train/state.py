@@ -17,6 +17,7 @@ from cognimamba.runs.lora import adapter_state
 from cognimamba.runs.tensors import model_state
 from cognimamba.train.display import TrainingDisplay, TrainingStats
 from cognimamba.train.distributed import DistributedContext
+from cognimamba.train.fixed_point_phases import FixedPointPhases
 from cognimamba.train.loggers import MetricsLog
 
 
@@ -90,6 +91,7 @@ class TrainState:
     throughput: Throughput = field(default_factory=Throughput)
     evaluated_steps: set[int] = field(default_factory=set)
     saved_steps: set[int] = field(default_factory=set)
+    phases: FixedPointPhases | None = None  # model.arch = fixed_point: its two phases drive each step
     smoothed_loss: float | None = None
     last_loss: float = float("nan")
 
