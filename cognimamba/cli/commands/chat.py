@@ -36,10 +36,11 @@ def chat_command(
                                                     "per-user data dir)")] = None,
     chat_id: Annotated[int | None, typer.Option("--chat", help="reopen saved chat N (see /history)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt, "
-                                                "and for decoding models over 20M parameters (smaller ones "
-                                                "decode on one thread, which is faster); default: PyTorch's "
-                                                "choice")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt and "
+                                                "for decoding; default: PyTorch's for the prompt, and for "
+                                                "decoding one per 32 MB of weights")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 "
+                                                "(needs torchao); default: the run's inference.weights")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step: faster tokens "
                                           "(about 2x for small models on CPU) after a compile of 5-20 s at "
                                           "load")] = False,
@@ -82,7 +83,7 @@ def chat_command(
     else:
         label = str(run)
         check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
-        connect = partial(_load_model, run, device, compile)
+        connect = partial(_load_model, run, device, compile, weights=weights, threads=threads)
     if prompt is not None:
         text = sys.stdin.read() if prompt == "-" else prompt
         if not text.strip():
@@ -109,13 +110,15 @@ def chat_command(
         history.close()
 
 
-def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True):  # -> ChatModel
+def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True,
+                weights: str | None = None, threads: int | None = None):  # -> ChatModel
     # The imports stay inside for a fast `cogni --help`.
     from cognimamba.inference.decoding import ChatModel
     from cognimamba.runs.loading import load_run
     from cognimamba.system.hardware import pick_device
 
-    source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile)
+    source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights,
+                                threads=threads)
     source.warm_up()
     if source.notice and report_notice:
         sys.stderr.write(source.notice + "\n")
