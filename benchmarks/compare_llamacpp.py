@@ -25,6 +25,7 @@ reports each format's validation bits/byte.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -32,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -101,16 +102,40 @@ def our_models(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str,
     return models
 
 
+@contextlib.contextmanager
+def without_extra_buffers(enabled: bool = True) -> Iterator[None]:
+    """Load llama.cpp models with `use_extra_bufts` off: no runtime repacking, no AMX buffers.
+
+    On a KVM guest whose CPU reports AMX, llama.cpp's AMX q8_0 kernel dies of SIGILL (tilezero) there, and
+    llama-cpp-python's Llama has no argument for it, so its default model parameters are patched meanwhile.
+    """
+    low_level = llama_cpp.llama_cpp
+    default = low_level.llama_model_default_params
+
+    def params():  # -> llama_model_params
+        value = default()
+        value.use_extra_bufts = False
+        return value
+
+    if enabled:
+        low_level.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = default
+
+
 def llama_models(config: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer, folder: Path,
-                 threads: int, batch: int) -> dict[str, object]:
+                 threads: int, batch: int, extra_buffers: bool) -> dict[str, object]:
     """llama.cpp's Llama on our GGUF export in each type (an f32 KV cache, as ours)."""
     models = {}
     for gguf_type in ("f32", "f16", "q8_0"):
         path = folder / f"model-{gguf_type}.gguf"
         write_gguf(path, path.stem, config, state, tokenizer, gguf_type)
-        models[gguf_type] = llama_cpp.Llama(str(path), n_ctx=config.max_seq_len, n_batch=batch, n_ubatch=batch,
-                                            n_threads=threads, n_threads_batch=threads, type_k=0, type_v=0,
-                                            flash_attn=False, verbose=False, seed=0)
+        with without_extra_buffers(not extra_buffers):
+            models[gguf_type] = llama_cpp.Llama(str(path), n_ctx=config.max_seq_len, n_batch=batch, n_ubatch=batch,
+                                                n_threads=threads, n_threads_batch=threads, type_k=0, type_v=0,
+                                                flash_attn=False, verbose=False, seed=0)
     return models
 
 
@@ -245,7 +270,7 @@ def build(args: argparse.Namespace) -> tuple[list[tuple[Side, Side]], dict[str, 
     threads = args.threads or torch.get_num_threads()
     ours = our_models(config, state)
     folder = Path(tempfile.mkdtemp(prefix="compare_llamacpp-"))
-    theirs = llama_models(config, state, tokenizer, folder, threads, args.prefill_tokens)
+    theirs = llama_models(config, state, tokenizer, folder, threads, args.prefill_tokens, args.llama_extra_buffers)
     generator = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(0, config.vocab_size, (args.prompt_tokens,), generator=generator).tolist()
     prefill_ids = torch.randint(0, config.vocab_size, (args.prefill_tokens,), generator=generator).tolist()
@@ -288,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                         "of each of our weight formats on this data dir, then exit")
     parser.add_argument("--decode-windows", type=int, default=4, help="windows --bits-per-byte decodes token by "
                         "token")
+    parser.add_argument("--llama-extra-buffers", action="store_true", help="let llama.cpp repack weights and use "
+                        "AMX (off by default: its AMX kernel dies of SIGILL on some VMs)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     if args.threads:
@@ -331,6 +358,7 @@ def summary(pairs: list[tuple[Side, Side]], checks: dict[str, object], args: arg
             "samples": {side.name: side.samples for pair in pairs for side in pair}, **checks,
             "prefill_tokens": args.prefill_tokens, "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens, "threads": torch.get_num_threads(), "repetitions": args.repetitions,
+            "llama_extra_buffers": args.llama_extra_buffers,
             "versions": {"torch": torch.__version__, "llama_cpp_python": llama_cpp.__version__}}
 
 

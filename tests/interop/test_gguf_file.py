@@ -145,7 +145,18 @@ def test_llama_cpp_q8_0_greedy_tokens_agree_with_our_int8_weights(gguf_run: Path
     run = load_run(gguf_run)
     ours = apply_weight_format(run.model, "int8")
     path = export_gguf(gguf_run, tmp_path / "model.gguf", dtype="q8_0")
-    llm = llama_cpp.Llama(str(path), n_ctx=64, type_k=0, type_v=0, flash_attn=False, verbose=False, seed=0)
+    # No AMX buffers: llama.cpp's AMX q8_0 kernel dies of SIGILL on a KVM guest that reports AMX.
+    low_level = llama_cpp.llama_cpp
+    default = low_level.llama_model_default_params
+
+    def without_extra_buffers():  # -> llama_model_params
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(low_level, "llama_model_default_params", without_extra_buffers)
+        llm = llama_cpp.Llama(str(path), n_ctx=64, type_k=0, type_v=0, flash_attn=False, verbose=False, seed=0)
     try:
         agreeing = []
         for prompt in PROMPTS:
@@ -155,9 +166,10 @@ def test_llama_cpp_q8_0_greedy_tokens_agree_with_our_int8_weights(gguf_run: Path
                                                                         reset=True), strict=False)]
             agreeing.append(next((i for i, (a, b) in enumerate(zip(expected, theirs, strict=False)) if a != b),
                                  len(expected)))
-        # Both round the weights (per row here, per block of 32 there), so a near-tie may go either way and the
-        # continuations part; they agree from the start on most prompts.
-        assert sum(first_difference >= 4 for first_difference in agreeing) >= len(PROMPTS) - 1, agreeing
+        # Both round the weights (per row here, per block of 32 there, which also rounds the activations to 8
+        # bits), so at a near-tie the continuations part; on this random model our int8 parts from our own fp32
+        # about as early as q8_0 does (benchmarks/README.md). The first token is never such a tie here.
+        assert min(agreeing) >= 1 and sum(first == 12 for first in agreeing) >= len(PROMPTS) // 2, agreeing
     finally:
         llm.close()
 
