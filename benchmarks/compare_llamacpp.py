@@ -263,20 +263,20 @@ class StepByStep(torch.nn.Module):
         return torch.cat([self.model(idx[:, [i]], cache=cache, start=i) for i in range(idx.size(1))], dim=1).float()
 
 
-def build(args: argparse.Namespace) -> tuple[list[tuple[Side, Side]], dict[str, object]]:
+def build(args: argparse.Namespace, folder: Path) -> tuple[list[tuple[Side, Side]], dict[str, object]]:
+    """Both sides of each pair, GGUF files written to `folder`; greedy tokens compared before any timing."""
     config, state, tokenizer, described = source(args)
     needed = max(args.prefill_tokens, args.prompt_tokens + args.decode_tokens)
     config = replace(config, max_seq_len=max(config.max_seq_len, needed), dropout=0.0)
     threads = args.threads or torch.get_num_threads()
     ours = our_models(config, state)
-    folder = Path(tempfile.mkdtemp(prefix="compare_llamacpp-"))
     theirs = llama_models(config, state, tokenizer, folder, threads, args.prefill_tokens, args.llama_extra_buffers)
     generator = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(0, config.vocab_size, (args.prompt_tokens,), generator=generator).tolist()
     prefill_ids = torch.randint(0, config.vocab_size, (args.prefill_tokens,), generator=generator).tolist()
 
     pairs, checks = [], {"model": described, "parameters": num_parameters(ours["fp32"])[0],
-                         "vocab_size": config.vocab_size, "gguf_dir": str(folder)}
+                         "vocab_size": config.vocab_size}
     for weights, gguf_type, label in PAIRS:
         if weights not in ours:
             continue
@@ -329,15 +329,15 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 0
 
-    pairs, checks = build(args)
-    tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
-
     def progress(text: str) -> None:
         if not args.json:
             print(f"  {text}", file=sys.stderr, flush=True)
 
-    measure(pairs, tokens, args.repetitions, args.min_seconds, progress)
-    result = summary(pairs, checks, args)
+    with tempfile.TemporaryDirectory(prefix="compare_llamacpp-") as folder:
+        pairs, checks = build(args, Path(folder))
+        tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
+        measure(pairs, tokens, args.repetitions, args.min_seconds, progress)
+        result = summary(pairs, checks, args)
     if args.json:
         print(json.dumps(result))
     else:
