@@ -172,6 +172,17 @@ class GenerationConfig:
     seed: int = spec(-1, minimum=-1, help="-1 = random")
 
 
+WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+
+
+@dataclass
+class InferenceConfig:
+    """How chat, serve and bench hold a run's weights (inference/weights.py); `--weights` overrides it."""
+
+    weights: str = spec("fp32", choices=WEIGHT_FORMATS, help="fp32; bf16 (CPUs with native bf16, GPUs); "
+                        "int8 weight-only (needs torchao)")
+
+
 @dataclass
 class Config:
     profile: str = "cpu"
@@ -179,6 +190,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,7 +203,7 @@ class Config:
         return config
 
 
-SECTIONS = ("model", "data", "train", "generation")
+SECTIONS = ("model", "data", "train", "generation", "inference")
 
 
 def _field_types(section: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import DecodeStep
+from cognimamba.inference.weights import apply_weight_format, check_weight_format
 from cognimamba.model.build import MODEL_CLASSES, build_model, new_cache, training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak
 from cognimamba.model.transformer import Transformer, num_parameters
@@ -35,7 +36,8 @@ from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import autocast_for, training_step
 
 TG_NOTE = ("tg = decode with the KV cache; the next token is a greedy argmax on the device, so sampling is "
-           "excluded (as in llama-bench); batch-1 tg of a small model on CPU runs on one thread, as chat does")
+           "excluded (as in llama-bench); batch-1 tg on CPU takes as many threads as chat does for this model "
+           "(one per 32 MB of weights; -t sets it)")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -53,6 +55,7 @@ class BenchOptions:
     # training as the config says (GPU profiles compile, as `cogni train` does).
     compile: bool | None = None
     seed: int = 0
+    threads: int | None = None  # -t: decoding threads too (default: decode_threads' choice for the model)
 
     def tests(self) -> list[tuple[str, int, int, int]]:
         """(kind, n_prompt, n_gen, batch) for every test, in the order they run."""
@@ -111,8 +114,9 @@ class BenchModel:
     config: Config
     model: Transformer
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the activations and the KV cache
     weights: str  # "trained" (a run dir) or "random" (a profile)
+    weight_format: str = "fp32"  # fp32, bf16 or int8 (inference/weights.py)
 
 
 @dataclass
@@ -187,8 +191,10 @@ def with_context(model: Transformer, length: int) -> Transformer:
 
 
 def load_bench_model(run: Path | None, profile: str | None, device: torch.device, dtype: torch.dtype,
-                     context: int, seed: int = 0) -> BenchModel:
-    """A run dir's model, or a random-weight model of a profile (speed does not depend on the weights)."""
+                     context: int, seed: int = 0, weight_format: str = "fp32") -> BenchModel:
+    """A run dir's model, or a random-weight model of a profile (speed does not depend on the weights), with
+    its weights in `weight_format` (bf16 and int8 as `cogni chat --weights` holds them)."""
+    check_weight_format(weight_format, device)  # before a large model loads
     if (run is None) == (profile is None):
         raise CogniError("give a run dir (cogni bench RUN) or --profile NAME for a random-weight model, not both")
     if run is not None:
@@ -203,10 +209,10 @@ def load_bench_model(run: Path | None, profile: str | None, device: torch.device
             model = build_model(replace(config.model, max_seq_len=max(context, config.model.max_seq_len)))
         model.to(dtype=dtype)
         name = config.profile
-    model = with_context(model, context)
-    model.eval()
+    model = apply_weight_format(with_context(model, context), weight_format)
+    dtype = next(model.parameters()).dtype
     return BenchModel(name=name, config=config, model=model, device=device, dtype=dtype,
-                      weights="random" if run is None else "trained")
+                      weights="random" if run is None else "trained", weight_format=weight_format)
 
 
 def _timed(run: Callable[[], object], device: torch.device) -> float:
@@ -244,7 +250,7 @@ def measure_prefill(bench: BenchModel, n_prompt: int, batch: int, repetitions: i
 
 def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
                    on_run: Callable[[], None] = lambda: None, seed: int = 0,
-                   compile: bool = False) -> tuple[list[float], float]:
+                   compile: bool = False, threads: int | None = None) -> tuple[list[float], float]:
     """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device.
 
     The steps are chat's own (DecodeStep: its thread count, and torch.compile with `compile`). Returns the
@@ -254,7 +260,7 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
     cache = new_cache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
-    step = DecodeStep(model, bench.device, compile, batch)
+    step = DecodeStep(model, bench.device, compile, batch, threads)
 
     @torch.inference_mode()
     def run() -> None:
@@ -324,7 +330,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
               on_run: Callable[[str], None] = lambda description: None) -> BenchReport:
     """Every pp/tg combination, then training with `options.train`; `on_run(test)` after each run."""
     results = []
-    dtype_name = DTYPE_NAMES[bench.dtype]
+    dtype_name = DTYPE_NAMES[bench.dtype] if bench.weight_format == "fp32" else bench.weight_format
     measures_tg = any(kind == "tg" for kind, *_ in options.tests())
     notes = [TG_NOTE] if measures_tg else []
     trained_context = bench.config.model.max_seq_len
@@ -342,7 +348,7 @@ def run_bench(bench: BenchModel, options: BenchOptions, requested_dtype: str = "
             samples = measure_prefill(bench, n_prompt, batch, options.repetitions, tick, options.seed)
         else:
             samples, warmup = measure_decode(bench, n_gen, batch, options.repetitions, tick, options.seed,
-                                             bool(options.compile))
+                                             bool(options.compile), options.threads)
             warmup_seconds = warmup if options.compile else None
         results.append(BenchResult(test, n_prompt, n_gen, batch, dtype_name, samples,
                                    warmup_seconds=warmup_seconds))

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
+from cognimamba.inference.weights import apply_weight_format
 from cognimamba.model.build import new_cache
 from cognimamba.model.linear import refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, encode
@@ -27,37 +28,50 @@ from cognimamba.system.hardware import intra_op_threads
 if TYPE_CHECKING:
     from cognimamba.runs.loading import LoadedRun
 
-# Token-by-token decoding of a model this small runs on one CPU thread (see decode_threads).
-SINGLE_THREAD_DECODE_MAX_PARAMETERS = 20_000_000
+# Batch-1 decoding takes one CPU thread per this many bytes of weights, up to every thread torch has: a
+# smaller share per thread costs more in hand-offs than it saves (see decode_threads).
+DECODE_BYTES_PER_THREAD = 32_000_000
 MIN_CACHE_POSITIONS = 256  # the smallest KV cache a Decoder allocates; larger ones double as replies need
 
 
-def decode_threads(model: torch.nn.Module, device: torch.device) -> int | None:
-    """CPU threads for single-token steps: 1 for small models on CPU, None (unchanged) otherwise.
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of parameters and buffers (int8 weights are buffers): about what a decoding step streams."""
+    tensors = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
-    One decoding step of a small model is ~40 operations of microseconds each; splitting them across cores
-    costs a thread hand-off per operation, more than it saves, and on a busy machine each hand-off waits for
-    a descheduled thread (benchmarks/README.md). Prefill keeps every thread: its matmuls are large enough to
-    split.
+
+def decode_threads(model: torch.nn.Module, device: torch.device, available: int | None = None) -> int | None:
+    """CPU threads for single-token steps: one per DECODE_BYTES_PER_THREAD of weights, at most `available`
+    (torch's thread count); None (unchanged) off the CPU.
+
+    One decoding step is ~40 operations, each streaming one weight; splitting a small one across cores costs
+    a thread hand-off per operation, more than it saves, and on a busy machine each hand-off waits for a
+    descheduled thread (benchmarks/README.md). A large model's matrix-vector products are long enough to
+    split, and the memory bandwidth of one core is then the limit, so it takes more cores. Bytes, not
+    parameters: an int8 model streams a quarter of its fp32 bytes. Prefill keeps every thread.
     """
-    small = sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_DECODE_MAX_PARAMETERS
-    return 1 if device.type == "cpu" and small else None
+    if device.type != "cpu":
+        return None
+    available = available or torch.get_num_threads()
+    return max(1, min(available, round(weight_bytes(model) / DECODE_BYTES_PER_THREAD)))
 
 
 class DecodeStep:
     """The model on one new token per sequence, keys and values kept: what every decoding loop calls.
 
-    Small models on CPU take it on one thread (decode_threads). With `compile`, it runs through torch.compile
+    On CPU it runs on `threads` threads, by default as many as the model's size calls for (decode_threads).
+    With `compile`, it runs through torch.compile
     with dynamic shapes, so the growing cache does not recompile: an eager step of a small model is mostly
     dispatching a hundred tiny operations, which Inductor fuses (benchmarks/README.md). The first call pays the
     compile, less once Inductor's on-disk cache has it; `compile_seconds` says how long. If compiling fails
     (no C++ compiler, say), the step goes on eagerly and `compile_error` says why.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1,
+                 threads: int | None = None) -> None:
         self.model = model
         # Several sequences per step are enough work to split across cores.
-        self.threads = decode_threads(model, device) if batch == 1 else None
+        self.threads = threads or (decode_threads(model, device) if batch == 1 else None)
         self.compiled = None
         if compile:
             # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
@@ -126,10 +140,11 @@ class Decoder:
     """Decodes a model's reply token by token with a preallocated KV cache, as ids or as text deltas."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None,
-                 device: torch.device | str | None = None, compile: bool = False) -> None:
+                 device: torch.device | str | None = None, compile: bool = False, threads: int | None = None) -> None:
         """Without a tokenizer only `stream_ids` works, and no token stops generation early.
 
-        `compile` runs decoding steps through torch.compile (see DecodeStep); prefill stays eager.
+        `compile` runs decoding steps through torch.compile (see DecodeStep); prefill stays eager. `threads`
+        (--threads) overrides the decoding step's own choice of CPU threads.
         """
         self.model = model
         self.tokenizer = tokenizer
@@ -138,7 +153,7 @@ class Decoder:
         self.stop_ids = {token for token in stop_tokens if token is not None}
         self.stats = GenerationStats()
         self._cache: KVCache | None = None
-        self.step = DecodeStep(model, self.device, compile)
+        self.step = DecodeStep(model, self.device, compile, threads=threads)
 
     @property
     def context_length(self) -> int:
@@ -250,18 +265,22 @@ class ChatModel:
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer, name: str = "model",
                  defaults: GenerationConfig | None = None, device: torch.device | str | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, threads: int | None = None) -> None:
         self.name = name
         self.tokenizer = tokenizer
-        self.decoder = Decoder(model, tokenizer, device, compile)
+        self.decoder = Decoder(model, tokenizer, device, compile, threads)
         self.defaults = defaults or GenerationConfig()
         self.notice: str | None = None  # something the user should know about how replies are made
         self.top_alternatives = 0  # > 0: stats.token_choices describes each reply (the chat app's inspector)
 
     @classmethod
-    def from_run(cls, loaded: LoadedRun, compile: bool = False) -> ChatModel:
-        return cls(loaded.model, loaded.tokenizer, name=loaded.path.name, defaults=loaded.config.generation,
-                   compile=compile)
+    def from_run(cls, loaded: LoadedRun, compile: bool = False, weights: str | None = None,
+                 threads: int | None = None) -> ChatModel:
+        """`weights` (fp32, bf16, int8; default the run's inference.weights) as inference/weights.py holds them."""
+        setting = "--weights" if weights else "inference.weights"
+        model = apply_weight_format(loaded.model, weights or loaded.config.inference.weights, setting)
+        return cls(model, loaded.tokenizer, name=loaded.path.name, defaults=loaded.config.generation,
+                   compile=compile, threads=threads)
 
     @property
     def context_length(self) -> int:

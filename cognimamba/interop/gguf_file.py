@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
-from cognimamba.interop.hf_dir import parse_dtype, refuse_mamba_layers
+from cognimamba.interop.hf_dir import refuse_mamba_layers
 from cognimamba.interop.hf_names import check_llama_compatible, to_hf_state_dict
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
 from cognimamba.runs.loading import load_run
@@ -29,6 +29,10 @@ from cognimamba.runs.tensors import model_state
 from cognimamba.system.fileio import atomic_write
 
 GGUF_PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's split regex (LLAMA_VOCAB_PRE_TYPE_GPT2)
+# --dtype for GGUF: the float types of the HF export, and llama.cpp's block quantizations the gguf package can
+# write: q8_0 (blocks of 32 weights, int8 and one f16 scale each: 8.5 bits a weight) and q4_0 (4.5 bits).
+QUANTIZED_TYPES = ("q8_0", "q4_0")
+GGUF_DTYPES = ("f32", "f16", "bf16", *QUANTIZED_TYPES)
 
 # Hugging Face Llama names -> GGUF names, per layer and global.
 LAYER_NAMES = {
@@ -108,12 +112,42 @@ def token_list(tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def parse_gguf_dtype(name: str) -> str:
+    if name not in GGUF_DTYPES:
+        raise CogniError(f"--dtype {name!r} is not supported for GGUF; choose one of {', '.join(GGUF_DTYPES)}")
+    return name
+
+
+def add_weight(writer: Any, name: str, tensor: torch.Tensor, dtype: str) -> None:
+    """One tensor in `dtype`. Norms stay f32, as llama.cpp's converter keeps them; so does everything with f32.
+
+    A matrix whose rows do not split into whole blocks of 32 cannot be block-quantized; it goes in as f16,
+    the fallback llama.cpp's own converter takes.
+    """
+    gguf = gguf_module()
+    if tensor.ndim == 1 or dtype == "f32":
+        writer.add_tensor(name, tensor.numpy())
+    elif dtype in QUANTIZED_TYPES:
+        quant_type = gguf.GGMLQuantizationType.Q8_0 if dtype == "q8_0" else gguf.GGMLQuantizationType.Q4_0
+        block_size = gguf.GGML_QUANT_SIZES[quant_type][0]
+        if tensor.shape[-1] % block_size:
+            writer.add_tensor(name, tensor.to(torch.float16).numpy())
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(tensor.numpy(), quant_type), raw_dtype=quant_type)
+    elif dtype == "f16":
+        writer.add_tensor(name, tensor.to(torch.float16).numpy())
+    else:  # numpy has no bfloat16: hand over the raw bytes of torch's round-to-nearest-even conversion
+        raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
+        writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType.BF16)
+
+
 def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer,
                dtype: str) -> None:
     gguf = gguf_module()
 
     file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                  "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+                  "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                  "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
     writer = gguf.GGUFWriter(None, "llama")
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
@@ -147,13 +181,7 @@ def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torc
     writer.add_chat_template(CHAT_TEMPLATE)
 
     for tensor_name, tensor in gguf_tensors(state, config).items():
-        if tensor.ndim == 1 or dtype == "f32":  # norms stay f32, as llama.cpp's converter keeps them
-            writer.add_tensor(tensor_name, tensor.numpy())
-        elif dtype == "f16":
-            writer.add_tensor(tensor_name, tensor.to(torch.float16).numpy())
-        else:  # numpy has no bfloat16: hand over the raw bytes of torch's round-to-nearest-even conversion
-            raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
-            writer.add_tensor(tensor_name, raw, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        add_weight(writer, tensor_name, tensor, dtype)
 
     def write(tmp: Path) -> None:
         writer.write_header_to_file(path=tmp)
@@ -166,7 +194,7 @@ def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torc
 
 def export_gguf(run: Path, out: Path, dtype: str = "f32", force: bool = False) -> Path:
     """Write RUN (a LoRA run merged) as one GGUF file."""
-    dtype = parse_dtype(dtype)
+    dtype = parse_gguf_dtype(dtype)
     out = Path(out)
     if out.is_dir() or out.suffix.lower() != ".gguf":
         raise CogniError(f"--out {out}: give a file path ending in .gguf for --format gguf")

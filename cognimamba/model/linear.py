@@ -80,9 +80,14 @@ class OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_weight
 
 
+def is_plain(weight: torch.Tensor) -> bool:
+    """A plain tensor, not a subclass such as torchao's int8 weights, which bring their own matmul."""
+    return type(weight) in (torch.Tensor, nn.Parameter)
+
+
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and x.numel() >= MIN_ROWS * x.size(-1)
+            and weight.dtype == torch.float32 and is_plain(weight) and x.numel() >= MIN_ROWS * x.size(-1)
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
@@ -118,7 +123,7 @@ class Linear(nn.Linear):
         """fp32 on CPU, no bias, at least as wide out as in (narrower layers gained nothing), copies enabled."""
         weight = self.weight
         return (DECODE_COPIES and self.bias is None and weight.device.type == "cpu" and weight.dtype == torch.float32
-                and self.out_features >= self.in_features)
+                and is_plain(weight) and self.out_features >= self.in_features)
 
     def transposed_weight(self) -> torch.Tensor:
         """The [in, out] copy of the weight; while torch.compile traces, the one refresh_transposed made."""

@@ -108,9 +108,10 @@ def model_scorer(chat_model: ChatModel) -> Scorer:
     return score
 
 
-def load_served_model(run: Path, device: str, name: str | None = None, compile: bool = False) -> ServedModel:
+def load_served_model(run: Path, device: str, name: str | None = None, compile: bool = False,
+                      weights: str | None = None) -> ServedModel:
     """A run dir loaded for serving, named after its directory (the run's, for a best/) unless `name` is given."""
-    chat_model = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile)
+    chat_model = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights)
     chat_model.warm_up()
     path = run.resolve()
     default_name = path.parent.name if path.name == "best" else path.name

@@ -236,6 +236,7 @@ def test_two_chat_processes_share_one_history(tiny_run, tmp_path, env):
                 f"message {index}" for index in range(4)]
 
 
+@pytest.mark.slow
 def test_a_wrong_run_path_says_what_to_do_without_torch(tiny_run, tmp_path):
     """Plain path checks: a file, a folder of runs, a folder with best/, an empty folder; torch never loads."""
     runs = tmp_path / "runs"

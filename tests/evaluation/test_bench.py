@@ -94,6 +94,21 @@ def test_decode_measurement_leaves_the_thread_count_alone(tiny_run: Path) -> Non
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
+def test_pp_and_tg_with_other_weight_formats(tiny_run: Path, weights: str) -> None:
+    pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")
+    from cognimamba.system.hardware import cpu_has_native_bf16
+
+    if weights == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("bf16 weights need a CPU with native bf16")
+    bench = load_bench_model(tiny_run, None, CPU, torch.float32, 16, weight_format=weights)
+    assert bench.dtype == (torch.bfloat16 if weights == "bf16" else torch.float32)  # activations and KV cache
+    options = BenchOptions(prompt_lengths=[16], generation_lengths=[8], repetitions=1, threads=1)
+    report = run_bench(bench, options)
+    assert [(result.test, result.dtype) for result in report.results] == [("pp16", weights), ("tg8", weights)]
+    assert all(result.mean > 0 for result in report.results)
+
+
 @pytest.mark.slow
 def test_cli_json_csv_and_table(tiny_run: Path) -> None:
     result = run_cli("bench", str(tiny_run), "-p", "16", "-n", "8", "-r", "2", "--train", "--json")

@@ -218,3 +218,19 @@ def test_token_choices_are_the_models_probabilities_on_request(loaded):
         assert len(choice.alternatives) == 5 and choice.alternatives[0] == (choice.token, choice.probability)
         assert choice.token == loaded.tokenizer.decode([token_id], skip_special_tokens=False)
         assert 0 < sum(p for _, p in choice.alternatives) <= 1 + 1e-6
+
+
+def test_decode_threads_follow_the_weight_bytes_rule():
+    from cognimamba.inference.decoding import DECODE_BYTES_PER_THREAD, DecodeStep, decode_threads
+
+    def weights_of(megabytes: int) -> torch.nn.Module:  # fp32 on the meta device: sized, never allocated
+        return torch.nn.Linear(1000, megabytes * 250, bias=False, device="meta")
+
+    cpu = torch.device("cpu")
+    assert DECODE_BYTES_PER_THREAD == 32_000_000
+    assert decode_threads(weights_of(20), cpu, available=8) == 1  # the cpu profile: one thread
+    assert decode_threads(weights_of(64), cpu, available=8) == 2
+    assert decode_threads(weights_of(200), cpu, available=8) == 6  # a 50M-parameter fp32 model
+    assert decode_threads(weights_of(200), cpu, available=2) == 2  # ... takes every core there is
+    assert decode_threads(weights_of(200), torch.device("cuda"), available=8) is None
+    assert DecodeStep(weights_of(20), cpu, threads=3).threads == 3  # --threads overrides the rule

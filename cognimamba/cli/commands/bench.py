@@ -34,8 +34,11 @@ def bench_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 "
                                        "or fp16")] = "auto",
-    threads: Annotated[int | None, typer.Option("-t", "--threads", min=1, help="CPU threads "
-                                                "(default: torch's)")] = None,
+    threads: Annotated[int | None, typer.Option("-t", "--threads", min=1, help="CPU threads, decoding's too "
+                                                "(default: torch's; decoding: one per 32 MB of weights)")] = None,
+    weights: Annotated[str, typer.Option("--weights", help="pp/tg with the weights as fp32, bf16 (CPUs with "
+                                         "native bf16) or int8 (needs torchao), as `cogni chat --weights` "
+                                         "holds them")] = "fp32",
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV rows for spreadsheets")] = False,
 ) -> None:
@@ -59,13 +62,14 @@ def bench_command(
     options = BenchOptions(prompt_lengths=parse_int_list(n_prompt, "-p", [512]),
                            generation_lengths=parse_int_list(n_gen, "-n", [128]),
                            batch_sizes=parse_int_list(batch, "-b", [1], minimum=1),
-                           repetitions=repetitions, train=train, compile=compile)
+                           repetitions=repetitions, train=train, compile=compile, threads=threads)
     if not options.tests() and not train:
         raise CogniError("nothing to measure: -p 0 and -n 0 skip pp and tg; give a length or --train")
     if threads is not None:
         torch.set_num_threads(threads)
     target = pick_device(device)
-    bench_model = load_bench_model(run, profile, target, inference_dtype(dtype, target), options.context_needed)
+    bench_model = load_bench_model(run, profile, target, inference_dtype(dtype, target), options.context_needed,
+                                   weight_format=weights)
 
     with make_progress(stderr(), transient=True) as progress:
         task = progress.add_task(f"bench {bench_model.name}", total=total_runs(options))

@@ -38,10 +38,11 @@ def chat_command(
                                                     "per-user data dir)")] = None,
     chat_id: Annotated[int | None, typer.Option("--chat", help="reopen saved chat N (see /history)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt, "
-                                                "and for decoding models over 20M parameters (smaller ones "
-                                                "decode on one thread, which is faster); default: PyTorch's "
-                                                "choice")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt and "
+                                                "for decoding; default: PyTorch's for the prompt, and for "
+                                                "decoding one per 32 MB of weights")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 "
+                                                "(needs torchao); default: the run's inference.weights")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step: faster tokens "
                                           "(about 2x for small models on CPU) after a compile of 5-20 s at "
                                           "load")] = False,
@@ -53,7 +54,8 @@ def chat_command(
     """Chat with a trained model: a full-screen app by default, `--plain` for line mode, `--prompt` for scripts."""
     try:
         _chat(run, prompt, system, plain, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
-              tools_file, enable_tools, history_db, chat_id, device, threads, compile, as_json, url, api_key, model)
+              tools_file, enable_tools, history_db, chat_id, device, threads, compile, weights, as_json, url, api_key,
+              model)
     except CogniError as error:
         if not (as_json and prompt is not None):
             raise
@@ -65,7 +67,7 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
           temperature: float | None, top_k: int | None, top_p: float | None, repetition_penalty: float | None,
           seed: int | None, stop: list[str] | None, tools_file: Path | None, enable_tools: bool,
           history_db: Path | None, chat_id: int | None, device: str, threads: int | None, compile: bool,
-          as_json: bool, url: str | None, api_key: str | None, model: str | None) -> None:
+          weights: str | None, as_json: bool, url: str | None, api_key: str | None, model: str | None) -> None:
     if run is not None and url is None:
         check_run_path(run)  # a wrong path is told before torch loads
     from cognimamba.chat.session import ChatSession, settings_with
@@ -100,7 +102,7 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
     else:
         label = str(run)
         check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
-        connect = partial(_load_model, run, device, compile)
+        connect = partial(_load_model, run, device, compile, weights=weights, threads=threads)
     if prompt is not None:
         text = sys.stdin.read() if prompt == "-" else prompt
         if not text.strip():
@@ -129,13 +131,15 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
         history.close()
 
 
-def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True):  # -> ChatModel
+def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True,
+                weights: str | None = None, threads: int | None = None):  # -> ChatModel
     # The imports stay inside for a fast `cogni --help`.
     from cognimamba.inference.decoding import ChatModel
     from cognimamba.runs.loading import load_run
     from cognimamba.system.hardware import pick_device
 
-    source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile)
+    source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights,
+                                threads=threads)
     source.warm_up()
     if source.notice and report_notice:
         sys.stderr.write(source.notice + "\n")

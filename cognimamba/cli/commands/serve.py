@@ -24,6 +24,7 @@ def serve_command(
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (see `cogni chat --compile`)")] = False,
+    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
 ) -> None:
     """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)."""
     try:  # the optional dependency stays optional: everything else works without it
@@ -43,7 +44,7 @@ def serve_command(
         raise CogniError("--api-key: the key is empty")
     check_run(run)
     configure_logging()
-    model = load_served_model(run, device, model_name, compile)
+    model = load_served_model(run, device, model_name, compile, weights)
     settings = ServerSettings(api_key=key, cors_origins=list(cors_origin or []), max_concurrency=max_concurrency)
     typer.echo(f"serving {model.name!r} (context {model.context_length} tokens) at http://{host}:{port}/v1"
                f"{' (API key required)' if key else ''}; Ctrl+C stops", err=True)

@@ -1,0 +1,148 @@
+"""The weight formats a loaded model can decode in: fp32 as trained, bf16, or int8 weight-only.
+
+A decoded token multiplies one row by every weight, so its time is the weights streamed from memory: half
+the bytes (bf16) or a quarter (int8) is the way past the fp32 floor (benchmarks/README.md, "Against
+llama.cpp"). Weights change after loading, for inference only; training and export read the run's fp32.
+
+- bf16: every floating weight in bf16, the KV cache too (it follows the parameters). On CPU only where the
+  CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slower than fp32, so it
+  is refused with one line. One decoded row takes `torch.mv`, which PyTorch runs faster than F.linear's
+  bf16 GEMM for a single row.
+- int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
+  torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
+  activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on
+  torch.compile to fuse that), slower than fp32; so a decoded row on a CPU with native bf16 takes PyTorch's
+  int8 kernel `aten._weight_int8pack_mm` (activations rounded to bf16 for it), and everything else (prefill,
+  CPUs without native bf16, GPUs) multiplies by the dequantized weight.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cognimamba.config.schema import WEIGHT_FORMATS
+from cognimamba.errors import CogniError
+from cognimamba.system.hardware import cpu_has_native_bf16
+
+SINGLE_ROW_MAX = 1  # rows of activations that count as "one decoded token" for the matrix-vector kernels
+INT8_EXTRA_HINT = "pip install 'cognimamba[cpu-int8]'"
+
+
+def check_weight_format(weights: str, device: torch.device, setting: str = "--weights") -> None:
+    """One clear line for a format this machine cannot run well (or at all)."""
+    if weights not in WEIGHT_FORMATS:
+        raise CogniError(f"{setting} {weights!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
+    if weights == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise CogniError(f"{setting} bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 is emulated "
+                         "and slower than fp32; use int8 or fp32")
+    if weights == "bf16" and device.type not in ("cpu", "cuda"):
+        raise CogniError(f"{setting} bf16: not supported on {device.type}; use fp32")
+    if weights == "int8" and device.type not in ("cpu", "cuda"):
+        raise CogniError(f"{setting} int8: not supported on {device.type}; use fp32")
+
+
+def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weights") -> nn.Module:
+    """The model, in place, with its weights in `weights` format (fp32 leaves it as it is)."""
+    device = next(model.parameters()).device
+    check_weight_format(weights, device, setting)
+    if weights == "bf16":
+        model.to(torch.bfloat16)
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Linear) and module.bias is None:
+                set_submodule(model, name, Bf16Linear.like(module))
+    elif weights == "int8":
+        quantize_int8(model, setting)
+    model.eval()
+    return model
+
+
+def weight_format(model: nn.Module) -> str:
+    """Which format `apply_weight_format` left the model in."""
+    if any(isinstance(module, Int8Linear) for module in model.modules()):
+        return "int8"
+    return "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def quantize_int8(model: nn.Module, setting: str = "--weights") -> None:
+    """Every bias-free linear layer's weight to int8 with per-row scales, through torchao's quantize_."""
+    Int8WeightOnlyConfig, quantize_ = torchao_quantization(setting)
+    linear_names = [name for name, module in model.named_modules()
+                    if isinstance(module, nn.Linear) and module.bias is None]
+    for name in linear_names:
+        layer = model.get_submodule(name)
+        # A layer of its own, so a weight tied to the embedding table keeps the table fp32.
+        alone = nn.Sequential(nn.Linear(layer.in_features, layer.out_features, bias=False, device=layer.weight.device))
+        alone[0].weight = nn.Parameter(layer.weight.detach().float(), requires_grad=False)
+        quantize_(alone, Int8WeightOnlyConfig())
+        quantized = alone[0].weight
+        set_submodule(model, name, Int8Linear(quantized.qdata, quantized.scale.reshape(-1).float()))
+
+
+def torchao_quantization(setting: str = "--weights") -> tuple[Any, Any]:
+    """torchao's Int8WeightOnlyConfig and quantize_, imported quietly, or one line saying how to get torchao."""
+    # Imported here: torchao is optional (the cpu-int8 extra), and its import logs warnings about CUDA-only
+    # extensions a CPU wheel cannot load, which say nothing to a user of --weights int8.
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_  # noqa: PLC0415 (optional: cognimamba[cpu-int8])
+    except ImportError:
+        raise CogniError(f"{setting} int8 needs torchao: {INT8_EXTRA_HINT}") from None
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    return Int8WeightOnlyConfig, quantize_
+
+
+class Bf16Linear(nn.Linear):
+    """nn.Linear in bf16 whose single-row products take torch.mv (faster than the bf16 GEMM for one row)."""
+
+    @classmethod
+    def like(cls, layer: nn.Linear) -> Bf16Linear:
+        new = cls(layer.in_features, layer.out_features, bias=False, device="meta")
+        new.weight = layer.weight
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.numel() == x.size(-1) and x.dtype == self.weight.dtype:
+            return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight)
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (qweight * scale).T with int8 `qweight` [out, in] and fp32 `scale` [out]."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
+        self.register_buffer("qweight", qweight.contiguous())
+        self.register_buffer("scale", scale.contiguous())
+        self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
+        self.single_row_kernel = qweight.device.type == "cpu" and cpu_has_native_bf16()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        if self.single_row_kernel and rows <= SINGLE_ROW_MAX and not torch.is_grad_enabled():
+            product = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.qweight,
+                                                         self.scale_bf16)
+            return product.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+
+    def dequantized(self) -> torch.Tensor:
+        """The fp32 weight this layer stands for."""
+        return self.qweight.float() * self.scale[:, None]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-row scales"
