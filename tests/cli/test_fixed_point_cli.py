@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.architecture_checks import check_the_commands_work_and_exports_are_refused
 from tests.conftest import TINY_MODEL, run_cli
 
 
@@ -26,23 +27,8 @@ def test_fixed_point_model_trains_chats_benches_and_refuses_export(tiny_data: Pa
     assert any(row.get("phase") == 2 and "phase1_convergence_rate" in row for row in rows)
     assert (run / "fixed_point_contexts.safetensors").is_file()
 
-    checked = run_cli("test-model", str(run), env=env)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "context cache equals full forward" in checked.stdout
-
-    chat = run_cli("chat", str(run), "--prompt", "hi", "--json", "--max-new-tokens", "8", env=env)
-    assert chat.returncode == 0, chat.stderr
-    assert json.loads(chat.stdout)["generated_tokens"] > 0
-
-    bench = run_cli("bench", str(run), "-p", "32", "-n", "16", "-r", "1", "--json", env=env)
-    assert bench.returncode == 0, bench.stderr
-    assert {test["test"] for test in json.loads(bench.stdout)["tests"]} == {"pp32", "tg16"}
-
-    for export_format, out in (("hf", tmp_path / "hf"), ("gguf", tmp_path / "model.gguf")):
-        refused = run_cli("export", str(run), "--format", export_format, "--out", str(out), env=env)
-        assert refused.returncode != 0
-        assert "model.arch = fixed_point" in refused.stderr
-        assert "Traceback" not in refused.stderr and not out.exists()
+    check_the_commands_work_and_exports_are_refused(run, tmp_path, env, cache_check="context cache equals full forward",
+                                                     refusal="model.arch = fixed_point")
 
     bad = run_cli("train", "--data", str(tiny_data), "--out", str(tmp_path / "bad"), "--max-steps", "1", *sets,
                   "--set", "model.layer_pattern=MA", env=env)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.cli.architecture_checks import check_the_commands_work_and_exports_are_refused
 from tests.conftest import TINY_MODEL, run_cli
 
 
@@ -20,23 +20,8 @@ def test_hybrid_pattern_trains_chats_benches_and_refuses_export(tiny_data: Path,
                       env=env)
     assert trained.returncode == 0, trained.stderr
 
-    checked = run_cli("test-model", str(run), env=env)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "Mamba-2 state" in checked.stdout
-
-    chat = run_cli("chat", str(run), "--prompt", "hi", "--json", "--max-new-tokens", "8", env=env)
-    assert chat.returncode == 0, chat.stderr
-    assert json.loads(chat.stdout)["generated_tokens"] > 0
-
-    bench = run_cli("bench", str(run), "-p", "32", "-n", "16", "-r", "1", "--json", env=env)
-    assert bench.returncode == 0, bench.stderr
-    assert {test["test"] for test in json.loads(bench.stdout)["tests"]} == {"pp32", "tg16"}
-
-    for export_format, out in (("hf", tmp_path / "hf"), ("gguf", tmp_path / "model.gguf")):
-        refused = run_cli("export", str(run), "--format", export_format, "--out", str(out), env=env)
-        assert refused.returncode != 0
-        assert "model.layer_pattern = 'MA' has Mamba-2 layers" in refused.stderr
-        assert "Traceback" not in refused.stderr and not out.exists()
+    check_the_commands_work_and_exports_are_refused(run, tmp_path, env, cache_check="Mamba-2 state",
+                                                     refusal="model.layer_pattern = 'MA' has Mamba-2 layers")
 
     bad = run_cli("train", "--data", str(tiny_data), "--out", str(tmp_path / "bad"), "--max-steps", "1", "--quiet",
                   *sets, "--set", "model.layer_pattern=MAM", env=env)
