@@ -18,7 +18,6 @@ from cognimamba.model.transformer import Transformer, num_parameters
 from cognimamba.runs.checkpoints import recover_best
 from cognimamba.runs.layout import (
     ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
     CONFIG,
     GENERATION,
     RUN_FORMAT_VERSION,
@@ -84,14 +83,10 @@ def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.
     run = Path(path)
     if run.name == "best":
         recover_best(run.parent)  # a kill between save_best's two renames leaves best/ as .best-old
-    if not run.is_dir():
-        raise CogniError(f"{run}: run dir not found; train one with `cogni train` or `cogni quickstart`")
     recover_best(run)
+    check_run_path(run)  # the same one-line answers as `cogni chat` gives before it loads anything
     if (run / ADAPTER_CONFIG).is_file():
         return load_lora_run(run, device, dtype)
-    for name in (CONFIG, TOKENIZER, WEIGHTS):
-        if not (run / name).is_file():
-            raise CogniError(f"{run}: missing {name}; not a complete run dir (try {run}/best)")
     config, payload = read_config(run)
     tokenizer = load_tokenizer(run / TOKENIZER)
     if tokenizer.get_vocab_size() != config.model.vocab_size:
@@ -108,11 +103,9 @@ def load_run(path: Path | str, device: str | torch.device = "cpu", dtype: torch.
 
 
 def load_lora_run(run: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
-    """A LoRA run dir as a LoadedRun: its base loaded, the adapter applied with peft and merged."""
+    """A LoRA run dir as a LoadedRun: its base loaded, the adapter applied with peft and merged.
 
-    for name in (CONFIG, TOKENIZER, ADAPTER_WEIGHTS):
-        if not (run / name).is_file():
-            raise CogniError(f"{run}: missing {name}; not a complete LoRA run dir (try {run}/best)")
+    Called by load_run once check_run_path has seen its files (the adapter's weights among them)."""
     config, payload = read_config(run)
     base_path = lora_base_path(run, payload)
     if is_lora_run(base_path):
