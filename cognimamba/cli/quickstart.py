@@ -21,7 +21,7 @@ from cognimamba.data.synthetic_stories import STORY_SEPARATOR, write_story_corpu
 from cognimamba.evaluation.chat_eval import eval_chat_turns
 from cognimamba.evaluation.checks import ModelReport, test_model
 from cognimamba.evaluation.tool_eval import load_eval_conversations
-from cognimamba.model.tokenizer import train_tokenizer
+from cognimamba.model.tokenizer import TOKENIZER_SPLIT, train_tokenizer
 from cognimamba.runs.loading import load_run
 from cognimamba.system.console import make_progress
 from cognimamba.system.fileio import atomic_write_text
@@ -79,7 +79,8 @@ def _timed_config(settings: list[str], max_time: str) -> Config:
 
 def _chat_tokenizer(conversations: int, console: Console) -> Path:
     """A BPE trained on the rendered conversations: the tool JSON and ChatML become few tokens each."""
-    path = cache_dir() / "quickstart" / f"chat-tokenizer-g{GENERATOR_VERSION}-{conversations}-v{CHAT_VOCAB}.json"
+    path = cache_dir() / "quickstart" / (f"chat-tokenizer-g{GENERATOR_VERSION}-{conversations}-v{CHAT_VOCAB}"
+                                           f"-{TOKENIZER_SPLIT}.json")
     if not path.is_file():
         texts = (render_conversation(c.messages, c.tools) for c in generate_conversations(conversations,
                                                                                          CHAT_TRAIN_SEED))

@@ -17,7 +17,14 @@ from rich.console import Console
 from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
 from cognimamba.data.sources import SourceSpec, iter_documents, read_json_records, resolve_source
 from cognimamba.errors import CogniError
-from cognimamba.model.tokenizer import END_OF_TEXT, load_tokenizer, special_id, tokenizer_hash, train_tokenizer
+from cognimamba.model.tokenizer import (
+    END_OF_TEXT,
+    TOKENIZER_SPLIT,
+    load_tokenizer,
+    special_id,
+    tokenizer_hash,
+    train_tokenizer,
+)
 from cognimamba.system.console import make_progress
 from cognimamba.system.paths import prepared_corpus_dir
 
@@ -89,6 +96,7 @@ def _cache_key(options: PrepareOptions, train: SourceSpec, val: SourceSpec | Non
         "kind": "text", "train": train.identity(), "val": val.identity() if val else None,
         "val_fraction": fraction, "vocab_size": options.vocab_size, "tokenizer": tokenizer_id,
         "split_version": SPLIT_VERSION, "seed": options.seed,
+        "tokenizer_split": TOKENIZER_SPLIT if tokenizer_id is None else None,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

@@ -4,8 +4,9 @@ The tensors are the Hugging Face export's, renamed to GGUF's names, with one cha
 architecture applies RoPE to adjacent pairs (x0, x1), (x2, x3)... while we (and transformers) rotate the
 two halves of each head. The rows of q and k are reordered per head so both compute the same attention;
 this is the permutation llama.cpp's own convert_hf_to_gguf.py applies to LlamaForCausalLM, and
-`unpermute_rope_rows` undoes it. The tokenizer goes in as a GPT-2-style BPE ("gpt2" model, "gpt-2"
-pre-tokenizer: our ByteLevel pre-tokenizer splits with GPT-2's regex), so llama.cpp tokenizes as we do.
+`unpermute_rope_rows` undoes it. The tokenizer goes in as a GPT-2-style BPE ("gpt2" model) with the
+pre-tokenizer llama.cpp knows by the split our tokenizer.json uses: "llama-bpe" for Llama 3's (what `cogni
+prepare` trains), "gpt-2" for GPT-2's (tokenizers trained before), so llama.cpp tokenizes as we do.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.interop.hf_dir import refuse_mamba_layers
 from cognimamba.interop.hf_names import check_llama_compatible, to_hf_state_dict
-from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
+from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, LLAMA3_SPLIT, PAD, SPECIAL_TOKENS, special_id
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
 from cognimamba.system.fileio import atomic_write
 
-GGUF_PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's split regex (LLAMA_VOCAB_PRE_TYPE_GPT2)
 # --dtype for GGUF: the float types of the HF export, and llama.cpp's block quantizations the gguf package can
 # write: q8_0 (blocks of 32 weights, int8 and one f16 scale each: 8.5 bits a weight) and q4_0 (4.5 bits).
 QUANTIZED_TYPES = ("q8_0", "q4_0")
@@ -85,15 +85,30 @@ def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[st
     return tensors
 
 
-def token_merges(tokenizer: Tokenizer) -> list[str]:
-    """BPE merges as "left right" strings; refuses tokenizers llama.cpp's "gpt-2" BPE would not reproduce."""
+def _is_plain_byte_level(pre: dict[str, Any], use_regex: bool) -> bool:
+    return pre.get("type") == "ByteLevel" and pre.get("use_regex", True) == use_regex \
+        and not pre.get("add_prefix_space")
+
+
+def gguf_pre_tokenizer(tokenizer: Tokenizer) -> str:
+    """llama.cpp's name for our split; refuses tokenizers its BPE would not reproduce."""
     spec = json.loads(tokenizer.to_str())
     pre = spec.get("pre_tokenizer") or {}
-    if spec["model"].get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) \
-            or pre.get("add_prefix_space") or spec.get("normalizer"):
-        raise CogniError("tokenizer.json: GGUF export needs a byte-level BPE with GPT-2's split (what `cogni "
-                         f"prepare` trains); this one is {spec['model'].get('type')} with pre-tokenizer "
-                         f"{pre.get('type')}, which llama.cpp would tokenize differently")
+    steps = pre.get("pretokenizers") or []
+    if spec["model"].get("type") == "BPE" and not spec.get("normalizer"):
+        if _is_plain_byte_level(pre, use_regex=True):
+            return "gpt-2"  # LLAMA_VOCAB_PRE_TYPE_GPT2
+        if pre.get("type") == "Sequence" and len(steps) == 2 and steps[0].get("type") == "Split" \
+                and steps[0].get("pattern") == {"Regex": LLAMA3_SPLIT} and _is_plain_byte_level(steps[1], False):
+            return "llama-bpe"  # LLAMA_VOCAB_PRE_TYPE_LLAMA3
+    raise CogniError("tokenizer.json: GGUF export needs a byte-level BPE with Llama 3's or GPT-2's split (what "
+                     f"`cogni prepare` trains); this one is {spec['model'].get('type')} with pre-tokenizer "
+                     f"{pre.get('type')}, which llama.cpp would tokenize differently")
+
+
+def token_merges(tokenizer: Tokenizer) -> list[str]:
+    """BPE merges as "left right" strings."""
+    spec = json.loads(tokenizer.to_str())
     # tokenizers writes merges as [left, right] pairs or as "left right" strings, by version
     return [merge if isinstance(merge, str) else " ".join(merge) for merge in spec["model"]["merges"]]
 
@@ -166,9 +181,10 @@ def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torc
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_layer_norm_rms_eps(config.norm_eps)
 
+    pre_tokenizer = gguf_pre_tokenizer(tokenizer)
     tokens, types = token_list(tokenizer)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(GGUF_PRE_TOKENIZER)
+    writer.add_tokenizer_pre(pre_tokenizer)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(token_merges(tokenizer))

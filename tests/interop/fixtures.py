@@ -8,7 +8,8 @@ import torch
 
 STORY = ("Once upon a time a little fox found a red ball in the garden. She played with it all day, and when the sun "
          "went down she gave it to her friend the owl. \"Thank you!\" said the owl. Tools: get_weather(city) -> 18°C.")
-PROMPTS = ["Once upon a time", "The owl said: \"Thank you!\"", "Météo à Paris? 18°C", "a b c 123 4567"]
+PROMPTS = ["Once upon a time", "The owl said: \"Thank you!\"", "Météo à Paris? 18°C", "a b c 123 4567",
+           'She\'LL say {"expression": "12 * 7"}\n\n  ok\t1999']
 
 
 def make_run(out: Path, *overrides: str, seed: int = 0, init_std: float = 0.3) -> Path:

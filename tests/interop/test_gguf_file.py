@@ -13,7 +13,13 @@ import torch
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import greedy_ids
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
-from cognimamba.interop.gguf_file import export_gguf, gguf_name, permute_rope_rows, unpermute_rope_rows
+from cognimamba.interop.gguf_file import (
+    export_gguf,
+    gguf_name,
+    gguf_pre_tokenizer,
+    permute_rope_rows,
+    unpermute_rope_rows,
+)
 from cognimamba.interop.hf_names import to_hf_state_dict
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, encode
 from cognimamba.model.transformer import apply_rope, rope_tables
@@ -82,7 +88,7 @@ def test_gguf_round_trip_is_exact(gguf_run: Path, tmp_path: Path, dtype: str) ->
     assert field(reader, "llama.rope.freq_base") == pytest.approx(config.rope_theta)
     assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(config.norm_eps)
     assert field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert field(reader, "tokenizer.ggml.pre") == "gpt-2"
+    assert field(reader, "tokenizer.ggml.pre") == "llama-bpe"
     vocab = tokenizer.get_vocab()
     tokens = field(reader, "tokenizer.ggml.tokens")
     assert tokens == sorted(vocab, key=vocab.get)
@@ -172,6 +178,21 @@ def test_llama_cpp_q8_0_greedy_tokens_agree_with_our_int8_weights(gguf_run: Path
         assert min(agreeing) >= 1 and sum(first == 12 for first in agreeing) >= len(PROMPTS) // 2, agreeing
     finally:
         llm.close()
+
+
+def test_pre_tokenizer_names_what_llama_cpp_must_split_by() -> None:
+    """Tokenizers trained now split like Llama 3; older run dirs (GPT-2's split) still export; others refuse."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from cognimamba.model.tokenizer import new_tokenizer
+
+    assert gguf_pre_tokenizer(new_tokenizer()) == "llama-bpe"
+    legacy = Tokenizer(models.BPE())
+    legacy.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    assert gguf_pre_tokenizer(legacy) == "gpt-2"
+    legacy.pre_tokenizer = pre_tokenizers.Whitespace()
+    with pytest.raises(CogniError, match=r"tokenizer\.json: GGUF export needs"):
+        gguf_pre_tokenizer(legacy)
 
 
 def test_permuted_rows_with_interleaved_rope_give_the_same_attention_scores() -> None:
