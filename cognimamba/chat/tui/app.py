@@ -3,7 +3,8 @@
 The model loads and replies in thread workers; they only post messages, and everything that touches
 widgets happens on the app's own thread. The chat itself is a `chat.controller.ChatController`, which
 saves to the history (a reply from the worker, as it finishes). Replies come from any
-`chat.session.ReplySource` (a loaded run is `inference.decoding.ChatModel`), which is how tests script a model.
+`chat.session.ReplySource` (a loaded run is `inference.decoding.ChatModel`, or for `cogni chat RUN`
+`inference.model_process.ModelProcess`, which decodes in a child process), which is how tests script a model.
 """
 
 from __future__ import annotations
@@ -271,7 +272,9 @@ class ChatApp(App[None]):
             self.post_message(ModelLoaded(source, None if run is None else str(run)))
 
     async def on_model_loaded(self, message: ModelLoaded) -> None:
-        self.source = message.source
+        replaced, self.source = self.source, message.source
+        if replaced is not None and replaced is not message.source:
+            self.close_source(replaced)
         if hasattr(message.source, "top_alternatives"):  # a source that can say how likely each token was
             message.source.top_alternatives = INSPECTED_ALTERNATIVES
         if message.run_label is not None:
@@ -286,6 +289,14 @@ class ChatApp(App[None]):
         notice = getattr(message.source, "notice", None)  # e.g. a --compile that fell back to eager decoding
         if notice:
             self.notify(notice, severity="warning", timeout=10)
+
+    @work(thread=True, group="close", exit_on_error=False)
+    def close_source(self, source: ReplySource) -> None:
+        """A source replaced by another run's ends (a model process: its child exits) once no reply uses it."""
+        close = getattr(source, "close", None)
+        if close is not None:
+            with self._reply_lock:
+                close()
 
     def on_unmount(self) -> None:
         self._cancel.set()  # a reply thread still running stops at its next token instead of holding up the exit

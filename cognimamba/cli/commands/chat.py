@@ -46,6 +46,9 @@ def chat_command(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step: faster tokens "
                                           "(about 2x for small models on CPU) after a compile of 5-20 s at "
                                           "load")] = False,
+    in_process: Annotated[bool, typer.Option("--in-process", help="full-screen app: decode in the app's own "
+                                             "process instead of a separate one (slower replies; for "
+                                             "debugging)")] = False,
     as_json: JsonOption = False,
     url: Annotated[str | None, typer.Option("--url", help="chat with the model of an OpenAI-compatible server instead of a run, e.g. http://127.0.0.1:8000/v1 (`cogni serve`, llama-server, Ollama)")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="with --url: the server's API key")] = None,
@@ -55,7 +58,7 @@ def chat_command(
     try:
         _chat(run, prompt, system, plain, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
               tools_file, enable_tools, history_db, chat_id, device, threads, compile, weights, as_json, url, api_key,
-              model)
+              model, in_process)
     except CogniError as error:
         if not (as_json and prompt is not None):
             raise
@@ -67,7 +70,8 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
           temperature: float | None, top_k: int | None, top_p: float | None, repetition_penalty: float | None,
           seed: int | None, stop: list[str] | None, tools_file: Path | None, enable_tools: bool,
           history_db: Path | None, chat_id: int | None, device: str, threads: int | None, compile: bool,
-          weights: str | None, as_json: bool, url: str | None, api_key: str | None, model: str | None) -> None:
+          weights: str | None, as_json: bool, url: str | None, api_key: str | None, model: str | None,
+          in_process: bool = False) -> None:
     if run is not None and url is None:
         check_run_path(run)  # a wrong path is told before torch loads
     from cognimamba.chat.session import ChatSession, settings_with
@@ -124,7 +128,13 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
         if plain:
             _line_chat(connect, label, history, tools, system, overrides, chat_id)
         else:
-            open_run = None if run is None else partial(_load_model, device=device, compile=compile, report_notice=False)
+            open_run = None
+            if run is not None:
+                # The app decodes in a child process, so drawing never slows decoding (see _load_model).
+                connect = partial(_load_model, run, device, compile, weights=weights, threads=threads,
+                                  separate_process=not in_process)
+                open_run = partial(_load_model, device=device, compile=compile, report_notice=False, threads=threads,
+                                   separate_process=not in_process)
             _full_screen(connect, label, history, tools, system, overrides, chat_id, open_run,
                          None if run is None else run.resolve().parent)
     finally:
@@ -132,14 +142,22 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
 
 
 def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True,
-                weights: str | None = None, threads: int | None = None):  # -> ChatModel
+                weights: str | None = None, threads: int | None = None,
+                separate_process: bool = False):  # -> ChatModel or ModelProcess
+    """The run as a reply source; with `separate_process`, decoding in a child process (the full-screen app:
+    its drawing would otherwise compete with decoding for the interpreter lock)."""
     # The imports stay inside for a fast `cogni --help`.
-    from cognimamba.inference.decoding import ChatModel
-    from cognimamba.runs.loading import load_run
-    from cognimamba.system.hardware import pick_device
+    if separate_process:
+        from cognimamba.inference.model_process import LoadRequest, ModelProcess
 
-    source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights,
-                                threads=threads)
+        source = ModelProcess(LoadRequest(run, device, compile, weights, threads))
+    else:
+        from cognimamba.inference.decoding import ChatModel
+        from cognimamba.runs.loading import load_run
+        from cognimamba.system.hardware import pick_device
+
+        source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights,
+                                    threads=threads)
     source.warm_up()
     if source.notice and report_notice:
         sys.stderr.write(source.notice + "\n")
@@ -209,7 +227,12 @@ def _full_screen(connect: Callable[..., Any], label: str, history, tools, system
     app = ChatApp(lambda: connect(report_notice=False), history, run_label=label,
                   tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id,
                   open_run=open_run, runs_folder=runs_folder)  # the run picker lists the runs next to this one
-    app.run()
+    try:
+        app.run()
+    finally:
+        close = getattr(app.source, "close", None)  # a model process ends with the app (one it replaced already has)
+        if close is not None:
+            close()
     if app.load_error:
         raise CogniError(app.load_error)
 
