@@ -18,10 +18,12 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,7 @@ class ModelProcess:
 
     def __init__(self, request: LoadRequest) -> None:
         context = multiprocessing.get_context("spawn")
+        _start_resource_tracker()
         self._cancel = context.Event()
         self._connection, child_end = context.Pipe()
         self._process = context.Process(target=serve, args=(child_end, self._cancel, request), daemon=True,
@@ -192,6 +195,22 @@ class ModelProcess:
             self._process.join(CLOSE_SECONDS)
             raise CogniError(f"the model process ended unexpectedly (exit code {self._process.exitcode}); "
                              "try again, or `cogni chat RUN --in-process` to see the error") from None
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (POSIX: it cleans up the Event's semaphore) with the real stderr.
+
+    Inside a Textual app sys.stderr is a stand-in whose fileno() is -1, and the tracker's start passes that
+    descriptor on and fails ("bad value(s) in fds_to_keep"); once it runs, nothing else reads sys.stderr.
+    """
+    if sys.platform == "win32":
+        return
+    shown = sys.stderr
+    sys.stderr = sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = shown
 
 
 # ------------------------------------------------------------------------------------------- the child
