@@ -1,13 +1,17 @@
-"""`cogni chat` as users and scripts run it: --prompt/--json, --plain line mode, errors, crashes, two at once."""
+"""`cogni chat` as users and scripts run it: --prompt/--json, --plain line mode, the full-screen app in a terminal,
+errors, crashes, two at once."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -275,3 +279,75 @@ def test_prompt_json_errors_are_json_and_version_and_help(tmp_path, env):
     assert run_cli("--version").stdout.startswith("cogni ")
     help_text = run_cli("chat", "--help", env={**env, "COLUMNS": "200"}).stdout
     assert "<bool>" not in help_text and "default: the run's" in help_text
+
+
+
+class Terminal:
+    """A pseudo-terminal running `cogni chat` full screen: what it drew so far, read all along (an unread
+    terminal would block the app's drawing)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import pty  # POSIX only
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the forked child becomes `cogni chat` in the terminal
+            os.execve(sys.executable, [sys.executable, "-m", "cognimamba", "chat", *args],
+                      {**os.environ, **env, "TERM": "xterm-256color"})
+        self.drawn = b""
+
+    def read(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([self.fd], [], [], 0.05)[0]:
+                try:
+                    self.drawn += os.read(self.fd, 65536)
+                except OSError:  # the app has exited and closed the terminal
+                    return
+
+    def wait_until(self, condition, seconds: float, what: str) -> None:
+        end = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            self.read(0.2)
+
+    def exit_code(self) -> int:
+        """The app's exit code; an app still running after 10 s is killed (a failing test never hangs)."""
+        for _ in range(100):
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            self.read(0.1)
+        os.kill(self.pid, signal.SIGKILL)
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+def model_processes(parent: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(parent), "-f", "spawn_main"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("pgrep") is None,
+                    reason="drives a pseudo-terminal and finds the model process with pgrep")
+def test_the_full_screen_app_decodes_in_a_model_process_that_ends_with_it(tiny_run, tmp_path, env):
+    db = tmp_path / "h.db"
+
+    def replied() -> bool:
+        with HistoryStore(db) as store:
+            chats = store.list_chats()
+            return bool(chats) and chats[0].message_count == 2
+
+    terminal = Terminal([str(tiny_run), "--history-db", str(db), "--temperature", "0", "--max-new-tokens", "8"], env)
+    try:
+        terminal.wait_until(lambda: b"ready" in terminal.drawn, 60, "the model to load")
+        (model_pid,) = model_processes(terminal.pid)
+        os.write(terminal.fd, b"Once upon a time\r")
+        terminal.wait_until(replied, 30, "the reply to be saved")
+        os.write(terminal.fd, b"\x11")  # Ctrl+Q
+    finally:
+        code = terminal.exit_code()
+    assert code == 0
+    assert not Path(f"/proc/{model_pid}").exists()  # the model process ended with the app
+    with HistoryStore(db) as store:
+        (chat,) = store.list_chats()
+        assert store.messages(chat.id)[1].content == library_reply(tiny_run, "Once upon a time", 8)
