@@ -98,6 +98,7 @@ class ModelProcess:
         kind, payload = self._receive()
         if kind != "ready":
             self._process.join(CLOSE_SECONDS)
+            self._connection.close()
             raise CogniError(payload)
         info: ModelInfo = payload
         self.name = info.name
@@ -116,6 +117,10 @@ class ModelProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process.is_alive()
 
     def count_tokens(self, text: str) -> int:
         return len(encode(self.tokenizer, text))

@@ -26,7 +26,7 @@ GREEDY = GenerationConfig(temperature=0.0, max_new_tokens=40)
 def served(tiny_run: Path) -> Iterator[ModelProcess]:
     with ModelProcess(LoadRequest(tiny_run, device="cpu")) as model:
         yield model
-    assert not model._process.is_alive()
+    assert not model.running
 
 
 def test_streams_the_same_greedy_reply_and_stats_as_in_process(served: ModelProcess, tiny_run: Path):

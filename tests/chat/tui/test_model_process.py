@@ -52,7 +52,7 @@ async def test_the_app_replies_through_a_model_process(tiny_run, tmp_path: Path)
             assert "<|im_start|>user\nOnce upon a time" in reply.inspection.prompt
     finally:
         loaded[0].close()
-    assert not loaded[0]._process.is_alive()
+    assert not loaded[0].running
 
 
 class ClosingSource(ScriptedSource):
