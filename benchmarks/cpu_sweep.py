@@ -38,6 +38,12 @@ class Row:
 WIDE = ("model.dim=320", "model.n_layers=4", "model.n_heads=10", "model.n_kv_heads=5", "model.ffn_dim=864")
 DEEP = ("model.dim=192", "model.n_layers=10", "model.n_heads=6", "model.n_kv_heads=3", "model.ffn_dim=544")
 MUON = "train.optimizer=muon"
+# Issue 18's mixers at the profile's total parameters (5.40M, within 1.5%): Mamba-2 layers keep their MLP, so the
+# MLP narrows to pay for the mixer (expand 2, as Mamba-2 ships); the fixed-point model is sized by its updater.
+MAMBA = ("model.layer_pattern=MMMMMM", "model.ffn_dim=384")  # 5.41M
+HYBRID = ("model.layer_pattern=MMAMMA", "model.ffn_dim=480")  # 5.38M, 2 attention layers of 6
+FIXED_POINT = ("model.arch=fixed_point", "model.fixed_point_layers=2", "model.fixed_point_context_dim=320",
+               "model.fixed_point_hidden_dim=768")  # 5.33M
 
 ROWS: dict[str, Row] = {
     "baseline": Row("the cpu profile as it is"),
@@ -63,6 +69,9 @@ ROWS: dict[str, Row] = {
     "vocab2048": Row("vocabulary", (), vocab_size=2048),
     "vocab8192": Row("vocabulary", (), vocab_size=8192),
     "compile": Row("compiled step", ("train.compile=true",)),
+    "mamba2": Row("sequence mixer", MAMBA),
+    "hybrid": Row("sequence mixer", HYBRID),
+    "fixed-point": Row("sequence mixer", FIXED_POINT),
 }
 
 

@@ -25,13 +25,15 @@ from cognimamba.model.tokenizer import TOKENIZER_SPLIT, train_tokenizer
 from cognimamba.runs.loading import load_run
 from cognimamba.system.console import make_progress
 from cognimamba.system.fileio import atomic_write_text
+from cognimamba.system.hardware import cpu_has_native_bf16
 from cognimamba.system.paths import cache_dir, default_runs_dir
 from cognimamba.train.entry import UNBOUNDED_STEPS, TrainOptions, train
 
-# The chat model's shape beyond the cpu profile: a context that holds the tool definitions and a few turns,
-# the micro-batch halved so a step keeps the profile's tokens, no dropout (the procedural data is plentiful:
-# a few minutes see most conversations about once), and a warmup short enough for a few minutes' steps.
-CHAT_SETTINGS = ["model.max_seq_len=512", "train.micro_batch_size=8", "model.dropout=0.0", "train.warmup_steps=30",
+# The chat model's shape beyond the cpu profile: a context that holds the tool definitions and a few turns, a
+# micro-batch of 4 (twice the steps of 8 in the same minutes: lower val loss, benchmarks/README.md), no dropout
+# (the procedural data is plentiful: a few minutes see most conversations about once), and a warmup short
+# enough for a few minutes' steps.
+CHAT_SETTINGS = ["model.max_seq_len=512", "train.micro_batch_size=4", "model.dropout=0.0", "train.warmup_steps=30",
                  "generation.temperature=0.2"]
 CHAT_VOCAB = 4096
 CHAT_TRAIN_SEED, CHAT_HELD_OUT_SEED = 0, 1
@@ -77,6 +79,11 @@ def _timed_config(settings: list[str], max_time: str) -> Config:
     return config
 
 
+def _native_precision() -> list[str]:
+    """bf16 autocast where the CPU computes it natively: more steps in the same minutes (benchmarks/README.md)."""
+    return ["train.precision=bf16"] if cpu_has_native_bf16() else []
+
+
 def _chat_tokenizer(conversations: int, console: Console) -> Path:
     """A BPE trained on the rendered conversations: the tool JSON and ChatML become few tokens each."""
     path = cache_dir() / "quickstart" / (f"chat-tokenizer-g{GENERATOR_VERSION}-{conversations}-v{CHAT_VOCAB}"
@@ -101,7 +108,7 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
     prepared = prepare_chat(ChatPrepareOptions([MixEntry(SYNTHETIC_CHAT, count=conversations)], tokenizer,
                                                seed=CHAT_TRAIN_SEED), console)
     console.print(f"    data dir: {prepared.data_dir.path}", highlight=False)
-    config = _timed_config(CHAT_SETTINGS, max_time)
+    config = _timed_config(CHAT_SETTINGS + _native_precision(), max_time)
     fit = TokenWindows(prepared.data_dir, "train").alignment(config.model.max_seq_len)
     if fit is not None:
         console.print(f"    training windows: {fit.describe(config.model.max_seq_len)}", highlight=False)

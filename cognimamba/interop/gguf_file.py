@@ -5,8 +5,8 @@ architecture applies RoPE to adjacent pairs (x0, x1), (x2, x3)... while we (and 
 two halves of each head. The rows of q and k are reordered per head so both compute the same attention;
 this is the permutation llama.cpp's own convert_hf_to_gguf.py applies to LlamaForCausalLM, and
 `unpermute_rope_rows` undoes it. The tokenizer goes in as a GPT-2-style BPE ("gpt2" model) with the
-pre-tokenizer llama.cpp knows by the split our tokenizer.json uses: "llama-bpe" for Llama 3's (what `cogni
-prepare` trains), "gpt-2" for GPT-2's (tokenizers trained before), so llama.cpp tokenizes as we do.
+pre-tokenizer llama.cpp knows by the split our tokenizer.json uses: "smollm" for single digits then GPT-2's
+regex (what `cogni prepare` trains), "gpt-2" for GPT-2's alone (older run dirs), so llama.cpp tokenizes as we do.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.interop.hf_dir import refuse_mamba_layers
 from cognimamba.interop.hf_names import check_llama_compatible, to_hf_state_dict
-from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, LLAMA3_SPLIT, PAD, SPECIAL_TOKENS, special_id
+from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
 from cognimamba.system.fileio import atomic_write
@@ -98,10 +98,10 @@ def gguf_pre_tokenizer(tokenizer: Tokenizer) -> str:
     if spec["model"].get("type") == "BPE" and not spec.get("normalizer"):
         if _is_plain_byte_level(pre, use_regex=True):
             return "gpt-2"  # LLAMA_VOCAB_PRE_TYPE_GPT2
-        if pre.get("type") == "Sequence" and len(steps) == 2 and steps[0].get("type") == "Split" \
-                and steps[0].get("pattern") == {"Regex": LLAMA3_SPLIT} and _is_plain_byte_level(steps[1], False):
-            return "llama-bpe"  # LLAMA_VOCAB_PRE_TYPE_LLAMA3
-    raise CogniError("tokenizer.json: GGUF export needs a byte-level BPE with Llama 3's or GPT-2's split (what "
+        if pre.get("type") == "Sequence" and len(steps) == 2 and steps[0].get("type") == "Digits" \
+                and steps[0].get("individual_digits") and _is_plain_byte_level(steps[1], use_regex=True):
+            return "smollm"  # LLAMA_VOCAB_PRE_TYPE_SMOLLM: \p{N} alone, then GPT-2's regex
+    raise CogniError("tokenizer.json: GGUF export needs a byte-level BPE with GPT-2's split (what "
                      f"`cogni prepare` trains); this one is {spec['model'].get('type')} with pre-tokenizer "
                      f"{pre.get('type')}, which llama.cpp would tokenize differently")
 

@@ -266,8 +266,11 @@ class FixedPointModel(nn.Module):
         return self.head(contexts.to(self.head.output.weight.dtype), self.token_inputs(idx))
 
     def forward(self, idx: torch.Tensor, cache: ContextCache | None = None, start: int = 0,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits for `idx` [batch, time]; with `cache`, the sequence continues its context (start > 0)."""
+                last_only: bool = False, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for `idx` [batch, time]; with `cache`, the sequence continues its context (start > 0).
+
+        `keep` (bool, [batch, time]): logits of those positions only, as [kept, vocab] (training on chat data).
+        """
         length = idx.size(1)
         if start + length > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + length} tokens exceeds max_seq_len {self.config.max_seq_len}")
@@ -282,6 +285,8 @@ class FixedPointModel(nn.Module):
             cache.position = start + length
         if last_only:
             contexts, tokens = contexts[:, -1:], tokens[:, -1:]
+        elif keep is not None:
+            contexts, tokens = contexts[keep], tokens[keep]
         return self.head(contexts, tokens)
 
 

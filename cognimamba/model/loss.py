@@ -29,11 +29,23 @@ class EvalResult:
         return self.loss / math.log(2) / bytes_per_token
 
 
+def summed_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the trained targets.
+
+    Where some targets take no loss (chat data: prompts, tool definitions, padding), the model's head runs on
+    the trained positions only (`keep`): in chat windows that is often a tenth of them, and the vocabulary
+    projection is the largest matmul of a small model.
+    """
+    trained = targets != IGNORE_INDEX
+    if bool(trained.all()):
+        logits = model(inputs)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction="sum")
+    logits = model(inputs, keep=trained)
+    return F.cross_entropy(logits.float(), targets[trained], reduction="sum")
+
+
 def token_loss_sum(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    logits = model(inputs)
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX,
-                           reduction="sum")
-    return loss, int((targets != IGNORE_INDEX).sum())
+    return summed_loss(model, inputs, targets), int((targets != IGNORE_INDEX).sum())
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from cognimamba.errors import CogniError
 
@@ -19,21 +19,19 @@ TOOL_RESPONSE, TOOL_RESPONSE_END = "<tool_response>", "</tool_response>"
 TOOLS, TOOLS_END = "<tools>", "</tools>"
 SPECIAL_TOKENS = [END_OF_TEXT, PAD, IM_START, IM_END, TOOL_CALL, TOOL_CALL_END, TOOL_RESPONSE,
                   TOOL_RESPONSE_END, TOOLS, TOOLS_END]
-# Llama 3's split (llama.cpp's "llama-bpe" pre-tokenizer). Unlike GPT-2's, a number is never glued to the space
-# or quote before it and splits into groups of at most three digits, so "12" in "what is 12 times 7" and in
-# {"expression": "12 * 7"} is the same token: a small model learns to copy numbers into tool arguments and
-# results into answers (GPT-2's split made those " 12" and "12", two unrelated tokens).
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-TOKENIZER_SPLIT = "llama3"  # part of the cache keys of trained tokenizers: a new split trains a new one
+# Digits split one by one before GPT-2's regex (as SmolLM and StarCoder do: llama.cpp's "smollm" pre-tokenizer).
+# With GPT-2's split alone "12" in "what is 12 times 7" is the token " 12" but in {"expression": "12 * 7"} the
+# token "12": unrelated tokens, so a small model cannot copy numbers from a message into a tool call. Single digits
+# are the same tokens everywhere and frequent enough that every one is well trained (benchmarks/README.md).
+TOKENIZER_SPLIT = "digits"  # part of the cache keys of trained tokenizers: a new split trains a new one
 
 
 def new_tokenizer() -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
-    # Exactly Llama 3's tokenizer.json pre-tokenizer, so GGUF exports tokenize the same in llama.cpp.
+    # SmolLM's tokenizer.json pre-tokenizer exactly, so GGUF exports tokenize the same in llama.cpp.
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return tokenizer

@@ -214,8 +214,11 @@ class Transformer(nn.Module):
         return global_mask, local_mask
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits for `idx` [batch, time]; with `cache`, positions start at `start` and keys are kept."""
+                last_only: bool = False, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for `idx` [batch, time]; with `cache`, positions start at `start` and keys are kept.
+
+        `keep` (bool, [batch, time]): logits of those positions only, as [kept, vocab] (training on chat data).
+        """
         length = idx.size(1)
         if start + length > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + length} tokens exceeds max_seq_len {self.config.max_seq_len}")
@@ -233,6 +236,8 @@ class Transformer(nn.Module):
                 x = block(x, cos, sin, mask, cache, start)
         if last_only:
             x = x[:, -1:]
+        elif keep is not None:
+            x = x[keep]
         return self.lm_head(self.norm(x))
 
 

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cognimamba.model.loss import IGNORE_INDEX
+from cognimamba.model.loss import IGNORE_INDEX, summed_loss
 from cognimamba.train.distributed import DistributedContext, sum_over_ranks
 from cognimamba.train.optim import optimizer_step
 
@@ -50,9 +49,7 @@ def micro_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """Forward, summed cross-entropy over trained targets, backward of that sum / `divisor`; returns the sum."""
     with autocast:
-        logits = model(inputs)
-        loss_sum = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        loss_sum = summed_loss(model, inputs, targets)
     loss = loss_sum / divisor
     (scaler.scale(loss) if scaler else loss).backward()
     return loss_sum.detach()
