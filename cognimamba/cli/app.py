@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import sys
+import typing
+from pathlib import Path
+from typing import Any
 
 import click
 import typer
@@ -69,15 +72,33 @@ app.command("serve")(serve_command)
 app.add_typer(recipe_app, name="recipe")
 
 
+# What help shows for an option's value, by its annotation, instead of typer's Python types (`<str>`, `<int>`).
+METAVARS: dict[Any, str] = {int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+def _metavar(param: click.Parameter) -> str | None:
+    """A flag takes no value: nothing. An argument: its name (RUN). An option: its kind (N, TEXT, PATH)."""
+    if getattr(param, "is_flag", False):
+        return ""
+    if param.param_type_name == "argument":
+        return (param.name or "value").upper()
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    element = (typing.get_args(annotation) or (annotation,))[0]  # list[str] -> str: a repeatable option
+    return METAVARS.get(element)
+
+
 def cli_command() -> click.Command:
-    """`app` as the click command `main` runs, its flags shown in help without a `<bool>` placeholder."""
+    """`app` as the click command `main` runs, with conventional value names in help (`--threads N`)."""
     group = typer.main.get_command(app)
-    commands = [group, *getattr(group, "commands", {}).values()]
-    for command in commands:
+    commands = [group]
+    for command in commands:  # grows as it goes: `recipe`'s own commands too
+        commands.extend(getattr(command, "commands", {}).values())
         help_option = command.get_help_option(command.context_class(command))  # made (and cached) now
         for param in [*command.params, help_option]:
-            if getattr(param, "is_flag", False):
-                param.metavar = ""  # a flag takes no value; the help's type column stays empty
+            if param is not None and param.metavar is None:
+                param.metavar = _metavar(param)
+            if param is not None and param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # typer adds `<path>` after RUN; the name says it
     return group
 
 

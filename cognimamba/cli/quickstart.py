@@ -11,6 +11,7 @@ from rich.panel import Panel
 
 from cognimamba.chat.format import render_conversation
 from cognimamba.config.overrides import resolve_config
+from cognimamba.config.profiles import budget_cpu_precision
 from cognimamba.config.schema import Config, set_field, validate
 from cognimamba.data.chat_sources import SYNTHETIC_CHAT
 from cognimamba.data.loader import TokenWindows
@@ -25,7 +26,6 @@ from cognimamba.model.tokenizer import TOKENIZER_SPLIT, train_tokenizer
 from cognimamba.runs.loading import load_run
 from cognimamba.system.console import make_progress
 from cognimamba.system.fileio import atomic_write_text
-from cognimamba.system.hardware import cpu_has_native_bf16
 from cognimamba.system.paths import cache_dir, default_runs_dir
 from cognimamba.train.entry import UNBOUNDED_STEPS, TrainOptions, train
 
@@ -79,11 +79,6 @@ def _timed_config(settings: list[str], max_time: str) -> Config:
     return config
 
 
-def _native_precision() -> list[str]:
-    """bf16 autocast where the CPU computes it natively: more steps in the same minutes (benchmarks/README.md)."""
-    return ["train.precision=bf16"] if cpu_has_native_bf16() else []
-
-
 def _chat_tokenizer(conversations: int, console: Console) -> Path:
     """A BPE trained on the rendered conversations: the tool JSON and ChatML become few tokens each."""
     path = cache_dir() / "quickstart" / (f"chat-tokenizer-g{GENERATOR_VERSION}-{conversations}-v{CHAT_VOCAB}"
@@ -108,7 +103,7 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
     prepared = prepare_chat(ChatPrepareOptions([MixEntry(SYNTHETIC_CHAT, count=conversations)], tokenizer,
                                                seed=CHAT_TRAIN_SEED), console)
     console.print(f"    data dir: {prepared.data_dir.path}", highlight=False)
-    config = _timed_config(CHAT_SETTINGS + _native_precision(), max_time)
+    config = _timed_config([*CHAT_SETTINGS, f"train.precision={budget_cpu_precision()}"], max_time)
     fit = TokenWindows(prepared.data_dir, "train").alignment(config.model.max_seq_len)
     if fit is not None:
         console.print(f"    training windows: {fit.describe(config.model.max_seq_len)}", highlight=False)

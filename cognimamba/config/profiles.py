@@ -83,6 +83,15 @@ def detect_profile() -> str:
     return fitting[-1] if fitting else "cpu"
 
 
+def budget_cpu_precision() -> str:
+    """The precision of CPU runs on a time budget (quickstart, recipes): bf16 autocast where the CPU computes it
+    natively, which fits 1.2-1.4x the steps in the same minutes (benchmarks/README.md); fp32 elsewhere. The `cpu`
+    profile itself stays fp32, the same on every machine."""
+    from cognimamba.system.hardware import cpu_has_native_bf16  # noqa: PLC0415 (it imports torch)
+
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 def get_profile(name: str) -> Config:
     if name == "auto":
         name = detect_profile()

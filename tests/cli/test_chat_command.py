@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -278,7 +279,11 @@ def test_prompt_json_errors_are_json_and_version_and_help(tmp_path, env):
         "run dir not found; train one with `cogni train` or `cogni quickstart`")
     assert run_cli("--version").stdout.startswith("cogni ")
     help_text = run_cli("chat", "--help", env={**env, "COLUMNS": "200"}).stdout
-    assert "<bool>" not in help_text and "default: the run's" in help_text
+    assert "default: the run's" in help_text and re.search(r"--threads +N ", help_text) and "[RUN]" in help_text
+    for command in (["chat"], ["train"], ["recipe", "chat"], ["export"]):  # values named N, TEXT, PATH, not <int>
+        text = run_cli(*command, "--help", env={**env, "COLUMNS": "200"}).stdout
+        assert not re.search(r"<(bool|str|int|float|path|list)", text), (command, text)
+    assert "SOURCE[:FORMAT][@WEIGHT]" in run_cli("recipe", "chat", "--help", env={**env, "COLUMNS": "200"}).stdout
 
 
 

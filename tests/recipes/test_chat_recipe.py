@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cognimamba.config.profiles import budget_cpu_precision
 from tests.conftest import TINY_MODEL, run_cli
 
 TINY_RECIPE = """
@@ -71,6 +72,9 @@ def test_an_interrupted_recipe_continues_where_it_stopped(recipe: Path, tmp_path
     assert state["done"] == ["tokenizer", "data", "pretrain", "chat", "eval"]
     assert state["figures"]["pretrain"]["steps"] == 6 and state["figures"]["chat"]["steps"] == 3
     assert json.loads((out / "base" / "trainer_state.json").read_text())["step"] == 6
+    # A run on a time budget trains bf16 where this CPU computes it natively (fp32 elsewhere).
+    for stage in ("base", "chat"):
+        assert json.loads((out / stage / "config.json").read_text())["train"]["precision"] == budget_cpu_precision()
 
     base_weights = (out / "base" / "model.safetensors").stat().st_mtime_ns
     again = run_cli(*command, env=env)

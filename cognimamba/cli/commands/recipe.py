@@ -20,7 +20,7 @@ def chat_recipe_command(
                                                                 "one; --dry-run shows its path)")] = None,
     pretrain: Annotated[list[str] | None, typer.Option("--pretrain", help="pretraining text: a name `cogni prepare` "
                                                                           "knows or a file (repeatable)")] = None,
-    chat: Annotated[list[str] | None, typer.Option("--chat", help="chat data: SOURCE[:FORMAT][@WEIGHT], e.g. "
+    chat: Annotated[list[str] | None, typer.Option("--chat", help="chat data: SOURCE[:FORMAT]\\[@WEIGHT], e.g. "
                                                                   "data.json:sharegpt@0.5 (repeatable)")] = None,
     budget: Annotated[str | None, typer.Option("--budget", help="wall clock for the whole recipe, e.g. 20m or 2h")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="where the runs go (default: runs/recipe-chat-PROFILE); "
