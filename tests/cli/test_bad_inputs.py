@@ -157,7 +157,7 @@ CASES = [
     Case("unknown option", lambda s: ["train", "--epochs", "3"], "No such option: --epochs"),
     Case("a word where a number goes", lambda s: ["train", "--max-steps", "many"],
          "Invalid value for '--max-steps'"),
-    Case("missing argument", lambda s: ["test-model"], "Missing argument 'run'. (see `cogni test-model --help`)"),
+    Case("missing argument", lambda s: ["test-model"], "Missing argument 'RUN'. (see `cogni test-model --help`)"),
     Case("config written over a directory", lambda s: ["config", "--write", str(s.root)],
          "is a directory; give a file name"),
     # the config: profiles, keys, values, TOML files

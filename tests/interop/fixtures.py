@@ -8,8 +8,9 @@ import torch
 
 STORY = ("Once upon a time a little fox found a red ball in the garden. She played with it all day, and when the sun "
          "went down she gave it to her friend the owl. \"Thank you!\" said the owl. Tools: get_weather(city) -> 18°C.")
-PROMPTS = ["Once upon a time", "The owl said: \"Thank you!\"", "Météo à Paris? 18°C", "a b c 123 4567",
-           'She\'LL say {"expression": "12 * 7"}\n\n  ok\t1999']
+PROMPTS = ["Once upon a time", "The owl said: \"Thank you!\"", "Météo à Paris? 18°C", "a b c 123 4567"]
+# Texts whose split tells pre-tokenizers apart: digits after a space or a quote, contractions, runs of blanks.
+SPLIT_TEXTS = [*PROMPTS, 'She\'LL say {"expression": "12 * 7"}\n\n  ok\t1999 ½ ²', "x=3.14159; y = -42"]
 
 
 def make_run(out: Path, *overrides: str, seed: int = 0, init_std: float = 0.3) -> Path:
