@@ -55,3 +55,14 @@ def test_bad_tokenizer_files(tmp_path: Path) -> None:
 def test_vocab_too_small() -> None:
     with pytest.raises(CogniError, match="too small"):
         train_tokenizer(TEXTS, vocab_size=100)
+
+
+def test_a_number_is_the_same_tokens_in_a_message_and_in_a_tool_call() -> None:
+    """Digits split one by one: "12" after a space and after a quote is one token sequence, so it can be copied."""
+    texts = ["what is 12 times 7? 12 * 7 = 84"] * 50 + ['{"expression": "12 * 7"} {"result": 84}'] * 50
+    tokenizer = train_tokenizer(texts, 300)
+    in_message = tokenizer.encode("what is 12 times 7?").tokens
+    in_call = tokenizer.encode('{"expression": "12 * 7"}').tokens
+    assert in_message[in_message.index("1"):in_message.index("1") + 2] == ["1", "2"]
+    assert in_call[in_call.index("1"):in_call.index("1") + 2] == ["1", "2"]
+    assert all(len(token) == 1 for token in tokenizer.encode("2024 and 1999").tokens if token.isdigit())
