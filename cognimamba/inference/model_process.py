@@ -56,6 +56,11 @@ class LoadRequest:
     weights: str | None = None
     threads: int | None = None
 
+    def load(self) -> ChatModel:
+        """The run as a ChatModel, in this process: the child's model, and `cogni chat`'s in-process one."""
+        loaded = load_run(self.run, device=pick_device(self.device))
+        return ChatModel.from_run(loaded, compile=self.compile, weights=self.weights, threads=self.threads)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -225,8 +230,10 @@ def serve(connection: Connection, cancel: Any, request: LoadRequest) -> None:
     """The child's main: load the run, then answer requests until told to close or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to the app, which cancels through `cancel`
     _silence_output()
+    if request.threads is not None:
+        torch.set_num_threads(request.threads)  # as `cogni chat --threads` does in its own process
     try:
-        model = _load(request)
+        model = request.load()
     except CogniError as error:
         connection.send(("failed", str(error)))
         return
@@ -249,34 +256,30 @@ def serve(connection: Connection, cancel: Any, request: LoadRequest) -> None:
         return
 
 
-def _load(request: LoadRequest) -> ChatModel:
-    if request.threads is not None:
-        torch.set_num_threads(request.threads)  # as `cogni chat --threads` does in its own process
-    loaded = load_run(request.run, device=pick_device(request.device))
-    return ChatModel.from_run(loaded, compile=request.compile, weights=request.weights, threads=request.threads)
-
-
 def _send_reply(connection: Connection, model: ChatModel, cancel: Any, prompt: str, settings: GenerationConfig,
                 stop: list[str], top_alternatives: int) -> None:
     """Stream one reply as ("text", (deltas, progress)) batches, then ("done", stats) or ("error", exception)."""
     model.top_alternatives = top_alternatives
     pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            connection.send(("text", ("".join(pending), _progress(model.stats))))
+            pending.clear()
+
     sent_at = 0.0
     try:
         for delta in model.stream(prompt, settings, cancel, stop):
             pending.append(delta)
             now = time.perf_counter()
             if now - sent_at >= SEND_SECONDS:
-                connection.send(("text", ("".join(pending), _progress(model.stats))))
-                pending.clear()
+                flush()
                 sent_at = now
     except Exception as error:  # the parent raises it, as an in-process stream would have
-        if pending:
-            connection.send(("text", ("".join(pending), _progress(model.stats))))
+        flush()
         connection.send(("error", _picklable(error)))
         return
-    if pending:
-        connection.send(("text", ("".join(pending), _progress(model.stats))))
+    flush()
     connection.send(("done", model.stats))
 
 

@@ -146,18 +146,10 @@ def _load_model(run: Path, device: str, compile: bool = False, report_notice: bo
                 separate_process: bool = False):  # -> ChatModel or ModelProcess
     """The run as a reply source; with `separate_process`, decoding in a child process (the full-screen app:
     its drawing would otherwise compete with decoding for the interpreter lock)."""
-    # The imports stay inside for a fast `cogni --help`.
-    if separate_process:
-        from cognimamba.inference.model_process import LoadRequest, ModelProcess
+    from cognimamba.inference.model_process import LoadRequest, ModelProcess  # inside: a fast `cogni --help`
 
-        source = ModelProcess(LoadRequest(run, device, compile, weights, threads))
-    else:
-        from cognimamba.inference.decoding import ChatModel
-        from cognimamba.runs.loading import load_run
-        from cognimamba.system.hardware import pick_device
-
-        source = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights,
-                                    threads=threads)
+    request = LoadRequest(run, device, compile, weights, threads)
+    source = ModelProcess(request) if separate_process else request.load()
     source.warm_up()
     if source.notice and report_notice:
         sys.stderr.write(source.notice + "\n")
