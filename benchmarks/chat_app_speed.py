@@ -27,9 +27,7 @@ from cognimamba.chat.session import ChatSession, ReplySource
 from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
 from cognimamba.chat.tui.prompt_input import PromptInput
 from cognimamba.config.schema import GenerationConfig
-from cognimamba.inference.decoding import ChatModel
 from cognimamba.inference.model_process import LoadRequest, ModelProcess
-from cognimamba.runs.loading import load_run
 
 
 def prompt_side(model: ReplySource, text: str, tokens: int) -> float:
@@ -63,8 +61,9 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="the app decodes in its own process, as before "
                         "the model process (cogni chat --in-process)")
     args = parser.parse_args()
-    model = ChatModel.from_run(load_run(args.run))
-    app_model = model if args.in_process else ModelProcess(LoadRequest(args.run))  # as `cogni chat RUN` loads it
+    request = LoadRequest(args.run)  # as `cogni chat RUN` loads it, in this process and in a model process
+    model = request.load()
+    app_model = model if args.in_process else ModelProcess(request)
     for source in [model] if app_model is model else [model, app_model]:
         source.warm_up()
         prompt_side(source, args.prompt, 8)  # first-call costs stay out of the figures
