@@ -205,6 +205,9 @@ class ChatApp(App[None]):
         self._prompt_tokens = 0  # of the reply streaming now, for the live context count
         # (session, event) from the reply worker, drawn by the frame timer; the session tells which chat it was.
         self._pending: deque[tuple[ChatSession, ChatEvent]] = deque()
+        # The frame timer and a reply's end both draw; one draw at a time, or a later batch (a tool result) can
+        # overtake an earlier one still mounting (the call block it belongs in).
+        self._drawing = asyncio.Lock()
         self._frames: Timer | None = None
 
     # ------------------------------------------------------------------------------------------- layout
@@ -446,26 +449,27 @@ class ChatApp(App[None]):
 
     async def draw_pending(self) -> None:
         """Show the events that arrived since the last frame, consecutive deltas as one, and the speed so far."""
-        batch = []
-        while self._pending:
-            batch.append(self._pending.popleft())
-        text = ""
-        for session, event in batch:
-            if session is not self.session:
-                continue
-            if isinstance(event, TextDelta):
-                text += event.text
-                continue
+        async with self._drawing:
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            text = ""
+            for session, event in batch:
+                if session is not self.session:
+                    continue
+                if isinstance(event, TextDelta):
+                    text += event.text
+                    continue
+                if text and self._reply_widget is not None:
+                    await self._reply_widget.append(text)
+                text = ""
+                await self.show_event(event)
             if text and self._reply_widget is not None:
                 await self._reply_widget.append(text)
-            text = ""
-            await self.show_event(event)
-        if text and self._reply_widget is not None:
-            await self._reply_widget.append(text)
-        if text and self.generating and self.source is not None:
-            stats = self.source.stats
-            self.status.speed = f"{stats.tokens_per_second:.1f} tok/s" if stats.tokens_per_second else ""
-            self.status.context_used = self._prompt_tokens + stats.generated_tokens
+            if text and self.generating and self.source is not None:
+                stats = self.source.stats
+                self.status.speed = f"{stats.tokens_per_second:.1f} tok/s" if stats.tokens_per_second else ""
+                self.status.context_used = self._prompt_tokens + stats.generated_tokens
 
     async def show_event(self, event: ChatEvent) -> None:
         conversation = self.conversation

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import Input, ListView, TextArea
 
 from cognimamba.chat.history import HistoryStore
-from cognimamba.chat.session import Message
+from cognimamba.chat.session import Message, ReplyFinished
 from cognimamba.chat.tools import ToolBox
 from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
 from cognimamba.chat.tui.conversation import AssistantMessage, MalformedToolCall, Notice, ToolCallBlock, UserMessage
@@ -417,3 +417,28 @@ def test_snapshot_settings_screen(snap_compare, tmp_path: Path, settings):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@in_event_loop
+async def test_events_arriving_while_a_frame_is_still_drawing_wait_for_it(tmp_path: Path):
+    """The frame timer and the reply's end both draw pending events; a second draw must not overtake the first.
+
+    Seen in a terminal with the model in its own process: the tool result arrived while the first reply's call
+    block was still being mounted, so it was lost ("waiting for the result…"), and the answer after it was drawn
+    into the first reply's box.
+    """
+    source = ScriptedSource(lambda prompt: "It is 42." if "<tool_response>" in prompt else CALL)
+    app = make_app(source, tmp_path / "h.db", tools=ToolBox(enabled=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        events = list(app.chat.send("What is 6*7?", source))
+        first_reply_ends = next(i for i, event in enumerate(events) if isinstance(event, ReplyFinished)) + 1
+        app._pending.extend((app.session, event) for event in events[:first_reply_ends])
+        first_frame = asyncio.create_task(app.draw_pending())
+        await asyncio.sleep(0)  # the first frame has taken its events and is mounting the call block
+        app._pending.extend((app.session, event) for event in events[first_reply_ends:])
+        await asyncio.gather(first_frame, app.draw_pending())
+        (block,) = app.query(ToolCallBlock)
+        assert json.loads(str(block.result.render()).removeprefix("result:\n")) == {"result": 42}
+        replies = app.query(AssistantMessage)
+        assert len(replies) == 2 and replies[1].markdown.source == "It is 42."
