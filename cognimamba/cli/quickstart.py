@@ -29,12 +29,16 @@ from cognimamba.system.fileio import atomic_write_text
 from cognimamba.system.paths import cache_dir, default_runs_dir
 from cognimamba.train.entry import UNBOUNDED_STEPS, TrainOptions, train
 
-# The chat model's shape beyond the cpu profile: a context that holds the tool definitions and a few turns, a
-# micro-batch of 4 (twice the steps of 8 in the same minutes: lower val loss, benchmarks/README.md), no dropout
-# (the procedural data is plentiful: a few minutes see most conversations about once), and a warmup short
-# enough for a few minutes' steps.
-CHAT_SETTINGS = ["model.max_seq_len=512", "train.micro_batch_size=4", "model.dropout=0.0", "train.warmup_steps=30",
-                 "generation.temperature=0.2"]
+# The chat model beyond the cpu profile. Tool arguments are copied from the user's message ("12 times 7" ->
+# "12 * 7"), and copying is what a small model learns last: in 5 CPU-minutes no all-attention model copied a
+# calculator argument (the cpu profile's 5.4M, nor 1M at three times the steps), while this 1M hybrid (Mamba-2,
+# attention, Mamba-2, attention) did, with a far lower val loss (benchmarks/README.md, "The chat quickstart").
+# Also: a context that holds the tool definitions and a few turns, a micro-batch of 4 (more steps in the same
+# minutes), no dropout (the procedural data is plentiful), a warmup short enough for a few minutes' steps. GGUF
+# and HF export need an all-attention model; `cogni recipe chat` trains one.
+CHAT_SETTINGS = ["model.max_seq_len=512", "model.dim=128", "model.n_layers=4", "model.layer_pattern=MAMA",
+                 "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=384", "train.micro_batch_size=4",
+                 "model.dropout=0.0", "train.warmup_steps=30", "generation.temperature=0.2"]
 CHAT_VOCAB = 4096
 CHAT_TRAIN_SEED, CHAT_HELD_OUT_SEED = 0, 1
 
@@ -108,7 +112,8 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
     if fit is not None:
         console.print(f"    training windows: {fit.describe(config.model.max_seq_len)}", highlight=False)
     run = out or default_runs_dir() / f"quickstart-chat-{time.strftime('%Y%m%d-%H%M%S')}"
-    console.print(f"3/4 training the cpu profile with a {config.model.max_seq_len}-token context for {max_time}")
+    console.print(f"3/4 training a {config.model.n_layers}-layer hybrid ({config.model.layer_pattern}: M = Mamba-2, "
+                  f"A = attention) with a {config.model.max_seq_len}-token context for {max_time}")
     result = train(TrainOptions(config=config, data=prepared.data_dir.path, out=run), console)
     held_out = cache_dir() / "quickstart" / f"chat-held-out-g{GENERATOR_VERSION}-{held_out_count}.jsonl"
     if not held_out.is_file():
