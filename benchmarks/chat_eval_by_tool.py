@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from cognimamba.chat.format import normalize_tool_calls
-from cognimamba.evaluation.chat_eval import RunCompletions, fit_prompt, reply_text
+from cognimamba.evaluation.chat_eval import RunCompletions, fit_prompt, reply_reserve, reply_text
 from cognimamba.evaluation.tool_eval import (
     DEFAULT_MAX_NEW_TOKENS,
     ToolEvalReport,
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_run(args.run)
     model = RunCompletions(loaded.model, loaded.tokenizer)
-    reserve = min(DEFAULT_MAX_NEW_TOKENS, max(1, model.context_length // 4))
+    reserve = reply_reserve(model, DEFAULT_MAX_NEW_TOKENS)
     right: dict[str, list[int]] = {}
     for conversation in load_eval_conversations(args.held_out)[:args.conversations]:
         for history, reference in eval_turns(conversation):

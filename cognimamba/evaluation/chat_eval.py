@@ -134,12 +134,17 @@ def fit_prompt(history: list[dict[str, Any]], tools: list[dict[str, Any]] | None
     return None
 
 
+def reply_reserve(model: CompletionModel, max_new_tokens: int) -> int:
+    """Tokens each prompt leaves for the reply: up to max_new_tokens, at most a quarter of the context."""
+    return min(max_new_tokens, max(1, model.context_length // 4))
+
+
 def chat_eval(model: CompletionModel, conversations: Iterable[Conversation],
               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, on_turn: Callable[[int], None] | None = None
               ) -> ChatEvalReport:
     """Replay every assistant turn with greedy decoding; score turn-taking and tool calls."""
     report = ChatEvalReport()
-    reserve = min(max_new_tokens, max(1, model.context_length // 4))
+    reserve = reply_reserve(model, max_new_tokens)
     for conversation in conversations:
         report.tools.conversations += 1
         for history, reference in eval_turns(conversation):
