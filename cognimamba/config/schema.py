@@ -116,6 +116,9 @@ class DataConfig:
     seq_len_warmup: list[int] = spec([], help="curriculum of sequence lengths, e.g. [128, 256]")  # noqa: RUF009
     seq_len_warmup_fraction: float = spec(0.3, minimum=0.0, maximum=1.0,
                                           help="share of training spent in the curriculum")
+    chat_windows: str = spec("conversations", choices=("conversations", "random"),
+                             help="chat data: train on whole conversations from their start, or (to measure what "
+                                  "that gives) on windows at random offsets as for text")
 
 
 @dataclass

@@ -70,7 +70,7 @@ class ConversationPacking:
 
 
 class TokenWindows:
-    def __init__(self, data: DataDir, split: str, seed: int = 0, rank: int = 0) -> None:
+    def __init__(self, data: DataDir, split: str, seed: int = 0, rank: int = 0, random_offsets: bool = False) -> None:
         self.tokens = data.tokens(split)
         self.mask = data.mask(split)
         self.split = split
@@ -78,6 +78,7 @@ class TokenWindows:
         self.rank = rank
         self.where = f"{data.path}/{split}.bin"
         self.bounds = data.conversation_bounds(split) if self.mask is not None else None
+        self.random_offsets = random_offsets  # chat data read like text (data.chat_windows = random): an ablation
         self.pad_id = data.end_of_text_id if self.bounds is not None else 0
         self._packings: dict[int, ConversationPacking] = {}
 
@@ -100,7 +101,7 @@ class TokenWindows:
         return FitCounts.of(self.bounds, seq_len + 1) if self.bounds is not None else None
 
     def check_fits(self, seq_len: int) -> None:
-        if self.bounds is not None:
+        if self.bounds is not None and not self.random_offsets:
             if len(self._packing(seq_len).usable) == 0:
                 shortest = int(np.min(self.bounds.ends - self.bounds.starts))
                 raise CogniError(f"{self.where}: no conversation fits a window of {seq_len} tokens, even keeping "
@@ -149,7 +150,7 @@ class TokenWindows:
                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         self.check_fits(seq_len)
         rng = np.random.default_rng([self.seed, self.rank, step, micro_step])
-        if self.bounds is not None:
+        if self.bounds is not None and not self.random_offsets:
             packing = self._packing(seq_len)
             firsts = packing.usable[rng.integers(0, len(packing.usable), size=batch_size)]
             return self._gather_packed([packing.pack_from(int(first)) for first in firsts], seq_len, device)

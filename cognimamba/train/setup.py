@@ -50,7 +50,8 @@ def setup(options: TrainOptions, device: torch.device, context: DistributedConte
             scaler.load_state_dict(start.resume_payload["scaler"])
     model, compile_problem = compiled_if_possible(wrap_distributed(raw_model, device, context), device,
                                                   settings.compile)
-    train_windows = TokenWindows(data, "train", seed=settings.seed, rank=context.rank)
+    train_windows = TokenWindows(data, "train", seed=settings.seed, rank=context.rank,
+                                 random_offsets=config.data.chat_windows == "random")
     train_windows.check_fits(config.model.max_seq_len)
     phases = phases_for(options, raw_model, data, train_windows, device, context)  # model.arch = fixed_point
     if context.is_main:
@@ -118,7 +119,11 @@ def validation_windows(data: DataDir, config: Config) -> tuple[TokenWindows | No
 def window_fit_note(windows: TokenWindows, seq_len: int) -> str:
     """For chat data, how the training conversations fit the context (trimmed and skipped ones counted)."""
     fit = windows.alignment(seq_len)
-    return f"[dim]chat windows: {fit.describe(seq_len)}[/]" if fit is not None else ""
+    if fit is None:
+        return ""
+    if windows.random_offsets:
+        return "[dim]chat windows: at random offsets (data.chat_windows = random), not whole conversations[/]"
+    return f"[dim]chat windows: {fit.describe(seq_len)}[/]"
 
 
 def write_files(run: Path, config: Config, data: DataDir, tokenizer: Tokenizer, raw_model: torch.nn.Module,

@@ -124,6 +124,21 @@ def test_chat_dirs_from_before_conversation_offsets_ask_for_prepare(chat_data: D
         TokenWindows(old, "train")
 
 
+def test_random_chat_windows_start_mid_conversation_and_keep_the_mask(chat_data: DataDir) -> None:
+    """data.chat_windows = random, the ablation: windows at any offset, trained only on assistant tokens."""
+    windows = TokenWindows(chat_data, "train", seed=3, random_offsets=True)
+    inputs, targets = windows.random_batch(0, 0, batch_size=16, seq_len=64)
+    texts = window_texts(chat_data, inputs.numpy())
+    assert any(not text.startswith(f"{IM_START}system") for text in texts)
+    mask = chat_data.mask("train")
+    tokens = chat_data.tokens("train")
+    for row, target in zip(inputs.numpy(), targets.numpy(), strict=True):
+        offsets = [start for start in range(len(tokens) - 64) if np.array_equal(tokens[start:start + 64], row)]
+        assert offsets, "a window is a slice of the token stream"
+        trained = mask[offsets[0] + 1:offsets[0] + 65].astype(bool)
+        assert np.array_equal(target != IGNORE_INDEX, trained)
+
+
 def test_text_windows_still_start_anywhere(tiny_data: Path) -> None:
     data = DataDir.open(tiny_data)
     windows = TokenWindows(data, "train", seed=0)
