@@ -69,6 +69,11 @@ ROWS: dict[str, Row] = {
     "vocab2048": Row("vocabulary", (), vocab_size=2048),
     "vocab8192": Row("vocabulary", (), vocab_size=8192),
     "compile": Row("compiled step", ("train.compile=true",)),
+    "bf16": Row("precision", ("train.precision=bf16",)),  # autocast; pays only where the CPU has native bf16
+    # The levers that won the 3-minute screen, together (benchmarks/README.md): three of them, and all four.
+    "bf16-batch8-wide": Row("combined", ("train.precision=bf16", "train.micro_batch_size=8", *WIDE)),
+    "bf16-batch8-wide-lr5e-3": Row("combined", ("train.precision=bf16", "train.micro_batch_size=8", *WIDE,
+                                                "train.lr=5e-3")),
     "mamba2": Row("sequence mixer", MAMBA),
     "hybrid": Row("sequence mixer", HYBRID),
     "fixed-point": Row("sequence mixer", FIXED_POINT),
