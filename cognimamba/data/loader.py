@@ -87,8 +87,8 @@ class TokenWindows:
 
     @property
     def aligned(self) -> bool:
-        """True for chat data: windows start at conversation starts."""
-        return self.bounds is not None
+        """True for chat data: training windows start at conversation starts (unless data.chat_windows = random)."""
+        return self.bounds is not None and not self.random_offsets
 
     def _packing(self, seq_len: int) -> ConversationPacking:
         assert self.bounds is not None
@@ -101,7 +101,7 @@ class TokenWindows:
         return FitCounts.of(self.bounds, seq_len + 1) if self.bounds is not None else None
 
     def check_fits(self, seq_len: int) -> None:
-        if self.bounds is not None and not self.random_offsets:
+        if self.aligned:
             if len(self._packing(seq_len).usable) == 0:
                 shortest = int(np.min(self.bounds.ends - self.bounds.starts))
                 raise CogniError(f"{self.where}: no conversation fits a window of {seq_len} tokens, even keeping "
@@ -150,7 +150,7 @@ class TokenWindows:
                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         self.check_fits(seq_len)
         rng = np.random.default_rng([self.seed, self.rank, step, micro_step])
-        if self.bounds is not None and not self.random_offsets:
+        if self.aligned:
             packing = self._packing(seq_len)
             firsts = packing.usable[rng.integers(0, len(packing.usable), size=batch_size)]
             return self._gather_packed([packing.pack_from(int(first)) for first in firsts], seq_len, device)

@@ -121,7 +121,7 @@ def window_fit_note(windows: TokenWindows, seq_len: int) -> str:
     fit = windows.alignment(seq_len)
     if fit is None:
         return ""
-    if windows.random_offsets:
+    if not windows.aligned:
         return "[dim]chat windows: at random offsets (data.chat_windows = random), not whole conversations[/]"
     return f"[dim]chat windows: {fit.describe(seq_len)}[/]"
 

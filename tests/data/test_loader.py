@@ -127,6 +127,7 @@ def test_chat_dirs_from_before_conversation_offsets_ask_for_prepare(chat_data: D
 def test_random_chat_windows_start_mid_conversation_and_keep_the_mask(chat_data: DataDir) -> None:
     """data.chat_windows = random, the ablation: windows at any offset, trained only on assistant tokens."""
     windows = TokenWindows(chat_data, "train", seed=3, random_offsets=True)
+    assert not windows.aligned
     inputs, targets = windows.random_batch(0, 0, batch_size=16, seq_len=64)
     texts = window_texts(chat_data, inputs.numpy())
     assert any(not text.startswith(f"{IM_START}system") for text in texts)
