@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +21,9 @@ from cognimamba.train.distributed import DistributedContext
 from cognimamba.train.entry import TrainOptions, train
 from cognimamba.train.muon import Muon, newton_schulz
 from cognimamba.train.optim import CombinedOptimizer, build_optimizer, newton_schulz_dtype, set_learning_rate
-from cognimamba.train.step import accumulate_gradients
+from cognimamba.train.step import SINGLE_PROCESS, accumulate_gradients
 from tests.conftest import tiny_config
-from tests.train.test_step import chat_like_batch, fresh_model
+from tests.train.test_step import PLAIN, chat_like_batch, fresh_model
 from tests.train.two_ranks import run_on_two_ranks
 
 CPU = torch.device("cpu")
@@ -171,31 +170,31 @@ def test_a_muon_checkpoint_resumes_bit_for_bit(tiny_data: Path, tmp_path: Path) 
 MUON_FP32 = (*MUON, "train.muon_precision=fp32")  # bf16 rounding would hide a real difference in the tolerance
 
 
-def _muon_ddp_step(context: DistributedContext, tmp_path: Path) -> None:
-    """Rank 0 steps on windows 0-5, rank 1 on 6-15, as DDP with Muon; rank 0 saves the weights after two steps."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    inputs, targets = chat_like_batch(seq_len=32)
-    rows = slice(0, 6) if context.rank == 0 else slice(6, 16)
-    model = DistributedDataParallel(fresh_model())
-    optimizer = build_optimizer(model.module, tiny_config(*MUON_FP32).train, CPU)
+def two_muon_steps(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                   context: DistributedContext = SINGLE_PROCESS) -> torch.nn.Module:
+    """Two Muon steps on one batch (this rank's share under DDP); the trained module."""
+    module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    optimizer = build_optimizer(module, tiny_config(*MUON_FP32).train, CPU)
     for _ in range(2):
-        accumulate_gradients(model, [(inputs[rows], targets[rows])], contextlib.nullcontext(), context=context)
+        accumulate_gradients(model, [batch], PLAIN, context=context)
         optimizer.step()
         optimizer.zero_grad()
-    torch.save(model.module.state_dict(), tmp_path / f"rank{context.rank}.pt")
+    return module
+
+
+def _muon_ddp_step(context: DistributedContext, tmp_path: Path) -> None:
+    """Rank 0 steps on windows 0-5, rank 1 on 6-15, as DDP with Muon; each rank saves its weights."""
+    inputs, targets = chat_like_batch(seq_len=32)
+    rows = slice(0, 6) if context.rank == 0 else slice(6, 16)
+    module = two_muon_steps(torch.nn.parallel.DistributedDataParallel(fresh_model()), (inputs[rows], targets[rows]),
+                            context)
+    torch.save(module.state_dict(), tmp_path / f"rank{context.rank}.pt")
 
 
 @pytest.mark.slow
 def test_muon_under_ddp_steps_like_one_process_on_the_whole_batch(tmp_path: Path) -> None:
     """Every rank orthogonalises the same all-reduced gradient, so two ranks end where one process does."""
-    inputs, targets = chat_like_batch(seq_len=32)
-    model = fresh_model()
-    optimizer = build_optimizer(model, tiny_config(*MUON_FP32).train, CPU)
-    for _ in range(2):
-        accumulate_gradients(model, [(inputs, targets)], contextlib.nullcontext())
-        optimizer.step()
-        optimizer.zero_grad()
+    model = two_muon_steps(fresh_model(), chat_like_batch(seq_len=32))
     run_on_two_ranks(_muon_ddp_step, tmp_path)
     for rank in (0, 1):
         weights = torch.load(tmp_path / f"rank{rank}.pt")
