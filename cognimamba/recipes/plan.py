@@ -22,6 +22,7 @@ from cognimamba.system.paths import default_runs_dir
 
 STAGES = ("tokenizer", "data", "pretrain", "chat", "eval")
 TRAINED_STAGES = ("pretrain", "chat")
+DEFAULT_CHAT_FRACTION = 0.5  # of the tokenizer's sample: half pretraining text, half rendered conversations
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class RecipePlan:
     budget: str
     vocab_size: int
     tokenizer_sample_chars: int
+    tokenizer_chat_fraction: float  # of the sample drawn from the chat data; 0: the pretraining text only
     pretrain_sources: list[SourceEntry]
     pretrain_limit: int | None  # documents per pretraining source (a hub dataset can be huge)
     chat_sources: list[SourceEntry]
@@ -98,10 +100,13 @@ class RecipePlan:
 
     def identity(self) -> dict[str, Any]:
         """What a resumed recipe must share with the one that started: not the budget, which may grow."""
-        return {"profile": self.profile, "vocab_size": self.vocab_size,
-                "pretrain": [str(entry) for entry in self.pretrain_sources], "pretrain_limit": self.pretrain_limit,
-                "chat": [str(entry) for entry in self.chat_sources], "synthetic_count": self.synthetic_count,
-                "pretrain_settings": self.pretrain.settings, "chat_settings": self.chat.settings}
+        identity = {"profile": self.profile, "vocab_size": self.vocab_size,
+                    "pretrain": [str(entry) for entry in self.pretrain_sources], "pretrain_limit": self.pretrain_limit,
+                    "chat": [str(entry) for entry in self.chat_sources], "synthetic_count": self.synthetic_count,
+                    "pretrain_settings": self.pretrain.settings, "chat_settings": self.chat.settings}
+        if self.tokenizer_chat_fraction != DEFAULT_CHAT_FRACTION:  # absent by default: older runs still resume
+            identity["tokenizer_chat_fraction"] = self.tokenizer_chat_fraction
+        return identity
 
     def describe(self) -> list[str]:
         """The plan, line by line, for --dry-run and the start of a run."""
@@ -112,7 +117,7 @@ class RecipePlan:
             f"profile     {self.profile}, budget {self.budget}: pretraining {self.stage_seconds('pretrain')}s, "
             f"chat fine-tuning {self.stage_seconds('chat')}s",
             f"tokenizer   {self.vocab_size} tokens, trained on {self.tokenizer_sample_chars:,} characters sampled "
-            "from the pretraining text and the chat data",
+            f"from the pretraining text and the chat data ({self.tokenizer_chat_fraction:.0%} chat)",
             f"pretrain    {', '.join(e.source for e in self.pretrain_sources)}"
             f"{f' (first {self.pretrain_limit:,} documents each)' if self.pretrain_limit else ''}"
             f"{'; --set ' + ' '.join(self.pretrain.settings) if self.pretrain.settings else ''} -> {self.out / 'base'}",
@@ -181,6 +186,7 @@ def resolve_plan(profile: str | None, recipe: Path | None, out: Path | None, pre
         recipe=path, profile=profile, out=Path(out), budget=budget or _value(data, "budget", str, path),
         vocab_size=_value(data, "tokenizer.vocab_size", int, path),
         tokenizer_sample_chars=_value(data, "tokenizer.sample_chars", int, path),
+        tokenizer_chat_fraction=float(data.get("tokenizer", {}).get("chat_fraction", DEFAULT_CHAT_FRACTION)),
         pretrain_sources=[SourceEntry.parse(str(text), "--pretrain") for text in pretrain_texts],
         pretrain_limit=data.get("pretrain", {}).get("limit"),
         chat_sources=[SourceEntry.parse(str(text), "--chat") for text in chat_texts],
@@ -190,6 +196,8 @@ def resolve_plan(profile: str | None, recipe: Path | None, out: Path | None, pre
         eval_conversations=_value(data, "eval.conversations", int, path),
         pretrain=_stage(data, "pretrain", path), chat=_stage(data, "chat", path))
     plan.budget_seconds  # noqa: B018 - a bad --budget is reported before any work
+    if not 0 <= plan.tokenizer_chat_fraction <= 1:
+        raise CogniError(f"{path}: tokenizer.chat_fraction = {plan.tokenizer_chat_fraction:g} must be in [0, 1]")
     if plan.pretrain.share + plan.chat.share > 1:
         raise CogniError(f"{path}: pretrain.share + chat.share = {plan.pretrain.share + plan.chat.share:g} is more "
                          "than the whole budget")

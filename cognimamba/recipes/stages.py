@@ -63,16 +63,19 @@ def _take(texts: Iterator[str], chars: int) -> Iterator[str]:
 
 
 def tokenizer_sample(plan: RecipePlan) -> Iterator[str]:
-    """Half pretraining documents, half rendered conversations (by weight), so JSON and ChatML tokenize well."""
-    half = plan.tokenizer_sample_chars // 2
+    """Pretraining documents and rendered conversations (by weight; half each by default), so JSON and ChatML
+    tokenize well."""
+    chat_chars = int(plan.tokenizer_sample_chars * plan.tokenizer_chat_fraction)
+    text_chars = plan.tokenizer_sample_chars - chat_chars
     for entry in plan.pretrain_sources:
         spec = resolve_source(entry.source, limit=plan.pretrain_limit)
-        yield from _take(iter_documents(spec, "train" if spec.named else None), half // len(plan.pretrain_sources))
+        documents = iter_documents(spec, "train" if spec.named else None)
+        yield from _take(documents, text_chars // len(plan.pretrain_sources))
     total_weight = sum(entry.weight for entry in plan.chat_sources)
-    for entry in plan.chat_sources:
+    for entry in plan.chat_sources if chat_chars else []:
         conversations = iter_conversations(chat_source(entry, plan))
         rendered = (render_conversation(c.messages, c.tools) for c in conversations)
-        yield from _take(rendered, int(half * entry.weight / total_weight))
+        yield from _take(rendered, int(chat_chars * entry.weight / total_weight))
 
 
 def make_tokenizer(plan: RecipePlan, console: Console) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 from cognimamba.config.profiles import PROFILES
 from cognimamba.errors import CogniError
 from cognimamba.recipes.plan import SourceEntry, builtin_recipe, resolve_plan
+from cognimamba.recipes.stages import tokenizer_sample
 from tests.conftest import run_cli
 
 
@@ -71,3 +72,25 @@ def test_dry_run_prints_the_plan_and_a_bad_spec_is_one_line(tmp_path: Path) -> N
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == ["error: --chat data.json:xml@0.5: unknown format 'xml'; choose one of "
                                                "alpaca, sharegpt, messages, glaive"]
+
+
+def test_the_tokenizer_sample_takes_the_chat_fraction_from_the_chat_data(tmp_path: Path) -> None:
+    text = tmp_path / "stories.txt"
+    text.write_text("\n\n".join(f"Once upon a time story {index} ended happily." for index in range(400)))
+    mine = tmp_path / "mine.toml"
+    shipped = builtin_recipe("cpu").read_text()
+    plans = {}
+    for fraction in (0.0, 0.5, 1.0):
+        mine.write_text(re.sub(r"chat_fraction = [0-9.]+", f"chat_fraction = {fraction}", shipped)
+                        .replace("sample_chars = 4000000", "sample_chars = 8000"))
+        plans[fraction] = resolve_plan(None, mine, tmp_path, [str(text)], ["synthetic-tools@1"], None, None)
+    samples = {fraction: list(tokenizer_sample(plan)) for fraction, plan in plans.items()}
+    chat_chars = {fraction: sum(len(t) for t in sample if "<|im_start|>" in t) for fraction, sample in samples.items()}
+    story_chars = {fraction: sum(len(t) for t in sample if t.startswith("Once")) for fraction, sample in samples.items()}
+    assert chat_chars[0.0] == 0 and story_chars[1.0] == 0  # a TinyStories-only tokenizer, or a chat-only one
+    assert 4000 <= chat_chars[0.5] < 6000 and 4000 <= story_chars[0.5] < 4100
+    assert "tokenizer_chat_fraction" not in plans[0.5].identity()  # the default leaves older runs resumable
+    assert plans[0.0].identity()["tokenizer_chat_fraction"] == 0.0  # a different tokenizer is a different recipe
+    mine.write_text(shipped.replace("chat_fraction = 0.5", "chat_fraction = 1.5"))
+    with pytest.raises(CogniError, match=r"tokenizer\.chat_fraction = 1\.5 must be in \[0, 1\]"):
+        resolve_plan(None, mine, tmp_path, None, None, None, None)
