@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cognimamba.chat.format import normalize_tool, normalize_tool_calls
-from cognimamba.data import synthetic_chat, synthetic_tools
+from cognimamba.data import synthetic_chat, synthetic_functions, synthetic_tools
 from cognimamba.data.conversation import BadRecord, Conversation
 from cognimamba.data.sources import REGISTRY, NamedSource, read_json_records, register, stream_hub_dataset
 from cognimamba.errors import CogniError
@@ -28,7 +28,8 @@ from cognimamba.system.paths import cache_dir
 CHAT_FORMATS = ("alpaca", "sharegpt", "messages", "glaive")
 SYNTHETIC_TOOLS = "synthetic-tools"
 SYNTHETIC_CHAT = "synthetic-chat"  # the built-in tools of `cogni chat --enable-tools` (quickstart --chat)
-SYNTHETIC_SOURCES = (SYNTHETIC_TOOLS, SYNTHETIC_CHAT)
+SYNTHETIC_FUNCTIONS = "synthetic-functions"  # invented functions, a new set in every conversation
+SYNTHETIC_SOURCES = (SYNTHETIC_TOOLS, SYNTHETIC_CHAT, SYNTHETIC_FUNCTIONS)
 CHAT_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 register(NamedSource("alpaca", "tatsu-lab/alpaca", "", val_split=None, format="alpaca",
@@ -293,7 +294,7 @@ class ChatSource:
     path: Path | None = None
     system: str | None = None
     limit: int | None = None
-    count: int | None = None  # synthetic-tools only
+    count: int | None = None  # synthetic sources only
     seed: int = 0
 
     def identity(self) -> dict[str, Any]:
@@ -310,11 +311,7 @@ class ChatSource:
 
 def _generator(name: str) -> Any:
     """The module that writes a synthetic source's conversations (imported when used: it is rarely needed)."""
-    if name == SYNTHETIC_CHAT:
-
-        return synthetic_chat
-
-    return synthetic_tools
+    return {SYNTHETIC_CHAT: synthetic_chat, SYNTHETIC_FUNCTIONS: synthetic_functions}.get(name, synthetic_tools)
 
 
 def _check_json_file(path: Path) -> dict[str, Any]:

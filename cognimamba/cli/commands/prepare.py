@@ -13,7 +13,7 @@ from cognimamba.cli.commands.common import stderr, stdout
 def prepare_command(
     source: Annotated[str | None, typer.Argument(
         help="a named dataset (text: tinystories, tinyshakespeare, code; chat: alpaca, dolly, ultrachat, codealpaca, "
-             "glaive; or synthetic-tools, synthetic-chat) or a .txt/.json/.jsonl/.parquet file")] = None,
+             "glaive; or synthetic-tools, synthetic-chat, synthetic-functions) or a .txt/.json/.jsonl/.parquet file")] = None,
     val: Annotated[str | None, typer.Option("--val", help="held-out file for validation")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="hold out this fraction of documents")] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="BPE vocabulary size (default: the profile's)")] = None,
@@ -28,7 +28,7 @@ def prepare_command(
     format: Annotated[str | None, typer.Option("--format", help="chat format: alpaca|sharegpt|messages")] = None,
     mix: Annotated[str | None, typer.Option("--mix", help="chat mix: a:0.7,b:0.3 or mix.toml")] = None,
     system: Annotated[str | None, typer.Option("--system", help="system prompt for chats without one")] = None,
-    count: Annotated[int | None, typer.Option("--count", help="synthetic-tools / synthetic-chat conversations")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="conversations of a synthetic source")] = None,
 ) -> None:
     """Train or reuse a byte-level BPE tokenizer and write memory-mapped token shards.
 
