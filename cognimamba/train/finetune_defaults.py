@@ -20,13 +20,16 @@ from cognimamba.data.data_dir import DataDir
 # The context is long enough when at most this share of the conversations is trimmed or skipped.
 TOLERATED_OVER_CONTEXT = 0.05
 # The base's weights are already good: a third of the pretraining rate changes them without undoing them.
-FINETUNE_LR_FACTOR = 1 / 3
+# A `cpu` base is not: it has trained for minutes, and a short fine-tune on top of it learned far more at
+# two thirds of its rate and without dropout (held-out Glaive tool calls, benchmarks/README.md).
+DEFAULT_FINETUNE_LR_FACTOR = 1 / 3
+FINETUNE_LR_FACTOR = {"cpu": 2 / 3}
 # Adam's moments settle in fewer steps on trained weights; a long warmup would eat a short fine-tune.
 FINETUNE_WARMUP_FACTOR = 1 / 5
-# A chat data dir is small next to pretraining text and is seen many times: some dropout keeps the
-# model from memorising its replies (the cpu profile's pretraining value, 0.3, slows a short fine-tune).
-FINETUNE_DROPOUT = 0.1
-
+# A chat data dir is small next to pretraining text and is seen many times: on a GPU profile's hours some
+# dropout keeps the model from memorising its replies. In a `cpu` fine-tune of minutes it only slows learning.
+DEFAULT_FINETUNE_DROPOUT = 0.1
+FINETUNE_DROPOUT = {"cpu": 0.0}
 
 @dataclass
 class FineTuneChoice:
@@ -86,9 +89,10 @@ def choose_finetune_defaults(config: Config, data: DataDir, user_set: frozenset[
             choice.values.update(same_tokens_per_step(config, base_context, context, user_set))
     if lora:
         return choice  # adapters have their own rate and dropout (--lora-dropout)
-    for name, value in (("train.lr", profile.train.lr * FINETUNE_LR_FACTOR),
+    lr_factor = FINETUNE_LR_FACTOR.get(profile.profile, DEFAULT_FINETUNE_LR_FACTOR)
+    for name, value in (("train.lr", profile.train.lr * lr_factor),
                         ("train.warmup_steps", max(1, round(profile.train.warmup_steps * FINETUNE_WARMUP_FACTOR))),
-                        ("model.dropout", FINETUNE_DROPOUT)):
+                        ("model.dropout", FINETUNE_DROPOUT.get(profile.profile, DEFAULT_FINETUNE_DROPOUT))):
         if name not in user_set:
             choice.values[name] = value
     return choice

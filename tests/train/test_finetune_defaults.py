@@ -16,7 +16,10 @@ from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
 from cognimamba.train.entry import TrainOptions, train
 from cognimamba.train.finetune_defaults import (
+    DEFAULT_FINETUNE_DROPOUT,
+    DEFAULT_FINETUNE_LR_FACTOR,
     FINETUNE_DROPOUT,
+    FINETUNE_LR_FACTOR,
     TOLERATED_OVER_CONTEXT,
     apply_finetune_defaults,
     choose_finetune_defaults,
@@ -41,14 +44,22 @@ def test_the_context_grows_to_hold_the_conversations_and_a_step_keeps_its_tokens
     micro, accum = choice.values["train.micro_batch_size"], choice.values.get("train.grad_accum_steps", 1)
     assert (micro, accum * micro * context) == (4, 16 * 256)  # the base's tokens per step
     profile = get_profile("cpu").train
-    assert choice.values["train.lr"] == pytest.approx(profile.lr / 3)
+    assert choice.values["train.lr"] == pytest.approx(profile.lr * FINETUNE_LR_FACTOR["cpu"])
     assert choice.values["train.warmup_steps"] < profile.warmup_steps
-    assert choice.values["model.dropout"] == FINETUNE_DROPOUT
+    assert choice.values["model.dropout"] == FINETUNE_DROPOUT["cpu"]
     line = choice.describe()
     assert f"model.max_seq_len={context}" in line and "the profile allows up to 1024" in line
     assert "override any with --set" in line
     apply_finetune_defaults(config, choice)
     assert (config.model.max_seq_len, config.train.micro_batch_size) == (context, micro)
+
+
+def test_a_gpu_profile_fine_tunes_at_a_third_of_its_rate_with_dropout(chat_data: DataDir) -> None:
+    config = tiny_config("model.max_seq_len=256")
+    config.profile = "4gb"
+    values = choose_finetune_defaults(config, chat_data, frozenset(), lora=False).values
+    assert values["train.lr"] == pytest.approx(get_profile("4gb").train.lr * DEFAULT_FINETUNE_LR_FACTOR)
+    assert values["model.dropout"] == DEFAULT_FINETUNE_DROPOUT > FINETUNE_DROPOUT["cpu"]
 
 
 def test_the_shortest_context_that_holds_nearly_every_conversation_wins(chat_data: DataDir,
@@ -96,6 +107,6 @@ def test_a_fine_tune_with_nothing_set_says_what_it_chose(tiny_run: Path, chat_da
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     chosen = saved["finetune_defaults"]
     assert saved["model"]["max_seq_len"] == chosen["model.max_seq_len"] > 64
-    assert saved["model"]["dropout"] == FINETUNE_DROPOUT and saved["train"]["lr"] == chosen["train.lr"]
+    assert saved["model"]["dropout"] == FINETUNE_DROPOUT["cpu"] and saved["train"]["lr"] == chosen["train.lr"]
     text = log.getvalue()
     assert "fine-tuning defaults: model.max_seq_len=" in text and "chat windows: 54 conversations" in text
