@@ -85,8 +85,8 @@ def test_the_tokenizer_sample_takes_the_chat_fraction_from_the_chat_data(tmp_pat
                         .replace("sample_chars = 4000000", "sample_chars = 8000"))
         plans[fraction] = resolve_plan(None, mine, tmp_path, [str(text)], ["synthetic-tools@1"], None, None)
     samples = {fraction: list(tokenizer_sample(plan)) for fraction, plan in plans.items()}
-    chat_chars = {fraction: sum(len(t) for t in sample if "<|im_start|>" in t) for fraction, sample in samples.items()}
-    story_chars = {fraction: sum(len(t) for t in sample if t.startswith("Once")) for fraction, sample in samples.items()}
+    chat_chars = {key: sum(len(t) for t in sample if "<|im_start|>" in t) for key, sample in samples.items()}
+    story_chars = {key: sum(len(t) for t in sample if t.startswith("Once")) for key, sample in samples.items()}
     assert chat_chars[0.0] == 0 and story_chars[1.0] == 0  # a TinyStories-only tokenizer, or a chat-only one
     assert 4000 <= chat_chars[0.5] < 6000 and 4000 <= story_chars[0.5] < 4100
     assert "tokenizer_chat_fraction" not in plans[0.5].identity()  # the default leaves older runs resumable
