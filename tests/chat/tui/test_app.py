@@ -47,6 +47,15 @@ async def ready(app: ChatApp, pilot) -> None:
     assert app.source is not None
 
 
+async def steady_cursors(app: ChatApp, pilot) -> None:
+    """Snapshots draw the focused field's cursor: a blinking one is hidden on every other half second, and a slow
+    host reaches the snapshot in either phase."""
+    for widget in app.screen.query("*"):
+        if hasattr(widget, "cursor_blink"):
+            widget.cursor_blink = False
+    await pilot.pause()
+
+
 async def send(app: ChatApp, pilot, text: str, wait: bool = True) -> None:
     app.query_one(PromptInput).focus()
     app.query_one(PromptInput).load_text(text)
@@ -393,6 +402,7 @@ def test_snapshot_new_chat(snap_compare, tmp_path: Path):
 
     async def run_before(pilot) -> None:
         await ready(app, pilot)
+        await steady_cursors(app, pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -403,6 +413,7 @@ def test_snapshot_reopened_chat_with_tool_calls(snap_compare, tmp_path: Path):
 
     async def run_before(pilot) -> None:
         await ready(app, pilot)
+        await steady_cursors(app, pilot)
 
     assert snap_compare(app, terminal_size=(110, 48), run_before=run_before)
 
@@ -415,6 +426,7 @@ def test_snapshot_settings_screen(snap_compare, tmp_path: Path, settings):
         await ready(app, pilot)
         await pilot.press("f4")
         await pilot.pause()
+        await steady_cursors(app, pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

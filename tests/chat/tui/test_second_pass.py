@@ -17,7 +17,7 @@ from cognimamba.chat.tui.prompt_input import PromptInput
 from cognimamba.chat.tui.sidebar import Sidebar
 from cognimamba.chat.tui.status_line import fit_parts
 from tests.chat.scripts import ScriptedSource
-from tests.chat.tui.test_app import SIZE, in_event_loop, make_app, ready, send, wait_for
+from tests.chat.tui.test_app import SIZE, in_event_loop, make_app, ready, send, steady_cursors, wait_for
 
 
 @in_event_loop
@@ -235,6 +235,7 @@ def test_snapshot_dialogs_keep_their_buttons_in_small_terminals(snap_compare, tm
         await ready(app, pilot)
         await pilot.press(key)
         await pilot.pause()
+        await steady_cursors(app, pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
