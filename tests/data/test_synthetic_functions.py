@@ -6,21 +6,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from cognimamba.chat.format import parse_assistant, render_conversation, render_segments
+from cognimamba.chat.format import render_segments
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
 from cognimamba.data.synthetic_functions import SUBJECTS, generate_conversations
+from tests.data.test_synthetic_tools import assert_calls_parse_back, assert_seeded
 
 JSON_TYPES = {"string": str, "integer": int, "number": int | float, "array": list}
 
 
-def rendered(count: int, seed: int) -> list[str]:
-    return [render_conversation(c.messages, c.tools) for c in generate_conversations(count, seed=seed)]
-
-
 def test_same_seed_same_conversations() -> None:
-    assert rendered(50, seed=3) == rendered(50, seed=3)
-    assert rendered(50, seed=3) != rendered(50, seed=4)
-    assert rendered(20, seed=3) == rendered(50, seed=3)[:20]  # a longer run extends a shorter one
+    assert_seeded(generate_conversations)
 
 
 def said(value: object) -> str:
@@ -72,14 +67,7 @@ def test_no_fit_requests_ask_for_something_not_offered() -> None:
 
 
 def test_rendered_calls_parse_back() -> None:
-    for conversation in generate_conversations(100, seed=2):
-        for message in conversation.messages:
-            if message["role"] == "assistant":
-                text = render_conversation([message]).split("assistant\n", 1)[1].removesuffix("<|im_end|>\n")
-                parsed = parse_assistant(text, known_tools={tool["name"] for tool in conversation.tools or []})
-                assert parsed.ok
-                assert [(c.name, c.arguments) for c in parsed.tool_calls] == \
-                    [(c["name"], c["arguments"]) for c in message.get("tool_calls") or []]
+    assert_calls_parse_back(generate_conversations(100, seed=2))
 
 
 def test_is_a_chat_source_by_name() -> None:

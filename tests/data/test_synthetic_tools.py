@@ -6,11 +6,13 @@ import ast
 import json
 import operator
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cognimamba.chat.format import parse_assistant, render_conversation, render_segments
+from cognimamba.data.conversation import Conversation
 from cognimamba.data.synthetic_tools import TOOLS, UNITS, generate_conversations
 from tests.conftest import run_cli
 
@@ -25,14 +27,31 @@ def arithmetic(node: ast.expr) -> float:
     return OPERATORS[type(node.op)](arithmetic(node.left), arithmetic(node.right))
 
 
-def rendered(count: int, seed: int) -> list[str]:
-    return [render_conversation(c.messages, c.tools) for c in generate_conversations(count, seed=seed)]
+def assert_seeded(generate: Callable[..., Iterator[Conversation]]) -> None:
+    """The same (count, seed) gives the same conversations, another seed others, and a longer run extends a
+    shorter one."""
+    def rendered(count: int, seed: int) -> list[str]:
+        return [render_conversation(c.messages, c.tools) for c in generate(count, seed=seed)]
+
+    assert rendered(50, seed=3) == rendered(50, seed=3)
+    assert rendered(50, seed=3) != rendered(50, seed=4)
+    assert rendered(20, seed=3) == rendered(50, seed=3)[:20]
+
+
+def assert_calls_parse_back(conversations: Iterable[Conversation]) -> None:
+    """Every rendered assistant turn parses back to the calls it was written from."""
+    for conversation in conversations:
+        for message in conversation.messages:
+            if message["role"] == "assistant":
+                text = render_conversation([message]).split("assistant\n", 1)[1].removesuffix("<|im_end|>\n")
+                parsed = parse_assistant(text, known_tools={tool["name"] for tool in conversation.tools or []})
+                assert parsed.ok
+                assert [(c.name, c.arguments) for c in parsed.tool_calls] == \
+                    [(c["name"], c["arguments"]) for c in message.get("tool_calls") or []]
 
 
 def test_same_seed_same_conversations() -> None:
-    assert rendered(50, seed=3) == rendered(50, seed=3)
-    assert rendered(50, seed=3) != rendered(50, seed=4)
-    assert rendered(20, seed=3) == rendered(50, seed=3)[:20]  # a longer run extends a shorter one
+    assert_seeded(generate_conversations)
 
 
 def test_calls_use_offered_tools_with_valid_arguments() -> None:
@@ -88,14 +107,7 @@ def test_tool_results_are_right_and_answers_use_them() -> None:
 
 
 def test_rendered_calls_parse_back() -> None:
-    for conversation in generate_conversations(100, seed=2):
-        for message in conversation.messages:
-            if message["role"] == "assistant":
-                text = render_conversation([message]).split("assistant\n", 1)[1].removesuffix("<|im_end|>\n")
-                parsed = parse_assistant(text, known_tools={tool["name"] for tool in conversation.tools or []})
-                assert parsed.ok
-                assert [(c.name, c.arguments) for c in parsed.tool_calls] == \
-                    [(c["name"], c["arguments"]) for c in message.get("tool_calls") or []]
+    assert_calls_parse_back(generate_conversations(100, seed=2))
 
 
 @pytest.mark.slow
