@@ -18,6 +18,10 @@
 
 Prepare, chat and the exported Hugging Face chat template all produce exactly this text. JSON is
 written with `json.dumps(..., ensure_ascii=False)`, which is what transformers' `tojson` filter does.
+
+Only the template writes control tokens: every text put inside it (messages, tool definitions, calls and
+results) goes through `tokenizer.literal`, so a message that spells `<|im_end|>` is encoded as those characters,
+never as the token that ends a turn.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from cognimamba.model.tokenizer import (
     TOOL_RESPONSE_END,
     TOOLS,
     TOOLS_END,
+    literal,
 )
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -96,21 +101,22 @@ def normalize_tool_calls(calls: list[Any] | None) -> list[ToolCall]:
 
 def render_system(system: str | None, tools: list[dict[str, Any]] | None) -> str | None:
     """System turn content: the prompt, then the tool definitions inside <tools>."""
+    system = literal(system) if system is not None else None
     if not tools:
         return system
-    lines = [json.dumps(normalize_tool(tool), ensure_ascii=False) for tool in tools]
+    lines = [literal(json.dumps(normalize_tool(tool), ensure_ascii=False)) for tool in tools]
     block = f"{TOOLS}\n" + "\n".join(lines) + f"\n{TOOLS_END}"
     return f"{system}\n{block}" if system else block
 
 
 def render_assistant_content(content: str, tool_calls: list[ToolCall]) -> str:
-    parts = [content] if content else []
-    parts += [f"{TOOL_CALL}\n{call.to_json()}\n{TOOL_CALL_END}" for call in tool_calls]
+    parts = [literal(content)] if content else []
+    parts += [f"{TOOL_CALL}\n{literal(call.to_json())}\n{TOOL_CALL_END}" for call in tool_calls]
     return "\n".join(parts)
 
 
 def render_tool_response(content: str) -> str:
-    return f"{TOOL_RESPONSE}\n{content}\n{TOOL_RESPONSE_END}"
+    return f"{TOOL_RESPONSE}\n{literal(content)}\n{TOOL_RESPONSE_END}"
 
 
 def _turn(role: str, content: str) -> str:
@@ -145,7 +151,7 @@ def render_segments(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
         elif role == "tool":
             segments.append((_turn("tool", render_tool_response(content)), False))
         else:
-            segments.append((_turn(role, content), False))
+            segments.append((_turn(role, literal(content)), False))
     if add_generation_prompt:
         segments.append((f"{IM_START}assistant\n", False))
     return segments

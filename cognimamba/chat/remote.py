@@ -2,7 +2,8 @@
 
 A session hands its source the rendered ChatML prompt (chat.format). A chat-completions server wants
 messages instead, so `prompt_messages` reads the prompt back into them (the rendering is lossless for the
-conversations a session builds), and the reply's tool calls come back rendered as `<tool_call>` blocks, so
+conversations a session builds; it splits only at the control tokens the template wrote, so a message that
+spells `<|im_end|>` stays one message), and the reply's tool calls come back rendered as `<tool_call>` blocks, so
 the session parses, shows and (when enabled) runs them exactly as with a local model.
 
 There is no tokenizer on this side: `count_tokens` estimates (see CHARS_PER_TOKEN) for the session's
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from cognimamba.chat.format import parse_assistant
+from cognimamba.chat.format import parse_tool_call
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import GenerationStats
@@ -35,6 +35,7 @@ from cognimamba.model.tokenizer import (
     TOOL_RESPONSE_END,
     TOOLS,
     TOOLS_END,
+    split_controls,
 )
 
 # A deliberate overestimate of tokens per character (BPE vocabularies of 4k-150k give 3-4.5 characters per
@@ -45,8 +46,42 @@ DEFAULT_CONTEXT = 4096  # when the server does not say
 CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window")
 FINISH_TO_STOP_REASON = {"stop": "stop_token", "tool_calls": "stop_token", "length": "max_new_tokens"}
 
-_TURN = re.compile(re.escape(IM_START) + r"(\w+)\n(.*?)" + re.escape(IM_END) + r"\n", re.DOTALL)
-_TOOLS_BLOCK = re.compile(r"(?:^|\n)" + re.escape(TOOLS) + r"\n(.*)\n" + re.escape(TOOLS_END) + r"$", re.DOTALL)
+Turn = list[tuple[str, bool]]  # a turn's pieces between <|im_start|> and <|im_end|>: (text, is_control)
+
+
+def _turns(prompt: str) -> list[Turn]:
+    """The prompt's closed turns, split only at the control tokens the template wrote (not at spellings in text)."""
+    turns: list[Turn] = []
+    current: Turn | None = None
+    for index, piece in enumerate(split_controls(prompt)):
+        if index % 2 and piece == IM_START:
+            current = []
+        elif index % 2 and piece == IM_END:
+            if current is not None:
+                turns.append(current)
+            current = None
+        elif current is not None:
+            current.append((piece, bool(index % 2)))
+    return turns
+
+
+def _inside(pieces: Turn, opening: str, closing: str) -> tuple[list[str], list[str]]:
+    """The texts between `opening` and `closing` control tokens, and the texts outside them."""
+    inside: list[str] = []
+    outside: list[str] = []
+    depth = 0
+    for text, control in pieces:
+        if control:
+            depth = 1 if text == opening else 0 if text == closing else depth
+        elif depth:
+            inside.append(text)
+        else:
+            outside.append(text)
+    return inside, outside
+
+
+def _joined(texts: list[str]) -> str:
+    return "\n".join(text.strip("\n") for text in texts if text.strip()).strip()
 
 
 def prompt_messages(prompt: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -54,30 +89,35 @@ def prompt_messages(prompt: str) -> tuple[list[dict[str, Any]], list[dict[str, A
     messages: list[dict[str, Any]] = []
     tools: list[dict[str, Any]] = []
     open_ids: list[str] = []  # ids of the latest assistant's calls, answered in order by tool turns
-    for number, match in enumerate(_TURN.finditer(prompt)):
-        role, content = match.group(1), match.group(2)
+    for number, pieces in enumerate(_turns(prompt)):
+        if not pieces:
+            continue
+        role, _, first = pieces[0][0].partition("\n")
+        pieces = [(first, False), *pieces[1:]]
         if role == "system":
-            block = _TOOLS_BLOCK.search(content)
-            if block:
-                tools = [json.loads(line) for line in block.group(1).splitlines() if line.strip()]
-                content = content[:block.start()]
+            definitions, outside = _inside(pieces, TOOLS, TOOLS_END)
+            tools = [json.loads(line) for text in definitions for line in text.splitlines() if line.strip()]
+            content = "".join(outside)
+            content = content.removesuffix("\n") if definitions else content
             if content:
                 messages.append({"role": "system", "content": content})
         elif role == "assistant":
-            reply = parse_assistant(content)
-            open_ids = [f"call_{number}_{index}" for index in range(len(reply.tool_calls))]
-            message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-            if reply.tool_calls:
+            bodies, outside = _inside(pieces, TOOL_CALL, TOOL_CALL_END)
+            calls = [parse_tool_call(body.strip())[0] for body in bodies]
+            calls = [call for call in calls if call is not None]
+            open_ids = [f"call_{number}_{index}" for index in range(len(calls))]
+            message: dict[str, Any] = {"role": "assistant", "content": _joined(outside)}
+            if calls:
                 message["tool_calls"] = [{"id": call_id, "type": "function", "function": {
                     "name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
-                    for call_id, call in zip(open_ids, reply.tool_calls, strict=True)]
+                    for call_id, call in zip(open_ids, calls, strict=True)]
             messages.append(message)
         elif role == "tool":
-            body = content.removeprefix(f"{TOOL_RESPONSE}\n").removesuffix(f"\n{TOOL_RESPONSE_END}")
+            body = "".join(_inside(pieces, TOOL_RESPONSE, TOOL_RESPONSE_END)[0])
             messages.append({"role": "tool", "tool_call_id": open_ids.pop(0) if open_ids else f"call_{number}",
-                             "content": body})
+                             "content": body.removeprefix("\n").removesuffix("\n")})
         else:
-            messages.append({"role": role, "content": content})
+            messages.append({"role": role, "content": "".join(text for text, _ in pieces)})
     return messages, tools
 
 

@@ -22,7 +22,7 @@ from cognimamba.data.synthetic_stories import STORY_SEPARATOR, write_story_corpu
 from cognimamba.evaluation.chat_eval import eval_chat_turns
 from cognimamba.evaluation.checks import ModelReport, test_model
 from cognimamba.evaluation.tool_eval import load_eval_conversations
-from cognimamba.model.tokenizer import TOKENIZER_SPLIT, train_tokenizer
+from cognimamba.model.tokenizer import TOKENIZER_SPLIT, train_tokenizer, unmark
 from cognimamba.runs.loading import load_run
 from cognimamba.system.console import make_progress
 from cognimamba.system.fileio import atomic_write_text
@@ -88,8 +88,8 @@ def _chat_tokenizer(conversations: int, console: Console) -> Path:
     path = cache_dir() / "quickstart" / (f"chat-tokenizer-g{GENERATOR_VERSION}-{conversations}-v{CHAT_VOCAB}"
                                            f"-{TOKENIZER_SPLIT}.json")
     if not path.is_file():
-        texts = (render_conversation(c.messages, c.tools) for c in generate_conversations(conversations,
-                                                                                         CHAT_TRAIN_SEED))
+        texts = (unmark(render_conversation(c.messages, c.tools))
+                 for c in generate_conversations(conversations, CHAT_TRAIN_SEED))
         tokenizer = train_tokenizer(texts, CHAT_VOCAB, length=conversations)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, tokenizer.to_str())

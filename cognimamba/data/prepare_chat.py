@@ -48,7 +48,14 @@ from cognimamba.data.data_dir import (
 )
 from cognimamba.data.prepare import PrepareResult, check_split_sizes, check_val_fraction, choose_held_out
 from cognimamba.errors import CogniError
-from cognimamba.model.tokenizer import END_OF_TEXT, IM_START, load_tokenizer, special_id, tokenizer_hash
+from cognimamba.model.tokenizer import (
+    END_OF_TEXT,
+    IM_START,
+    encode_batch,
+    load_tokenizer,
+    special_id,
+    tokenizer_hash,
+)
 from cognimamba.system.console import make_progress
 from cognimamba.system.paths import prepared_corpus_dir
 
@@ -171,12 +178,12 @@ def _encode_many(tokenizer: Tokenizer, conversations: list[Conversation]) -> lis
         except (ValueError, KeyError, TypeError) as error:
             raise CogniError(f"a conversation could not be rendered ({error})") from error
     texts = [text for segments in rendered for text, _ in segments]
-    encodings = iter(tokenizer.encode_batch(texts, add_special_tokens=False))
+    encodings = iter(encode_batch(tokenizer, texts))
     results = []
     for segments in rendered:
         encoded = EncodedConversation([], [], [])
         for text, trained in segments:
-            piece = next(encodings).ids
+            piece = next(encodings)
             if text.startswith(USER_TURN):
                 encoded.turn_offsets.append(len(encoded.ids))
             encoded.ids += piece

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -79,8 +81,86 @@ def tokenizer_hash(tokenizer: Tokenizer) -> str:
     return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
 
 
+# Text the model's owner did not write (messages, tool results and definitions, files, completion prompts) can
+# spell a special token. `literal` marks each such spelling, and `encode` gives control ids only for the unmarked
+# ones the template wrote: llama.cpp's parse_special=false for user text. The mark is U+FDD0, a Unicode
+# noncharacter (reserved for a program's internal use, so it stands for nothing a user means); a mark already in
+# the text is marked too, so every text round-trips through `literal` and `unmark`.
+LITERAL_MARK = "\ufdd0"
+_SPECIAL_SPELLINGS = "|".join(re.escape(token) for token in sorted(SPECIAL_TOKENS, key=len, reverse=True))
+_MARKABLE = re.compile(f"{LITERAL_MARK}|{_SPECIAL_SPELLINGS}")
+# group 1: a marked spelling (plain text); group 2: an unmarked special token (a control id)
+_PIECES = re.compile(f"{LITERAL_MARK}({LITERAL_MARK}|{_SPECIAL_SPELLINGS})|({_SPECIAL_SPELLINGS})")
+_PLAIN_TEXT_TOKENIZERS: weakref.WeakKeyDictionary[Tokenizer, Tokenizer] = weakref.WeakKeyDictionary()
+
+
+def literal(text: str) -> str:
+    """Untrusted text as the template embeds it: any special-token spelling in it stays plain text."""
+    return _MARKABLE.sub(lambda match: LITERAL_MARK + match.group(0), text)
+
+
+def unmark(text: str) -> str:
+    """Rendered text as a person reads it (and as `decode` gives it back): the marks `literal` added removed."""
+    return _PIECES.sub(lambda match: match.group(1) or match.group(2), text)
+
+
+def _plain_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy that encodes special-token spellings as ordinary text; one per tokenizer, made on first use."""
+    plain = _PLAIN_TEXT_TOKENIZERS.get(tokenizer)
+    if plain is None:
+        plain = Tokenizer.from_str(tokenizer.to_str())
+        plain.encode_special_tokens = True
+        _PLAIN_TEXT_TOKENIZERS[tokenizer] = plain
+    return plain
+
+
+def split_controls(text: str) -> list[str]:
+    """Plain-text chunks (marks removed) at even indices, the unmarked special tokens between them at odd ones."""
+    pieces: list[str] = []
+    chunk: list[str] = []
+    position = 0
+    for match in _PIECES.finditer(text):
+        chunk.append(text[position:match.start()])
+        position = match.end()
+        if match.group(1) is not None:
+            chunk.append(match.group(1))
+            continue
+        pieces += ["".join(chunk), match.group(2)]
+        chunk = []
+    chunk.append(text[position:])
+    pieces.append("".join(chunk))
+    return pieces
+
+
+def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of rendered texts: only unmarked spellings of SPECIAL_TOKENS become control ids.
+
+    Special tokens split the text exactly where the tokenizer's own parsing splits it, so text without marks
+    encodes to the same ids as `tokenizer.encode`; any other special token the tokenizer knows (an imported
+    tokenizer's own) is plain text, since no template here writes it.
+    """
+    split = [split_controls(text) for text in texts]
+    chunks = [piece for pieces in split for index, piece in enumerate(pieces) if index % 2 == 0 and piece]
+    encoded = iter(_plain_text_tokenizer(tokenizer).encode_batch(chunks, add_special_tokens=False))
+    results = []
+    for pieces in split:
+        ids: list[int] = []
+        for index, piece in enumerate(pieces):
+            if index % 2:
+                ids.append(special_id(tokenizer, piece))
+            elif piece:
+                ids += next(encoded).ids
+        results.append(ids)
+    return results
+
+
 def encode(tokenizer: Tokenizer, text: str) -> list[int]:
-    return tokenizer.encode(text, add_special_tokens=False).ids
+    return encode_batch(tokenizer, [text])[0]
+
+
+def encode_plain(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of text that is all data (a completion prompt, a document): no spelling becomes a control id."""
+    return encode(tokenizer, literal(text))
 
 
 def decode(tokenizer: Tokenizer, ids: Iterable[int]) -> str:

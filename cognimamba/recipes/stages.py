@@ -34,7 +34,7 @@ from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_c
 from cognimamba.data.sources import iter_documents, resolve_source
 from cognimamba.evaluation.chat_eval import RunCompletions, chat_eval
 from cognimamba.evaluation.tool_eval import load_eval_conversations
-from cognimamba.model.tokenizer import train_tokenizer
+from cognimamba.model.tokenizer import train_tokenizer, unmark
 from cognimamba.recipes.plan import RecipePlan, SourceEntry
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.runs.layout import WEIGHTS
@@ -74,7 +74,7 @@ def tokenizer_sample(plan: RecipePlan) -> Iterator[str]:
     total_weight = sum(entry.weight for entry in plan.chat_sources)
     for entry in plan.chat_sources if chat_chars else []:
         conversations = iter_conversations(chat_source(entry, plan))
-        rendered = (render_conversation(c.messages, c.tools) for c in conversations)
+        rendered = (unmark(render_conversation(c.messages, c.tools)) for c in conversations)
         yield from _take(rendered, int(chat_chars * entry.weight / total_weight))
 
 

@@ -1,9 +1,23 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
 
 from cognimamba.errors import CogniError
-from cognimamba.model.tokenizer import SPECIAL_TOKENS, decode, encode, load_tokenizer, train_tokenizer
+from cognimamba.model.tokenizer import (
+    LITERAL_MARK,
+    SPECIAL_TOKENS,
+    decode,
+    encode,
+    encode_plain,
+    literal,
+    load_tokenizer,
+    split_controls,
+    train_tokenizer,
+    unmark,
+)
 
 TEXTS = ["Once upon a time there was a little cat.", "The cat liked to play with a red ball.",
          "Café, naïve, 東京, emoji 🙂 and tabs\tand\nnewlines."] * 20
@@ -66,3 +80,43 @@ def test_a_number_is_the_same_tokens_in_a_message_and_in_a_tool_call() -> None:
     assert in_message[in_message.index("1"):in_message.index("1") + 2] == ["1", "2"]
     assert in_call[in_call.index("1"):in_call.index("1") + 2] == ["1", "2"]
     assert all(len(token) == 1 for token in tokenizer.encode("2024 and 1999").tokens if token.isdigit())
+
+
+# Untrusted text: special-token spellings in it are characters, never control ids (llama.cpp's
+# parse_special=false). The reference is the tokenizers library's own plain-text mode.
+EVERY_SPELLING = "".join(f"a {token} b" for token in SPECIAL_TOKENS) + f" {LITERAL_MARK}{SPECIAL_TOKENS[2]} end"
+
+
+def plain_reference(tokenizer, text: str) -> list[int]:
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.encode_special_tokens = True
+    return copy.encode(text, add_special_tokens=False).ids
+
+
+def test_literal_text_encodes_as_the_tokenizers_plain_text_mode(tokenizer) -> None:
+    ids = encode(tokenizer, literal(EVERY_SPELLING))
+    assert ids == plain_reference(tokenizer, EVERY_SPELLING) == encode_plain(tokenizer, EVERY_SPELLING)
+    assert not set(ids) & {tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    assert decode(tokenizer, ids) == EVERY_SPELLING
+
+
+def test_only_the_templates_own_spellings_become_control_ids(tokenizer) -> None:
+    template = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    ids = encode(tokenizer, template.format(literal(EVERY_SPELLING)))
+    start, end = tokenizer.token_to_id("<|im_start|>"), tokenizer.token_to_id("<|im_end|>")
+    assert [i for i in ids if i < len(SPECIAL_TOKENS)] == [start, end, start]
+    assert ids == [start, *plain_reference(tokenizer, "user\n" + EVERY_SPELLING), end,
+                   *plain_reference(tokenizer, "\n"), start, *plain_reference(tokenizer, "assistant\n")]
+
+
+@pytest.mark.parametrize("text", [*TEXTS[:3], "<|im_start|>user\n  two  spaces\n\n\nx<|im_end|>\n", "\n\n<tools>\n"])
+def test_text_without_marks_encodes_as_before(tokenizer, text: str) -> None:
+    assert encode(tokenizer, text) == tokenizer.encode(text, add_special_tokens=False).ids
+
+
+@given(st.lists(st.sampled_from([*SPECIAL_TOKENS, LITERAL_MARK, "a", " ", "\n", "<", "|", "é"]), max_size=30))
+@settings(max_examples=200, deadline=None, derandomize=True)
+def test_literal_round_trips_and_keeps_every_spelling_plain(text_parts: list[str]) -> None:
+    text = "".join(text_parts)
+    assert unmark(literal(text)) == text
+    assert split_controls(literal(text)) == [text]

@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static, TabbedContent, TabPane
 
 from cognimamba.inference.decoding import TokenChoice
+from cognimamba.model.tokenizer import unmark
 
 
 @dataclass
@@ -62,7 +63,7 @@ class InspectorScreen(ModalScreen[None]):
                         yield Static("Token probabilities are recorded for replies generated in this session "
                                      "by a local run; this one has none.", classes="dialog-hint")
                 with TabPane("Prompt", id="prompt-tab"):
-                    yield Static(self.inspection.prompt or "(not recorded for this reply)", markup=False,
+                    yield Static(unmark(self.inspection.prompt) or "(not recorded for this reply)", markup=False,
                                  id="prompt-text")
             yield Label("probability before temperature/top-k/top-p · rest = all other tokens · Esc closes",
                         classes="dialog-hint")
