@@ -6,7 +6,8 @@ use one history file at once: writers wait for each other (busy timeout) instead
 
 What people type into a chat is private, so, as shells and ssh do with theirs, the history is made for
 its user alone: missing directories are created 0700 and a new database 0600 (SQLite gives its -wal and
--shm files the database's permissions). Directories and files that already exist keep what they have.
+-shm files the database's permissions). Directories that already exist keep what they have; a database from
+before histories were made private is tightened to 0600 when opened, and `notice` says so once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from cognimamba.system.paths import user_data_dir
 SCHEMA_VERSION = 1
 HISTORY_FILE = "history.sqlite3"
 BUSY_TIMEOUT_MS = 15_000
+PRIVATE_MODE = 0o600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chats (
@@ -91,6 +94,7 @@ class HistoryStore:
         except OSError as error:
             raise CogniError(f"{self.path}: cannot create the chat history ({error.strerror or error}); "
                              "pass another --history-db") from error
+        self.notice: str | None = _make_private(self.path)  # one line for the front end to show
         self._lock = threading.Lock()  # the TUI reads from its workers too; sqlite3 connections are not thread-safe
         try:
             # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE takes the write lock up front,
@@ -237,6 +241,25 @@ def _create_private_file(path: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _make_private(path: Path) -> str | None:
+    """Tighten a database that others may read (made before new ones were 0600), with its -wal and -shm files,
+    before SQLite opens it; the notice saying so, or None. A file the user does not own is left as it is."""
+    if os.name != "posix":
+        return None  # mode bits are POSIX's; Windows keeps who may read a file in its ACLs
+    previous = None
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(PRIVATE_MODE)
+                previous = mode if previous is None else previous
+        except OSError:
+            continue  # absent (no -wal yet), or someone else's
+    if previous is None:
+        return None
+    return f"{path}: the chat history was readable by others ({previous:04o}); made it private ({PRIVATE_MODE:04o})"
 
 
 def _object(text: str) -> dict[str, Any]:

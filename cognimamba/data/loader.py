@@ -101,16 +101,28 @@ class TokenWindows:
         return FitCounts.of(self.bounds, seq_len + 1) if self.bounds is not None else None
 
     def check_fits(self, seq_len: int) -> None:
+        """The windows random_batch reads: whole conversations, or (text, data.chat_windows = random) any slice."""
         if self.aligned:
-            if len(self._packing(seq_len).usable) == 0:
-                shortest = int(np.min(self.bounds.ends - self.bounds.starts))
-                raise CogniError(f"{self.where}: no conversation fits a window of {seq_len} tokens, even keeping "
-                                 f"only its system turn and last turn (the shortest has {shortest} tokens); "
-                                 "use a longer model.max_seq_len (and data.seq_len_warmup stages)")
-            return
-        if len(self.tokens) < seq_len + 1:
+            self.check_conversations_fit(seq_len)
+        elif len(self.tokens) < seq_len + 1:
             raise CogniError(f"{self.where}: {len(self.tokens)} tokens is smaller than one sequence of "
                              f"{seq_len + 1}; use more text or a shorter model.max_seq_len")
+
+    def check_evaluation_fits(self, seq_len: int) -> None:
+        """The windows eval_batches and full_pass read: chat data is evaluated in whole conversations even when
+        it trains at random offsets, so a random-offset run needs a conversation that fits, or it never validates."""
+        if self.bounds is not None:
+            self.check_conversations_fit(seq_len)
+        else:
+            self.check_fits(seq_len)
+
+    def check_conversations_fit(self, seq_len: int) -> None:
+        assert self.bounds is not None
+        if len(self._packing(seq_len).usable) == 0:
+            shortest = int(np.min(self.bounds.ends - self.bounds.starts))
+            raise CogniError(f"{self.where}: no conversation fits a window of {seq_len} tokens, even keeping "
+                             f"only its system turn and last turn (the shortest has {shortest} tokens); "
+                             "use a longer model.max_seq_len (and data.seq_len_warmup stages)")
 
     def _gather(self, offsets: np.ndarray, seq_len: int,
                 device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +172,7 @@ class TokenWindows:
     def eval_batches(self, num_batches: int, batch_size: int, seq_len: int,
                      device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Evenly spaced windows: the same ones at every eval, so val losses compare."""
-        self.check_fits(seq_len)
+        self.check_evaluation_fits(seq_len)
         count = num_batches * batch_size
         if self.bounds is not None:
             windows = self._packing(seq_len).in_order()
@@ -178,7 +190,7 @@ class TokenWindows:
         """Every token once: non-overlapping windows (the last may be shorter); for chat data, every
         conversation once, in packed windows that start at conversation starts."""
         if self.bounds is not None:
-            self.check_fits(seq_len)
+            self.check_evaluation_fits(seq_len)
             windows = self._packing(seq_len).in_order()
             for start in range(0, len(windows), batch_size):
                 yield self._gather_packed(windows[start:start + batch_size], seq_len, device)

@@ -28,7 +28,7 @@ from rich.progress import Progress
 from tokenizers import Tokenizer
 
 from cognimamba.chat.format import render_conversation
-from cognimamba.config.schema import GenerationConfig
+from cognimamba.config.schema import MIN_SAMPLING_TEMPERATURE, GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.evaluation.harness_results import summarize
 from cognimamba.inference.decoding import Decoder
@@ -170,8 +170,9 @@ class RunLM(TemplateLM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """One request at a time through the decoding engine; the prompt cut from the left to leave room."""
         texts = []
+        temperatures = [sampling_temperature(request) for request in requests]  # all checked before any generates
         task = self.progress.add_task("generate_until", total=len(requests)) if self.progress else None
-        for request in requests:
+        for request, temperature in zip(requests, temperatures, strict=True):
             context, gen_kwargs = request.args
             settings = normalize_gen_kwargs(gen_kwargs, DEFAULT_MAX_GEN_TOKENS)
             stop = handle_stop_sequences(settings.get("until"), eos=IM_END)
@@ -180,7 +181,6 @@ class RunLM(TemplateLM):
             # generation budget keeps half its context for the prompt rather than none.
             room = max(self.max_length - max_new_tokens, self.max_length // 2)
             prompt_ids = self.tok_encode(context)[-room:] or [self.prefix_token_id]
-            temperature = float(settings.get("temperature", 0.0)) if settings.get("do_sample") else 0.0
             text = self.continue_text(prompt_ids, max_new_tokens, list(stop), temperature)
             texts.append(postprocess_generated_text(text, stop=stop, think_end_token=None))
             if self.progress is not None and task is not None:
@@ -229,6 +229,18 @@ class HarnessOptions:
         return {"tasks": self.tasks, "num_fewshot": self.num_fewshot, "limit": self.limit,
                 "batch_size": self.batch_size, "include_path": str(self.include_path) if self.include_path else None,
                 "apply_chat_template": self.apply_chat_template}
+
+
+def sampling_temperature(request: Instance) -> float:
+    """The temperature a task's gen_kwargs sample at (0: greedy, as lm-eval reads do_sample), refused where chat
+    refuses generation.temperature: below MIN_SAMPLING_TEMPERATURE the logits overflow when divided by it."""
+    settings = normalize_gen_kwargs(request.args[1], DEFAULT_MAX_GEN_TOKENS)
+    temperature = float(settings.get("temperature", 0.0)) if settings.get("do_sample") else 0.0
+    if temperature < 0 or 0 < temperature < MIN_SAMPLING_TEMPERATURE:
+        task = request.task_name or "a generation task"
+        raise CogniError(f"{task}: gen_kwargs temperature = {temperature:g} is too small to sample with; use 0 for "
+                         f"greedy decoding or at least {MIN_SAMPLING_TEMPERATURE}")
+    return temperature
 
 
 def task_manager(options: HarnessOptions) -> TaskManager:

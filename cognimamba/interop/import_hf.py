@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tokenizers import AddedToken, Tokenizer
 
-from cognimamba.config.schema import Config, GenerationConfig, validate
+from cognimamba.config.schema import MAX_CONTEXT_LENGTH, Config, GenerationConfig, validate
 from cognimamba.errors import CogniError
 from cognimamba.interop.hf_names import from_hf_state_dict, model_config_from_hf
 from cognimamba.model.tokenizer import SPECIAL_TOKENS
@@ -92,6 +92,20 @@ def generation_defaults(source: Path) -> GenerationConfig:
     return settings
 
 
+def run_context(declared: int, max_seq_len: int | None, where: Path) -> int:
+    """The run's context: --max-seq-len, else the checkpoint's max_position_embeddings, which recent checkpoints
+    set beyond what cognimamba runs (MAX_CONTEXT_LENGTH); those import with a --max-seq-len that caps it."""
+    if max_seq_len is not None:
+        if max_seq_len > MAX_CONTEXT_LENGTH:
+            raise CogniError(f"--max-seq-len {max_seq_len}: at most {MAX_CONTEXT_LENGTH}")
+        return max_seq_len
+    if declared > MAX_CONTEXT_LENGTH:
+        raise CogniError(f"{where}: max_position_embeddings = {declared} is longer than the {MAX_CONTEXT_LENGTH} "
+                         f"tokens cognimamba runs; pass --max-seq-len N (at most {MAX_CONTEXT_LENGTH}) to import "
+                         "it with a shorter context")
+    return declared
+
+
 def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bool = False) -> tuple[Path, list[str]]:
     """Convert the checkpoint in `source` into the run dir `out`; returns it and the special tokens added."""
     source, out = Path(source), Path(out)
@@ -108,8 +122,7 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
         raise CogniError(f"{source / 'config.json'}: hidden_act {hf_config['hidden_act']!r} is not supported; "
                          "only SiLU (Llama) models import")
     model_config = model_config_from_hf(hf_config)
-    if max_seq_len is not None:
-        model_config.max_seq_len = max_seq_len
+    model_config.max_seq_len = run_context(model_config.max_seq_len, max_seq_len, source / "config.json")
 
     tokenizer = read_hf_tokenizer(source)
     old_size = tokenizer.get_vocab_size(with_added_tokens=True)

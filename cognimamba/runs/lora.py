@@ -7,9 +7,12 @@ merges it, so inference runs the plain Transformer at full speed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,45 @@ TARGET_GROUPS = {"all": TARGETS, "attention": ("qkv", "proj"), "mlp": ("gate_up"
 # Settings a fine-tune may change without changing any weight's shape (RoPE is relative, so a longer
 # context reuses the same weights).
 TUNABLE_MODEL_FIELDS = ("max_seq_len", "dropout")
+
+
+# peft imports torchao where it is installed (`--weights int8` uses it) for quantized layers a LoRA run never has,
+# and torchao's import logs lines about itself that no LoRA user can act on: its prebuilt extensions for other
+# Pythons or GPUs, and torch's notice that torchao's Enums need no pytree registration any more.
+TORCHAO_IMPORT_NOISE = {
+    "torchao": ("Failed to load", "Skipping import of cpp extensions"),
+    "torch.utils._pytree": ("is an Enum subclass and is now natively supported by torch.compile",),
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, messages: tuple[str, ...]) -> None:
+        super().__init__()
+        self.messages = messages
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(message in record.getMessage() for message in self.messages)
+
+
+@contextlib.contextmanager
+def quiet_torchao_import() -> Iterator[None]:
+    """Drop only TORCHAO_IMPORT_NOISE's log lines, only while peft (and through it torchao) is first imported."""
+    filters = [(logging.getLogger(name), _DropMessages(messages)) for name, messages in TORCHAO_IMPORT_NOISE.items()]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger, drop in filters:
+            logger.removeFilter(drop)
+
+
+def peft_module() -> Any:
+    """peft, imported here only: it takes seconds, and only LoRA runs need it."""
+    with quiet_torchao_import():
+        import peft  # noqa: PLC0415
+
+    return peft
 
 
 @dataclass
@@ -69,9 +111,7 @@ def parse_targets(text: str) -> tuple[str, ...]:
 
 
 def lora_config(settings: LoraSettings, targets: tuple[str, ...] | None = None) -> Any:
-    from peft import LoraConfig  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
-
-    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+    return peft_module().LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=list(targets or settings.targets), bias="none")
 
 
@@ -92,9 +132,7 @@ def apply_lora(model: Transformer, settings: LoraSettings) -> Any:
     Targets the model lacks (Mamba-2 projections in an all-attention model, say) are left out, so "all" means
     every projection the model has. The base run's path goes into adapter_config.json when it is written
     (write_adapter_config)."""
-    from peft import get_peft_model  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
-
-    return get_peft_model(model, lora_config(settings, present_targets(model, settings.targets)))
+    return peft_module().get_peft_model(model, lora_config(settings, present_targets(model, settings.targets)))
 
 
 def base_transformer(model: torch.nn.Module) -> Transformer:
@@ -107,19 +145,16 @@ def base_transformer(model: torch.nn.Module) -> Transformer:
 
 def adapter_state(peft_model: Any) -> dict[str, torch.Tensor]:
     """The adapter weights under PEFT's saved names (base_model.model.layers.0.attention.qkv.lora_A.weight)."""
-    from peft.utils import get_peft_model_state_dict  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
-
-    return {name: tensor.detach().contiguous() for name, tensor in get_peft_model_state_dict(peft_model).items()}
+    state = peft_module().get_peft_model_state_dict(peft_model)
+    return {name: tensor.detach().contiguous() for name, tensor in state.items()}
 
 
 def load_adapter_state(peft_model: Any, state: dict[str, torch.Tensor], where: Path) -> None:
-    from peft.utils import set_peft_model_state_dict  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
-
     expected = adapter_state(peft_model)
     if set(state) != set(expected):
         raise CogniError(f"{where}: adapter weights do not match the LoRA settings in config.json")
     try:
-        set_peft_model_state_dict(peft_model, state)
+        peft_module().set_peft_model_state_dict(peft_model, state)
     except RuntimeError as error:
         raise CogniError(f"{where}: adapter weights do not fit the model ({str(error).splitlines()[-1].strip()})") \
             from error
@@ -199,12 +234,11 @@ def check_base_fingerprint(info: dict[str, Any], base_run: Path, adapter: Path) 
 
 def merge_adapter(model: Transformer, adapter: Path) -> Transformer:
     """Apply a PEFT adapter dir to `model` with peft, then fold it into the weights."""
-    from peft import PeftModel  # noqa: PLC0415 (takes seconds; only LoRA runs need it)
-
+    peft = peft_module()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            peft_model = PeftModel.from_pretrained(model, str(adapter))
+            peft_model = peft.PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as error:
         raise CogniError(f"{adapter}: LoRA adapter does not fit this base model "
                          f"({str(error).strip().splitlines()[-1][:200]}); pass the base it was trained on") from error

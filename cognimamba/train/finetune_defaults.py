@@ -89,13 +89,23 @@ def choose_finetune_defaults(config: Config, data: DataDir, user_set: frozenset[
             choice.values.update(same_tokens_per_step(config, base_context, context, user_set))
     if lora:
         return choice  # adapters have their own rate and dropout (--lora-dropout)
-    lr_factor = FINETUNE_LR_FACTOR.get(profile.profile, DEFAULT_FINETUNE_LR_FACTOR)
-    for name, value in (("train.lr", profile.train.lr * lr_factor),
+    for name, value in (*finetune_rates(config, profile.profile),
                         ("train.warmup_steps", max(1, round(profile.train.warmup_steps * FINETUNE_WARMUP_FACTOR))),
                         ("model.dropout", FINETUNE_DROPOUT.get(profile.profile, DEFAULT_FINETUNE_DROPOUT))):
         if name not in user_set:
             choice.values[name] = value
     return choice
+
+
+def finetune_rates(config: Config, profile_name: str) -> list[tuple[str, float]]:
+    """Every peak rate the run trains with, lowered by the same factor: with `train.optimizer = muon` the Muon
+    groups hold most of the parameters, and kept at the pretraining rate they would undo the base."""
+    profile = get_profile(profile_name).train
+    lr_factor = FINETUNE_LR_FACTOR.get(profile_name, DEFAULT_FINETUNE_LR_FACTOR)
+    rates = [("train.lr", profile.lr * lr_factor)]
+    if config.train.optimizer == "muon":
+        rates.append(("train.muon_lr", profile.muon_lr * lr_factor))
+    return rates
 
 
 def same_tokens_per_step(config: Config, base_context: int, context: int, user_set: frozenset[str]) -> dict[str, int]:

@@ -53,6 +53,7 @@ def setup(options: TrainOptions, device: torch.device, context: DistributedConte
     train_windows = TokenWindows(data, "train", seed=settings.seed, rank=context.rank,
                                  random_offsets=config.data.chat_windows == "random")
     train_windows.check_fits(config.model.max_seq_len)
+    train_windows.check_evaluation_fits(config.model.max_seq_len)  # chat at random offsets still validates whole
     phases = phases_for(options, raw_model, data, train_windows, device, context)  # model.arch = fixed_point
     if context.is_main:
         write_files(run, config, data, tokenizer, raw_model, start, options)

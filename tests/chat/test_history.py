@@ -86,6 +86,23 @@ def test_history_is_private_to_its_user(tmp_path: Path, monkeypatch):
         os.umask(previous_umask)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_history_from_before_private_files_is_made_private_with_one_notice(tmp_path: Path):
+    """Files made before histories were created 0600 kept their umask's 0644: opening one tightens it, once."""
+    old = tmp_path / "old.db"
+    HistoryStore(old).close()
+    for path in (old, Path(f"{old}-wal"), Path(f"{old}-shm")):
+        if path.exists():
+            path.chmod(0o644)
+    with HistoryStore(old) as store:
+        assert mode(old) == "0o600"
+        assert store.notice == f"{old}: the chat history was readable by others (0644); made it private (0600)"
+        store.append_message(store.create_chat("secret"), Message("user", "hunter2"))
+        assert mode(Path(f"{old}-wal")) == mode(Path(f"{old}-shm")) == "0o600"
+    with HistoryStore(old) as store:
+        assert store.notice is None  # already private: nothing to say
+
+
 def test_unusable_files_are_clear_errors(tmp_path: Path):
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not sqlite" * 100)

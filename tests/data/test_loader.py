@@ -118,6 +118,13 @@ def test_a_window_too_small_for_any_conversation_is_one_clear_error(chat_data: D
         TokenWindows(chat_data, "train").check_fits(8)
 
 
+def test_random_chat_windows_still_need_a_conversation_that_fits_for_evaluation(chat_data: DataDir) -> None:
+    """Evaluation reads whole conversations in both modes: with none fitting, data.chat_windows = random
+    would train on and never validate; it fails with the default mode's error instead."""
+    with pytest.raises(CogniError, match=r"no conversation fits a window of 8 tokens.*model\.max_seq_len"):
+        list(TokenWindows(chat_data, "train", random_offsets=True).eval_batches(2, 3, 8))
+
+
 def test_chat_dirs_from_before_conversation_offsets_ask_for_prepare(chat_data: DataDir) -> None:
     old = DataDir(chat_data.path, {**chat_data.meta, "chat_data_version": 1})
     with pytest.raises(CogniError, match=r"older cogni.*run `cogni prepare` again"):

@@ -180,6 +180,24 @@ def test_chat_template_renders_chatml_and_leaves_a_prefilled_reply_open(tiny_run
     assert prefilled.endswith("<|im_start|>assistant\nAnswer:")
 
 
+@pytest.mark.parametrize("temperature", [0.005, -1.0])
+def test_a_task_temperature_chat_refuses_is_refused_before_generating(tiny_run: Path, temperature: float) -> None:
+    """Below 0.01 the logits overflow when divided (as chat refuses generation.temperature); below 0 is no
+    temperature at all: one line naming the task, before any request generates."""
+    lm = RunLM(load_run(tiny_run), torch.device("cpu"))
+    generated = []
+    lm.continue_text = lambda *args: generated.append(args) or ""
+    fine = {"until": ["\n"], "max_gen_toks": 4, "do_sample": True, "temperature": 0.7}
+    requests = [lm_eval.api.instance.Instance("generate_until", {}, ("Once upon", settings), index, task_name=WORDS)
+                for index, settings in enumerate([fine, {**fine, "temperature": temperature}])]
+    with pytest.raises(CogniError, match=rf"^{WORDS}: gen_kwargs temperature = {temperature:g} .*use 0 for greedy "
+                                         r"decoding or at least 0\.01$"):
+        lm.generate_until(requests)
+    assert generated == []
+    greedy = {**fine, "do_sample": False, "temperature": temperature}  # lm-eval decodes greedily: nothing to check
+    assert lm.generate_until([lm_eval.api.instance.Instance("generate_until", {}, ("Once upon", greedy), 0)]) == [""]
+
+
 @pytest.mark.slow  # indexes lm-eval's own thousands of task files
 def test_unknown_task_is_one_line_naming_it(tiny_run: Path) -> None:
     with pytest.raises(CogniError, match="no_such_task"):

@@ -18,7 +18,7 @@ def model_for(config: ModelConfig) -> Transformer:
 
 def test_rope_matches_rotate_half_reference() -> None:
     cos, sin = rope_tables(8, 16, 10000.0)
-    x = torch.randn(1, 2, 16, 8)
+    x = torch.randn(1, 2, 16, 8, generator=torch.Generator().manual_seed(0))
     # Reference: HF Llama's rotate_half with inv_freq = 1 / theta^(2i/d).
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 8, 2).float() / 8))
     angles = torch.outer(torch.arange(16).float(), inv_freq)
@@ -31,7 +31,7 @@ def test_rope_matches_rotate_half_reference() -> None:
 def test_rope_is_relative() -> None:
     """Scores between a query at i and key at j depend only on i - j."""
     cos, sin = rope_tables(8, 32, 10000.0)
-    q, k = torch.randn(8), torch.randn(8)
+    q, k = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
     def score(i: int, j: int) -> float:
         return float(apply_rope(q, cos[i], sin[i]) @ apply_rope(k, cos[j], sin[j]))
     assert score(5, 2) == pytest.approx(score(20, 17), abs=1e-4)

@@ -62,6 +62,21 @@ def test_a_gpu_profile_fine_tunes_at_a_third_of_its_rate_with_dropout(chat_data:
     assert values["model.dropout"] == DEFAULT_FINETUNE_DROPOUT > FINETUNE_DROPOUT["cpu"]
 
 
+def test_muon_fine_tunes_its_matrices_at_the_same_lowered_rate(chat_data: DataDir) -> None:
+    """Muon's groups hold most of the parameters: a fine-tune lowers muon_lr by the factor it lowers lr by."""
+    for profile_name in ("cpu", "4gb"):
+        config = tiny_config("train.optimizer=muon")
+        config.profile = profile_name
+        profile = get_profile(profile_name).train
+        values = choose_finetune_defaults(config, chat_data, frozenset(), lora=False).values
+        factor = FINETUNE_LR_FACTOR.get(profile_name, DEFAULT_FINETUNE_LR_FACTOR)
+        assert values["train.muon_lr"] == pytest.approx(profile.muon_lr * factor)
+        assert values["train.muon_lr"] / profile.muon_lr == pytest.approx(values["train.lr"] / profile.lr)
+    kept = choose_finetune_defaults(tiny_config("train.optimizer=muon"), chat_data, frozenset({"train.muon_lr"}),
+                                    lora=False).values
+    assert "train.muon_lr" not in kept and "train.lr" in kept
+
+
 def test_the_shortest_context_that_holds_nearly_every_conversation_wins(chat_data: DataDir,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(FINETUNE_MAX_SEQ_LEN, "cpu", 4096)

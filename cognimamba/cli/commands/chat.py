@@ -124,6 +124,8 @@ def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool,
     from cognimamba.chat.history import HistoryStore
 
     history = HistoryStore(history_db)
+    if history.notice:
+        sys.stderr.write(history.notice + "\n")
     try:
         if plain:
             _line_chat(connect, label, history, tools, system, overrides, chat_id)

@@ -14,8 +14,9 @@ def import_hf_command(
     source: Annotated[Path, typer.Argument(help="a Hugging Face checkpoint directory (config.json, "
                                                 "model.safetensors, tokenizer.json)")],
     out: Annotated[Path, typer.Option("--out", help="run dir to create")],
-    max_seq_len: Annotated[int | None, typer.Option("--max-seq-len", min=8, help="context length "
-                                                    "(default: the checkpoint's max_position_embeddings)")] = None,
+    max_seq_len: Annotated[int | None, typer.Option("--max-seq-len", min=8, help="context length (default: the "
+                                                    "checkpoint's max_position_embeddings; needed where that is "
+                                                    "longer than cognimamba runs)")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing run dir's files")] = False,
 ) -> None:
     """Convert a Llama-architecture checkpoint on disk into a cognimamba run (chat, bench, fine-tune it)."""
