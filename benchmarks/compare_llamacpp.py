@@ -17,7 +17,7 @@ round the weights (per row against per block of 32), so they agree until a near-
 Each repetition times every pair back to back, alternating which side goes first, so a neighbour's burst on
 a shared machine hits both alike. Ratios are cognimamba / llama.cpp of the median tokens/s. Both sides get
 the same CPU threads (-t, default torch's) for prefill; for decode we take our own thread rule
-(inference/decoding.decode_threads) unless -t is given, and llama.cpp takes -t. --profile-step prints where
+(inference/decode_step.decode_threads) unless -t is given, and llama.cpp takes -t. --profile-step prints where
 one decode step's time goes (torch.profiler) for each of our formats; --bits-per-byte DATA_DIR (with --run)
 reports each format's validation bits/byte.
 """
@@ -45,7 +45,8 @@ from tokenizers import Tokenizer
 from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import GenerationConfig, ModelConfig
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import Decoder, decode_threads
+from cognimamba.inference.decode_step import decode_threads
+from cognimamba.inference.decoding import Decoder
 from cognimamba.inference.weights import apply_weight_format
 from cognimamba.interop.gguf_file import write_gguf
 from cognimamba.model.tokenizer import train_tokenizer

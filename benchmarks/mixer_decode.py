@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 
 from cognimamba.config.profiles import get_profile
-from cognimamba.inference.decoding import DecodeStep
+from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.model.transformer import KVCache, Transformer, num_parameters
 
 

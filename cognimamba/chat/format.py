@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +166,7 @@ def render_conversation(messages: list[dict[str, Any]], tools: list[dict[str, An
 _CALL_PATTERN = re.compile(re.escape(TOOL_CALL) + r"(.*?)" + re.escape(TOOL_CALL_END), re.DOTALL)
 
 
-def parse_tool_call(body: str, known_tools: set[str] | None = None) -> tuple[ToolCall | None, str | None]:
+def parse_tool_call(body: str, known_tools: Collection[str] | None = None) -> tuple[ToolCall | None, str | None]:
     """One call's JSON -> (call, None) or (None, problem). Never raises.
 
     Beyond JSONDecodeError, json.loads raises ValueError for integers of more digits than Python will
@@ -192,26 +193,35 @@ def parse_tool_call(body: str, known_tools: set[str] | None = None) -> tuple[Too
     return ToolCall(data["name"], arguments), None
 
 
-def parse_assistant(text: str, known_tools: set[str] | None = None) -> ParsedReply:
-    """Split a reply into text and tool calls. Malformed output gives problems, never an exception."""
+def parse_assistant(text: str, known_tools: Collection[str] | None = None,
+                    keep_failed_calls: bool = False) -> ParsedReply:
+    """Split a reply into text and tool calls. Malformed output gives problems, never an exception.
+
+    A call that does not parse is cut out of the content (its text kept in `raw_calls`, for the chat to show);
+    a call to a tool outside `known_tools` is listed too, so the chat can answer it. With `keep_failed_calls`,
+    as an API server answers (only a good call to an offered tool is a call), both stay in the content as
+    the model wrote them, and so does a call the reply never closed.
+    """
     reply = ParsedReply(content="")
     pieces: list[str] = []
-    position = 0
+    position = 0  # where the content piece after the last call starts
+    searched = 0  # where an unclosed call may start
     for match in _CALL_PATTERN.finditer(text):
-        pieces.append(text[position:match.start()])
-        position = match.end()
+        searched = match.end()
         call, problem = parse_tool_call(match.group(1).strip(), known_tools)
         if problem is not None:
             reply.problems.append(problem)
             reply.raw_calls.append(match.group(0))
+            if keep_failed_calls:
+                continue  # its text stays in the piece around it
+        pieces.append(text[position:match.start()])
+        position = match.end()
         if call is not None and (problem is None or problem.startswith("unknown tool")):
             reply.tool_calls.append(call)
-    rest = text[position:]
-    if TOOL_CALL in rest:
-        start = rest.index(TOOL_CALL)
+    unclosed = text.find(TOOL_CALL, searched)
+    if unclosed >= 0:
         reply.problems.append(f"unclosed {TOOL_CALL} (the reply ended before {TOOL_CALL_END})")
-        reply.raw_calls.append(rest[start:])
-        rest = rest[:start]
-    pieces.append(rest)
+        reply.raw_calls.append(text[unclosed:])
+    pieces.append(text[position:] if unclosed < 0 or keep_failed_calls else text[position:unclosed])
     reply.content = "\n".join(piece.strip("\n") for piece in pieces if piece.strip()).strip()
     return reply

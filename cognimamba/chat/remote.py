@@ -25,7 +25,7 @@ import httpx
 from cognimamba.chat.format import parse_tool_call
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import GenerationStats
+from cognimamba.inference.decode_step import GenerationStats
 from cognimamba.model.tokenizer import (
     IM_END,
     IM_START,

@@ -18,7 +18,7 @@ from cognimamba.chat.format import ParsedReply, ToolCall, parse_assistant, rende
 from cognimamba.chat.tools import ToolBox, ToolResult
 from cognimamba.config.schema import Config, GenerationConfig, set_field, validate
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import GenerationStats
+from cognimamba.inference.decode_step import GenerationStats
 from cognimamba.model.tokenizer import IM_START
 
 MINIMAL_REPLY_TOKENS = 16  # room for a short answer when checking that tools fit

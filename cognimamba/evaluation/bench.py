@@ -25,7 +25,7 @@ import torch
 from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import DecodeStep
+from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.inference.weights import apply_weight_format, check_weight_format
 from cognimamba.model.build import MODEL_CLASSES, build_model, new_cache, training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak

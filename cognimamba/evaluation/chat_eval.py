@@ -12,7 +12,7 @@ out when the context is full (the app's rule). The model continues greedily unti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,11 +32,12 @@ from cognimamba.evaluation.tool_eval import (
     load_eval_conversations,
     score_turn,
 )
-from cognimamba.inference.decoding import Decoder
+from cognimamba.inference.batching import BatchEngine, Reply, SlotRequest
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, IM_START, decode, encode
 from cognimamba.runs.loading import LoadedRun
 
 TURN_MARKERS = (IM_END, IM_START, END_OF_TEXT)  # the first one the model writes ends its reply
+EVAL_SLOTS = 8  # held-out turns decoded at once: enough to share each weight read, few enough for any cache
 
 
 class CompletionModel(Protocol):
@@ -47,36 +48,44 @@ class CompletionModel(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def complete(self, prompt: str, max_new_tokens: int) -> str: ...
+    def complete_many(self, prompts: list[str], max_new_tokens: int) -> Iterator[str]: ...
 
 
 class RunCompletions:
-    """A model's greedy continuation of a prompt, up to and including the first turn marker it writes.
+    """A model's greedy continuations of prompts, each up to and including the first turn marker it writes.
 
     Chat decoding stops at <|im_end|> or <|endoftext|> alike and drops them; turn-taking needs to know which
-    one came, so this decodes with no stop token and keeps the marker.
+    one came, so this decodes with no stop token and keeps the marker. The prompts are decoded together in
+    `slots` sequence slots (inference/batching.py), with the same tokens as one at a time.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, slots: int = EVAL_SLOTS) -> None:
         self.tokenizer = tokenizer
-        self.decoder = Decoder(model, None)  # without a tokenizer no token stops decoding early
-        self.marker_ids = {tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None}
+        # Without a tokenizer the engine stops at no token and hands out ids (as text) instead of text.
+        self.engine = BatchEngine(model, None, slots=1 if model.config.is_fixed_point else slots)
+        self.marker_ids = frozenset({tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None})
 
     @property
     def context_length(self) -> int:
-        return self.decoder.context_length
+        return self.engine.context_length
 
     def count_tokens(self, text: str) -> int:
         return len(encode(self.tokenizer, text))
 
-    def complete(self, prompt: str, max_new_tokens: int) -> str:
-        ids: list[int] = []
+    def complete_many(self, prompts: list[str], max_new_tokens: int) -> Iterator[str]:
+        """Each prompt's continuation, in order, as soon as it and those before it are done."""
         options = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-        for token in self.decoder.stream_ids(encode(self.tokenizer, prompt), options):
-            ids.append(token)
-            if token in self.marker_ids:
-                break
-        return decode(self.tokenizer, ids)
+        replies = []
+        for prompt in prompts:
+            reply = Reply()
+            self.engine.submit(SlotRequest(encode(self.tokenizer, prompt), options, end_ids=self.marker_ids,
+                                           on_text=reply.items.put, on_done=reply.finish))
+            replies.append(reply)
+        for reply in replies:
+            yield decode(self.tokenizer, [int(token) for token in reply])
+
+    def complete(self, prompt: str, max_new_tokens: int) -> str:
+        return next(self.complete_many([prompt], max_new_tokens))
 
 
 @dataclass
@@ -145,6 +154,7 @@ def chat_eval(model: CompletionModel, conversations: Iterable[Conversation],
     """Replay every assistant turn with greedy decoding; score turn-taking and tool calls."""
     report = ChatEvalReport()
     reserve = reply_reserve(model, max_new_tokens)
+    turns: list[tuple[dict[str, Any], str]] = []  # each replayed turn's reference and prompt
     for conversation in conversations:
         report.tools.conversations += 1
         for history, reference in eval_turns(conversation):
@@ -154,17 +164,18 @@ def chat_eval(model: CompletionModel, conversations: Iterable[Conversation],
                 continue
             prompt, trimmed = fitted
             report.trimmed += trimmed
-            raw = model.complete(prompt, max_new_tokens)
-            took_turn = takes_turn(raw)
-            report.turns += 1
-            report.turns_taken += took_turn
-            correct = score_turn(reference, reply_text(raw), report.tools)
-            if not (took_turn and correct) and len(report.examples) < EXAMPLES_KEPT:
-                wanted = [call.to_json() for call in normalize_tool_calls(reference.get("tool_calls"))]
-                report.examples.append({"expected": wanted or reference.get("content", "")[:200],
-                                        "reply": raw[:300]})
-            if on_turn is not None:
-                on_turn(report.turns)
+            turns.append((reference, prompt))
+    replies = model.complete_many([prompt for _, prompt in turns], max_new_tokens)
+    for (reference, _), raw in zip(turns, replies, strict=True):
+        took_turn = takes_turn(raw)
+        report.turns += 1
+        report.turns_taken += took_turn
+        correct = score_turn(reference, reply_text(raw), report.tools)
+        if not (took_turn and correct) and len(report.examples) < EXAMPLES_KEPT:
+            wanted = [call.to_json() for call in normalize_tool_calls(reference.get("tool_calls"))]
+            report.examples.append({"expected": wanted or reference.get("content", "")[:200], "reply": raw[:300]})
+        if on_turn is not None:
+            on_turn(report.turns)
     return report
 
 

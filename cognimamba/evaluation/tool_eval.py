@@ -34,7 +34,7 @@ from cognimamba.config.schema import GenerationConfig
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
 from cognimamba.data.conversation import Conversation
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import GenerationStats
+from cognimamba.inference.decode_step import GenerationStats
 from cognimamba.model.tokenizer import TOOL_CALL
 
 DEFAULT_MAX_NEW_TOKENS = 160

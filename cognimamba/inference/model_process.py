@@ -33,7 +33,8 @@ from tokenizers import Tokenizer
 
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
-from cognimamba.inference.decoding import ChatModel, GenerationStats
+from cognimamba.inference.decode_step import GenerationStats
+from cognimamba.inference.decoding import ChatModel
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
 from cognimamba.system.hardware import pick_device

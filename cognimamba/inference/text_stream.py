@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from tokenizers import Tokenizer
 
 REPLACEMENT_CHAR = "\ufffd"
 # A UTF-8 character has at most 4 bytes, so a character split across tokens completes within a few of them;
 # past this many ids the bytes are simply invalid (an untrained model can emit any byte) and go out as U+FFFD.
 MAX_PENDING_IDS = 8
+
+
+@dataclass
+class StopMatcher:
+    """How much of one stop string the text so far ends with, updated one new character at a time (KMP).
+
+    Knuth-Morris-Pratt keeps the longest prefix of the stop string that ends the text, so a new character costs
+    amortized constant time however long the stop string is; testing every prefix on every token cost the
+    stop string's length squared. The failure table is built only as far as a partial match has reached.
+    """
+
+    stop: str
+    matched: int = 0  # the longest prefix of `stop` that the text so far ends with
+    table: list[int] = field(default_factory=lambda: [0])  # table[i]: the longest proper border of stop[:i + 1]
+
+    def feed(self, text: str) -> int | None:
+        """The index in `text` just past the stop string's first complete occurrence, or None."""
+        if not self.matched and self.stop[0] not in text:
+            return None  # the usual case, at C speed
+        for index, char in enumerate(text):
+            while self.matched and self.stop[self.matched] != char:
+                self.matched = self._border(self.matched - 1)
+            if self.stop[self.matched] == char:
+                self.matched += 1
+            if self.matched == len(self.stop):
+                return index + 1
+        return None
+
+    def _border(self, end: int) -> int:
+        """table[end], extending the table up to it (the border of stop[:i + 1] needs only earlier entries)."""
+        stop, table = self.stop, self.table
+        while len(table) <= end:
+            border = table[-1]
+            while border and stop[len(table)] != stop[border]:
+                border = table[border - 1]
+            table.append(border + 1 if stop[len(table)] == stop[border] else 0)
+        return table[end]
 
 
 class TextStream:
@@ -21,7 +60,7 @@ class TextStream:
 
     def __init__(self, tokenizer: Tokenizer, stop: list[str]) -> None:
         self.tokenizer = tokenizer
-        self.stop = [s for s in stop if s]
+        self.matchers = [StopMatcher(s) for s in stop if s]
         self.window: list[int] = []  # the ids decoded last time (the context), then those not yet in `text`
         self.context_ids = 0  # how many of `window` are context
         self.text = ""
@@ -29,22 +68,21 @@ class TextStream:
         self.stopped = False
 
     def push(self, token_id: int) -> str:
+        if self.stopped:
+            return ""
         self.window.append(token_id)
+        start = len(self.text)
         if not self._decode_window(final=False):
             return ""  # wait for the rest of the character's bytes
-        cuts = [self.text.find(stop, max(0, self.emitted - len(stop))) for stop in self.stop]
-        cuts = [position for position in cuts if position >= 0]
+        new_text = self.text[start:]
+        cuts = [start + end - len(matcher.stop) for matcher in self.matchers
+                if (end := matcher.feed(new_text)) is not None]
         if cuts:  # the stop string that starts first wins, whatever its place in the list
             self.text = self.text[:min(cuts)]
             self.stopped = True
             return self._take(len(self.text))
-        safe_end = len(self.text)
-        for stop in self.stop:  # hold back a tail that could still grow into a stop string
-            for length in range(min(len(stop) - 1, len(self.text)), 0, -1):
-                if self.text.endswith(stop[:length]):
-                    safe_end = min(safe_end, len(self.text) - length)
-                    break
-        return self._take(safe_end)
+        held = max((matcher.matched for matcher in self.matchers), default=0)  # it could still grow into a stop
+        return self._take(len(self.text) - held)
 
     def finish(self) -> str:
         """The held-back tail once the reply is over (an unfinished character comes out as U+FFFD)."""

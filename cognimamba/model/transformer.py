@@ -75,6 +75,48 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def rows(self, first: int, stop: int) -> KVCache:
+        """Rows first..stop-1 as a cache of their own: views, so what a forward pass writes lands in this one.
+
+        One sequence slot's prompt is read into its rows this way while the other slots hold their own.
+        """
+        view = object.__new__(KVCache)
+        view.max_len = self.max_len
+        view.keys = {layer: keys[first:stop] for layer, keys in self.keys.items()}
+        view.values = {layer: values[first:stop] for layer, values in self.values.items()}
+        view.mamba_states = {layer: MambaState(state.conv[first:stop], state.ssm[first:stop])
+                             for layer, state in self.mamba_states.items()}
+        return view
+
+
+class SlotStep:
+    """One decoding step of some rows of a KVCache, each row at its own position (continuous batching).
+
+    Keys and values are written at each row's position and read back up to `limit` (one past the furthest
+    position); a row's mask hides the positions after its own. Mamba-2 states are copied out for the step and
+    written back by `write_back`, since rows are gathered, not sliced.
+    """
+
+    def __init__(self, cache: KVCache, rows: torch.Tensor, positions: torch.Tensor) -> None:
+        self.cache, self.rows, self.positions = cache, rows, positions
+        self.limit = int(positions.max()) + 1
+        if self.limit > cache.max_len:
+            raise ValueError(f"KV cache holds {cache.max_len} positions; asked for {self.limit}")
+        self.mamba_states = {layer: MambaState(state.conv[rows], state.ssm[rows])
+                             for layer, state in cache.mamba_states.items()}
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block's cache call for keys and values [rows, heads, 1, head_dim]; each row has its own position."""
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
+        keys[self.rows, :, self.positions] = k[:, :, 0]
+        values[self.rows, :, self.positions] = v[:, :, 0]
+        return keys[self.rows, :, :self.limit], values[self.rows, :, :self.limit]
+
+    def write_back(self) -> None:
+        for layer, state in self.mamba_states.items():
+            self.cache.mamba_states[layer].conv[self.rows] = state.conv
+            self.cache.mamba_states[layer].ssm[self.rows] = state.ssm
+
 
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
@@ -212,6 +254,31 @@ class Transformer(nn.Module):
         global_mask = causal if need_explicit else None
         local_mask = causal & (query_pos - key_pos < window) if window else global_mask
         return global_mask, local_mask
+
+    def _slot_masks(self, step: SlotStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row masks [rows, 1, 1, limit] (True = attend) for global and sliding-window layers."""
+        key_pos = torch.arange(step.limit, device=step.positions.device).unsqueeze(0)
+        query_pos = step.positions.unsqueeze(1)
+        causal = key_pos <= query_pos
+        window = self.config.sliding_window
+        local = causal & (query_pos - key_pos < window) if window else causal
+        return causal[:, None, None, :], local[:, None, None, :]
+
+    @torch.inference_mode()
+    def decode_slots(self, tokens: torch.Tensor, step: SlotStep) -> torch.Tensor:
+        """Logits [rows, vocab] for one new token per row (`tokens` [rows, 1]), each at its row's position."""
+        x = self.tok_embeddings(tokens)
+        global_mask, local_mask = self._slot_masks(step)
+        # Tables [position, 1, head_dim] gathered to [rows, 1, 1, head_dim]: one position per row.
+        rope_global = (self.rope_cos[step.positions].unsqueeze(1), self.rope_sin[step.positions].unsqueeze(1))
+        rope_local = (self.rope_cos_local[step.positions].unsqueeze(1),
+                      self.rope_sin_local[step.positions].unsqueeze(1))
+        for index, block in enumerate(self.layers):
+            sliding = self.config.is_sliding_layer(index)
+            cos, sin = rope_local if sliding else rope_global
+            x = block(x, cos, sin, local_mask if sliding else global_mask, step, 1)  # type: ignore[arg-type]
+        step.write_back()
+        return self.lm_head(self.norm(x))[:, -1]
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0,
                 last_only: bool = False, keep: torch.Tensor | None = None) -> torch.Tensor:

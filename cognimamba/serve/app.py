@@ -13,10 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cognimamba.serve.engine import ServedModel
-from cognimamba.serve.errors import APIError, error_body
+from cognimamba.serve.errors import APIError, client_closed, error_body
 from cognimamba.serve.routes import router
 from cognimamba.serve.state import ServerSettings, ServerState
 from cognimamba.serve.worker import GenerationWorker
@@ -39,6 +40,7 @@ def create_app(model: ServedModel, settings: ServerSettings | None = None) -> Fa
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected_error)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
@@ -59,6 +61,11 @@ async def http_error(request: Request, error: Any) -> JSONResponse:
 
 async def validation_error(request: Request, error: Any) -> JSONResponse:
     return JSONResponse(error_body(400, f"invalid request: {error}"), status_code=400)
+
+
+async def client_gone(request: Request, error: Any) -> JSONResponse:
+    """A client that left before sending all its body: a 499 nobody receives, logged as one line."""
+    return client_closed()
 
 
 async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -7,15 +7,20 @@ reply's numbers as `ReplyStats`, and `likeliest` for tool_choice "required". Tes
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, pre_tokenizers
 
 from cognimamba.chat.session import ReplySource
 from cognimamba.config.schema import GenerationConfig
+from cognimamba.errors import CogniError
+from cognimamba.inference.batching import BatchEngine, SlotRequest, default_slots
+from cognimamba.inference.decode_step import GenerationStats
 from cognimamba.inference.decoding import ChatModel
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
@@ -26,6 +31,9 @@ from cognimamba.system.hardware import pick_device
 LENGTH_REASONS = ("max_new_tokens", "context")
 
 Scorer = Callable[[str, list[str]], str]
+ReplyDone = Callable[["ReplyStats | None", "BaseException | None"], None]
+# Pre-tokenizers that only split text, never drop or rewrite a character (Split and Punctuation unless "removed").
+SPLITTING_PRE_TOKENIZERS = ("ByteLevel", "Digits", "Split", "Punctuation")
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,22 @@ class ReplyStats:
 class ServedModel:
     """A `ReplySource` (a loaded `ChatModel`, or a scripted one in tests) as the server uses it.
 
-    Not thread-safe: one worker thread drives it (serve/worker.py).
+    With `engine`, replies are decoded in its sequence slots beside each other (continuous batching); without
+    one (a scripted source), one at a time on the thread that starts them (serve/worker.py).
     """
 
-    def __init__(self, source: ReplySource, name: str, scorer: Scorer | None = None) -> None:
+    def __init__(self, source: ReplySource, name: str, scorer: Scorer | None = None,
+                 chars_per_token: int | None = None, engine: BatchEngine | None = None) -> None:
         self.source = source
         self.name = name
         self.scorer = scorer
+        self.chars_per_token = chars_per_token  # the most prompt characters one token can stand for; None: unknown
+        self.engine = engine
+
+    @property
+    def parallel(self) -> int:
+        """Replies decoded at once."""
+        return self.engine.slots if self.engine is not None else 1
 
     @property
     def context_length(self) -> int:
@@ -57,17 +74,37 @@ class ServedModel:
     def defaults(self) -> GenerationConfig:
         return self.source.defaults
 
+    @property
+    def max_prompt_chars(self) -> int | None:
+        """A longer prompt is at least `context_length` tokens, so it is refused without tokenizing it."""
+        return None if self.chars_per_token is None else self.chars_per_token * (self.context_length - 1)
+
     def count_tokens(self, text: str) -> int:
         return self.source.count_tokens(text)
 
-    def stream(self, prompt: str, params: SamplingParams, max_new_tokens: int, extra_stop: list[str],
-               cancel: threading.Event) -> Iterator[str]:
-        return self.source.stream(prompt, self.settings(params, max_new_tokens), cancel,
-                                  stop=[*extra_stop, *params.stop])
+    def start(self, prompt: str, params: SamplingParams, max_new_tokens: int, extra_stop: list[str],
+              cancel: threading.Event, on_text: Callable[[str], None], on_done: ReplyDone) -> None:
+        """Begin a reply: `on_text` gets its deltas, then `on_done` its numbers (or the error that ended it).
 
-    def last_stats(self) -> ReplyStats:
-        stats = self.source.stats
-        return ReplyStats(stats.generated_tokens, stats.stop_reason)
+        With an engine this returns at once and the callbacks run on the engine's thread; without one, the
+        reply is decoded here before it returns.
+        """
+        settings, stop = self.settings(params, max_new_tokens), [*extra_stop, *params.stop]
+        if self.engine is None:
+            try:
+                for delta in self.source.stream(prompt, settings, cancel, stop=stop):
+                    on_text(delta)
+            except Exception as error:
+                on_done(None, error)
+                return
+            on_done(reply_stats(self.source.stats), None)
+            return
+
+        def done(stats: GenerationStats, error: BaseException | None) -> None:
+            on_done(reply_stats(stats), error)
+
+        ids = encode(self.engine.tokenizer, prompt) if self.engine.tokenizer is not None else []
+        self.engine.submit(SlotRequest(ids, settings, stop, cancel, on_text=on_text, on_done=done))
 
     def settings(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
         """The request's sampling fields over the run's defaults (what `cogni chat` would use)."""
@@ -84,6 +121,10 @@ class ServedModel:
     def likeliest(self, prefix: str, continuations: list[str]) -> str:
         """The continuation of `prefix` the model finds most probable (the first one without a scorer)."""
         return self.scorer(prefix, continuations) if self.scorer else continuations[0]
+
+
+def reply_stats(stats: GenerationStats) -> ReplyStats:
+    return ReplyStats(stats.generated_tokens, stats.stop_reason)
 
 
 def model_scorer(chat_model: ChatModel) -> Scorer:
@@ -108,11 +149,44 @@ def model_scorer(chat_model: ChatModel) -> Scorer:
     return score
 
 
+def longest_token_chars(tokenizer: Tokenizer) -> int | None:
+    """The most characters of text one token can stand for, where the tokenizer provably bounds it; else None.
+
+    Byte-level BPE with all 256 byte symbols in its vocabulary, and no normalizer or pre-tokenizer that drops
+    or rewrites text, puts every byte of the text's UTF-8 into exactly one token: a token stands for at most
+    as many characters as it has bytes (a character is one to four bytes), a special token for its own
+    characters. Otherwise (a normalizer, an unknown token that can swallow a run of text) there is no bound.
+    """
+    config = json.loads(tokenizer.to_str())
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    steps = pre_tokenizer.get("pretokenizers", [pre_tokenizer]) if pre_tokenizer.get("type") == "Sequence" \
+        else [pre_tokenizer]
+    splits_only = all(step.get("type") in SPLITTING_PRE_TOKENIZERS and step.get("behavior") != "Removed"
+                      for step in steps)
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    byte_level = any(step.get("type") == "ByteLevel" for step in steps) and config["model"]["type"] == "BPE" \
+        and set(pre_tokenizers.ByteLevel.alphabet()) <= vocab.keys()
+    if config.get("normalizer") is not None or not splits_only or not byte_level:
+        return None
+    return max(len(token) for token in vocab)
+
+
 def load_served_model(run: Path, device: str, name: str | None = None, compile: bool = False,
-                      weights: str | None = None) -> ServedModel:
-    """A run dir loaded for serving, named after its directory (the run's, for a best/) unless `name` is given."""
+                      weights: str | None = None, parallel: int | None = None) -> ServedModel:
+    """A run dir loaded for serving, named after its directory (the run's, for a best/) unless `name` is given.
+
+    `parallel` replies are decoded at once (default: inference.batching.default_slots for the model and device).
+    """
     chat_model = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights)
     chat_model.warm_up()
+    model, device_used = chat_model.decoder.model, chat_model.decoder.device
+    if parallel is not None and parallel > 1 and model.config.is_fixed_point:
+        raise CogniError(f"--parallel {parallel}: the fixed-point model decodes one reply at a time; leave it out")
+    engine = chat_model.batch_engine(parallel or default_slots(model, device_used))
     path = run.resolve()
     default_name = path.parent.name if path.name == "best" else path.name
-    return ServedModel(chat_model, name or default_name, model_scorer(chat_model))
+    longest = longest_token_chars(chat_model.tokenizer)
+    # Rendered text may carry the marks model/tokenizer.literal puts before special-token spellings, which
+    # encode drops: at most one per character it keeps, so a token stands for at most twice `longest`.
+    chars_per_token = 2 * longest if longest else None
+    return ServedModel(chat_model, name or default_name, model_scorer(chat_model), chars_per_token, engine)

@@ -1,9 +1,11 @@
 """A chat request as the model's prompt: chat.format's ChatML + tools, and what tool_choice forces.
 
 tool_choice is enforced by the start of the reply, not by asking nicely: "none" stops the reply at a
-`<tool_call>`; a named function puts `<tool_call>\\n{"name": "NAME", "arguments": ` in the model's mouth
+`<tool_call>`; a named function puts `<tool_call>\\n{"name": "NAME", "arguments": {` in the model's mouth
 and lets it write the arguments; "required" first lets the model pick the likeliest of the allowed
-names (scored by the model itself), then does the same.
+names (scored by the model itself), then does the same. The forced start runs through the arguments' `{`,
+so a model that would rather talk still has to write inside a call; if the call does not parse anyway,
+the reply says so (serve/responses.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class Scores(Protocol):
 
 
 def named_call_start(name: str) -> str:
-    """The first characters of a call to `name`, exactly as chat.format renders one."""
-    return f'{TOOL_CALL}\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": '
+    """The first characters of a call to `name`, exactly as chat.format renders one, up to its arguments' `{`."""
+    return f'{TOOL_CALL}\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {{'
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class ChatPrompt:
     text: str
     forced: ForcedStart = ForcedStart()
     stop: list[str] = field(default_factory=list)  # besides the request's own
+    tool_names: frozenset[str] = frozenset()  # what a call in the reply may name: the offered tools, unless "none"
 
 
 def chat_prompt(request: ChatRequest) -> ChatPrompt:
@@ -64,8 +67,8 @@ def chat_prompt(request: ChatRequest) -> ChatPrompt:
     if choice.mode == "none":
         return ChatPrompt(text, stop=[*stop, TOOL_CALL])
     if choice.mode == "function" and choice.name is not None:
-        return ChatPrompt(text, ForcedStart(named_call_start(choice.name)), stop)
+        return ChatPrompt(text, ForcedStart(named_call_start(choice.name)), stop, frozenset(names))
     if choice.mode == "required":
         forced = ForcedStart(named_call_start(names[0])) if len(names) == 1 else ForcedStart(choose_from=names)
-        return ChatPrompt(text, forced, stop)
-    return ChatPrompt(text, stop=stop)
+        return ChatPrompt(text, forced, stop, frozenset(names))
+    return ChatPrompt(text, stop=stop, tool_names=frozenset(names))

@@ -29,10 +29,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def finish_reason(stats: ReplyStats, made_calls: bool) -> str:
+# Beyond OpenAI's reasons: tool_choice forced a call and what the model wrote in it does not parse. Its text is
+# the reply's content; a plain "stop" would pass it off as the answer the client asked not to get.
+INVALID_TOOL_CALL = "invalid_tool_call"
+
+
+def finish_reason(stats: ReplyStats, made_calls: bool, call_forced: bool = False) -> str:
     if stats.ran_out:
         return "length"
-    return "tool_calls" if made_calls else "stop"
+    if made_calls:
+        return "tool_calls"
+    return INVALID_TOOL_CALL if call_forced else "stop"
 
 
 def chat_delta(event: StreamEvent) -> dict[str, Any]:

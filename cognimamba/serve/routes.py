@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from cognimamba.model.tokenizer import literal
 from cognimamba.serve import sse
-from cognimamba.serve.errors import APIError, bad_request, error_body
+from cognimamba.serve.engine import ServedModel
+from cognimamba.serve.errors import APIError, bad_request, client_closed
 from cognimamba.serve.prompting import ChatPrompt, ForcedStart, chat_prompt
 from cognimamba.serve.responses import (
     ReplyIds,
@@ -33,9 +37,6 @@ from cognimamba.serve.state import ServerState
 from cognimamba.serve.tool_call_stream import ToolCallStream, fold
 from cognimamba.serve.worker import Busy, Failed, Finished, Job, ReplyChannel
 
-DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streamed request checks that its client is still there
-
-
 
 def generation_failed() -> APIError:
     return APIError(500, "generation failed (the server's log has the details)")
@@ -48,16 +49,29 @@ def server_state(request: Request) -> ServerState:
     return request.app.state.server
 
 
+def presented_key(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:] if header[:7].lower() == "bearer " else ""
+
+
+def key_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())  # constant time: no timing oracle
+
+
 def authorize(request: Request, state: ServerState) -> None:
     expected = state.settings.api_key
     if expected is None:
         return
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header[:7].lower() == "bearer " else ""
+    given = presented_key(request)
     if not given:
         raise APIError(401, "missing API key: send the header 'Authorization: Bearer KEY'", code="invalid_api_key")
-    if not hmac.compare_digest(given.encode(), expected.encode()):  # constant time: no timing oracle
+    if not key_matches(given, expected):
         raise APIError(401, "incorrect API key", code="invalid_api_key")
+
+
+def authorized(request: Request, state: ServerState) -> bool:
+    expected = state.settings.api_key
+    return expected is None or key_matches(presented_key(request), expected)
 
 
 async def read_json(request: Request, state: ServerState) -> dict[str, Any]:
@@ -71,7 +85,7 @@ async def read_json(request: Request, state: ServerState) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise too_large
-    return parse_json_body(bytes(body))
+    return await run_in_threadpool(parse_json_body, bytes(body))  # megabytes of JSON would hold up every request
 
 
 def check_model(requested: str, state: ServerState) -> None:
@@ -80,11 +94,29 @@ def check_model(requested: str, state: ServerState) -> None:
                        "model", "model_not_found")
 
 
-def submit(state: ServerState, prompt: ChatPrompt, sampling: SamplingParams, param: str) -> tuple[Job, int]:
-    """Queue the reply after checking the prompt fits; returns the job and the prompt's token count."""
+def check_prompt_chars(model: ServedModel, prompt: ChatPrompt, param: str) -> None:
+    """Refuses, without tokenizing it, a prompt too long to fit the context whatever its tokens."""
+    limit = model.max_prompt_chars
+    chars = len(prompt.text) + len(prompt.forced.longest)
+    if limit is not None and chars > limit:
+        raise bad_request(f"the prompt is {chars} characters; the model's context of {model.context_length} tokens "
+                          f"holds at most {limit} with room for a reply; shorten it", param, "context_length_exceeded")
+
+
+def count_prompt(model: ServedModel, prompt: ChatPrompt) -> tuple[int, int]:
+    """The prompt's tokens and those of the longest start tool_choice may force."""
+    forced = prompt.forced.longest
+    return model.count_tokens(prompt.text), model.count_tokens(forced) if forced else 0
+
+
+async def submit(state: ServerState, prompt: ChatPrompt, sampling: SamplingParams, param: str) -> tuple[Job, int]:
+    """Queue the reply after checking the prompt fits; returns the job and the prompt's token count.
+
+    Tokenizing runs in a thread, so a long prompt does not hold up other requests meanwhile.
+    """
     model = state.model
-    prompt_tokens = model.count_tokens(prompt.text)
-    forced_tokens = model.count_tokens(prompt.forced.longest) if prompt.forced.longest else 0
+    check_prompt_chars(model, prompt, param)
+    prompt_tokens, forced_tokens = await run_in_threadpool(count_prompt, model, prompt)
     room = model.context_length - prompt_tokens - forced_tokens
     if room < 1:
         raise bad_request(f"the prompt is {prompt_tokens + forced_tokens} tokens, {1 - room} more than the model's "
@@ -102,24 +134,31 @@ def submit(state: ServerState, prompt: ChatPrompt, sampling: SamplingParams, par
 
 
 async def reply_items(job: Job, request: Request | None = None) -> AsyncIterator[str | Finished | Failed]:
-    """The job's deltas, then its end. With `request`, a client that goes away cancels the job.
+    """The job's deltas, then its end. With `request`, a client that goes away cancels the job, and the items end.
 
     Streams pass no request: Starlette cancels a streaming response when its client disconnects, and the
     `finally` here turns that into the job's cancel.
     """
+    watcher = asyncio.create_task(cancel_on_disconnect(request, job.cancel)) if request is not None else None
     try:
         while True:
-            try:
-                item = await asyncio.wait_for(job.channel.next(), DISCONNECT_POLL_SECONDS)
-            except TimeoutError:
-                if request is not None and await request.is_disconnected():
-                    return
-                continue
+            item = await job.channel.next()
+            if job.cancel.is_set():  # only the watcher sets it before the reply is over: the client has gone
+                return
             yield item
             if isinstance(item, Finished | Failed):
                 return
     finally:
         job.cancel.set()  # a no-op once the reply is over; otherwise generation stops at the next token
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Cancels the job the moment its client disconnects, however steadily tokens arrive meanwhile."""
+    while (await request.receive())["type"] != "http.disconnect":  # the body is read: nothing else comes
+        pass
+    cancel.set()
 
 
 def record(request: Request, prompt_tokens: int, completion_tokens: int) -> None:
@@ -128,7 +167,10 @@ def record(request: Request, prompt_tokens: int, completion_tokens: int) -> None
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
+    """Open to load balancers, but the model and its queue only to a client with the key (when one is set)."""
     state = server_state(request)
+    if not authorized(request, state):
+        return {"status": "ok"}
     return {"status": "ok", "model": state.model.name, "pending_requests": state.worker.pending}
 
 
@@ -159,12 +201,14 @@ async def chat_completions(request: Request) -> Any:
     authorize(request, state)
     chat = parse_chat_request(await read_json(request, state))
     check_model(chat.model, state)
-    job, prompt_tokens = submit(state, chat_prompt(chat), chat.sampling, "messages")
+    prompt = await run_in_threadpool(chat_prompt, chat)  # rendering megabytes takes a while too
+    job, prompt_tokens = await submit(state, prompt, chat.sampling, "messages")
     ids = ReplyIds.new("chatcmpl", state.model.name)
     if chat.stream:
-        return StreamingResponse(stream_chat(request, job, ids, prompt_tokens, chat.include_usage, state),
+        return StreamingResponse(stream_chat(request, job, ids, prompt_tokens, chat.include_usage,
+                                             ToolCallStream(prompt.tool_names)),
                                  media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    calls = ToolCallStream()
+    calls = ToolCallStream(prompt.tool_names)
     events = []
     async for item in reply_items(job, request):
         if isinstance(item, str):
@@ -173,16 +217,15 @@ async def chat_completions(request: Request) -> Any:
             raise generation_failed()
         else:
             events += calls.finish()
-            counts = usage(prompt_tokens, completion_tokens(state, item))
+            counts = usage(prompt_tokens, completion_tokens(item))
             record(request, prompt_tokens, counts["completion_tokens"])
-            return chat_completion(ids, fold(events), calls.calls, finish_reason(item.stats, bool(calls.calls)),
-                                   counts)
-    return JSONResponse(error_body(499, "client closed the request"), status_code=499)
+            return chat_completion(ids, fold(events), calls.calls,
+                                   finish_reason(item.stats, bool(calls.calls), bool(item.forced)), counts)
+    return client_closed()
 
 
 async def stream_chat(request: Request, job: Job, ids: ReplyIds, prompt_tokens: int, include_usage: bool,
-                      state: ServerState) -> AsyncIterator[str]:
-    calls = ToolCallStream()
+                      calls: ToolCallStream) -> AsyncIterator[str]:
     yield sse.event(chat_chunk(ids, {"role": "assistant", "content": ""}))
     async for item in reply_items(job):
         if isinstance(item, Failed):
@@ -192,8 +235,8 @@ async def stream_chat(request: Request, job: Job, ids: ReplyIds, prompt_tokens: 
         for event in events:
             yield sse.event(chat_chunk(ids, chat_delta(event)))
         if isinstance(item, Finished):
-            yield sse.event(chat_chunk(ids, {}, finish_reason(item.stats, bool(calls.calls))))
-            counts = usage(prompt_tokens, completion_tokens(state, item))
+            yield sse.event(chat_chunk(ids, {}, finish_reason(item.stats, bool(calls.calls), bool(item.forced))))
+            counts = usage(prompt_tokens, completion_tokens(item))
             record(request, prompt_tokens, counts["completion_tokens"])
             if include_usage:
                 yield sse.event(usage_chunk(ids, "chat.completion.chunk", counts))
@@ -206,12 +249,12 @@ async def completions(request: Request) -> Any:
     authorize(request, state)
     text_request = parse_completion_request(await read_json(request, state))
     check_model(text_request.model, state)
-    job, prompt_tokens = submit(state, ChatPrompt(text_request.prompt, ForcedStart()), text_request.sampling,
-                                "prompt")
+    job, prompt_tokens = await submit(state, ChatPrompt(literal(text_request.prompt), ForcedStart()),
+                                      text_request.sampling, "prompt")
     ids = ReplyIds.new("cmpl", state.model.name)
     if text_request.stream:
-        return StreamingResponse(stream_completion(request, job, ids, prompt_tokens, text_request.include_usage,
-                                                   state), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        return StreamingResponse(stream_completion(request, job, ids, prompt_tokens, text_request.include_usage),
+                                 media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     pieces = []
     async for item in reply_items(job, request):
         if isinstance(item, str):
@@ -219,14 +262,14 @@ async def completions(request: Request) -> Any:
         elif isinstance(item, Failed):
             raise generation_failed()
         else:
-            counts = usage(prompt_tokens, completion_tokens(state, item))
+            counts = usage(prompt_tokens, completion_tokens(item))
             record(request, prompt_tokens, counts["completion_tokens"])
             return completion(ids, "".join(pieces), finish_reason(item.stats, False), counts)
-    return JSONResponse(error_body(499, "client closed the request"), status_code=499)
+    return client_closed()
 
 
-async def stream_completion(request: Request, job: Job, ids: ReplyIds, prompt_tokens: int, include_usage: bool,
-                            state: ServerState) -> AsyncIterator[str]:
+async def stream_completion(request: Request, job: Job, ids: ReplyIds, prompt_tokens: int,
+                            include_usage: bool) -> AsyncIterator[str]:
     async for item in reply_items(job):
         if isinstance(item, Failed):
             yield sse.event(generation_failed().body())
@@ -235,13 +278,13 @@ async def stream_completion(request: Request, job: Job, ids: ReplyIds, prompt_to
             yield sse.event(completion(ids, item, None))
             continue
         yield sse.event(completion(ids, "", finish_reason(item.stats, False)))
-        counts = usage(prompt_tokens, completion_tokens(state, item))
+        counts = usage(prompt_tokens, completion_tokens(item))
         record(request, prompt_tokens, counts["completion_tokens"])
         if include_usage:
             yield sse.event(usage_chunk(ids, "text_completion", counts))
     yield sse.DONE
 
 
-def completion_tokens(state: ServerState, finished: Finished) -> int:
-    forced = state.model.count_tokens(finished.forced) if finished.forced else 0
-    return finished.stats.generated_tokens + forced
+def completion_tokens(finished: Finished) -> int:
+    """What the model generated: a start tool_choice forced on the reply is not the model's."""
+    return finished.stats.generated_tokens

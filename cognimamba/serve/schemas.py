@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +18,12 @@ from cognimamba.chat.format import ToolCall
 from cognimamba.serve.errors import bad_request
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_STOP_LENGTH = 1000  # characters per stop string: enough for any real use, and bounds their checking per token
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+# A UTF-16 surrogate, escaped or as raw UTF-8 bytes: json.loads lets both through as a lone one, which is no
+# character and fails wherever the text is encoded. Only JSON that holds one is searched for where it is.
+SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 @dataclass
@@ -61,11 +67,78 @@ class CompletionRequest:
     include_usage: bool = False
 
 
-def parse_json_body(raw: bytes) -> dict[str, Any]:
+class _LongInteger:
+    """Stands in for an integer of more digits than Python reads (sys.get_int_max_str_digits), to find its field."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+
+def _read_integer(text: str) -> int | _LongInteger:
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-        raise bad_request(f"the request body is not valid JSON ({error})", code="invalid_json") from None
+        return int(text)
+    except ValueError:
+        return _LongInteger(text)
+
+
+def _is_long_integer(item: Any) -> bool:
+    return isinstance(item, _LongInteger)
+
+
+def _has_lone_surrogate(item: Any) -> bool:
+    if not isinstance(item, str) or item.isascii():
+        return False
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_where(value: Any, where: str, bad: Callable[[Any], bool]) -> tuple[str, Any] | None:
+    """The path and value of the first item for which `bad` holds (an object's key counts as the object).
+
+    A loop rather than recursion: the JSON may be nested as deep as its parser allows.
+    """
+    stack = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if bad(item) or (isinstance(item, dict) and any(bad(key) for key in item)):
+            return path, item
+        if isinstance(item, dict):
+            stack += reversed([(f"{path}.{key}" if path else str(key), child) for key, child in item.items()])
+        elif isinstance(item, list):
+            stack += reversed([(f"{path}[{index}]", child) for index, child in enumerate(item)])
+    return None
+
+
+def _field(path: str) -> str:
+    return f"'{path}'" if path else "the request body"
+
+
+def load_json(raw: str | bytes, where: str = "") -> Any:
+    """json.loads, with what it fails on or lets through a 400 naming the field (`where`, or the whole body)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise bad_request(f"{_field(where)} is nested too deeply", where or None, "invalid_json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise bad_request(f"{_field(where)} is not valid JSON ({error})", where or None, "invalid_json") from None
+    except ValueError:  # json.loads raises nothing else: an integer of more digits than Python reads
+        path, number = _first_where(json.loads(raw, parse_int=_read_integer), where, _is_long_integer) \
+            or (where, _LongInteger(""))
+        raise bad_request(f"{_field(path)} is an integer of {number.digits} digits; at most "
+                          f"{sys.get_int_max_str_digits()} are accepted", path or None) from None
+    raw_bytes = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    found = _first_where(value, where, _has_lone_surrogate) if SURROGATE.search(raw_bytes) else None
+    if found is not None:
+        raise bad_request(f"{_field(found[0])} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not a "
+                          "character; send valid Unicode text", found[0] or None)
+    return value
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     return body
@@ -82,6 +155,8 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
 
 def parse_completion_request(body: dict[str, Any]) -> CompletionRequest:
     prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | list) and not isinstance(prompt[0], bool):
+        raise bad_request("'prompt': token-id prompts are not accepted; send the prompt as text", "prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if isinstance(prompt, list):
@@ -125,6 +200,10 @@ def _sampling(body: dict[str, Any]) -> SamplingParams:
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOP_STRINGS:
         raise bad_request(f"'stop' must be a string or a list of up to {MAX_STOP_STRINGS} strings", "stop")
+    if any(len(s) > MAX_STOP_LENGTH for s in stop):
+        longest = max(len(s) for s in stop)
+        raise bad_request(f"'stop' strings may be at most {MAX_STOP_LENGTH} characters each; one has {longest}",
+                          "stop")
     temperature = _number(body, "temperature", 0, 2)
     top_p = _number(body, "top_p", 0, 1)
     if top_p == 0:
@@ -214,6 +293,12 @@ def _messages(value: Any) -> list[dict[str, Any]]:
     return messages
 
 
+def check_tool_name(name: Any, where: str) -> None:
+    """One rule for offered names and for past calls' names: a name is rendered into the prompt as it is."""
+    if not isinstance(name, str) or not TOOL_NAME.match(name):
+        raise bad_request(f"'{where}' must be 1-64 letters, digits, _ or -", where)
+
+
 def _assistant_calls(value: Any, where: str) -> tuple[list[ToolCall], list[str]]:
     if value is None:
         return [], []
@@ -226,13 +311,12 @@ def _assistant_calls(value: Any, where: str) -> tuple[list[ToolCall], list[str]]
             raise bad_request(f"'{where}[{index}]' must be {{\"id\", \"type\": \"function\", \"function\": "
                               "{\"name\", \"arguments\"}}", f"{where}[{index}]")
         arguments = body.get("arguments") or "{}"
-        try:
-            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except json.JSONDecodeError:
-            parsed = None
+        parsed = load_json(arguments, f"{where}[{index}].function.arguments") if isinstance(arguments, str) \
+            else arguments
         if not isinstance(parsed, dict):
             raise bad_request(f"'{where}[{index}].function.arguments' must be a JSON object (as a string)",
                               f"{where}[{index}].function.arguments")
+        check_tool_name(body["name"], f"{where}[{index}].function.name")
         calls.append(ToolCall(body["name"], parsed))
         ids.append(str(call.get("id", "")))
     return calls, ids
@@ -249,9 +333,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
         if not isinstance(function, dict):
             raise bad_request(f"'{where}' must be {{\"type\": \"function\", \"function\": {{\"name\", ...}}}}", where)
-        name = function.get("name")
-        if not isinstance(name, str) or not TOOL_NAME.match(name):
-            raise bad_request(f"'{where}.function.name' must be 1-64 letters, digits, _ or -", f"{where}.function.name")
+        check_tool_name(function.get("name"), f"{where}.function.name")
         if not isinstance(function.get("parameters", {}), dict):
             raise bad_request(f"'{where}.function.parameters' must be a JSON Schema object",
                               f"{where}.function.parameters")

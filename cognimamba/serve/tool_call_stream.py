@@ -1,26 +1,29 @@
 """The reply's text split, as it streams, into content and tool calls: OpenAI's deltas, built incrementally.
 
-A call the model writes as `<tool_call>\\n{"name": "f", "arguments": {...}}\\n</tool_call>` (chat.format's
-shape) becomes a `CallStarted` (id and name) as soon as its name is complete, then `ArgumentsDelta`s as the
-arguments object grows; a small JSON scanner finds where that object ends, so neither the call's closing
-brace nor any tag reaches a client. Text may arrive in any pieces (one decoding step can yield several
-tokens, a tag and JSON together). A call in another shape (keys swapped, arguments as a string) is parsed
-whole at `</tool_call>` with chat.format's own parser. The non-streamed response folds these same events,
-so streamed and non-streamed answers cannot disagree.
+Content goes out as it arrives. A call (`<tool_call>\\n{"name": "f", "arguments": {...}}\\n</tool_call>` in
+chat.format's shape, or any other its parser reads) is held until its closing tag, then goes out whole as a
+`CallStarted` and one `ArgumentsDelta`: a delta cannot be taken back, and until `</tool_call>` nothing says
+the call will be well formed (Ollama streams calls whole too). Only a call chat.format's parser accepts, to a
+tool the request offered, is a call; anything else between the tags (JSON that does not parse, a name never
+offered, a call the reply never closed) goes out as content, as the model wrote it, with the reason in
+`problems` and the log, as vLLM and llama-server return a call they cannot parse as text. The result is
+`parse_assistant(text, offered, keep_failed_calls=True)` however the text is cut
+(tests/serve/test_tool_call_agreement.py); the non-streamed response folds these same events.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import logging
 import uuid
 from dataclasses import dataclass, field
 
-from cognimamba.chat.format import parse_tool_call
+from cognimamba.chat.format import ToolCall, parse_tool_call
 from cognimamba.model.tokenizer import TOOL_CALL, TOOL_CALL_END
 
-# The head of a call in chat.format's key order, up to the `{` that opens its arguments.
-CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=\{)')
+log = logging.getLogger("cognimamba.serve")
+
+UNCLOSED = f"unclosed {TOOL_CALL} (the reply ended before {TOOL_CALL_END})"  # chat.format's words
 
 
 @dataclass(frozen=True)
@@ -52,152 +55,133 @@ class StreamedCall:
 
 
 @dataclass
-class ArgumentsScanner:
-    """Where a JSON value that starts with `{` ends: depth outside strings, escapes inside them."""
+class ContentPieces:
+    """Content as chat.format joins it, let out as soon as no later text can change it.
 
-    depth: int = 0
-    in_string: bool = False
-    escaped: bool = False
+    The pieces between calls lose the newlines at their ends, blank pieces are dropped, one newline joins the
+    rest and the whole is stripped; so whitespace waits until text follows it in the same piece (or, for the
+    end of a piece, in a later one).
+    """
 
-    def end_of_value(self, text: str) -> int | None:
-        """The index just past the value's closing brace in `text`, or None if it goes on."""
-        for index, char in enumerate(text):
-            if self.in_string:
-                if self.escaped:
-                    self.escaped = False
-                elif char == "\\":
-                    self.escaped = True
-                elif char == '"':
-                    self.in_string = False
-            elif char == '"':
-                self.in_string = True
-            elif char in "{[":
-                self.depth += 1
-            elif char in "}]":
-                self.depth -= 1
-                if self.depth == 0:
-                    return index + 1
-        return None
+    emitted: bool = False  # some content went out: the next piece starts with the joining newline
+    piece_has_text: bool = False
+    held: str = ""  # whitespace that only the text after it lets out
+    gap: str = ""  # the end of the last piece with text, as the join keeps it
+
+    def add(self, text: str) -> str:
+        """More of the current piece; returns what can go out now."""
+        body = text.rstrip()
+        if not body:
+            self.held += text
+            return ""
+        body, self.held = self.held + body, text[len(body):]
+        if self.piece_has_text:
+            return body
+        self.piece_has_text = True
+        if not self.emitted:
+            self.emitted = True
+            return body.lstrip()
+        return self.gap + "\n" + body.lstrip("\n")
+
+    def end_piece(self) -> None:
+        """A call ends the current piece."""
+        if self.piece_has_text:
+            self.gap = self.held.rstrip("\n")
+        self.held, self.piece_has_text = "", False
 
 
 @dataclass
 class ToolCallStream:
     """Feed it the reply's text deltas with `push`, then `finish`; each returns the events they complete.
 
-    Whitespace around calls and at the end is dropped (held back until text follows it), as chat.format's
-    parser drops it. Malformed calls are left out of content and calls alike; `problems` says why.
+    `offered` is the tool names a call may have: the request's tools (none for tool_choice "none").
     """
 
+    offered: frozenset[str]
     calls: list[StreamedCall] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    _state: str = "content"  # content -> head -> arguments -> tail -> content
-    _buffer: str = ""
-    _scanner: ArgumentsScanner = field(default_factory=ArgumentsScanner)
-    _after_call: bool = False  # drop the whitespace that follows a call
-    _separator: str = ""  # content after a call starts on a new line, as chat.format joins it
-    _emitted_content: bool = False
+    _content: ContentPieces = field(default_factory=ContentPieces)
+    _buffer: str = ""  # in content, a tail that may be the start of <tool_call>; in a call, its text so far
+    _in_call: bool = False
+    _searched: int = 0  # how much of an open call's text has no </tool_call> (so each delta is searched once)
 
     def push(self, text: str) -> list[StreamEvent]:
         self._buffer += text
         events: list[StreamEvent] = []
-        while True:
-            step = {"content": self._content, "head": self._head, "arguments": self._arguments,
-                    "tail": self._tail}[self._state](events)
-            if not step:
-                return events
+        while self._read_call(events) if self._in_call else self._read_content(events):
+            pass
+        return events
 
     def finish(self) -> list[StreamEvent]:
         events: list[StreamEvent] = []
-        if self._state == "content" and self._buffer.strip():
-            self._emit(events, self._buffer.rstrip())
-        elif self._state == "head":
-            self.problems.append(f"unclosed {TOOL_CALL} (the reply ended before {TOOL_CALL_END})")
-        self._buffer = ""
-        return events
-
-    def _content(self, events: list[StreamEvent]) -> bool:
-        if self._after_call:
-            self._buffer = self._buffer.lstrip()
-            if not self._buffer:
-                return False
-            self._after_call = False
-            self._separator = "\n" if self._emitted_content else ""
-        start = self._buffer.find(TOOL_CALL)
-        if start >= 0:
-            before = self._buffer[:start].rstrip()
-            if before:
-                self._emit(events, before)
-            self._buffer = self._buffer[start + len(TOOL_CALL):]
-            self._state = "head"
-            return True
-        safe = len(self._buffer)
-        for length in range(min(len(TOOL_CALL) - 1, safe), 0, -1):  # a tag cut in two waits for its rest
-            if self._buffer.endswith(TOOL_CALL[:length]):
-                safe -= length
-                break
-        safe = len(self._buffer[:safe].rstrip())  # so does trailing whitespace: a call or the end may follow
-        if safe > 0:
-            self._emit(events, self._buffer[:safe])
-            self._buffer = self._buffer[safe:]
-        return False
-
-    def _emit(self, events: list[StreamEvent], text: str) -> None:
-        events.append(ContentDelta(self._separator + text))
-        self._separator = ""
-        self._emitted_content = True
-
-    def _head(self, events: list[StreamEvent]) -> bool:
-        match = CALL_HEAD.match(self._buffer)
-        end = self._buffer.find(TOOL_CALL_END)
-        if match and (end < 0 or match.end() < end):
-            self._start_call(events, json.loads(f'"{match.group(1)}"'))
-            self._buffer = self._buffer[match.end():]
-            self._scanner = ArgumentsScanner()
-            self._state = "arguments"
-            return True
-        if end < 0:
-            return False
-        call, problem = parse_tool_call(self._buffer[:end].strip())  # another shape: parse the whole call
-        if call is not None and problem is None:
-            self._start_call(events, call.name)
-            self._add_arguments(events, json.dumps(call.arguments, ensure_ascii=False))
+        if self._in_call:
+            self._problem(UNCLOSED)
+            self._add_content(events, TOOL_CALL + self._buffer)
         else:
-            self.problems.append(problem or "malformed tool call")
-        self._close_call(end)
-        return True
+            self._add_content(events, self._buffer)
+        self._buffer, self._in_call = "", False
+        return events  # the reply's trailing whitespace never goes out
 
-    def _arguments(self, events: list[StreamEvent]) -> bool:
-        end = self._scanner.end_of_value(self._buffer)
-        if end is None:
-            self._add_arguments(events, self._buffer)
-            self._buffer = ""
+    def _read_content(self, events: list[StreamEvent]) -> bool:
+        start = self._buffer.find(TOOL_CALL)
+        if start < 0:
+            safe = len(self._buffer) - partial_tag(self._buffer)  # a tag cut in two waits for its rest
+            self._add_content(events, self._buffer[:safe])
+            self._buffer = self._buffer[safe:]
             return False
-        self._add_arguments(events, self._buffer[:end])
-        self._buffer = self._buffer[end:]
-        self._state = "tail"
+        self._add_content(events, self._buffer[:start])
+        self._buffer = self._buffer[start + len(TOOL_CALL):]
+        self._in_call, self._searched = True, 0
         return True
 
-    def _tail(self, events: list[StreamEvent]) -> bool:
-        end = self._buffer.find(TOOL_CALL_END)
+    def _read_call(self, events: list[StreamEvent]) -> bool:
+        end = self._buffer.find(TOOL_CALL_END, max(0, self._searched - len(TOOL_CALL_END) + 1))
         if end < 0:
+            self._searched = len(self._buffer)
             return False
-        self._close_call(end)
+        body = self._buffer[:end]
+        self._buffer = self._buffer[end + len(TOOL_CALL_END):]
+        self._in_call = False
+        call, problem = parse_tool_call(body.strip(), self.offered)
+        arguments = ""
+        if call is not None and problem is None:
+            arguments, problem = arguments_json(call)
+        if call is None or problem is not None:
+            self._problem(problem or "malformed tool call")
+            self._add_content(events, f"{TOOL_CALL}{body}{TOOL_CALL_END}")
+            return True
+        self._content.end_piece()
+        streamed = StreamedCall(f"call_{uuid.uuid4().hex[:24]}", call.name, arguments)
+        self.calls.append(streamed)
+        events.append(CallStarted(len(self.calls) - 1, streamed.id, streamed.name))
+        events.append(ArgumentsDelta(len(self.calls) - 1, arguments))
         return True
 
-    def _start_call(self, events: list[StreamEvent], name: str) -> None:
-        call = StreamedCall(f"call_{uuid.uuid4().hex[:24]}", name)
-        self.calls.append(call)
-        events.append(CallStarted(len(self.calls) - 1, call.id, name))
+    def _add_content(self, events: list[StreamEvent], text: str) -> None:
+        out = self._content.add(text)
+        if out:
+            events.append(ContentDelta(out))
 
-    def _add_arguments(self, events: list[StreamEvent], text: str) -> None:
-        if text:
-            self.calls[-1].arguments += text
-            events.append(ArgumentsDelta(len(self.calls) - 1, text))
+    def _problem(self, problem: str) -> None:
+        self.problems.append(problem)
+        log.warning("a tool call went back as text: %s", problem)
 
-    def _close_call(self, end: int) -> None:
-        self._buffer = self._buffer[end + len(TOOL_CALL_END):]
-        self._state = "content"
-        self._after_call = True
+
+def partial_tag(text: str) -> int:
+    """How many characters at the end of `text` could be the start of <tool_call>."""
+    for length in range(min(len(TOOL_CALL) - 1, len(text)), 0, -1):
+        if text.endswith(TOOL_CALL[:length]):
+            return length
+    return 0
+
+
+def arguments_json(call: ToolCall) -> tuple[str, str | None]:
+    """The arguments as OpenAI sends them (a JSON string), or a problem: nesting json.loads just managed can
+    still be too deep to write back."""
+    try:
+        return json.dumps(call.arguments, ensure_ascii=False), None
+    except RecursionError:
+        return "", f"arguments of {call.name!r} are nested too deeply"
 
 
 def fold(events: list[StreamEvent]) -> str:

@@ -1,9 +1,11 @@
-"""One generation thread behind a first-come-first-served queue: the event loop never decodes.
+"""The requests' way to the model: a bounded first-come-first-served queue, and one thread that starts each job.
 
-Requests queue fairly behind the one model (no batching): each waits its turn in FIFO order, and past
-`max_pending` (running + waiting) a new one is refused (429) rather than left to wait without bound.
-Deltas cross back to the request's event loop through a `ReplyChannel`; a request that goes away sets its
-`cancel` event, which the decoding loop checks before every token, and a cancelled job that has not
+A job starts in arrival order: its forced start (tool_choice) is resolved, then it is handed to the served
+model, which decodes it in one of its sequence slots beside the others (inference/batching.py) and delivers
+its deltas as they come; a source without slots (a scripted one in tests) decodes one job at a time on this
+thread. Past `max_pending` requests running or waiting, a new one is refused (429) rather than left to wait
+without bound. Deltas cross back to the request's event loop through a `ReplyChannel`; a request that goes
+away sets its `cancel` event, which decoding checks before every token, and a cancelled job that has not
 started yet is skipped.
 """
 
@@ -93,23 +95,34 @@ class GenerationWorker:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            try:
-                self._generate(job)
-            finally:
-                with self._lock:
-                    self._pending -= 1
+            self._start(job)
 
-    def _generate(self, job: Job) -> None:
+    def _start(self, job: Job) -> None:
+        """Hand the job to the model; `_end` runs when it is over (at once for a skipped or failed one)."""
         if job.cancel.is_set():
-            job.channel.deliver(Finished(ReplyStats(0, "cancelled"), ""))
+            self._end(job, Finished(ReplyStats(0, "cancelled"), ""))
             return
         try:
             forced = job.forced.resolve(self.model, job.prompt)
             if forced:
                 job.channel.deliver(forced)
-            for delta in self.model.stream(job.prompt + forced, job.params, job.max_new_tokens, job.stop, job.cancel):
-                job.channel.deliver(delta)
-            job.channel.deliver(Finished(self.model.last_stats(), forced))
+
+            def done(stats: ReplyStats | None, error: BaseException | None) -> None:
+                self._end(job, self._outcome(stats, error, forced))
+
+            self.model.start(job.prompt + forced, job.params, job.max_new_tokens, job.stop, job.cancel,
+                             job.channel.deliver, done)
         except Exception as error:  # the request fails with a 500; the server and its worker go on
-            log.exception("generation failed")
-            job.channel.deliver(Failed(f"{type(error).__name__}: {error}"))
+            self._end(job, self._outcome(None, error, ""))
+
+    @staticmethod
+    def _outcome(stats: ReplyStats | None, error: BaseException | None, forced: str) -> Finished | Failed:
+        if error is None and stats is not None:
+            return Finished(stats, forced)
+        log.error("generation failed", exc_info=error)
+        return Failed(f"{type(error).__name__}: {error}")
+
+    def _end(self, job: Job, outcome: Finished | Failed) -> None:
+        with self._lock:
+            self._pending -= 1
+        job.channel.deliver(outcome)

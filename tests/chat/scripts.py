@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from cognimamba.config.schema import GenerationConfig
-from cognimamba.inference.decoding import GenerationStats, TokenChoice
+from cognimamba.inference.decode_step import GenerationStats, TokenChoice
 
 # What the scripted "model" says of each chunk it streams, when asked (top_alternatives): the chunk had
 # probability 0.5, the four others below it, and 0.1 is left for the rest of the vocabulary.

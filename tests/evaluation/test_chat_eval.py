@@ -23,7 +23,8 @@ CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 * 7"
 
 class ScriptedModel(nn.Module):
     """A Transformer stand-in whose greedy continuation of a prompt is exactly `script(prompt)`'s tokens
-    (turn markers included), then " la" forever: a reply without a marker runs into the token limit."""
+    (turn markers included), then " la" forever: a reply without a marker runs into the token limit.
+    It remembers one sequence at a time, so it is decoded in one slot."""
 
     def __init__(self, tokenizer, script: Callable[[str], str], max_seq_len: int = 2048) -> None:
         super().__init__()
@@ -82,7 +83,7 @@ def tokenizer(tiny_data: Path):
 
 def test_turn_taking_and_tool_calls_are_scored_exactly(tokenizer) -> None:
     model = ScriptedModel(tokenizer, script)
-    report = chat_eval(RunCompletions(model, tokenizer), HELD_OUT, max_new_tokens=80)
+    report = chat_eval(RunCompletions(model, tokenizer, slots=1), HELD_OUT, max_new_tokens=80)
     assert (report.turns, report.turns_taken, report.turn_taking_rate) == (4, 2, 0.5)
     tools = report.tools
     assert (tools.tool_turns, tools.parsed, tools.right_name, tools.right_args) == (1, 1, 1, 1)
@@ -108,14 +109,15 @@ def test_long_histories_keep_the_system_turn_and_drop_oldest_turns(tokenizer) ->
     for number in range(30):
         messages += [{"role": "user", "content": f"question {number}?"},
                      {"role": "assistant", "content": f"answer {number}."}]
-    model = RunCompletions(ScriptedModel(tokenizer, lambda prompt: f"ok{IM_END}", max_seq_len=256), tokenizer)
+    model = RunCompletions(ScriptedModel(tokenizer, lambda prompt: f"ok{IM_END}", max_seq_len=256), tokenizer, slots=1)
     prompt, trimmed = fit_prompt(messages[:-1], None, model, reserve=64)
     assert trimmed and prompt.startswith(f"{IM_START}system\nYou are terse.")
     assert "question 29?" in prompt and "question 0?" not in prompt
     assert model.count_tokens(prompt) <= 256 - 64
     report = chat_eval(model, [Conversation(messages)], max_new_tokens=8)
     assert report.turns == 30 and report.trimmed > 0 and report.turn_taking_rate == 1.0
-    tiny = RunCompletions(ScriptedModel(tokenizer, lambda prompt: f"ok{IM_END}", max_seq_len=16), tokenizer)
+    tiny = RunCompletions(ScriptedModel(tokenizer, lambda prompt: f"ok{IM_END}", max_seq_len=16), tokenizer,
+                          slots=1)
     assert chat_eval(tiny, [Conversation(messages)], max_new_tokens=8).skipped_too_long == 30
 
 

@@ -188,7 +188,7 @@ def test_a_task_temperature_chat_refuses_is_refused_before_generating(tiny_run: 
     generated = []
     lm.continue_text = lambda *args: generated.append(args) or ""
     fine = {"until": ["\n"], "max_gen_toks": 4, "do_sample": True, "temperature": 0.7}
-    requests = [lm_eval.api.instance.Instance("generate_until", {}, ("Once upon", settings), index, task_name=WORDS)
+    requests = [lm_eval.api.instance.Instance("generate_until", {}, ("Once upon", settings), index, (WORDS, index, 1))
                 for index, settings in enumerate([fine, {**fine, "temperature": temperature}])]
     with pytest.raises(CogniError, match=rf"^{WORDS}: gen_kwargs temperature = {temperature:g} .*use 0 for greedy "
                                          r"decoding or at least 0\.01$"):

@@ -221,7 +221,7 @@ def test_token_choices_are_the_models_probabilities_on_request(loaded):
 
 
 def test_decode_threads_follow_the_weight_bytes_rule():
-    from cognimamba.inference.decoding import DECODE_BYTES_PER_THREAD, DecodeStep, decode_threads
+    from cognimamba.inference.decode_step import DECODE_BYTES_PER_THREAD, DecodeStep, decode_threads
 
     def weights_of(megabytes: int) -> torch.nn.Module:  # fp32 on the meta device: sized, never allocated
         return torch.nn.Linear(1000, megabytes * 250, bias=False, device="meta")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -85,3 +87,25 @@ def test_a_stop_string_spanning_tokens_after_a_space_is_cut_before_it() -> None:
     tokenizer = metaspace_tokenizer()
     ids = tokenizer.encode("the weather in paris is nice").ids
     assert "".join(streamed(tokenizer, ids, ["in paris"])) == "the weather "
+
+
+def test_long_stop_strings_cost_time_linear_in_the_text() -> None:
+    """Four 100k-character stop strings over 5,000 one-character tokens: checked in well under a second.
+
+    Checking every prefix of every stop string on every token made this take tens of seconds on the one
+    generation worker that all requests share.
+    """
+    tokenizer = byte_level_tokenizer()
+    digits = random.Random(0).choices("0123456789", k=5000)  # digits are single byte tokens here
+    ids = [tokenizer.token_to_id(digit) for digit in digits]
+    text = "".join(digits)
+    stops = ["x" * 100_000,  # never starts
+             "".join(random.Random(1).choices("0123456789", k=100_000)),  # short partial matches everywhere
+             text[:4000] + "x" * 96_000,  # the text itself, held back until it stops matching at 4,000
+             text[2500:4500] + "x" * 98_000]  # a long partial match that ends before the stop string does
+    started = time.perf_counter()
+    deltas = streamed(tokenizer, ids, stops)
+    assert time.perf_counter() - started < 1.0
+    assert "".join(deltas) == text
+    ends = "".join(streamed(tokenizer, ids, [*stops[:3], text[2500:4500]]))  # this one matches
+    assert ends == text[:text.find(text[2500:4500])]

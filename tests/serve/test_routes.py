@@ -114,8 +114,8 @@ def test_tool_choice_none_never_returns_a_call():
 
 def test_named_tool_choice_starts_the_reply_with_that_call():
     # The script answers only what follows the forced start: the arguments and the closing tag.
-    model = scripted_model(lambda prompt: '{"time_zone": "UTC"}}\n</tool_call>'
-                           if prompt.endswith('{"name": "clock", "arguments": ') else "no call")
+    model = scripted_model(lambda prompt: '"time_zone": "UTC"}}\n</tool_call>'
+                           if prompt.endswith('{"name": "clock", "arguments": {') else "no call")
     with running_server(model) as url:
         reply = client(url).chat.completions.create(
             model="scripted", messages=HELLO, tools=[WEATHER_TOOL, CLOCK_TOOL],
@@ -126,7 +126,7 @@ def test_named_tool_choice_starts_the_reply_with_that_call():
 
 
 def test_required_tool_choice_takes_the_name_the_model_scores_highest():
-    model = scripted_model(lambda prompt: '{}}\n</tool_call>')
+    model = scripted_model(lambda prompt: '}}\n</tool_call>')
     model.scorer = lambda prefix, endings: endings[-1]  # the model "prefers" the last tool
     with running_server(model) as url:
         reply = client(url).chat.completions.create(model="scripted", messages=HELLO,

@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static, TabbedContent, TabPane
 
-from cognimamba.inference.decoding import TokenChoice
+from cognimamba.inference.decode_step import TokenChoice
 from cognimamba.model.tokenizer import unmark
 
 

@@ -21,6 +21,7 @@ def serve_command(
     api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="read the key from this file (keeps it out of `ps`)")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="let web pages from this origin call the API (repeatable; '*' for any)")] = None,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="requests running or queued at once; more get HTTP 429")] = 16,
+    parallel: Annotated[int | None, typer.Option("--parallel", min=1, help="replies decoded at once, each in its own slot of the KV cache (continuous batching); default: up to 8, as the model's cache fits a quarter of the memory")] = None,
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (see `cogni chat --compile`)")] = False,
@@ -44,9 +45,10 @@ def serve_command(
         raise CogniError("--api-key: the key is empty")
     check_run(run)
     configure_logging()
-    model = load_served_model(run, device, model_name, compile, weights)
+    model = load_served_model(run, device, model_name, compile, weights, parallel)
     settings = ServerSettings(api_key=key, cors_origins=list(cors_origin or []), max_concurrency=max_concurrency)
-    typer.echo(f"serving {model.name!r} (context {model.context_length} tokens) at http://{host}:{port}/v1"
+    typer.echo(f"serving {model.name!r} (context {model.context_length} tokens, {model.parallel} parallel "
+               f"slot{'s' if model.parallel > 1 else ''}) at http://{host}:{port}/v1"
                f"{' (API key required)' if key else ''}; Ctrl+C stops", err=True)
     uvicorn.run(create_app(model, settings), host=host, port=port, log_level="warning", access_log=False)
 

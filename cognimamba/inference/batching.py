@@ -1,0 +1,324 @@
+"""Continuous batching: many sequences decoded together, each in its own slot of one KV cache.
+
+A fixed number of slots share one cache ([slots, kv heads, positions, head_dim], and each Mamba-2 layer's
+state per slot). A request waits for a free slot and joins the running batch at the next step. Its prompt is
+read in chunks of at most `prefill_chunk` tokens a step, between the other slots' decoding steps, so a long
+prompt never stalls the streams already running (llama-server's slots, vLLM's chunked prefill). Each step
+decodes one token for every slot past its prompt in one forward pass, so the weights are read once for all
+of them. A slot keeps its own position, sampling settings, seed, stop strings, cancel flag and statistics; a
+finished or cancelled slot is free at the next step.
+
+Greedy decoding gives the same tokens alone or beside other requests: a row's mask hides every position
+that is not its own, so only the order of float sums can differ between batch sizes (tests/inference).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tokenizers import Tokenizer
+
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
+from cognimamba.inference.sampling import sample_next, seeded_generator
+from cognimamba.inference.text_stream import TextStream
+from cognimamba.model.build import Model, new_cache
+from cognimamba.model.transformer import SlotStep
+from cognimamba.system.hardware import intra_op_threads
+
+log = logging.getLogger("cognimamba.inference")
+
+# Prompt tokens read per step across all slots: long enough that reading a prompt costs few steps, short
+# enough that the running streams wait one chunk's forward pass at most between two of their tokens.
+PREFILL_CHUNK = 256
+MAX_DEFAULT_SLOTS = 8  # where batching has paid on a CPU and small GPUs (benchmarks/serve_load.py)
+CACHE_MEMORY_SHARE = 0.25  # the most of the device's memory the slots' cache takes by default
+
+
+def cache_bytes_per_slot(model: Model) -> int:
+    """Bytes one slot's decoding cache holds at the full context (keys, values and Mamba-2 states)."""
+    probe = new_cache(model.config, 1, 1, device="meta", dtype=next(model.parameters()).dtype)
+    tensors = [*getattr(probe, "keys", {}).values(), *getattr(probe, "values", {}).values()]
+    per_position = sum(t.numel() * t.element_size() for t in tensors) // 2  # the probe holds 2 positions
+    states = [tensor for state in getattr(probe, "mamba_states", {}).values() for tensor in (state.conv, state.ssm)]
+    fixed = sum(t.numel() * t.element_size() for t in states)
+    return per_position * (model.config.max_seq_len + 1) + fixed
+
+
+def default_slots(model: Model, device: torch.device) -> int:
+    """How many sequences to decode at once: MAX_DEFAULT_SLOTS, fewer where their cache would take more than
+    CACHE_MEMORY_SHARE of the device's memory; one for the fixed-point model (one context for the batch)."""
+    if model.config.is_fixed_point:
+        return 1
+    if device.type == "cuda":
+        memory = torch.cuda.mem_get_info(device)[1]
+    else:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 << 30
+    return max(1, min(MAX_DEFAULT_SLOTS, int(memory * CACHE_MEMORY_SHARE) // cache_bytes_per_slot(model)))
+
+
+def _ignore(*_: object) -> None:
+    return None
+
+
+@dataclass
+class SlotRequest:
+    """One sequence to generate. The callbacks run on the engine's thread: keep them quick (queue the text)."""
+
+    prompt_ids: list[int]
+    settings: GenerationConfig
+    stop: Sequence[str] = ()
+    cancel: threading.Event = field(default_factory=threading.Event)
+    top_alternatives: int = 0  # > 0: stats.token_choices gets each token's probability and this many likeliest
+    end_ids: frozenset[int] = frozenset()  # tokens that end the reply after they are delivered (kept, unlike stops)
+    on_text: Callable[[str], None] = _ignore
+    on_done: Callable[[GenerationStats, BaseException | None], None] = _ignore
+
+
+@dataclass
+class _Slot:
+    row: int
+    request: SlotRequest
+    text: TextStream | None
+    stats: GenerationStats
+    unread: list[int]  # prompt ids not yet in the cache
+    generator: torch.Generator | None
+    history: torch.Tensor | None  # ids seen so far, for the repetition penalty
+    started: float = field(default_factory=time.perf_counter)
+    position: int = 0  # ids in the cache
+    next_token: int | None = None  # sampled, to be fed at `position` by the next decoding step
+    first_token_at: float = 0.0
+
+
+class BatchEngine:
+    """Decodes up to `slots` sequences at once on one thread of its own, started with the first request."""
+
+    def __init__(self, model: Model, tokenizer: Tokenizer | None, slots: int, prefill_chunk: int = PREFILL_CHUNK,
+                 device: torch.device | str | None = None, one_slot_step: DecodeStep | None = None) -> None:
+        """`one_slot_step` decodes when one slot holds the only stream (a ChatModel's, compiled with --compile);
+        with one slot it reads the cache itself, with more a view of the slot's rows (always eagerly)."""
+        if model.config.is_fixed_point and slots > 1:
+            raise ValueError("the fixed-point model carries one context for the whole batch; use one slot")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.slots = slots
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.context_length = model.config.max_seq_len
+        # One slot has no other stream to keep going: its prompt is read in one pass, as Decoder reads it.
+        self.prefill_chunk = prefill_chunk if slots > 1 else self.context_length
+        dtype = next(model.parameters()).dtype
+        self.cache = new_cache(model.config, slots, self.context_length, device=self.device, dtype=dtype)
+        self.one_slot_step = one_slot_step or DecodeStep(model, self.device)
+        self._waiting: collections.deque[SlotRequest] = collections.deque()
+        self._active: list[_Slot] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def busy(self) -> int:
+        """Requests running or waiting for a slot."""
+        return len(self._active) + len(self._waiting)
+
+    def submit(self, request: SlotRequest) -> None:
+        """Queue a request; it joins the batch at the next step. ValueError if its prompt cannot fit the context."""
+        if not request.prompt_ids:
+            raise ValueError("empty prompt")
+        if len(request.prompt_ids) >= self.context_length:
+            raise ValueError(f"prompt of {len(request.prompt_ids)} tokens does not fit the context of "
+                             f"{self.context_length}")
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            self._waiting.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cogni-batch-engine", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stream(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = (), top_alternatives: int = 0) -> Reply:
+        """The request's text deltas as an iterator, for callers on a thread of their own."""
+        reply = Reply()
+        self.submit(SlotRequest(prompt_ids, settings, stop, cancel or threading.Event(), top_alternatives,
+                                on_text=reply.items.put, on_done=reply.finish))
+        return reply
+
+    # ------------------------------------------------------------------------------------------- the loop
+
+    def _run(self) -> None:
+        """Steps while there is work; the thread ends when there is none and the next request starts another."""
+        while True:
+            with self._wake:
+                if self._closed:
+                    self._fail_all(RuntimeError("the engine was closed"))
+                    return
+                if not (self._waiting or self._active):
+                    self._thread = None
+                    return
+            try:
+                with torch.inference_mode():
+                    self.step()
+            except Exception as error:  # one bad step fails the requests in it; the engine goes on
+                log.exception("decoding step failed")
+                self._fail_all(error)
+
+    def step(self) -> None:
+        """Admit waiting requests, read one chunk of prompts, decode one token for every slot past its prompt."""
+        self._admit()
+        self._read_prompts()
+        ready = [slot for slot in self._active if slot.next_token is not None]
+        if not ready:
+            return
+        tokens = torch.tensor([[slot.next_token] for slot in ready], dtype=torch.long, device=self.device)
+        if len(ready) == 1 and self.slots == 1:
+            logits = self.one_slot_step(tokens, self.cache, ready[0].position)
+        elif len(ready) == 1:
+            with intra_op_threads(self.one_slot_step.threads):
+                logits = self._forward(tokens, ready[0], ready[0].position)
+        else:
+            rows = torch.tensor([slot.row for slot in ready], device=self.device)
+            positions = torch.tensor([slot.position for slot in ready], device=self.device)
+            logits = self.model.decode_slots(tokens, SlotStep(self.cache, rows, positions))
+        for slot, row_logits in zip(ready, logits, strict=True):
+            slot.position += 1
+            self._accept(slot, row_logits)
+
+    def _forward(self, ids: torch.Tensor, slot: _Slot, start: int) -> torch.Tensor:
+        """Logits [1, vocab] after `ids` [1, time] of one slot, its cache rows written from `start`."""
+        cache = self.cache if self.slots == 1 else self.cache.rows(slot.row, slot.row + 1)
+        return self.model(ids, cache=cache, start=start, last_only=True)[:, -1]
+
+    def _admit(self) -> None:
+        with self._wake:
+            free = sorted(set(range(self.slots)) - {slot.row for slot in self._active})
+            while free and self._waiting:
+                request = self._waiting.popleft()
+                self._active.append(self._new_slot(free.pop(0), request))
+
+    def _new_slot(self, row: int, request: SlotRequest) -> _Slot:
+        settings = request.settings
+        history = torch.tensor(request.prompt_ids) if settings.repetition_penalty != 1.0 else None
+        text = TextStream(self.tokenizer, list(request.stop)) if self.tokenizer is not None else None
+        return _Slot(row, request, text, GenerationStats(prompt_tokens=len(request.prompt_ids)),
+                     list(request.prompt_ids), seeded_generator(settings.seed), history)
+
+    def _read_prompts(self) -> None:
+        budget = self.prefill_chunk
+        for slot in [slot for slot in self._active if slot.unread]:
+            if budget <= 0:
+                return
+            if slot.request.cancel.is_set():
+                self._finish(slot, "cancelled")
+                continue
+            chunk, slot.unread = slot.unread[:budget], slot.unread[budget:]
+            ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
+            logits = self._forward(ids, slot, slot.position)
+            slot.position += len(chunk)
+            budget -= len(chunk)
+            if not slot.unread:
+                self._accept(slot, logits[0])
+
+    def _accept(self, slot: _Slot, logits: torch.Tensor) -> None:
+        """Sample the slot's next token from `logits` [vocab], deliver its text, and end the slot if it is done."""
+        request, stats = slot.request, slot.stats
+        if request.cancel.is_set():
+            self._finish(slot, "cancelled")
+            return
+        probabilities = torch.softmax(logits.float(), dim=-1) if request.top_alternatives else None
+        token = sample_next(logits.cpu() if slot.generator is not None else logits, request.settings,
+                            slot.generator, slot.history)
+        if stats.generated_tokens == 0:
+            slot.first_token_at = time.perf_counter()
+            stats.time_to_first_token = slot.first_token_at - slot.started
+        if token in self.stop_ids:
+            self._finish(slot, "stop_token")
+            return
+        if probabilities is not None:
+            stats.token_choices.append(token_choice(self.tokenizer, probabilities, token, request.top_alternatives))
+        stats.generated_tokens += 1
+        if slot.text is not None:
+            delta = slot.text.push(token)
+            if delta:
+                request.on_text(delta)
+            if slot.text.stopped:
+                self._finish(slot, "stop_string")
+                return
+        else:
+            request.on_text(str(token))
+        if slot.history is not None:
+            slot.history = torch.cat([slot.history, torch.tensor([token])])
+        if token in request.end_ids:
+            self._finish(slot, "stop_token")
+        elif stats.generated_tokens >= request.settings.max_new_tokens:
+            self._finish(slot, "max_new_tokens")
+        elif slot.position + 1 >= self.context_length:  # the prompt and the reply fill the context
+            self._finish(slot, "context")
+        else:
+            slot.next_token = token
+
+    def _finish(self, slot: _Slot, reason: str) -> None:
+        stats = slot.stats
+        stats.stop_reason = reason
+        stats.decode_seconds = time.perf_counter() - slot.first_token_at if slot.first_token_at else 0.0
+        if reason != "stop_string" and slot.text is not None:
+            tail = slot.text.finish()
+            if tail:
+                slot.request.on_text(tail)
+        self._active.remove(slot)
+        slot.request.on_done(stats, None)
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._wake:
+            failed = [slot.request for slot in self._active]
+            if self._closed:
+                failed += list(self._waiting)
+                self._waiting.clear()
+            self._active.clear()
+        for request in failed:
+            request.on_done(GenerationStats(stop_reason="error"), error)
+
+
+class Reply:
+    """One request's text deltas as an iterator (blocking), and its statistics once it has ended."""
+
+    def __init__(self) -> None:
+        self.items: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.stats = GenerationStats()
+        self.error: BaseException | None = None
+
+    def finish(self, stats: GenerationStats, error: BaseException | None) -> None:
+        self.stats, self.error = stats, error
+        self.items.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self.items.get()) is not None:
+            yield item
+        if self.error is not None:
+            raise self.error
+
+    def text(self) -> str:
+        return "".join(self)
+
+
+def generate_all(engine: BatchEngine, prompts: list[list[int]], settings: GenerationConfig,
+                 stop: Sequence[str] = ()) -> list[tuple[str, GenerationStats]]:
+    """Every prompt's reply text and statistics, in order, decoded as one continuous batch."""
+    replies = [engine.stream(prompt, settings, stop=stop) for prompt in prompts]
+    return [(reply.text(), reply.stats) for reply in replies]

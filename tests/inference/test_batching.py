@@ -1,0 +1,105 @@
+"""Continuous batching: a request gives the same tokens alone or beside others, whenever it joins."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.batching import BatchEngine, SlotRequest, generate_all
+from cognimamba.inference.decoding import Decoder, greedy_ids
+from cognimamba.model.build import build_model
+from cognimamba.model.transformer import KVCache, SlotStep
+from cognimamba.runs.loading import load_run
+from tests.conftest import tiny_config
+
+GREEDY = GenerationConfig(temperature=0.0, max_new_tokens=12)
+SHAPES = {"attention": [], "hybrid": ["model.layer_pattern=AM"], "sliding": ["model.sliding_window=8"]}
+
+
+def eight_prompts(vocab: int, seed: int = 0) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (length,), generator=generator).tolist() for length in (3, 9, 17, 30, 5, 12, 24, 1)]
+
+
+def engine_ids(engine: BatchEngine, prompts: list[list[int]], settings: GenerationConfig = GREEDY) -> list[list[int]]:
+    """Without a tokenizer the engine's text is each token id, which is what these tests compare."""
+    collected: list[list[int]] = [[] for _ in prompts]
+    done = [threading.Event() for _ in prompts]
+    for index, prompt in enumerate(prompts):
+        engine.submit(SlotRequest(prompt, settings, on_text=lambda text, i=index: collected[i].append(int(text)),
+                                  on_done=lambda stats, error, i=index: done[i].set()))
+    for event in done:
+        assert event.wait(60)
+    return collected
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_one_step_of_rows_at_different_positions_equals_each_rows_full_forward(shape: str):
+    torch.manual_seed(0)
+    config = tiny_config(*SHAPES[shape], "model.vocab_size=300").model
+    model = build_model(config).eval()
+    prompts = eight_prompts(300)[:4]
+    cache = KVCache(config, 4, 40)
+    with torch.inference_mode():
+        for row, prompt in enumerate(prompts):
+            model(torch.tensor([prompt]), cache=cache.rows(row, row + 1), start=0)
+        rows = torch.tensor([2, 0, 3])  # some rows, out of order; row 1 sits this step out
+        positions = torch.tensor([len(prompts[row]) for row in rows.tolist()])
+        logits = model.decode_slots(torch.tensor([[7], [8], [9]]), SlotStep(cache, rows, positions))
+        for index, row in enumerate(rows.tolist()):
+            full = model(torch.tensor([[*prompts[row], 7 + index]]))[0, -1]
+            torch.testing.assert_close(logits[index], full, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_eight_prompts_decode_the_same_ids_alone_and_together(shape: str):
+    torch.manual_seed(1)
+    config = tiny_config(*SHAPES[shape], "model.vocab_size=300").model
+    model = build_model(config).eval()
+    prompts = eight_prompts(300, seed=2)
+    alone = [greedy_ids(model, prompt, GREEDY.max_new_tokens) for prompt in prompts]
+    assert engine_ids(BatchEngine(model, None, slots=8), prompts) == alone
+    # Fewer slots than requests: the rest wait, then join as slots free up; long prompts are read in chunks.
+    assert engine_ids(BatchEngine(model, None, slots=3, prefill_chunk=7), prompts) == alone
+
+
+def test_a_trained_model_replies_the_same_text_alone_and_in_a_batch(tiny_run):
+    loaded = load_run(tiny_run)
+    tokenizer = loaded.tokenizer
+    texts = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
+             "A big dog", "They played"]
+    prompts = [tokenizer.encode(text).ids for text in texts]
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
+    decoder = Decoder(loaded.model, tokenizer)
+    alone = [decoder.generate(prompt, settings) for prompt in prompts]
+    together = generate_all(BatchEngine(loaded.model, tokenizer, slots=8), prompts, settings)
+    assert [text for text, _ in together] == alone
+    assert all(stats.generated_tokens > 0 and stats.stop_reason for _, stats in together)
+
+
+def test_sampling_settings_and_seeds_are_each_requests_own():
+    torch.manual_seed(3)
+    model = build_model(tiny_config("model.vocab_size=300").model).eval()
+    prompts = eight_prompts(300, seed=4)[:4]
+    sampled = GenerationConfig(temperature=1.0, top_k=50, max_new_tokens=8, seed=11)
+    engine = BatchEngine(model, None, slots=4)
+    alone = [engine_ids(engine, [prompt], sampled)[0] for prompt in prompts]
+    assert engine_ids(engine, prompts, sampled) == alone
+
+
+def test_a_cancelled_request_frees_its_slot_for_the_next():
+    model = build_model(tiny_config("model.vocab_size=300").model).eval()
+    engine = BatchEngine(model, None, slots=1)
+    cancel = threading.Event()
+    endless = GenerationConfig(temperature=0.0, max_new_tokens=10_000)
+    first_token = threading.Event()
+    ended: list[str] = []
+    engine.submit(SlotRequest([1, 2, 3], endless, cancel=cancel, on_text=lambda text: first_token.set(),
+                              on_done=lambda stats, error: ended.append(stats.stop_reason)))
+    assert first_token.wait(30)
+    cancel.set()
+    assert engine_ids(engine, [[4, 5]]) == [greedy_ids(model, [4, 5], GREEDY.max_new_tokens)]
+    assert ended == ["cancelled"]
