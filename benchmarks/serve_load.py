@@ -1,12 +1,16 @@
 """Load on `cogni serve`: concurrent streaming clients (openai's AsyncOpenAI), then the server's overhead.
 
-    python benchmarks/serve_load.py RUN [--clients 8] [--seconds 60] [--solo-seconds 20] [--max-tokens 64]
+    python benchmarks/serve_load.py RUN [--clients 1,2,4,8,16] [--parallel 1,8] [--seconds 20]
+                                        [--max-tokens 64] [--plot serve_load.png] [--overhead]
 
-Starts `cogni serve RUN` on a free port, runs one client alone, then N clients at once, each sending
-streamed chat completions back to back; prints requests completed and failed, p50/p95 time to first
-token and total generated tokens/s for each. Then the overhead: the same greedy prompt through
-`cogni chat RUN --prompt --json` (its prompt time plus decoding, without loading) and through the server
-(a whole non-streamed request), tokens/s of each and their ratio. Results go in benchmarks/README.md.
+For each --parallel value it starts `cogni serve RUN --parallel P` on a free port and, for each number of
+clients, runs that many clients at once, each sending streamed chat completions (a prompt of about 64 tokens)
+back to back for --seconds; prints requests completed and failed, p50/p95 time to first token and total
+generated tokens/s, and with --plot draws tokens/s and p95 time to first token against the clients
+(matplotlib). `--parallel 1` decodes one reply at a time, as the server did before continuous batching, so
+one run compares both on the same machine. With --overhead, the same greedy prompt through
+`cogni chat RUN --prompt --json` (its prompt time plus decoding, without loading) and through the server (a
+whole non-streamed request), tokens/s of each and their ratio. Results go in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,23 +31,35 @@ import httpx
 from openai import AsyncOpenAI
 
 REPEATS = 3  # the overhead runs take the best of three: the machine may be shared
-PROMPT = "Tell me a story about a little dog who finds a red ball."
+# About 64 tokens with a 4096-token TinyStories vocabulary (the server's usage says exactly; printed).
+PROMPT = ("Tell me a story about a little dog who finds a red ball in the park. The dog is called Max and he "
+          "lives with a girl named Lily. One sunny day they go to the park together, and Max runs to the big tree "
+          "where he finds the ball. What happens next? Make it happy.")
 
 
 @dataclass
 class LoadResult:
+    clients: int = 0
+    prompt_tokens: int = 0
     completed: int = 0
     failed: int = 0
     tokens: int = 0
     first_token_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
-    def line(self, label: str) -> str:
+    @property
+    def p95(self) -> float:
         ttft = sorted(self.first_token_seconds) or [0.0]
-        p95 = ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))]
-        return (f"{label}: {self.completed} completed, {self.failed} failed, TTFT p50 "
-                f"{statistics.median(ttft) * 1000:.0f} ms / p95 {p95 * 1000:.0f} ms, "
-                f"{self.tokens / self.seconds:.1f} tokens/s total")
+        return ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    def row(self, parallel: int) -> str:
+        ttft = self.first_token_seconds or [0.0]
+        return (f"| {parallel} | {self.clients} | {self.completed} | {self.failed} | "
+                f"{statistics.median(ttft) * 1000:.0f} ms | {self.p95 * 1000:.0f} ms | {self.tokens_per_second:.1f} |")
 
 
 async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int, seed: int,
@@ -60,6 +76,7 @@ async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int
                     first = time.perf_counter() - started
                 if chunk.usage:
                     result.tokens += chunk.usage.completion_tokens
+                    result.prompt_tokens = chunk.usage.prompt_tokens
             result.completed += 1
             if first is not None:
                 result.first_token_seconds.append(first)
@@ -71,7 +88,7 @@ async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int
 
 async def load(url: str, model: str, clients: int, seconds: float, max_tokens: int) -> LoadResult:
     api = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
-    result = LoadResult()
+    result = LoadResult(clients=clients)
     started = time.perf_counter()
     await asyncio.gather(*(one_client(api, model, started + seconds, max_tokens, 1000 * index, result)
                            for index in range(clients)))
@@ -105,39 +122,79 @@ def local_speed(cli: list[str], run: Path, env: dict[str, str], max_tokens: int)
     return best, tokens
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--solo-seconds", type=float, default=20)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    args = parser.parse_args()
+def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
+    """`cogni serve RUN --parallel P` on a free port, once it answers: the process, its URL and model id."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([*cli, "serve", str(run), "--port", str(port), "--max-concurrency", "64",
+                               "--parallel", str(parallel)], stderr=subprocess.DEVNULL, env=env)
+    for _ in range(1200):
+        try:
+            return server, url, httpx.get(f"{url}/health").json()["model"]
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.terminate()
+    raise SystemExit("the server did not start")
+
+
+def plot(results: dict[int, list[LoadResult]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (speed, latency) = plt.subplots(1, 2, figsize=(10, 4))
+    for parallel, rows in results.items():
+        clients = [row.clients for row in rows]
+        speed.plot(clients, [row.tokens_per_second for row in rows], marker="o", label=f"--parallel {parallel}")
+        latency.plot(clients, [row.p95 * 1000 for row in rows], marker="o", label=f"--parallel {parallel}")
+    speed.set(xlabel="concurrent streaming clients", ylabel="generated tokens/s, all clients", xscale="log")
+    latency.set(xlabel="concurrent streaming clients", ylabel="time to first token, p95 (ms)", xscale="log")
+    for axes in (speed, latency):
+        axes.set_xticks(clients, [str(count) for count in clients])
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--clients", default="1,2,4,8,16", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--parallel", default="1,8", help="comma-separated --parallel values, one server each")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--plot", type=Path, help="draw the curves into this PNG (needs matplotlib)")
+    parser.add_argument("--overhead", action="store_true", help="also compare one request with `cogni chat`")
+    args = parser.parse_args()
     cli = [sys.executable, "-m", "cognimamba"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([*cli, "serve", str(args.run), "--port", str(port), "--max-concurrency", "64"],
-                              stderr=subprocess.DEVNULL, env=env)
-    try:
-        for _ in range(1200):
-            try:
-                model = httpx.get(f"{url}/health").json()["model"]
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        print(asyncio.run(load(url, model, 1, args.solo_seconds, args.max_tokens)).line("1 client"))
-        crowd = asyncio.run(load(url, model, args.clients, args.seconds, args.max_tokens))
-        print(crowd.line(f"{args.clients} clients"))
-        served, served_tokens = server_speed(url, model, 128)
-    finally:
-        server.terminate()
-        server.wait(30)
-    local, local_tokens = local_speed(cli, args.run, env, 128)
-    print(f"greedy tokens/s on the same prompt: cogni chat --prompt {local:.1f} ({local_tokens} tokens), "
-          f"server {served:.1f} ({served_tokens} tokens), ratio {served / local:.2f}")
+    results: dict[int, list[LoadResult]] = {}
+    print("| --parallel | clients | completed | failed | TTFT p50 | TTFT p95 | generated tokens/s, all clients |")
+    print("|---|---|---|---|---|---|---|")
+    for parallel in [int(value) for value in args.parallel.split(",")]:
+        server, url, model = start_server(cli, args.run, parallel, env)
+        try:
+            for clients in [int(value) for value in args.clients.split(",")]:
+                result = asyncio.run(load(url, model, clients, args.seconds, args.max_tokens))
+                results.setdefault(parallel, []).append(result)
+                print(result.row(parallel), flush=True)
+            if args.overhead:
+                served, served_tokens = server_speed(url, model, 128)
+        finally:
+            server.terminate()
+            server.wait(30)
+    print(f"prompt tokens per request: {next(iter(results.values()))[0].prompt_tokens}")
+    if args.plot:
+        plot(results, args.plot)
+    if args.overhead:
+        local, local_tokens = local_speed(cli, args.run, env, 128)
+        print(f"greedy tokens/s on the same prompt: cogni chat --prompt {local:.1f} ({local_tokens} tokens), "
+              f"server {served:.1f} ({served_tokens} tokens), ratio {served / local:.2f}")
 
 
 if __name__ == "__main__":

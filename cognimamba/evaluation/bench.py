@@ -29,7 +29,7 @@ from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.inference.weights import apply_weight_format, check_weight_format
 from cognimamba.model.build import MODEL_CLASSES, build_model, new_cache, training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak
-from cognimamba.model.transformer import Transformer, num_parameters
+from cognimamba.model.transformer import KVCache, SlotStep, Transformer, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.system import hardware
 from cognimamba.train.optim import build_optimizer
@@ -253,20 +253,31 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
                    compile: bool = False, threads: int | None = None) -> tuple[list[float], float]:
     """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device.
 
-    The steps are chat's own (DecodeStep: its thread count, and torch.compile with `compile`). Returns the
-    samples and the warm-up run's seconds, which hold the compile.
+    One sequence steps as chat does (DecodeStep: its thread count, and torch.compile with `compile`); several
+    step as `cogni serve` decodes its slots (Transformer.decode_slots: each row at its own position, here all
+    at the same one), unless `compile` asks for the compiled uniform batch. Returns the samples and the
+    warm-up run's seconds, which hold the compile.
     """
     model = bench.model
     first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
     cache = new_cache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
     step = DecodeStep(model, bench.device, compile, batch, threads)
+    slots = batch > 1 and not compile and isinstance(cache, KVCache)
+    rows = torch.arange(batch, device=bench.device)
+
+    def logits_at(position: int) -> torch.Tensor:
+        if not slots:
+            return step(step_input, cache, position)
+        positions = torch.full((batch,), position, device=bench.device)
+        with hardware.intra_op_threads(threads):
+            return model.decode_slots(step_input, SlotStep(cache, rows, positions))
 
     @torch.inference_mode()
     def run() -> None:
         step_input.copy_(first)
         for position in range(n_gen):
-            torch.argmax(step(step_input, cache, position), dim=-1, keepdim=True, out=step_input)
+            torch.argmax(logits_at(position), dim=-1, keepdim=True, out=step_input)
 
     samples = []
     warmup_seconds = 0.0

@@ -26,6 +26,7 @@ from cognimamba.data.conversation import Conversation
 from cognimamba.evaluation.checks import ModelReport
 from cognimamba.evaluation.tool_eval import (
     DEFAULT_MAX_NEW_TOKENS,
+    EVAL_SLOTS,
     EXAMPLES_KEPT,
     ToolEvalReport,
     eval_turns,
@@ -37,7 +38,6 @@ from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, IM_START, decode, en
 from cognimamba.runs.loading import LoadedRun
 
 TURN_MARKERS = (IM_END, IM_START, END_OF_TEXT)  # the first one the model writes ends its reply
-EVAL_SLOTS = 8  # held-out turns decoded at once: enough to share each weight read, few enough for any cache
 
 
 class CompletionModel(Protocol):

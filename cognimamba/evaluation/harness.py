@@ -3,14 +3,15 @@
 lm-eval asks a model three things: the log likelihood of a continuation after a context, the log
 likelihood of a whole text (scored in windows of the model's context, exactly as lm-eval's own `hf`
 backend cuts them), and greedy text until a stop string. The first two are batched forwards of our
-Transformer; the third goes through the project's decoding engine, with its KV cache and stop strings.
+Transformer; the third goes through the batching engine (--batch-size generations at once, each in its own
+KV cache slot), with its stop strings.
 Tokens, the prefix token before a text and the context truncation all follow the `hf` backend on the
 run's Hugging Face export, so the two give the same figures (tests/evaluation/test_harness.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from cognimamba.chat.format import render_conversation
 from cognimamba.config.schema import MIN_SAMPLING_TEMPERATURE, GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.evaluation.harness_results import summarize
-from cognimamba.inference.decoding import Decoder
+from cognimamba.inference.batching import BatchEngine
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, encode, special_id
 from cognimamba.model.transformer import Transformer
@@ -42,21 +43,26 @@ DEFAULT_MAX_GEN_TOKENS = 256  # lm-eval's default when a task does not say
 # (context ids, continuation ids): what one log-likelihood request becomes once tokenized.
 TokenPair = tuple[list[int], list[int]]
 # Prompt ids, most new tokens, stop strings, temperature -> the generated text.
-Continuer = Callable[[list[int], int, list[str], float], str]
+Continuation = tuple[list[int], int, list[str], float]  # prompt ids, max new tokens, stop strings, temperature
+Continuer = Callable[[list[Continuation]], Iterator[str]]
 
 
-def engine_continuer(model: Transformer, tokenizer: Tokenizer, device: torch.device) -> Continuer:
-    """Text from prompt ids through the project's decoding engine (KV cache, stop strings held back).
+def engine_continuer(model: Transformer, tokenizer: Tokenizer, device: torch.device, slots: int) -> Continuer:
+    """Texts from prompt ids through the project's batching engine (`slots` sequences at once, KV cache, stop
+    strings held back), in the order asked; each as soon as it and those before it are done.
 
     The one place this module names the engine and its sampling options, so renaming either touches only this.
     """
-    engine = Decoder(model, tokenizer, device)
+    engine = BatchEngine(model, tokenizer, 1 if model.config.is_fixed_point else slots, device=device)
 
-    def continue_text(prompt_ids: list[int], max_new_tokens: int, stop: list[str], temperature: float) -> str:
-        settings = GenerationConfig(temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
-        return engine.generate(prompt_ids, settings, stop=stop)
+    def continue_texts(jobs: list[Continuation]) -> Iterator[str]:
+        replies = []
+        for prompt_ids, max_new_tokens, stop, temperature in jobs:
+            settings = GenerationConfig(temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
+            replies.append(engine.stream(prompt_ids, settings, stop=stop))
+        return (reply.text() for reply in replies)
 
-    return continue_text
+    return continue_texts
 
 
 @dataclass
@@ -106,7 +112,7 @@ class RunLM(TemplateLM):
         self.batch_size = batch_size
         self.progress = progress
         self.pad_id = special_id(self.tokenizer, PAD)
-        self.continue_text = engine_continuer(self.model, self.tokenizer, device)
+        self.continue_text = engine_continuer(self.model, self.tokenizer, device, batch_size)
 
     # What lm-eval reads about the model.
     @property
@@ -168,10 +174,10 @@ class RunLM(TemplateLM):
         return totals
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """One request at a time through the decoding engine; the prompt cut from the left to leave room."""
-        texts = []
+        """All requests through the batching engine, --batch-size at once; each prompt cut from the left to
+        leave room for its reply."""
         temperatures = [sampling_temperature(request) for request in requests]  # all checked before any generates
-        task = self.progress.add_task("generate_until", total=len(requests)) if self.progress else None
+        jobs, stops = [], []
         for request, temperature in zip(requests, temperatures, strict=True):
             context, gen_kwargs = request.args
             settings = normalize_gen_kwargs(gen_kwargs, DEFAULT_MAX_GEN_TOKENS)
@@ -181,7 +187,11 @@ class RunLM(TemplateLM):
             # generation budget keeps half its context for the prompt rather than none.
             room = max(self.max_length - max_new_tokens, self.max_length // 2)
             prompt_ids = self.tok_encode(context)[-room:] or [self.prefix_token_id]
-            text = self.continue_text(prompt_ids, max_new_tokens, list(stop), temperature)
+            jobs.append((prompt_ids, max_new_tokens, list(stop), temperature))
+            stops.append(stop)
+        task = self.progress.add_task("generate_until", total=len(requests)) if self.progress else None
+        texts = []
+        for text, stop in zip(self.continue_text(jobs), stops, strict=True):
             texts.append(postprocess_generated_text(text, stop=stop, think_end_token=None))
             if self.progress is not None and task is not None:
                 self.progress.advance(task)

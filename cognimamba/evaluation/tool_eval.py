@@ -34,25 +34,25 @@ from cognimamba.config.schema import GenerationConfig
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
 from cognimamba.data.conversation import Conversation
 from cognimamba.errors import CogniError
-from cognimamba.inference.decode_step import GenerationStats
+from cognimamba.inference.batching import Reply
 from cognimamba.model.tokenizer import TOOL_CALL
 
 DEFAULT_MAX_NEW_TOKENS = 160
 EXAMPLES_KEPT = 3
 
 
+EVAL_SLOTS = 8  # held-out turns decoded at once: enough to share each weight read, few enough for any cache
+
+
 class ReplyModel(Protocol):
-    """What the eval talks to: `generate.ChatModel` (a real run), or anything with the same surface."""
+    """What the eval talks to: `inference.decoding.ChatModel` (a real run), or anything with the same surface."""
 
     @property
     def context_length(self) -> int: ...
 
-    @property
-    def stats(self) -> GenerationStats: ...
-
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, prompt: str, options: GenerationConfig) -> Iterator[str]: ...
+    def replies(self, prompts: list[str], settings: GenerationConfig, slots: int) -> Iterator[Reply]: ...
 
 
 @dataclass
@@ -174,11 +174,11 @@ def score_turn(reference: dict[str, Any], reply: str, report: ToolEvalReport) ->
 
 
 def tool_eval(model: ReplyModel, conversations: Iterable[Conversation], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-              on_turn: Callable[[int], None] | None = None) -> ToolEvalReport:
-    """Replay every assistant turn with greedy decoding and score the replies."""
+              on_turn: Callable[[int], None] | None = None, slots: int = EVAL_SLOTS) -> ToolEvalReport:
+    """Replay every assistant turn with greedy decoding, `slots` at once, and score the replies."""
     report = ToolEvalReport()
     options = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-    turns = 0
+    turns: list[tuple[dict[str, Any], str]] = []  # each replayed turn's reference and prompt
     for conversation in conversations:
         report.conversations += 1
         for history, reference in eval_turns(conversation):
@@ -187,16 +187,18 @@ def tool_eval(model: ReplyModel, conversations: Iterable[Conversation], max_new_
                               max_new_tokens):
                 report.skipped_too_long += 1
                 continue
-            reply = "".join(model.stream(prompt, options))
-            report.stop_reasons[model.stats.stop_reason] += 1
-            correct = score_turn(reference, reply, report)
-            if not correct and len(report.examples) < EXAMPLES_KEPT:
-                wanted = [call.to_json() for call in normalize_tool_calls(reference.get("tool_calls"))]
-                report.examples.append({"expected": wanted or reference.get("content", "")[:200],
-                                        "reply": reply[:300], "stop_reason": model.stats.stop_reason})
-            turns += 1
-            if on_turn is not None:
-                on_turn(turns)
+            turns.append((reference, prompt))
+    replies = model.replies([prompt for _, prompt in turns], options, slots)
+    for count, ((reference, _), reply) in enumerate(zip(turns, replies, strict=True), start=1):
+        text = reply.text()
+        report.stop_reasons[reply.stats.stop_reason] += 1
+        correct = score_turn(reference, text, report)
+        if not correct and len(report.examples) < EXAMPLES_KEPT:
+            wanted = [call.to_json() for call in normalize_tool_calls(reference.get("tool_calls"))]
+            report.examples.append({"expected": wanted or reference.get("content", "")[:200],
+                                    "reply": text[:300], "stop_reason": reply.stats.stop_reason})
+        if on_turn is not None:
+            on_turn(count)
     return report
 
 

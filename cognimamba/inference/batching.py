@@ -31,7 +31,7 @@ from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_t
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.build import Model, new_cache
-from cognimamba.model.transformer import SlotStep
+from cognimamba.model.transformer import KVCache, SlotStep
 from cognimamba.system.hardware import intra_op_threads
 
 log = logging.getLogger("cognimamba.inference")
@@ -39,6 +39,7 @@ log = logging.getLogger("cognimamba.inference")
 # Prompt tokens read per step across all slots: long enough that reading a prompt costs few steps, short
 # enough that the running streams wait one chunk's forward pass at most between two of their tokens.
 PREFILL_CHUNK = 256
+MIN_POSITIONS = 256  # the smallest cache the engine allocates per slot
 MAX_DEFAULT_SLOTS = 8  # where batching has paid on a CPU and small GPUs (benchmarks/serve_load.py)
 CACHE_MEMORY_SHARE = 0.25  # the most of the device's memory the slots' cache takes by default
 
@@ -115,8 +116,11 @@ class BatchEngine:
         self.context_length = model.config.max_seq_len
         # One slot has no other stream to keep going: its prompt is read in one pass, as Decoder reads it.
         self.prefill_chunk = prefill_chunk if slots > 1 else self.context_length
-        dtype = next(model.parameters()).dtype
-        self.cache = new_cache(model.config, slots, self.context_length, device=self.device, dtype=dtype)
+        self.dtype = next(model.parameters()).dtype
+        # Keys and values are allocated for what the requests need, growing in powers of two as longer ones come
+        # (a 128k-token context is not preallocated for short chats); the fixed-point context has no positions.
+        first_size = self.context_length if model.config.is_fixed_point else min(self.context_length, MIN_POSITIONS)
+        self.cache = new_cache(model.config, slots, first_size, device=self.device, dtype=self.dtype)
         self.one_slot_step = one_slot_step or DecodeStep(model, self.device)
         self._waiting: collections.deque[SlotRequest] = collections.deque()
         self._active: list[_Slot] = []
@@ -210,7 +214,23 @@ class BatchEngine:
             free = sorted(set(range(self.slots)) - {slot.row for slot in self._active})
             while free and self._waiting:
                 request = self._waiting.popleft()
+                self._fit_cache(len(request.prompt_ids) + request.settings.max_new_tokens)
                 self._active.append(self._new_slot(free.pop(0), request))
+
+    def _fit_cache(self, positions: int) -> None:
+        """Grow the keys and values (powers of two, up to the context) to hold `positions`, keeping the slots'."""
+        old = self.cache
+        if not isinstance(old, KVCache) or old.max_len >= min(positions, self.context_length):
+            return
+        size = min(self.context_length, 1 << (positions - 1).bit_length())
+        grown = KVCache(self.model.config, self.slots, size, device=self.device, dtype=self.dtype)
+        for layer, keys in old.keys.items():
+            grown.keys[layer][:, :, :keys.size(2)] = keys
+            grown.values[layer][:, :, :keys.size(2)] = old.values[layer]
+        for layer, state in old.mamba_states.items():
+            grown.mamba_states[layer].conv.copy_(state.conv)
+            grown.mamba_states[layer].ssm.copy_(state.ssm)
+        self.cache = grown
 
     def _new_slot(self, row: int, request: SlotRequest) -> _Slot:
         settings = request.settings

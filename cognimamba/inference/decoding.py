@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from cognimamba.config.schema import GenerationConfig
-from cognimamba.inference.batching import BatchEngine
+from cognimamba.inference.batching import BatchEngine, Reply
 from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
@@ -193,11 +193,18 @@ class ChatModel:
         return self.decoder.stream(encode(self.tokenizer, prompt), settings, cancel, stop, self.top_alternatives)
 
     def batch_engine(self, slots: int) -> BatchEngine:
-        """The model decoding up to `slots` sequences at once (serve), sharing this model's decoding step."""
+        """The model decoding up to `slots` sequences at once (serve, the evals), sharing this model's decoding
+        step; one for the fixed-point model, which carries one context for the whole batch."""
+        slots = 1 if self.decoder.model.config.is_fixed_point else slots
         if self._engine is None or self._engine.slots != slots:
             self._engine = BatchEngine(self.decoder.model, self.tokenizer, slots, device=self.decoder.device,
                                        one_slot_step=self.decoder.step)
         return self._engine
+
+    def replies(self, prompts: list[str], settings: GenerationConfig, slots: int) -> Iterator[Reply]:
+        """Every prompt's reply, decoded `slots` at once; iterate each one for its text, then read its stats."""
+        engine = self.batch_engine(slots)
+        return iter([engine.stream(encode(self.tokenizer, prompt), settings) for prompt in prompts])
 
 
 @torch.inference_mode()

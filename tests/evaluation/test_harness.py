@@ -186,7 +186,7 @@ def test_a_task_temperature_chat_refuses_is_refused_before_generating(tiny_run: 
     temperature at all: one line naming the task, before any request generates."""
     lm = RunLM(load_run(tiny_run), torch.device("cpu"))
     generated = []
-    lm.continue_text = lambda *args: generated.append(args) or ""
+    lm.continue_text = lambda jobs: generated.append(jobs) or [""] * len(jobs)
     fine = {"until": ["\n"], "max_gen_toks": 4, "do_sample": True, "temperature": 0.7}
     requests = [lm_eval.api.instance.Instance("generate_until", {}, ("Once upon", settings), index, (WORDS, index, 1))
                 for index, settings in enumerate([fine, {**fine, "temperature": temperature}])]

@@ -18,7 +18,7 @@ from cognimamba.model.tokenizer import IM_END, IM_START, decode, encode, load_to
 from tests.conftest import run_cli, shared_data
 
 
-class ScriptedModel(nn.Module):
+class ScriptedModel(nn.Module):  # one sequence at a time: decoded in one slot (slots=1)
     """A Transformer stand-in: same forward signature and logits, KV cache accepted, but its greedy
     continuation of a prompt is `script(prompt)` followed by <|im_end|>. Sampled (non-greedy) decoding
     would scramble the replies, since every other token keeps a fair share of the probability."""
@@ -101,7 +101,7 @@ def test_scripted_replies_are_scored_exactly(eval_file: Path, tiny_data: Path) -
     tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
     model = ScriptedModel(tokenizer, script)
     conversations = load_eval_conversations(eval_file)
-    report = tool_eval(ChatModel(model, tokenizer), conversations)
+    report = tool_eval(ChatModel(model, tokenizer), conversations, slots=1)
     metrics = report.metrics()
     assert (metrics["tool_call_turns"], metrics["parsed_calls"], metrics["right_names"], metrics["right_args"]) == \
         (4, 3, 2, 1)
@@ -118,7 +118,7 @@ def test_scripted_replies_are_scored_exactly(eval_file: Path, tiny_data: Path) -
 def test_turns_longer_than_the_context_are_skipped_and_counted(eval_file: Path, tiny_data: Path) -> None:
     tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
     report = tool_eval(ChatModel(ScriptedModel(tokenizer, script, max_seq_len=16), tokenizer),
-                       load_eval_conversations(eval_file))
+                       load_eval_conversations(eval_file), slots=1)
     assert report.skipped_too_long == 7 and report.tool_turns == report.plain_turns == 0
     assert report.parse_rate is None and "n/a" in report.summary()
 
@@ -126,7 +126,7 @@ def test_turns_longer_than_the_context_are_skipped_and_counted(eval_file: Path, 
 def test_a_model_that_never_calls_tools(eval_file: Path, tiny_data: Path) -> None:
     tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
     report = tool_eval(ChatModel(ScriptedModel(tokenizer, lambda prompt: "I cannot help."), tokenizer),
-                       load_eval_conversations(eval_file))
+                       load_eval_conversations(eval_file), slots=1)
     assert (report.parse_rate, report.name_rate, report.args_rate, report.no_false_call_rate) == (0, 0, 0, 1)
 
 
@@ -172,7 +172,7 @@ def test_a_turn_is_scored_only_when_its_reference_reply_fits(rome_file: Path, ti
     prompt = render_conversation(conversations[0].messages[:1], conversations[0].tools, add_generation_prompt=True)
     needed = len(encode(tokenizer, prompt)) + len(encode(tokenizer, ROME_CALL)) + 1  # the call and its <|im_end|>
     model = ScriptedModel(tokenizer, lambda prompt: ROME_CALL, max_seq_len=needed + room)
-    report = tool_eval(ChatModel(model, tokenizer), conversations)
+    report = tool_eval(ChatModel(model, tokenizer), conversations, slots=1)
     if scored:  # exactly enough room
         assert (report.tool_turns, report.right_args, report.skipped_too_long) == (1, 1, 0)
         assert report.metrics()["stop_reasons"] == {"stop_token": 1}
@@ -184,7 +184,8 @@ def test_a_turn_is_scored_only_when_its_reference_reply_fits(rome_file: Path, ti
 def test_stop_reasons_are_counted_in_the_metrics(eval_file: Path, tiny_data: Path) -> None:
     tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
     rambling = ScriptedModel(tokenizer, lambda prompt: "and then " * 40)
-    report = tool_eval(ChatModel(rambling, tokenizer), load_eval_conversations(eval_file), max_new_tokens=60)
+    report = tool_eval(ChatModel(rambling, tokenizer), load_eval_conversations(eval_file), max_new_tokens=60,
+                       slots=1)
     assert report.metrics()["stop_reasons"] == {"max_new_tokens": 7}
     assert "stopped by max_new_tokens 7" in report.summary()
 
@@ -193,7 +194,7 @@ def test_argument_values_count_not_only_their_keys(rome_file: Path, tiny_data: P
     tokenizer = load_tokenizer(tiny_data / "tokenizer.json")
     wrong_city = ROME_CALL.replace("Rome", "send_percentage")
     report = tool_eval(ChatModel(ScriptedModel(tokenizer, lambda prompt: wrong_city), tokenizer),
-                       load_eval_conversations(rome_file))
+                       load_eval_conversations(rome_file), slots=1)
     metrics = report.metrics()
     assert (metrics["right_names"], metrics["right_arg_keys"], metrics["right_args"]) == (1, 1, 0)
     assert metrics["arg_keys_rate"] == 1.0 and metrics["args_rate"] == 0.0

@@ -103,3 +103,26 @@ def test_a_cancelled_request_frees_its_slot_for_the_next():
     cancel.set()
     assert engine_ids(engine, [[4, 5]]) == [greedy_ids(model, [4, 5], GREEDY.max_new_tokens)]
     assert ended == ["cancelled"]
+
+
+def test_the_cache_grows_for_a_long_prompt_while_another_slot_is_mid_reply():
+    torch.manual_seed(5)
+    model = build_model(tiny_config("model.vocab_size=300", "model.max_seq_len=1024",
+                                    "model.layer_pattern=AM").model).eval()
+    short, long = eight_prompts(300, seed=6)[2], torch.randint(0, 300, (400,)).tolist()
+    engine = BatchEngine(model, None, slots=2, prefill_chunk=64)
+    assert engine.cache.max_len == 256  # what a short chat needs, not the whole context
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=40)
+    short_ids: list[int] = []
+    started, short_done = threading.Event(), threading.Event()
+
+    def on_short_token(text: str) -> None:
+        short_ids.append(int(text))
+        started.set()
+
+    long_reply = GenerationConfig(temperature=0.0, max_new_tokens=200)  # still going when the long prompt comes
+    engine.submit(SlotRequest(short, long_reply, on_text=on_short_token, on_done=lambda *_: short_done.set()))
+    assert started.wait(30)
+    assert engine_ids(engine, [long], settings) == [greedy_ids(model, long, 40)]
+    assert short_done.wait(30) and short_ids == greedy_ids(model, short, 200)
+    assert engine.cache.max_len == 512

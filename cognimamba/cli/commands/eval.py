@@ -20,7 +20,7 @@ def eval_command(
     tasks: Annotated[str, typer.Option("--tasks", help="comma-separated lm-eval tasks or groups, e.g. hellaswag,arc_easy,lambada_openai")],
     num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", min=0, help="examples in each prompt (default: each task's own)")] = None,
     limit: Annotated[float | None, typer.Option("--limit", min=0, help="documents per task; below 1, a fraction of them")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward for log likelihoods")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="sequences per forward for log likelihoods, and generations decoded at once")] = 16,
     include_path: Annotated[Path | None, typer.Option("--include-path", help="directory of your own task YAML files (e.g. over local data)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
     apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template", help="wrap prompts in the ChatML template (chat fine-tunes)")] = False,
