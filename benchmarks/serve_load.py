@@ -93,6 +93,7 @@ async def load(url: str, model: str, clients: int, seconds: float, max_tokens: i
     await asyncio.gather(*(one_client(api, model, started + seconds, max_tokens, 1000 * index, result)
                            for index in range(clients)))
     result.seconds = time.perf_counter() - started
+    await api.close()  # inside the loop: closing after asyncio.run has ended it raises
     return result
 
 

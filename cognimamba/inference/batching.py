@@ -187,7 +187,7 @@ class BatchEngine:
         """Admit waiting requests, read one chunk of prompts, decode one token for every slot past its prompt."""
         self._admit()
         self._read_prompts()
-        ready = [slot for slot in self._active if slot.next_token is not None]
+        ready = sorted((slot for slot in self._active if slot.next_token is not None), key=lambda slot: slot.row)
         if not ready:
             return
         tokens = torch.tensor([[slot.next_token] for slot in ready], dtype=torch.long, device=self.device)

