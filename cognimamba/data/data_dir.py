@@ -25,6 +25,8 @@ from cognimamba.system.fileio import atomic_write_json, disk_errors, fsync_dir
 
 DATA_FORMAT_VERSION = 1
 INDEXED_CHAT_VERSION = 3  # meta.json's chat_data_version from which chat dirs hold conversation offsets
+# meta.json's text_data_version from which text dirs name each split's document rule (`val_document_split` too)
+SPLIT_PER_FILE_TEXT_VERSION = 2
 OFFSET_DTYPE = np.dtype(np.int64)
 
 
@@ -192,6 +194,13 @@ class DataDir:
             raise CogniError(f"{self.path}/{split}.conversations.bin: does not match {split}.bin; "
                              "run `cogni prepare` again")
         return ConversationBounds.from_offsets(starts, turns, total)
+
+    def document_split(self, split: str) -> str | None:
+        """How `split`'s text was cut into documents ("blank lines", "separator '<|endoftext|>'", ...), or None
+        where an older dir did not say: before SPLIT_PER_FILE_TEXT_VERSION only the training file's rule was kept."""
+        if split == "val" and int(self.meta.get("text_data_version", 1)) < SPLIT_PER_FILE_TEXT_VERSION:
+            return None
+        return self.meta.get("document_split" if split == "train" else f"{split}_document_split")
 
     @property
     def end_of_text_id(self) -> int:

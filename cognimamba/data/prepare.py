@@ -14,7 +14,14 @@ from typing import Any
 
 from rich.console import Console
 
-from cognimamba.data.data_dir import DataDir, TokenWriter, commit_staging, staging_dir, token_dtype
+from cognimamba.data.data_dir import (
+    SPLIT_PER_FILE_TEXT_VERSION,
+    DataDir,
+    TokenWriter,
+    commit_staging,
+    staging_dir,
+    token_dtype,
+)
 from cognimamba.data.sources import SourceSpec, iter_documents, read_json_records, resolve_source
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import (
@@ -32,6 +39,7 @@ TOKENIZER_SAMPLE_CHARS = 200_000_000  # enough text to learn merges; larger corp
 DEFAULT_VAL_FRACTION = 0.05
 # Bump when the choice of held-out documents changes, so a cached data dir with the old split is not reused.
 SPLIT_VERSION = 2
+TEXT_DATA_VERSION = SPLIT_PER_FILE_TEXT_VERSION  # bump on a change to what a text dir holds: cached dirs rebuild
 ENCODE_BATCH = 1024
 
 
@@ -95,7 +103,7 @@ def _cache_key(options: PrepareOptions, train: SourceSpec, val: SourceSpec | Non
     material = {
         "kind": "text", "train": train.identity(), "val": val.identity() if val else None,
         "val_fraction": fraction, "vocab_size": options.vocab_size, "tokenizer": tokenizer_id,
-        "split_version": SPLIT_VERSION, "seed": options.seed,
+        "split_version": SPLIT_VERSION, "seed": options.seed, "text_data_version": TEXT_DATA_VERSION,
         "tokenizer_split": TOKENIZER_SPLIT if tokenizer_id is None else None,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -153,8 +161,9 @@ def _report_skipped(specs: list[SourceSpec | None], console: Console) -> int:
 def prepare_text(options: PrepareOptions, console: Console | None = None) -> PrepareResult:
     console = console or Console(stderr=True)
     train = resolve_source(options.source, options.text_field, options.separator, options.limit, options.skip_bad)
-    val = (resolve_source(options.val, options.text_field, options.separator, None, options.skip_bad)
-           if options.val else None)
+    # --separator serves the validation file only where it occurs there: the two may be laid out differently
+    val = (resolve_source(options.val, options.text_field, options.separator, None, options.skip_bad,
+                          separator_if_present=True) if options.val else None)
     check_val_fraction(options.val_fraction)
     if options.val_fraction is not None:
         fraction = options.val_fraction
@@ -216,10 +225,10 @@ def prepare_text(options: PrepareOptions, console: Console | None = None) -> Pre
         if counts["train_tokens"] == 0:
             raise CogniError(f"{options.source}: no text found (every document was empty)")
         meta = {
-            "format": "text", "key": key, "source": options.source, "val_source": options.val,
-            "val_fraction": fraction, "seed": options.seed, "vocab_size": vocab_size, "dtype": dtype.name,
-            "tokenizer_hash": tokenizer_hash(tokenizer), "skipped_records": skipped,
-            "document_split": document_split(train), **counts,
+            "format": "text", "key": key, "text_data_version": TEXT_DATA_VERSION, "source": options.source,
+            "val_source": options.val, "val_fraction": fraction, "seed": options.seed, "vocab_size": vocab_size,
+            "dtype": dtype.name, "tokenizer_hash": tokenizer_hash(tokenizer), "skipped_records": skipped,
+            "document_split": document_split(train), "val_document_split": document_split(val or train), **counts,
         }
         commit_staging(out, staging, meta)
     finally:

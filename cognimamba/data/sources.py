@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cognimamba.errors import CogniError
+from cognimamba.model.tokenizer import END_OF_TEXT
 
 LOCAL_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet")
 
@@ -55,7 +56,7 @@ class SourceSpec:
     named: NamedSource | None = None
     path: Path | None = None
     text_field: str | None = None
-    separator: str | None = None
+    separator: str | None = None  # where a .txt file is split: given or detected (`text_separator`); None: blank lines
     limit: int | None = None
     skip_bad: bool = False  # skip malformed JSON/JSONL records instead of stopping at the first
 
@@ -72,7 +73,9 @@ class SourceSpec:
 
 
 def resolve_source(source: str, text_field: str | None = None, separator: str | None = None,
-                   limit: int | None = None, skip_bad: bool = False) -> SourceSpec:
+                   limit: int | None = None, skip_bad: bool = False, separator_if_present: bool = False) -> SourceSpec:
+    """`source` as a named dataset or a checked local file; a .txt file's separator is settled here
+    (`text_separator`), so it is part of the cache key and meta.json can name it."""
     if source in REGISTRY:
         named = REGISTRY[source]
         return SourceSpec(source, named=named, text_field=text_field or named.text_field, limit=limit)
@@ -89,6 +92,8 @@ def resolve_source(source: str, text_field: str | None = None, separator: str | 
         raise CogniError(f"{source}: file is empty")
     if path.suffix.lower() != ".txt" and not text_field:
         text_field = "text"
+    if path.suffix.lower() == ".txt":
+        separator = text_separator(path, separator, separator_if_present)
     return SourceSpec(path.name, path=path, text_field=text_field, separator=separator, limit=limit,
                       skip_bad=skip_bad)
 
@@ -109,11 +114,41 @@ def read_text_file(path: Path) -> str:
                          "re-save the file as UTF-8") from error
 
 
+def detect_separator(path: Path) -> str | None:
+    """`<|endoftext|>` where a .txt file ends its documents with it, as the official TinyStories files do (on its
+    own line or ending one); else None, for blank lines. One found mid-line is text about the token, not a
+    separator, so the file keeps the blank-line rule."""
+    marker = END_OF_TEXT.encode()
+    found = False
+    with open(path, "rb") as lines:
+        for line in lines:
+            count = line.count(marker)
+            if count > 1 or (count == 1 and not line.rstrip().endswith(marker)):
+                return None
+            found = found or count == 1
+    return END_OF_TEXT if found else None
+
+
+def text_separator(path: Path, given: str | None, only_if_present: bool = False) -> str | None:
+    """The separator a .txt file is split at: `given`, else the detected one, else None (blank lines).
+
+    With `only_if_present` (a validation file), a `given` separator the file never contains is set aside for
+    the file's own layout: one --separator for both files must not make a differently laid out file one document.
+    """
+    if given and not (only_if_present and _unescaped(given).encode() not in path.read_bytes()):
+        return given
+    return detect_separator(path)
+
+
+def _unescaped(separator: str) -> str:
+    """--separator as typed on a command line: `\\n` means a newline."""
+    return separator.encode().decode("unicode_escape")
+
+
 def split_documents(text: str, separator: str | None) -> Iterator[str]:
     """Documents of a .txt file: separated by `separator`, or by blank lines."""
     if separator:
-        separator = separator.encode().decode("unicode_escape")
-        parts = text.split(separator)
+        parts = text.split(_unescaped(separator))
     else:
         parts = []
         current: list[str] = []

@@ -132,6 +132,14 @@ def eval_on_text(loaded: LoadedRun, path: Path, batch_size: int = 8) -> tuple[Ev
     return result, bits, data.meta
 
 
+def document_split(meta: dict, split: str) -> str | None:
+    """How the evaluated file was cut into documents: the val file has its own rule since text data version 2
+    (before, the training file's rule governed both)."""
+    if split == "val":
+        return meta.get("val_document_split", meta.get("document_split"))
+    return meta.get("document_split")
+
+
 def sample_text(loaded: LoadedRun, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = 48) -> str:
     prompt_ids = encode(loaded.tokenizer, prompt)
     room = loaded.config.model.max_seq_len - len(prompt_ids) - 1
@@ -201,7 +209,7 @@ def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | No
         report.metrics.update({"val_loss": result.loss, "perplexity": result.perplexity, "bits_per_byte": bits,
                                "eval_tokens": result.tokens, "eval_source": source,
                                "eval_documents": meta.get(f"{split}_documents"),
-                               "eval_document_split": meta.get("document_split")})
+                               "eval_document_split": document_split(meta, split)})
         detail = f"loss {result.loss:.4f}, perplexity {result.perplexity:.2f}"
         if bits is not None:
             detail += f", {bits:.3f} bits/byte"

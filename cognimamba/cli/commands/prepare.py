@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cognimamba.cli.commands.common import stderr, stdout
+
+if TYPE_CHECKING:
+    from cognimamba.data.data_dir import DataDir
 
 
 def prepare_command(
@@ -20,7 +23,7 @@ def prepare_command(
     profile: Annotated[str, typer.Option("--profile", help="profile whose default vocab size to use")] = "cpu",
     tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="reuse this tokenizer.json instead of training one")] = None,
     text_field: Annotated[str | None, typer.Option("--text-field", help="field holding the text in json/jsonl/parquet records")] = None,
-    separator: Annotated[str | None, typer.Option("--separator", help="document separator in .txt files (default: blank lines)")] = None,
+    separator: Annotated[str | None, typer.Option("--separator", help="document separator in .txt files (default: <|endoftext|> where it ends a file's lines, else blank lines); a --val file is split at it only if it contains it")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="take only the first N documents")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output data dir (default: under the user cache dir)")] = None,
     force: Annotated[bool, typer.Option("--force", help="rebuild even if a matching result exists")] = False,
@@ -56,11 +59,19 @@ def prepare_command(
                              text_field=text_field, separator=separator, limit=limit, out=out, force=force,
                              skip_bad=skip_bad)
     result = prepare_text(options, stderr())
-    meta = result.data_dir.meta
     verb = "reused" if result.reused else "wrote"
-    stderr().print(f"{verb} {result.data_dir.path}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
-                   f"vocab {meta['vocab_size']:,}", highlight=False)
+    splits = "; ".join(_split_summary(result.data_dir, split) for split in ("train", "val"))
+    stderr().print(f"{verb} {result.data_dir.path}: {splits}; vocab {result.data_dir.vocab_size:,}", highlight=False,
+                   soft_wrap=True)
     stdout().print(str(result.data_dir.path), highlight=False, soft_wrap=True)
+
+
+def _split_summary(data_dir: DataDir, split: str) -> str:
+    """'train: 2,316 documents (separator '<|endoftext|>'), 512,000 tokens': each file's rule is said, since a
+    validation file may be laid out unlike the training file."""
+    rule = data_dir.document_split(split)
+    documents = f"{data_dir.meta.get(f'{split}_documents', 0):,} documents" + (f" ({rule})" if rule else "")
+    return f"{split}: {documents}, {data_dir.meta[f'{split}_tokens']:,} tokens"
 
 
 def _is_chat_source(source: str | None) -> bool:
