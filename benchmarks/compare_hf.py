@@ -53,11 +53,6 @@ from cognimamba.system.hardware import pick_device, synchronize
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import training_step
 
-try:
-    import transformers
-except ImportError:
-    sys.exit("compare_hf.py needs transformers: pip install -e '.[bench]'")
-
 TESTS = ("train", "prefill", "decode")
 
 
@@ -84,6 +79,8 @@ class Side:
 
 
 def hf_model(config: Config, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
+    import transformers
+
     hf_config = transformers.LlamaConfig(**hf_llama_config(config.model))
     hf_config._attn_implementation = "sdpa"  # transformers' default; named so the comparison says what it ran
     model = transformers.LlamaForCausalLM(hf_config)
@@ -246,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     tests = [test for test in TESTS if test in args.tests.split(",")]
     if not tests or set(args.tests.split(",")) - set(TESTS):
         parser.error(f"--tests {args.tests!r}: choose from {', '.join(TESTS)}")
+    try:
+        import transformers
+    except ImportError:
+        sys.exit("compare_hf.py needs transformers: pip install -e '.[bench]'")
 
     if args.threads:
         torch.set_num_threads(args.threads)

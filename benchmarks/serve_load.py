@@ -26,9 +26,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-from openai import AsyncOpenAI
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 REPEATS = 3  # the overhead runs take the best of three: the machine may be shared
 # About 64 tokens with a 4096-token TinyStories vocabulary (the server's usage says exactly; printed).
@@ -87,6 +88,8 @@ async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int
 
 
 async def load(url: str, model: str, clients: int, seconds: float, max_tokens: int) -> LoadResult:
+    from openai import AsyncOpenAI
+
     api = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
     result = LoadResult(clients=clients)
     started = time.perf_counter()
@@ -99,6 +102,8 @@ async def load(url: str, model: str, clients: int, seconds: float, max_tokens: i
 
 def server_speed(url: str, model: str, max_tokens: int) -> tuple[float, int]:
     """Greedy tokens/s of a whole non-streamed request (prompt, decoding and HTTP), best of three."""
+    import httpx
+
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
             "max_tokens": max_tokens}
     best, tokens = 0.0, 0
@@ -125,6 +130,8 @@ def local_speed(cli: list[str], run: Path, env: dict[str, str], max_tokens: int)
 
 def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
     """`cogni serve RUN --parallel P` on a free port, once it answers: the process, its URL and model id."""
+    import httpx
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -1,8 +1,10 @@
-"""The house rules, checked on the source: layers point one way, no import cycle, small root, short functions."""
+"""The house rules, checked on the source: layers point one way, no import cycle, small root, short functions, a map
+that names every module."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cognimamba"
@@ -99,3 +101,33 @@ def test_no_function_is_longer_than_a_screen_or_two() -> None:
                 if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
     assert not long, long
+
+
+ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
+
+
+def backticked_in_rows(text: str) -> dict[str, set[str]]:
+    """Each map row's first cell (`system/`, ...) to every backticked span in that row."""
+    rows = {}
+    for line in text.splitlines():
+        cells = line.split("|")
+        if line.startswith("| `") and len(cells) > 2:
+            rows[cells[1].strip().strip("`").rstrip("/")] = set(re.findall(r"`([^`]+)`", "|".join(cells[2:])))
+    return rows
+
+
+def test_architecture_md_names_every_module() -> None:
+    """A module is named when its subpackage's row in the map holds, in backticks, its path inside that subpackage
+    without `.py`: `batching` for `inference/batching.py`, `tui/app` for `chat/tui/app.py`. A root module is
+    named when `ARCHITECTURE.md` holds its file name in backticks (`errors.py`). `__init__.py` files need no name."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    rows = backticked_in_rows(text)
+    unnamed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            continue
+        in_root = len(parts) == 1
+        if not (f"`{path.name}`" in text if in_root else "/".join(parts[1:]) in rows.get(parts[0], set())):
+            unnamed.append("/".join(parts))
+    assert not unnamed, "modules ARCHITECTURE.md does not name:\n" + "\n".join(unnamed)
