@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -37,3 +37,12 @@ def running_server(model: ServedModel, settings: ServerSettings | None = None) -
         server.should_exit = True
         thread.join(10)
         listener.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

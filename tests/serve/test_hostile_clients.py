@@ -20,18 +20,10 @@ from cognimamba.config.schema import GenerationConfig
 from cognimamba.serve.engine import ServedModel
 from cognimamba.serve.state import ServerSettings
 from tests.serve.scripted import StoppingScript, scripted_model
-from tests.serve.server_thread import running_server
+from tests.serve.server_thread import running_server, wait_until
 
 USER = [{"role": "user", "content": "hi"}]
 COUNTING_SECONDS = 1.0
-
-
-def wait_until(condition, what: str, seconds: float = 5) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 class SlowCounting(StoppingScript):

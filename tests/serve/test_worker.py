@@ -8,17 +8,9 @@ import httpx
 
 from cognimamba.serve.state import ServerSettings
 from tests.serve.scripted import scripted_model
-from tests.serve.server_thread import running_server
+from tests.serve.server_thread import running_server, wait_until
 
 BODY = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-
-
-def wait_until(condition, what: str, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_client_disconnect_mid_stream_stops_generation():
