@@ -124,14 +124,8 @@ class BatchEngine:
         self.one_slot_step = one_slot_step or DecodeStep(model, self.device)
         self._waiting: collections.deque[SlotRequest] = collections.deque()
         self._active: list[_Slot] = []
-        self._wake = threading.Condition()
+        self._lock = threading.Lock()  # the waiting queue, the active slots and the thread's start and end
         self._thread: threading.Thread | None = None
-        self._closed = False
-
-    @property
-    def busy(self) -> int:
-        """Requests running or waiting for a slot."""
-        return len(self._active) + len(self._waiting)
 
     def submit(self, request: SlotRequest) -> None:
         """Queue a request; it joins the batch at the next step. ValueError if its prompt cannot fit the context."""
@@ -140,21 +134,11 @@ class BatchEngine:
         if len(request.prompt_ids) >= self.context_length:
             raise ValueError(f"prompt of {len(request.prompt_ids)} tokens does not fit the context of "
                              f"{self.context_length}")
-        with self._wake:
-            if self._closed:
-                raise RuntimeError("the engine is closed")
+        with self._lock:
             self._waiting.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="cogni-batch-engine", daemon=True)
                 self._thread.start()
-            self._wake.notify()
-
-    def close(self, timeout: float = 5.0) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def stream(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None = None,
                stop: Sequence[str] = (), top_alternatives: int = 0) -> Reply:
@@ -169,10 +153,7 @@ class BatchEngine:
     def _run(self) -> None:
         """Steps while there is work; the thread ends when there is none and the next request starts another."""
         while True:
-            with self._wake:
-                if self._closed:
-                    self._fail_all(RuntimeError("the engine was closed"))
-                    return
+            with self._lock:
                 if not (self._waiting or self._active):
                     self._thread = None
                     return
@@ -210,7 +191,7 @@ class BatchEngine:
         return self.model(ids, cache=cache, start=start, last_only=True)[:, -1]
 
     def _admit(self) -> None:
-        with self._wake:
+        with self._lock:
             free = sorted(set(range(self.slots)) - {slot.row for slot in self._active})
             while free and self._waiting:
                 request = self._waiting.popleft()
@@ -305,11 +286,8 @@ class BatchEngine:
         slot.request.on_done(stats, None)
 
     def _fail_all(self, error: BaseException) -> None:
-        with self._wake:
+        with self._lock:
             failed = [slot.request for slot in self._active]
-            if self._closed:
-                failed += list(self._waiting)
-                self._waiting.clear()
             self._active.clear()
         for request in failed:
             request.on_done(GenerationStats(stop_reason="error"), error)
