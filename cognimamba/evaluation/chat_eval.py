@@ -33,7 +33,7 @@ from cognimamba.evaluation.tool_eval import (
     load_eval_conversations,
     score_turn,
 )
-from cognimamba.inference.batching import BatchEngine, Reply, SlotRequest
+from cognimamba.inference.batching import BatchEngine
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, IM_START, decode, encode
 from cognimamba.runs.loading import LoadedRun
 
@@ -62,7 +62,7 @@ class RunCompletions:
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, slots: int = EVAL_SLOTS) -> None:
         self.tokenizer = tokenizer
         # Without a tokenizer the engine stops at no token and hands out ids (as text) instead of text.
-        self.engine = BatchEngine(model, None, slots=1 if model.config.is_fixed_point else slots)
+        self.engine = BatchEngine(model, None, slots)
         self.marker_ids = frozenset({tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None})
 
     @property
@@ -75,12 +75,8 @@ class RunCompletions:
     def complete_many(self, prompts: list[str], max_new_tokens: int) -> Iterator[str]:
         """Each prompt's continuation, in order, as soon as it and those before it are done."""
         options = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-        replies = []
-        for prompt in prompts:
-            reply = Reply()
-            self.engine.submit(SlotRequest(encode(self.tokenizer, prompt), options, end_ids=self.marker_ids,
-                                           on_text=reply.items.put, on_done=reply.finish))
-            replies.append(reply)
+        replies = [self.engine.stream(encode(self.tokenizer, prompt), options, end_ids=self.marker_ids)
+                   for prompt in prompts]
         for reply in replies:
             yield decode(self.tokenizer, [int(token) for token in reply])
 

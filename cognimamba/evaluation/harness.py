@@ -53,7 +53,7 @@ def engine_continuer(model: Transformer, tokenizer: Tokenizer, device: torch.dev
 
     The one place this module names the engine and its sampling options, so renaming either touches only this.
     """
-    engine = BatchEngine(model, tokenizer, 1 if model.config.is_fixed_point else slots, device=device)
+    engine = BatchEngine(model, tokenizer, slots, device=device)
 
     def continue_texts(jobs: list[Continuation]) -> Iterator[str]:
         replies = []

@@ -100,17 +100,18 @@ class _Slot:
 
 
 class BatchEngine:
-    """Decodes up to `slots` sequences at once on one thread of its own, started with the first request."""
+    """Decodes up to `slots` sequences at once on one thread of its own, started with the first request.
+
+    The fixed-point model carries one context for the whole batch, so it always gets one slot.
+    """
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None, slots: int, prefill_chunk: int = PREFILL_CHUNK,
                  device: torch.device | str | None = None, one_slot_step: DecodeStep | None = None) -> None:
         """`one_slot_step` decodes when one slot holds the only stream (a ChatModel's, compiled with --compile);
         with one slot it reads the cache itself, with more a view of the slot's rows (always eagerly)."""
-        if model.config.is_fixed_point and slots > 1:
-            raise ValueError("the fixed-point model carries one context for the whole batch; use one slot")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.slots = slots
+        self.slots = slots = 1 if model.config.is_fixed_point else slots
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.stop_ids = stop_token_ids(tokenizer)
         self.context_length = model.config.max_seq_len
@@ -141,10 +142,10 @@ class BatchEngine:
                 self._thread.start()
 
     def stream(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None = None,
-               stop: Sequence[str] = (), top_alternatives: int = 0) -> Reply:
+               stop: Sequence[str] = (), top_alternatives: int = 0, end_ids: frozenset[int] = frozenset()) -> Reply:
         """The request's text deltas as an iterator, for callers on a thread of their own."""
         reply = Reply()
-        self.submit(SlotRequest(prompt_ids, settings, stop, cancel or threading.Event(), top_alternatives,
+        self.submit(SlotRequest(prompt_ids, settings, stop, cancel or threading.Event(), top_alternatives, end_ids,
                                 on_text=reply.items.put, on_done=reply.finish))
         return reply
 

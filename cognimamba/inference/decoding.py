@@ -160,6 +160,7 @@ class ChatModel:
         self.notice: str | None = None  # something the user should know about how replies are made
         self.top_alternatives = 0  # > 0: stats.token_choices describes each reply (the chat app's inspector)
         self._engine: BatchEngine | None = None
+        self._engine_asked = 0
 
     @classmethod
     def from_run(cls, loaded: LoadedRun, compile: bool = False, weights: str | None = None,
@@ -194,11 +195,11 @@ class ChatModel:
 
     def batch_engine(self, slots: int) -> BatchEngine:
         """The model decoding up to `slots` sequences at once (serve, the evals), sharing this model's decoding
-        step; one for the fixed-point model, which carries one context for the whole batch."""
-        slots = 1 if self.decoder.model.config.is_fixed_point else slots
-        if self._engine is None or self._engine.slots != slots:
+        step (one slot for the fixed-point model, as BatchEngine gives it)."""
+        if self._engine is None or self._engine_asked != slots:
             self._engine = BatchEngine(self.decoder.model, self.tokenizer, slots, device=self.decoder.device,
                                        one_slot_step=self.decoder.step)
+            self._engine_asked = slots  # what the engine was made for: it may have fewer slots
         return self._engine
 
     def replies(self, prompts: list[str], settings: GenerationConfig, slots: int) -> Iterator[Reply]:

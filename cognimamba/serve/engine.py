@@ -103,7 +103,8 @@ class ServedModel:
         def done(stats: GenerationStats, error: BaseException | None) -> None:
             on_done(reply_stats(stats), error)
 
-        ids = encode(self.engine.tokenizer, prompt) if self.engine.tokenizer is not None else []
+        assert self.engine.tokenizer is not None, "a served engine decodes text"
+        ids = encode(self.engine.tokenizer, prompt)
         self.engine.submit(SlotRequest(ids, settings, stop, cancel, on_text=on_text, on_done=done))
 
     def settings(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
