@@ -45,6 +45,7 @@ from cognimamba.model.tokenizer import (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
+UNCLOSED_CALL = f"unclosed {TOOL_CALL} (the reply ended before {TOOL_CALL_END})"  # the problem a cut-off call gives
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def parse_assistant(text: str, known_tools: Collection[str] | None = None,
             reply.tool_calls.append(call)
     unclosed = text.find(TOOL_CALL, searched)
     if unclosed >= 0:
-        reply.problems.append(f"unclosed {TOOL_CALL} (the reply ended before {TOOL_CALL_END})")
+        reply.problems.append(UNCLOSED_CALL)
         reply.raw_calls.append(text[unclosed:])
     pieces.append(text[position:] if unclosed < 0 or keep_failed_calls else text[position:unclosed])
     reply.content = "\n".join(piece.strip("\n") for piece in pieces if piece.strip()).strip()

@@ -18,12 +18,10 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from cognimamba.chat.format import ToolCall, parse_tool_call
+from cognimamba.chat.format import UNCLOSED_CALL, ToolCall, parse_tool_call
 from cognimamba.model.tokenizer import TOOL_CALL, TOOL_CALL_END
 
 log = logging.getLogger("cognimamba.serve")
-
-UNCLOSED = f"unclosed {TOOL_CALL} (the reply ended before {TOOL_CALL_END})"  # chat.format's words
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,7 @@ class ToolCallStream:
     def finish(self) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         if self._in_call:
-            self._problem(UNCLOSED)
+            self._problem(UNCLOSED_CALL)
             self._add_content(events, TOOL_CALL + self._buffer)
         else:
             self._add_content(events, self._buffer)
