@@ -24,6 +24,7 @@ from cognimamba.chat.controller import ChatController
 from cognimamba.chat.history import HistoryStore
 from cognimamba.chat.plain import ReplyPrinter, reply_once
 from cognimamba.chat.session import ChatSession, ReplySource
+from cognimamba.chat.sources import LocalSource
 from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
 from cognimamba.chat.tui.prompt_input import PromptInput
 from cognimamba.config.schema import GenerationConfig
@@ -62,8 +63,8 @@ def main() -> None:
                         "the model process (cogni chat --in-process)")
     args = parser.parse_args()
     request = LoadRequest(args.run)  # as `cogni chat RUN` loads it, in this process and in a model process
-    model = request.load()
-    app_model = model if args.in_process else ModelProcess(request)
+    model = LocalSource(request.load())
+    app_model = model if args.in_process else LocalSource(ModelProcess(request))
     for source in [model] if app_model is model else [model, app_model]:
         source.warm_up()
         prompt_side(source, args.prompt, 8)  # first-call costs stay out of the figures
@@ -76,8 +77,7 @@ def main() -> None:
                 app = asyncio.run(app_side(app_model, args.prompt, args.tokens, Path(scratch) / f"h{index}.db"))
                 print(f"{index + 1:>5}  {plain:>14.1f}  {app:>9.1f}  {app / plain:>14.2f}")
     finally:
-        if isinstance(app_model, ModelProcess):
-            app_model.close()
+        app_model.close()  # a model process ends; the in-process model has nothing to let go
     print(f"threads alive at the end: {threading.active_count()}")
 
 

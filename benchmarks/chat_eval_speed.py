@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cognimamba.data.synthetic_chat import write_conversations
+from cognimamba.data.synthetic.chat import write_conversations
 from cognimamba.evaluation.chat_eval import RunCompletions, chat_eval
 from cognimamba.evaluation.tool_eval import load_eval_conversations
 from cognimamba.runs.loading import load_run

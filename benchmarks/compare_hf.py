@@ -6,8 +6,8 @@
 Both models are built from one config and one set of weights (`cognimamba.interop.hf_names` splits our fused
 projections into LlamaForCausalLM's), and their logits and greedy tokens are checked equal before anything
 is timed. Each repetition then times both sides of every test back to back, alternating which goes first
-(A B, B A, ...), so a neighbour's burst on a shared machine hits both alike. Ratios are cognimamba / HF of
-the median tokens/sec.
+(A B, B A, ...), so a neighbour's burst on a shared machine hits both alike (cognimamba/evaluation/timing.py,
+which `cogni bench` times with too). Ratios are cognimamba / HF of the median tokens/sec.
 
 - train:   one optimizer step at the config's micro-batch and sequence length: forward, cross-entropy,
            backward, gradient clipping and the same fused AdamW, on a second copy of each model. With
@@ -30,9 +30,8 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,12 +43,13 @@ from torch import nn
 
 from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config, GenerationConfig
+from cognimamba.evaluation.timing import Side, interleaved, markdown_table, seconds_per_call, spread
 from cognimamba.inference.decoding import Decoder
 from cognimamba.interop.hf_names import hf_llama_config, to_hf_state_dict
 from cognimamba.model.transformer import KVCache, Transformer, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
-from cognimamba.system.hardware import pick_device, synchronize
+from cognimamba.system.hardware import pick_device
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import training_step
 
@@ -65,17 +65,6 @@ class HFLogits(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=idx, use_cache=False).logits
-
-
-@dataclass
-class Side:
-    """One toolkit's runners for the three tests."""
-
-    name: str
-    train: Callable[[], object]
-    prefill: Callable[[], object]
-    decode: Callable[[], list[int]]
-    samples: dict[str, list[float]] = field(default_factory=lambda: {test: [] for test in TESTS})
 
 
 def hf_model(config: Config, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
@@ -168,10 +157,8 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     plain = contextlib.nullcontext()
     train_compile_seconds = None
     if compile_train:  # compile before timing, and say how long it took
-        started = time.perf_counter()
-        training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip)
-        synchronize(device)
-        train_compile_seconds = time.perf_counter() - started
+        train_compile_seconds = seconds_per_call(
+            lambda: training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip), device)
     cache = KVCache(config.model, 1, args.prefill_tokens, device)
 
     @torch.inference_mode()
@@ -182,44 +169,16 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     def hf_prefill() -> None:
         hf(input_ids=prefill_ids, use_cache=True, logits_to_keep=1)
 
-    ours_side = Side("cognimamba", lambda: training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip),
-                     ours_prefill, ours_decode(ours, device, prompt, args.decode_tokens, decoder))
-    hf_side = Side("transformers", lambda: training_step(hf_train, hf_optimizer, batch_of_one_step, plain, clip),
-                   hf_prefill, hf_decode(hf, device, prompt, args.decode_tokens))
+    ours_side = Side("cognimamba", {
+        "train": lambda: training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip),
+        "prefill": ours_prefill, "decode": ours_decode(ours, device, prompt, args.decode_tokens, decoder)})
+    hf_side = Side("transformers", {
+        "train": lambda: training_step(hf_train, hf_optimizer, batch_of_one_step, plain, clip),
+        "prefill": hf_prefill, "decode": hf_decode(hf, device, prompt, args.decode_tokens)})
     checks = {"max_logit_diff": max_diff, "same_greedy_tokens": same_tokens, "compiled_decode": args.compile,
               "compile_seconds": decoder.step.compile_seconds, "compiled_train": compile_train,
               "train_compile_seconds": train_compile_seconds}
     return ours_side, hf_side, checks
-
-
-def timed(run: Callable[[], object], calls: int, device: torch.device) -> float:
-    """Seconds per call, averaged over `calls` back-to-back calls."""
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    synchronize(device)
-    return (time.perf_counter() - start) / calls
-
-
-def measure(sides: tuple[Side, Side], tests: list[str], tokens: dict[str, int], repetitions: int,
-            min_seconds: float, device: torch.device, progress: Callable[[str], None]) -> None:
-    """Repetition 0 warms up and sizes each sample; then each test runs both sides back to back, alternating.
-
-    A sample repeats a short test until it lasts about `min_seconds` (the same count on both sides), so a
-    millisecond-long prefill is not at the mercy of one scheduler tick.
-    """
-    calls = {}
-    for test in tests:
-        fastest = min(timed(getattr(side, test), 1, device) for side in sides)
-        calls[test] = max(1, round(min_seconds / max(fastest, 1e-6)))
-    progress("warm-up")
-    for repetition in range(1, repetitions + 1):
-        order = sides if repetition % 2 else sides[::-1]
-        for test in tests:
-            for side in order:
-                side.samples[test].append(tokens[test] / timed(getattr(side, test), calls[test], device))
-        progress(f"repetition {repetition}/{repetitions}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,15 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--prompt-tokens + --decode-tokens and --prefill-tokens must fit max_seq_len {context}")
     torch.manual_seed(args.seed)
     ours, hf, checks = build_sides(config, state, device, args)
-    tokens = {"train": config.train.micro_batch_size * config.model.max_seq_len, "prefill": args.prefill_tokens,
-              "decode": args.decode_tokens}
+    tokens_per_call = {"train": config.train.micro_batch_size * config.model.max_seq_len,
+                       "prefill": args.prefill_tokens, "decode": args.decode_tokens}
 
     def progress(text: str) -> None:
         if not args.json:
             print(f"  {text}", file=sys.stderr, flush=True)
 
-    measure((ours, hf), tests, tokens, args.repetitions, args.min_seconds, device, progress)
-    median = {side.name: {test: statistics.median(side.samples[test]) for test in tests} for side in (ours, hf)}
+    interleaved([(ours, hf)], {test: tokens_per_call[test] for test in tests}, args.repetitions, args.min_seconds,
+                device, progress)
+    median = {side.name: {test: side.median(test) for test in tests} for side in (ours, hf)}
     ratios = {f"{test}_ratio": median["cognimamba"][test] / median["transformers"][test] for test in tests}
     result = {
         **ratios,
@@ -306,18 +266,15 @@ def print_table(result: dict) -> None:
               "prefill": f"{result['prefill_tokens']} tokens, batch 1",
               "decode": f"{result['decode_tokens']} greedy tokens after {result['prompt_tokens']}, batch 1"
                         + (" (ours compiled)" if result["compiled_decode"] else "")}
-    print("| test | shape | cognimamba tokens/s | transformers tokens/s | ratio |")
-    print("|---|---|---:|---:|---:|")
+    rows = []
     for test in result["samples"]["cognimamba"]:
         ours = result["samples"]["cognimamba"][test]
         theirs = result["samples"]["transformers"][test]
-        print(f"| {test} | {shapes[test]} | {statistics.median(ours):,.0f} (±{_spread(ours):,.0f}) | "
-              f"{statistics.median(theirs):,.0f} (±{_spread(theirs):,.0f}) | {result[f'{test}_ratio']:.2f}x |")
+        rows.append([test, shapes[test], f"{statistics.median(ours):,.0f} (±{spread(ours):,.0f})",
+                     f"{statistics.median(theirs):,.0f} (±{spread(theirs):,.0f})", f"{result[f'{test}_ratio']:.2f}x"])
+    print(markdown_table(["test", "shape", "cognimamba tokens/s", "transformers tokens/s", "ratio"], rows,
+                         numeric=(2, 3, 4)))
     print(f"\nmedian of {result['repetitions']} interleaved repetitions (± standard deviation)")
-
-
-def _spread(samples: list[float]) -> float:
-    return statistics.stdev(samples) if len(samples) > 1 else 0.0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
     pip install -e '.[llamacpp,cpu-int8,export]'     # llama-cpp-python, torchao, gguf
     python benchmarks/compare_llamacpp.py [--profile cpu | --profile 4gb --vocab 2048 | --run RUN] [-r 5] [--json]
 
-One model (a run dir's, or a seeded random model of a profile with a BPE tokenizer trained on TinyStories)
-is exported with `cogni export`'s own GGUF writer three times, f32, f16 and q8_0, and loaded into llama.cpp
-(llama-cpp-python); our side holds the same weights as fp32, bf16 and int8 (`--weights`, inference/weights.py).
+One model (a run dir's, or a seeded random model of a profile with a BPE tokenizer trained on TinyStories, from
+../shared/data where present, else on `cogni quickstart`'s procedural stories, whose ~800 tokens make the head
+smaller than the profile's) is exported with `cogni export`'s own GGUF writer three times, f32, f16 and q8_0, and
+loaded into llama.cpp (llama-cpp-python); our side holds the same weights as fp32, bf16 and int8 (`--weights`,
+inference/weights.py).
 The pairs compared are fp32 / f32, bf16 / f16 (the half precision each runs fastest on CPU) and int8 / q8_0.
 Before timing, the fp32 and f32 greedy tokens are checked equal, and the int8 and q8_0 ones compared: both
 round the weights (per row against per block of 32), so they agree until a near-tie goes the other way.
@@ -15,11 +17,11 @@ round the weights (per row against per block of 32), so they agree until a near-
 - prefill: one prompt of --prefill-tokens (one llama.cpp batch), filling a fresh KV cache, last logits kept.
 
 Each repetition times every pair back to back, alternating which side goes first, so a neighbour's burst on
-a shared machine hits both alike. Ratios are cognimamba / llama.cpp of the median tokens/s. Both sides get
-the same CPU threads (-t, default torch's) for prefill; for decode we take our own thread rule
-(inference/decode_step.decode_threads) unless -t is given, and llama.cpp takes -t. --profile-step prints where
-one decode step's time goes (torch.profiler) for each of our formats; --bits-per-byte DATA_DIR (with --run)
-reports each format's validation bits/byte.
+a shared machine hits both alike (cognimamba/evaluation/timing.py). Ratios are cognimamba / llama.cpp of the
+median tokens/s. Both sides get the same CPU threads (-t, default torch's) for prefill; for decode we take our
+own thread rule (inference/decode_step.decode_threads) unless -t is given, and llama.cpp takes -t. --profile-step
+prints where one decode step's time goes (torch.profiler) for each of our formats; --bits-per-byte DATA_DIR (with
+--run) reports each format's validation bits/byte.
 """
 
 from __future__ import annotations
@@ -29,12 +31,10 @@ import contextlib
 import copy
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cogni CLI sets it
@@ -44,7 +44,9 @@ from tokenizers import Tokenizer
 
 from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import GenerationConfig, ModelConfig
+from cognimamba.data.synthetic.stories import generate_stories
 from cognimamba.errors import CogniError
+from cognimamba.evaluation.timing import Side, interleaved, markdown_table
 from cognimamba.inference.decode_step import decode_threads
 from cognimamba.inference.decoding import Decoder
 from cognimamba.inference.weights import apply_weight_format
@@ -62,17 +64,7 @@ except ImportError:
 TESTS = ("decode", "prefill")
 # (our --weights, llama.cpp's GGUF type, the pair's name in the ratios)
 PAIRS = (("fp32", "f32", "f32"), ("bf16", "f16", "half"), ("int8", "q8_0", "int8"))
-TOKENIZER_TEXT = Path("/work/shared/data/tinystories_train.txt")
-
-
-@dataclass
-class Side:
-    """One model on one toolkit: its runners and their samples in tokens/s."""
-
-    name: str
-    decode: Callable[[], list[int]]
-    prefill: Callable[[], object]
-    samples: dict[str, list[float]] = field(default_factory=lambda: {test: [] for test in TESTS})
+TOKENIZER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories_train.txt"
 
 
 def source(args: argparse.Namespace) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer, str]:
@@ -81,7 +73,10 @@ def source(args: argparse.Namespace) -> tuple[ModelConfig, dict[str, torch.Tenso
         loaded = load_run(args.run)
         return loaded.config.model, model_state(loaded.model), loaded.tokenizer, str(args.run)
     config = get_profile(args.profile).model
-    text = TOKENIZER_TEXT.read_text(encoding="utf-8").split("\n\n") if TOKENIZER_TEXT.is_file() else ["a b c"] * 9
+    if TOKENIZER_TEXT.is_file():
+        text = TOKENIZER_TEXT.read_text(encoding="utf-8").split("\n\n")
+    else:  # a fresh clone: the procedural stories; the model's vocab is what a tokenizer learns from them
+        text = list(generate_stories(20_000))
     tokenizer = train_tokenizer(text, args.vocab or config.vocab_size)
     config = replace(config, vocab_size=tokenizer.get_vocab_size(), dropout=0.0)
     torch.manual_seed(args.seed)
@@ -185,29 +180,6 @@ def agreement(ours: list[int], theirs: list[int]) -> dict[str, int]:
             "tokens": len(ours)}
 
 
-def timed(run: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return (time.perf_counter() - start) / calls
-
-
-def measure(pairs: list[tuple[Side, Side]], tokens: dict[str, int], repetitions: int, min_seconds: float,
-            progress: Callable[[str], None]) -> None:
-    """Repetition 0 warms up and sizes each sample; then each pair runs back to back, alternating who goes first."""
-    calls = {}
-    for test in TESTS:
-        fastest = min(timed(getattr(side, test), 1) for pair in pairs for side in pair)
-        calls[test] = max(1, round(min_seconds / max(fastest, 1e-6)))
-    progress("warm-up")
-    for repetition in range(1, repetitions + 1):
-        for test in TESTS:
-            for pair in pairs:
-                for side in pair if repetition % 2 else pair[::-1]:
-                    side.samples[test].append(tokens[test] / timed(getattr(side, test), calls[test]))
-        progress(f"repetition {repetition}/{repetitions}")
-
-
 def profile_step(model: Transformer, threads: int | None, rows: int = 12) -> str:
     """torch.profiler's table of 16 decode steps (after 8 warm-up steps), by self CPU time."""
     from torch.profiler import profile
@@ -281,11 +253,13 @@ def build(args: argparse.Namespace, folder: Path) -> tuple[list[tuple[Side, Side
     for weights, gguf_type, label in PAIRS:
         if weights not in ours:
             continue
-        our_side = Side(f"cognimamba {weights}", ours_decode(ours[weights], prompt, args.decode_tokens, args.threads),
-                        ours_prefill(ours[weights], prefill_ids))
-        their_side = Side(f"llama.cpp {gguf_type}", llama_decode(theirs[gguf_type], prompt, args.decode_tokens),
-                          llama_prefill(theirs[gguf_type], prefill_ids))
-        checks[f"greedy_{label}"] = agreement(our_side.decode(), their_side.decode())
+        our_side = Side(f"cognimamba {weights}", {
+            "decode": ours_decode(ours[weights], prompt, args.decode_tokens, args.threads),
+            "prefill": ours_prefill(ours[weights], prefill_ids)})
+        their_side = Side(f"llama.cpp {gguf_type}", {
+            "decode": llama_decode(theirs[gguf_type], prompt, args.decode_tokens),
+            "prefill": llama_prefill(theirs[gguf_type], prefill_ids)})
+        checks[f"greedy_{label}"] = agreement(our_side.runners["decode"](), their_side.runners["decode"]())
         checks[f"decode_threads_{weights}"] = args.threads or decode_threads(ours[weights], torch.device("cpu"))
         pairs.append((our_side, their_side))
     if args.profile_step:
@@ -337,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="compare_llamacpp-") as folder:
         pairs, checks = build(args, Path(folder))
         tokens = {"decode": args.decode_tokens, "prefill": args.prefill_tokens}
-        measure(pairs, tokens, args.repetitions, args.min_seconds, progress)
+        interleaved(pairs, tokens, args.repetitions, args.min_seconds, progress=progress)
         result = summary(pairs, checks, args)
     if args.json:
         print(json.dumps(result))
@@ -347,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(pairs: list[tuple[Side, Side]], checks: dict[str, object], args: argparse.Namespace) -> dict:
-    median = {side.name: {test: statistics.median(side.samples[test]) for test in TESTS}
-              for pair in pairs for side in pair}
+    median = {side.name: {test: side.median(test) for test in TESTS} for pair in pairs for side in pair}
     ratios: dict[str, float] = {}
     for ours, theirs in pairs:
         label = next(label for weights, _, label in PAIRS if ours.name.endswith(weights))
@@ -370,13 +343,16 @@ def print_table(result: dict) -> None:
         if key.startswith("greedy_"):
             print(f"greedy tokens, {key.removeprefix('greedy_')}: agree for the first {value['agree_from_start']} "
                   f"of {value['tokens']} ({value['agree_positions']} positions equal)")
-    print("\n| test | cognimamba | tokens/s | llama.cpp | tokens/s | ratio |\n|---|---|---:|---|---:|---:|")
     names = list(result["tokens_per_s"])
+    rows = []
     for test in TESTS:
         for ours, theirs in zip(names[::2], names[1::2], strict=True):
             mine, other = result["tokens_per_s"][ours][test], result["tokens_per_s"][theirs][test]
-            print(f"| {test} | {ours.split()[-1]} | {mine:,.0f} | {theirs.split()[-1]} | {other:,.0f} | "
-                  f"{mine / other:.2f}x |")
+            rows.append([test, ours.split()[-1], f"{mine:,.0f}", theirs.split()[-1], f"{other:,.0f}",
+                         f"{mine / other:.2f}x"])
+    print()
+    print(markdown_table(["test", "cognimamba", "tokens/s", "llama.cpp", "tokens/s", "ratio"], rows,
+                         numeric=(2, 4, 5)))
     print(f"\nmedian of {result['repetitions']} interleaved repetitions; decode = {result['decode_tokens']} greedy "
           f"tokens after {result['prompt_tokens']}, prefill = {result['prefill_tokens']} tokens, batch 1")
 

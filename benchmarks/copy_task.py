@@ -2,7 +2,7 @@
 
 Each row of a batch holds random digit strings, each followed by a separator and the same string again; the loss
 is on the copies only. Tool arguments are this skill (a number from the user's turn written into the call), and
-it decides when `cogni quickstart --chat` starts getting them right (benchmarks/README.md). With --translate each
+it decides when `cogni quickstart --chat` starts getting them right (benchmarks/RESULTS.md). With --translate each
 string is two numbers joined by a word token, and the copy joins them by that word's operator token instead, as
 "12 times 7" becomes {"expression": "12 * 7"}: after the operator, the token to copy next follows a token the
 copy does not contain.

@@ -1,4 +1,4 @@
-"""One row of the `cpu` profile's sweep table (benchmarks/README.md, "CPU profile sweeps (issue 14)").
+"""One row of the `cpu` profile's sweep table (benchmarks/RESULTS.md, "CPU profile sweeps (issue 14)").
 
     python benchmarks/cpu_sweep.py --list                       # the planned rows and what each changes
     python benchmarks/cpu_sweep.py muon --seed 1                # one row: prepare (cached), train 10m, test-model
@@ -8,7 +8,7 @@
 Each row runs what a user types, through the CLI: `cogni prepare TRAIN --val VAL --vocab-size V` (reused when
 nothing changed), `cogni train --profile cpu --max-time 10m --set train.seed=SEED --set ...` and
 `cogni test-model RUN --json`, whose bits/byte cover the whole validation file. It prints the row as a Markdown
-table line (command, steps, tokens, val bits/byte) to paste into the README. Run rows one at a time on an
+table line (command, steps, tokens, val bits/byte) to paste into benchmarks/RESULTS.md. Run rows one at a time on an
 otherwise idle machine: a neighbour's load changes how many steps fit in the budget, and so the figure.
 """
 
@@ -70,7 +70,7 @@ ROWS: dict[str, Row] = {
     "vocab8192": Row("vocabulary", (), vocab_size=8192),
     "compile": Row("compiled step", ("train.compile=true",)),
     "bf16": Row("precision", ("train.precision=bf16",)),  # autocast; pays only where the CPU has native bf16
-    # The levers that won the 3-minute screen, together (benchmarks/README.md): three of them, and all four.
+    # The levers that won the 3-minute screen, together (benchmarks/RESULTS.md): three of them, and all four.
     "bf16-batch8-wide": Row("combined", ("train.precision=bf16", "train.micro_batch_size=8", *WIDE)),
     "bf16-batch8-wide-lr5e-3": Row("combined", ("train.precision=bf16", "train.micro_batch_size=8", *WIDE,
                                                 "train.lr=5e-3")),
@@ -131,8 +131,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="train.seed (the figure is the median of seeds 1-3)")
     parser.add_argument("--max-time", default="10m", help="the training budget (1m for a smoke test)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra section.field=value")
-    parser.add_argument("--train-file", type=Path, default=SHARED_DATA / "tinystories_train.txt")
-    parser.add_argument("--val-file", type=Path, default=SHARED_DATA / "tinystories_valid.txt")
+    parser.add_argument("--train-file", type=Path, default=SHARED_DATA / "tinystories_train.txt",
+                        help="TinyStories training text (default: ../shared/data/tinystories_train.txt)")
+    parser.add_argument("--val-file", type=Path, default=SHARED_DATA / "tinystories_valid.txt",
+                        help="TinyStories validation text (default: ../shared/data/tinystories_valid.txt)")
     parser.add_argument("--work", type=Path, default=Path("runs/sweep"), help="where data dirs and runs go")
     parser.add_argument("--list", action="store_true", help="print the planned rows and exit")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of a table row")
@@ -146,6 +148,10 @@ def main() -> None:
     if args.row not in ROWS and not args.overrides:
         sys.exit(f"unknown row {args.row!r}: pick one of --list, or name your own and give --set overrides")
     row = Row(row.lever, (*row.overrides, *args.overrides), row.vocab_size)
+    for text_file in (args.train_file, args.val_file):
+        if not text_file.is_file():
+            sys.exit(f"{text_file}: not found; give TinyStories text files with --train-file and --val-file "
+                     "(roneneldan/TinyStories' TinyStories-train.txt and -valid.txt, or slices of them)")
     data = prepare(args.train_file, args.val_file, row.vocab_size, args.work)
     result = run_row(args.row, row, args.seed, args.max_time, data, args.work)
     print(json.dumps(result) if args.json else table_row(result))

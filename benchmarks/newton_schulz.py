@@ -25,8 +25,8 @@ from cognimamba.train.muon import newton_schulz
 def hidden_blocks(profile: str) -> list[tuple[int, int]]:
     """(rows, columns) of each block Muon orthogonalises in one step of the profile's model."""
     model = get_profile(profile).model
-    kv_dim = model.n_kv_heads * model.head_dim
-    per_layer = [(model.dim, model.dim), (kv_dim, model.dim), (kv_dim, model.dim), (model.dim, model.dim),
+    kv_dim = model.kv_dim
+    per_layer = [(model.q_dim, model.dim), (kv_dim, model.dim), (kv_dim, model.dim), (model.dim, model.q_dim),
                  (model.ffn_dim, model.dim), (model.ffn_dim, model.dim), (model.dim, model.ffn_dim)]
     return per_layer * model.n_layers
 

@@ -10,7 +10,7 @@ generated tokens/s, and with --plot draws tokens/s and p95 time to first token a
 (matplotlib). `--parallel 1` decodes one reply at a time, as the server did before continuous batching, so
 one run compares both on the same machine. With --overhead, the same greedy prompt through
 `cogni chat RUN --prompt --json` (its prompt time plus decoding, without loading) and through the server (a
-whole non-streamed request), tokens/s of each and their ratio. Results go in benchmarks/README.md.
+whole non-streamed request), tokens/s of each and their ratio. Results go in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str]) 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([*cli, "serve", str(run), "--port", str(port), "--max-concurrency", "64",
+    server = subprocess.Popen([*cli, "serve", str(run), "--port", str(port), "--queue-size", "64",
                                "--parallel", str(parallel)], stderr=subprocess.DEVNULL, env=env)
     for _ in range(1200):
         try:

@@ -48,7 +48,7 @@ def cogni_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 300 procedural stories as a .txt file."""
-    from cognimamba.data.synthetic_stories import generate_stories
+    from cognimamba.data.synthetic.stories import generate_stories
 
     path = tmp_path_factory.mktemp("corpus") / "stories.txt"
     path.write_text("\n\n".join(generate_stories(300, seed=1)), encoding="utf-8")

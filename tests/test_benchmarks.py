@@ -1,8 +1,11 @@
 """Every benchmark still starts: a rename inside cognimamba that breaks a script's imports fails here, not months
-later on the machine that runs it."""
+later on the machine that runs it. The quick test reads every script's imports of cognimamba, those inside
+functions too (which --help never runs); the slow one runs each script's --help."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -34,6 +37,39 @@ def help_of(script: Path) -> subprocess.CompletedProcess:
 
 def test_there_are_benchmarks() -> None:
     assert len(SCRIPTS) > 5, SCRIPTS
+
+
+def cognimamba_imports(script: Path) -> list[tuple[str, str | None]]:
+    """(module, name) for every `import cognimamba...` and `from cognimamba... import name` anywhere in a script."""
+    found: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cognimamba"):
+            found += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, None) for alias in node.names if alias.name.startswith("cognimamba")]
+    return found
+
+
+def submodule(package: str, name: str) -> bool:
+    try:
+        importlib.import_module(f"{package}.{name}")
+    except ImportError:
+        return False
+    return True
+
+
+def test_every_name_a_benchmark_imports_from_cognimamba_exists() -> None:
+    missing = []
+    for script in SCRIPTS:
+        for module, name in cognimamba_imports(script):
+            try:
+                imported = importlib.import_module(module)
+            except ImportError as error:
+                missing.append(f"{script.name}: {module} ({error})")
+                continue
+            if name is not None and not hasattr(imported, name) and not submodule(module, name):
+                missing.append(f"{script.name}: {module}.{name}")
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.slow

@@ -80,10 +80,6 @@ def normalize_tool(tool: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"tool definition without a name: {json.dumps(tool)[:80]}")
 
 
-def tool_name(tool: dict[str, Any]) -> str:
-    return str(normalize_tool(tool)["function"]["name"])
-
-
 def normalize_tool_calls(calls: list[Any] | None) -> list[ToolCall]:
     """Accept OpenAI `{"type": "function", "function": {"name", "arguments": "<json>"}}` or `{"name", "arguments"}`."""
     result = []

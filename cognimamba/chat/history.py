@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -57,6 +58,9 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id, id);
 """
+# A chat's columns as ChatRecord takes them, with its message count.
+_CHAT_ROWS = ("SELECT c.id, c.title, c.run, c.system_prompt, c.settings, c.created_at, c.updated_at, "
+              "(SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id) FROM chats c")
 
 
 def default_history_path() -> Path:
@@ -105,6 +109,8 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
+            # SQLite's LIKE folds ASCII letters only; search_chats folds the others with this.
+            self._db.create_function("casefold", 1, _casefold, deterministic=True)
             with self._transaction() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
@@ -152,18 +158,30 @@ class HistoryStore:
     def list_chats(self) -> list[ChatRecord]:
         """Newest activity first."""
         with self._lock:
+            rows = self._db.execute(f"{_CHAT_ROWS} ORDER BY c.updated_at DESC, c.id DESC").fetchall()
+        return [self._record(row) for row in rows]
+
+    def search_chats(self, query: str) -> list[ChatRecord]:
+        """The chats whose title or any message holds `query`, ignoring case, newest activity first (all of them
+        for a blank query), found by SQLite in one query."""
+        needle = query.strip().casefold()
+        if not needle:
+            return self.list_chats()
+        if needle.isascii():  # LIKE runs in C and folds ASCII letters (though unlike casefold, "ß" is not "ss")
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", needle) + "%"
+            title, content = "c.title LIKE ?1 ESCAPE '\\'", "m.content LIKE ?1 ESCAPE '\\'"
+        else:  # "Über" holds "über": Python's casefold, called for each row, so only for such queries
+            pattern = needle
+            title, content = "instr(casefold(c.title), ?1)", "instr(casefold(m.content), ?1)"
+        with self._lock:
             rows = self._db.execute(
-                "SELECT c.id, c.title, c.run, c.system_prompt, c.settings, c.created_at, c.updated_at, "
-                "(SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id) "
-                "FROM chats c ORDER BY c.updated_at DESC, c.id DESC").fetchall()
+                f"{_CHAT_ROWS} WHERE {title} OR EXISTS (SELECT 1 FROM messages m WHERE m.chat_id = c.id AND {content}) "
+                "ORDER BY c.updated_at DESC, c.id DESC", (pattern,)).fetchall()
         return [self._record(row) for row in rows]
 
     def get_chat(self, chat_id: int) -> ChatRecord:
         with self._lock:
-            row = self._db.execute(
-                "SELECT c.id, c.title, c.run, c.system_prompt, c.settings, c.created_at, c.updated_at, "
-                "(SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id) FROM chats c WHERE c.id = ?",
-                (chat_id,)).fetchone()
+            row = self._db.execute(f"{_CHAT_ROWS} WHERE c.id = ?", (chat_id,)).fetchone()
         if row is None:
             raise CogniError(f"chat {chat_id} not found in {self.path}; `cogni chat RUN --plain` then /history "
                              "lists the saved chats")
@@ -260,6 +278,10 @@ def _make_private(path: Path) -> str | None:
     if previous is None:
         return None
     return f"{path}: the chat history was readable by others ({previous:04o}); made it private ({PRIVATE_MODE:04o})"
+
+
+def _casefold(text: str | None) -> str:
+    return text.casefold() if isinstance(text, str) else ""
 
 
 def _object(text: str) -> dict[str, Any]:

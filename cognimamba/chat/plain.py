@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import signal
 import sys
@@ -119,6 +120,17 @@ def reply_once(chat: ChatController, text: str, source: ReplySource, printer: Re
     with ctrl_c_cancels(cancel):
         for event in chat.send(text, source, cancel):
             printer.handle(event)
+
+
+def answer_prompt(session: ChatSession, source: ReplySource, text: str, as_json: bool = False,
+                  out: IO[str] = sys.stdout, notes: IO[str] = sys.stderr) -> None:
+    """`--prompt`: answer one message and print the reply (with `as_json`, only the `prompt_json` object).
+    Nothing is saved: scripts leave no history."""
+    quiet = io.StringIO()
+    printer = ReplyPrinter(quiet, quiet) if as_json else ReplyPrinter(out, notes)
+    reply_once(ChatController(session), text, source, printer)
+    if as_json:
+        out.write(json.dumps(prompt_json(printer), ensure_ascii=False) + "\n")
 
 
 def prompt_json(printer: ReplyPrinter) -> dict[str, Any]:

@@ -1,10 +1,9 @@
 """`cogni chat --url`: any OpenAI-compatible server (ours, llama-server, Ollama, vLLM) as a `ReplySource`.
 
-A session hands its source the rendered ChatML prompt (chat.format). A chat-completions server wants
-messages instead, so `prompt_messages` reads the prompt back into them (the rendering is lossless for the
-conversations a session builds; it splits only at the control tokens the template wrote, so a message that
-spells `<|im_end|>` stays one message), and the reply's tool calls come back rendered as `<tool_call>` blocks, so
-the session parses, shows and (when enabled) runs them exactly as with a local model.
+A session hands its source messages and tools, and they go to /v1/chat/completions as JSON: the server
+applies its own chat template, and text the user wrote stays a message's text (never a control token on this
+side). The reply's tool calls come back rendered as `<tool_call>` blocks, so the session parses, shows and
+(when enabled) runs them exactly as with a local model.
 
 There is no tokenizer on this side: `count_tokens` estimates (see CHARS_PER_TOKEN) for the session's
 context trimming, and the reply's numbers come from the server's `usage`; the server has the last word
@@ -22,106 +21,48 @@ from typing import Any
 
 import httpx
 
-from cognimamba.chat.format import parse_tool_call
+from cognimamba.chat.format import normalize_tool, normalize_tool_calls, render_conversation
+from cognimamba.chat.session import ReplySource
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.decode_step import GenerationStats
-from cognimamba.model.tokenizer import (
-    IM_END,
-    IM_START,
-    TOOL_CALL,
-    TOOL_CALL_END,
-    TOOL_RESPONSE,
-    TOOL_RESPONSE_END,
-    TOOLS,
-    TOOLS_END,
-    split_controls,
-)
+from cognimamba.model.tokenizer import TOOL_CALL, TOOL_CALL_END
 
-# A deliberate overestimate of tokens per character (BPE vocabularies of 4k-150k give 3-4.5 characters per
-# token in English), so the session trims old turns a little early rather than send what will not fit.
+# A deliberate overestimate of tokens per character of the conversation in ChatML (BPE vocabularies of 4k-150k
+# give 3-4.5 characters per token in English), so the session trims old turns a little early rather than send
+# what will not fit.
 CHARS_PER_TOKEN = 3.0
 DEFAULT_CONTEXT = 4096  # when the server does not say
 # Where servers put the context length in a /v1/models entry: ours and vLLM, llama-server, others.
 CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window")
 FINISH_TO_STOP_REASON = {"stop": "stop_token", "tool_calls": "stop_token", "length": "max_new_tokens"}
 
-Turn = list[tuple[str, bool]]  # a turn's pieces between <|im_start|> and <|im_end|>: (text, is_control)
 
-
-def _turns(prompt: str) -> list[Turn]:
-    """The prompt's closed turns, split only at the control tokens the template wrote (not at spellings in text)."""
-    turns: list[Turn] = []
-    current: Turn | None = None
-    for index, piece in enumerate(split_controls(prompt)):
-        if index % 2 and piece == IM_START:
-            current = []
-        elif index % 2 and piece == IM_END:
-            if current is not None:
-                turns.append(current)
-            current = None
-        elif current is not None:
-            current.append((piece, bool(index % 2)))
-    return turns
-
-
-def _inside(pieces: Turn, opening: str, closing: str) -> tuple[list[str], list[str]]:
-    """The texts between `opening` and `closing` control tokens, and the texts outside them."""
-    inside: list[str] = []
-    outside: list[str] = []
-    depth = 0
-    for text, control in pieces:
-        if control:
-            depth = 1 if text == opening else 0 if text == closing else depth
-        elif depth:
-            inside.append(text)
-        else:
-            outside.append(text)
-    return inside, outside
-
-
-def _joined(texts: list[str]) -> str:
-    return "\n".join(text.strip("\n") for text in texts if text.strip()).strip()
-
-
-def prompt_messages(prompt: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A rendered ChatML prompt back as OpenAI `messages` and `tools` (inverse of chat.format's rendering)."""
-    messages: list[dict[str, Any]] = []
-    tools: list[dict[str, Any]] = []
-    open_ids: list[str] = []  # ids of the latest assistant's calls, answered in order by tool turns
-    for number, pieces in enumerate(_turns(prompt)):
-        if not pieces:
-            continue
-        role, _, first = pieces[0][0].partition("\n")
-        pieces = [(first, False), *pieces[1:]]
-        if role == "system":
-            definitions, outside = _inside(pieces, TOOLS, TOOLS_END)
-            tools = [json.loads(line) for text in definitions for line in text.splitlines() if line.strip()]
-            content = "".join(outside)
-            content = content.removesuffix("\n") if definitions else content
-            if content:
-                messages.append({"role": "system", "content": content})
-        elif role == "assistant":
-            bodies, outside = _inside(pieces, TOOL_CALL, TOOL_CALL_END)
-            calls = [parse_tool_call(body.strip())[0] for body in bodies]
-            calls = [call for call in calls if call is not None]
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A session's messages as chat-completions wants them: calls with ids, and each tool result answering the
+    latest assistant's calls in order."""
+    converted: list[dict[str, Any]] = []
+    open_ids: list[str] = []  # ids of the latest assistant's calls, answered in order by tool messages
+    for number, message in enumerate(messages):
+        role, content = message["role"], str(message.get("content") or "")
+        if role == "assistant":
+            calls = normalize_tool_calls(message.get("tool_calls"))
             open_ids = [f"call_{number}_{index}" for index in range(len(calls))]
-            message: dict[str, Any] = {"role": "assistant", "content": _joined(outside)}
+            entry: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
-                message["tool_calls"] = [{"id": call_id, "type": "function", "function": {
+                entry["tool_calls"] = [{"id": call_id, "type": "function", "function": {
                     "name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
                     for call_id, call in zip(open_ids, calls, strict=True)]
-            messages.append(message)
+            converted.append(entry)
         elif role == "tool":
-            body = "".join(_inside(pieces, TOOL_RESPONSE, TOOL_RESPONSE_END)[0])
-            messages.append({"role": "tool", "tool_call_id": open_ids.pop(0) if open_ids else f"call_{number}",
-                             "content": body.removeprefix("\n").removesuffix("\n")})
+            converted.append({"role": "tool", "tool_call_id": open_ids.pop(0) if open_ids else f"call_{number}",
+                              "content": content})
         else:
-            messages.append({"role": role, "content": "".join(text for text, _ in pieces)})
-    return messages, tools
+            converted.append({"role": role, "content": content})
+    return converted
 
 
-class RemoteSource:
+class RemoteSource(ReplySource):
     """A chat-completions server as the model of a chat session (the TUI, `--plain` and `--prompt`)."""
 
     def __init__(self, url: str, api_key: str | None = None, model: str | None = None,
@@ -148,22 +89,28 @@ class RemoteSource:
     def stats(self) -> GenerationStats:
         return self._stats
 
-    def count_tokens(self, text: str) -> int:
-        return math.ceil(len(text) / CHARS_PER_TOKEN)
+    def count_tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                     add_generation_prompt: bool = False) -> int:
+        return math.ceil(len(render_conversation(messages, tools, add_generation_prompt)) / CHARS_PER_TOKEN)
 
-    def stream(self, prompt: str, options: GenerationConfig, cancel: threading.Event | None = None,
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """What the server is sent (it renders the prompt with its own template)."""
+        sent = {"messages": openai_messages(messages), "tools": [normalize_tool(tool) for tool in tools or []]}
+        return json.dumps(sent, ensure_ascii=False, indent=2)
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+               settings: GenerationConfig, cancel: threading.Event | None = None,
                stop: Sequence[str] = ()) -> Iterator[str]:
-        messages, tools = prompt_messages(prompt)
         body: dict[str, Any] = {
-            "model": self.name, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
-            "temperature": options.temperature, "top_p": options.top_p, "max_tokens": options.max_new_tokens,
-            "top_k": options.top_k, "repetition_penalty": options.repetition_penalty,
-            "stop": [text for text in stop if text != IM_START][:4] or None}
-        if options.seed >= 0:
-            body["seed"] = options.seed
+            "model": self.name, "messages": openai_messages(messages), "stream": True,
+            "stream_options": {"include_usage": True}, "temperature": settings.temperature,
+            "top_p": settings.top_p, "max_tokens": settings.max_new_tokens, "top_k": settings.top_k,
+            "repetition_penalty": settings.repetition_penalty, "stop": list(stop)[:4] or None}
+        if settings.seed >= 0:
+            body["seed"] = settings.seed
         if tools:
-            body["tools"] = tools
-        stats = self._stats = GenerationStats(prompt_tokens=self.count_tokens(prompt))
+            body["tools"] = [normalize_tool(tool) for tool in tools]
+        stats = self._stats = GenerationStats(prompt_tokens=self.count_tokens(messages, tools, True))
         started = time.perf_counter()
         calls: dict[int, dict[str, str]] = {}
         response = self._request(body)
@@ -193,6 +140,9 @@ class RemoteSource:
         for index in sorted(calls):  # as the model wrote them, so the session parses and shows them
             yield f"\n{TOOL_CALL}\n{_call_json(calls[index])}\n{TOOL_CALL_END}"
         stats.decode_seconds = max(0.0, time.perf_counter() - started - stats.time_to_first_token)
+
+    def close(self) -> None:
+        self.client.close()
 
     def _model_card(self, wanted: str | None) -> dict[str, Any]:
         try:

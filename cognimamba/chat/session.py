@@ -2,7 +2,9 @@
 
 The TUI, the line-mode chat and `--prompt` all drive the same `ChatSession.reply`, which yields events
 (text deltas, a finished reply, tool results, a trimmed context) instead of printing, so every front end
-shows the same thing. The session talks to any `ReplySource` (a loaded model is `inference.decoding.ChatModel`).
+shows the same thing. The session hands any `ReplySource` the messages and tools to answer (a run on this
+machine is `chat.sources.LocalSource`, a server `chat.remote.RemoteSource`); how they become a prompt is the
+source's business.
 """
 
 from __future__ import annotations
@@ -14,26 +16,32 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cognimamba.chat.format import ParsedReply, ToolCall, parse_assistant, render_conversation
+from cognimamba.chat.format import ParsedReply, ToolCall, parse_assistant
 from cognimamba.chat.tools import ToolBox, ToolResult
 from cognimamba.config.schema import Config, GenerationConfig, set_field, validate
 from cognimamba.errors import CogniError
 from cognimamba.inference.decode_step import GenerationStats
-from cognimamba.model.tokenizer import IM_START
 
 MINIMAL_REPLY_TOKENS = 16  # room for a short answer when checking that tools fit
 SETTING_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "repetition_penalty", "seed")
 
 
 class ReplySource(Protocol):
-    """What a session needs from a model: `inference.decoding.ChatModel` is the real one.
+    """What a chat needs from a model: messages and tools in (`Message.to_chat` dicts and tool definitions),
+    text deltas out, the reply's `stats` after.
 
-    A source that can say how likely each token was fills `stats.token_choices` (ChatModel does when its
-    `top_alternatives` is set); the others leave it empty.
+    `chat.sources.LocalSource` (a run on this machine: it renders ChatML) and `chat.remote.RemoteSource` (an
+    OpenAI-compatible server: it sends the messages as JSON) are the real ones. The defaults below are what a
+    source without the feature does; a source gets them by subclassing this class (a Protocol's methods are
+    inherited only by explicit subclasses), so no front end asks what a source can do.
     """
 
     name: str
     defaults: GenerationConfig
+    notice: str | None = None  # something the user should know about how replies are made (after warm_up)
+    # > 0: each reply's stats.token_choices holds that many likeliest alternatives per token (the token
+    # inspector); a source that cannot say how likely a token was leaves them empty.
+    top_alternatives: int = 0
 
     @property
     def context_length(self) -> int: ...
@@ -41,11 +49,26 @@ class ReplySource(Protocol):
     @property
     def stats(self) -> GenerationStats: ...
 
-    def count_tokens(self, text: str) -> int: ...
-
-    def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
-               stop: Sequence[str] = ()) -> Iterator[str]:
+    def count_tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                     add_generation_prompt: bool = False) -> int:
+        """The tokens these messages take in the model's prompt (an estimate where the source has no tokenizer)."""
         ...
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt for a reply to `messages` as the model gets it, for people (the token inspector)."""
+        ...
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+               settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
+        """The assistant's reply to `messages` as text deltas; tool calls come as `<tool_call>` blocks."""
+        ...
+
+    def warm_up(self) -> None:
+        """Get ready for the first reply (compile, connect); nothing to do by default."""
+
+    def close(self) -> None:
+        """Let go of what the source holds (a model process); nothing to do by default. Safe to call twice."""
 
 
 @dataclass
@@ -99,7 +122,7 @@ class ReplyFinished:
     stats: GenerationStats
     prompt_tokens: int
     context_length: int
-    prompt: str = ""  # the prompt as the model saw it (ChatML, tool definitions, special tokens)
+    prompt: str = ""  # the prompt as the model got it (ReplySource.render: ChatML for a local model)
 
     @property
     def context_used(self) -> int:
@@ -124,9 +147,10 @@ ChatEvent = ContextTrimmed | ReplyStarted | TextDelta | ReplyFinished | ToolRan 
 
 @dataclass(frozen=True)
 class PromptPlan:
-    """The rendered prompt and how many of the oldest messages had to be left out of it."""
+    """What the model is asked to answer, and how many of the oldest messages had to be left out of it."""
 
-    text: str
+    messages: list[dict[str, Any]]  # the system prompt, then the turns kept
+    tools: list[dict[str, Any]]
     tokens: int
     dropped_messages: int
 
@@ -168,7 +192,7 @@ class ChatSession:
                  tools: ToolBox | None = None, messages: list[Message] | None = None, max_tool_rounds: int = 3,
                  stop: list[str] | None = None) -> None:
         self.system_prompt = system_prompt
-        self.stop = list(stop or [])  # extra stop strings; a new <|im_start|> always ends the reply
+        self.stop = list(stop or [])  # extra stop strings (a local source also stops at a new turn's start)
         self.settings = settings or GenerationConfig()
         self.tools = tools or ToolBox()
         self.messages: list[Message] = list(messages or [])
@@ -188,24 +212,27 @@ class ChatSession:
     def _head(self) -> list[dict[str, Any]]:
         return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
 
-    def _count(self, source: ReplySource, text: str) -> int:
-        if text not in self._token_counts:
-            self._token_counts[text] = source.count_tokens(text)
-        return self._token_counts[text]
+    def _count(self, source: ReplySource, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+               add_generation_prompt: bool = False) -> int:
+        key = json.dumps([messages, tools, add_generation_prompt], ensure_ascii=False, default=str)
+        if key not in self._token_counts:
+            self._token_counts[key] = source.count_tokens(messages, tools, add_generation_prompt)
+        return self._token_counts[key]
 
     def plan_prompt(self, source: ReplySource) -> PromptPlan:
-        """Render the conversation, leaving out the oldest whole turns until it fits the context.
+        """The conversation to answer, leaving out the oldest whole turns until it fits the context.
 
         Room for the reply is kept (up to a quarter of the context), the system prompt and tool
-        definitions always stay, and so does the latest turn. Every turn starts with <|im_start|> and ends
-        with <|im_end|>\\n, special tokens the BPE never merges across, so a conversation's token count is
-        the sum of its turns' counts and each turn is counted once.
+        definitions always stay, and so does the latest turn. A turn's tokens do not depend on its
+        neighbours (in ChatML every turn starts with <|im_start|> and ends with <|im_end|>\\n, special tokens
+        the BPE never merges across), so a conversation's count is the sum of its turns' and each turn is
+        counted once.
         """
         context = source.context_length
         reserve = min(self.settings.max_new_tokens, max(1, context // 4))
         tools = self.tools.definitions()
-        fixed = self._count(source, render_conversation(self._head(), tools, add_generation_prompt=True))
-        turn_tokens = [self._count(source, render_conversation([m.to_chat()])) for m in self.messages]
+        fixed = self._count(source, self._head(), tools, add_generation_prompt=True)
+        turn_tokens = [self._count(source, [m.to_chat()]) for m in self.messages]
         turn_starts = sorted({0, *(i for i, message in enumerate(self.messages) if message.role == "user")})
         start = 0
         total = fixed + sum(turn_tokens)
@@ -213,14 +240,13 @@ class ChatSession:
             if total - sum(turn_tokens[:candidate]) <= context - reserve or candidate == turn_starts[-1]:
                 start = candidate
                 break
-        kept = [m.to_chat() for m in self.messages[start:]]
-        text = render_conversation(self._head() + kept, tools, add_generation_prompt=True)
-        tokens = source.count_tokens(text)
+        kept = self._head() + [m.to_chat() for m in self.messages[start:]]
+        tokens = source.count_tokens(kept, tools, add_generation_prompt=True)
         if tokens >= context:
             raise CogniError(f"the latest message needs {tokens - fixed} tokens and the system prompt and tools "
                              f"{fixed}, more than the model's context of {context} tokens; "
                              f"{self.ways_out('shorten the message')}")
-        return PromptPlan(text, tokens, start)
+        return PromptPlan(kept, tools, tokens, start)
 
     def ways_out(self, first: str) -> str:
         """Every way out of a full context, so an error about it never leaves the user guessing."""
@@ -237,7 +263,7 @@ class ChatSession:
         once, instead of failing every message after.
         """
         exchange = [*self._head(), {"role": "user", "content": "What is 2+2?"}]
-        needed = self._count(source, render_conversation(exchange, tools.definitions(), add_generation_prompt=True))
+        needed = self._count(source, exchange, tools.definitions(), add_generation_prompt=True)
         needed += MINIMAL_REPLY_TOKENS
         if needed > source.context_length:
             raise CogniError(f"tools do not fit: their definitions, the system prompt and a short exchange need "
@@ -258,14 +284,15 @@ class ChatSession:
             self.announced_drop = plan.dropped_messages
             yield ReplyStarted(round_index, plan.tokens)
             pieces = []
-            for delta in source.stream(plan.text, self.settings, cancel, stop=[IM_START, *self.stop]):
+            for delta in source.stream(plan.messages, plan.tools, self.settings, cancel, stop=self.stop):
                 pieces.append(delta)
                 yield TextDelta(delta)
             stats = dataclasses.replace(source.stats)
             last_round = round_index == self.max_tool_rounds
             message, parsed = self._assistant_message("".join(pieces), stats, last_round)
             self.messages.append(message)
-            yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length, plan.text)
+            yield ReplyFinished(message, parsed, stats, plan.tokens, source.context_length,
+                                source.render(plan.messages, plan.tools))
             if not parsed.tool_calls:
                 return
             reasons = message.meta.get("not_run") or [None] * len(parsed.tool_calls)

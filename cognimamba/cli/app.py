@@ -25,6 +25,7 @@ from cognimamba.cli.commands.plot import plot_command
 from cognimamba.cli.commands.prepare import prepare_command
 from cognimamba.cli.commands.quickstart import quickstart_command
 from cognimamba.cli.commands.recipe import recipe_app
+from cognimamba.cli.commands.report import report_command
 from cognimamba.cli.commands.serve import serve_command  # FastAPI and uvicorn load only when it runs
 from cognimamba.cli.commands.test_model import test_model_command
 from cognimamba.cli.commands.train import train_command
@@ -64,6 +65,7 @@ app.command("eval")(eval_command)
 app.command("config")(config_command)
 app.command("profiles")(profiles_command)
 app.command("plot")(plot_command)
+app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("import-hf")(import_hf_command)
 app.command("bench")(bench_command)
@@ -124,11 +126,11 @@ def main() -> None:
 
     # Idle OpenMP workers sleep rather than spin (set before torch loads; an exported value wins). When
     # other programs keep the cores busy, a spinning worker takes the CPU its lagging partner needs: on
-    # shared cores next to a training job, a spinning 2-thread prefill ran many times slower (benchmarks/README.md).
+    # shared cores next to a training job, a spinning 2-thread prefill ran many times slower (benchmarks/RESULTS.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if sys.platform == "linux":
         # The CUDA caching allocator grows segments in place instead of leaving gaps between fixed ones, which
-        # otherwise reserve more than the tensors take (benchmarks/README.md): room a 12 GB card cannot spare.
+        # otherwise reserve more than the tensors take (benchmarks/RESULTS.md): room a 12 GB card cannot spare.
         # (Windows has no expandable segments.)
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     debug = "--debug" in sys.argv[1:]

@@ -17,10 +17,12 @@ from cognimamba.data.chat_sources import SYNTHETIC_CHAT
 from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare import PrepareOptions, prepare_text
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
-from cognimamba.data.synthetic_chat import GENERATOR_VERSION, generate_conversations, write_conversations
-from cognimamba.data.synthetic_stories import STORY_SEPARATOR, write_story_corpus
+from cognimamba.data.synthetic.chat import GENERATOR_VERSION, generate_conversations, write_conversations
+from cognimamba.data.synthetic.stories import STORY_SEPARATOR, write_story_corpus
 from cognimamba.evaluation.chat_eval import eval_chat_turns
 from cognimamba.evaluation.checks import ModelReport, test_model
+from cognimamba.evaluation.report import write_report_safely
+from cognimamba.evaluation.saved_evals import save_chat_eval
 from cognimamba.evaluation.tool_eval import load_eval_conversations
 from cognimamba.model.tokenizer import TOKENIZER_SPLIT, train_tokenizer, unmark
 from cognimamba.runs.loading import load_run
@@ -72,6 +74,7 @@ def run_quickstart(data: str | None, max_time: str, out: Path | None, stories: i
     console.print(Panel(f"{report.metrics['sample']}", title="sample (greedy)", expand=False))
     console.print(f"[green]done[/]: {result.step} steps, {summary}. Run dir: {run}\n"
                   f"Talk to it:  cogni chat {run}\nCheck it:    cogni test-model {run}", highlight=False)
+    write_report_safely(run, console)
     return run
 
 
@@ -125,9 +128,11 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
         task = progress.add_task("replaying assistant turns", total=turns)
         evaluation = eval_chat_turns(load_run(run), held_out, None, ModelReport(),
                                      lambda done: progress.update(task, completed=done))
+    save_chat_eval(run, evaluation.metrics(), str(held_out), evaluation.summary())  # for the report card
     summary = f"val loss {result.val_loss:.3f}" if result.val_loss is not None else "no val loss"
     console.print(f"    {evaluation.summary()}", highlight=False)
     console.print(f"[green]done[/]: {result.step} steps, {summary}. Run dir: {run}\n"
                   f"Talk to it:  cogni chat {run} --enable-tools\n"
                   f"Check it:    cogni test-model {run} --chat-eval {held_out}", highlight=False)
+    write_report_safely(run, console)
     return run

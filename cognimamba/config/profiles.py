@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from cognimamba.config.schema import Config, DataConfig, GenerationConfig, ModelConfig, TrainConfig
+from cognimamba.config.schema import Config, DataConfig, GenerationConfig, ModelConfig, TrainConfig, apply_family
 from cognimamba.errors import CogniError
 
 GIB = 1024**3
@@ -72,6 +73,58 @@ BUDGET_GIB = {"4gb": 4.0, "6gb": 6.0, "8gb": 8.0, "12gb": 12.0}
 FINETUNE_MAX_SEQ_LEN = {"cpu": 1024, "4gb": 1024, "6gb": 2048, "8gb": 2048, "12gb": 4096}
 
 
+def _gemma3_270m() -> ModelConfig:
+    """Gemma 3 270M's exact shape (google/gemma-3-270m's config.json): 268M parameters, 168M of them the 262k-token
+    embedding. The context is 1024 for training from scratch (the release's is 32768); a run takes its vocabulary
+    from the tokenizer it is trained with, so with a smaller one the embedding, and the memory, shrink."""
+    model = ModelConfig(vocab_size=262_144, dim=640, n_layers=18, n_heads=4, n_kv_heads=1, head_dim=256,
+                        ffn_dim=2048, max_seq_len=1024)
+    apply_family(model, "gemma3")  # window 512, every 6th layer global, thetas 10k / 1M, QK-norm, (1 + w) norms
+    model.attention_scale = 256.0  # query_pre_attn_scalar
+    return model
+
+
+# Named models that train on a hardware profile's settings (`--profile gemma3-270m`), not profiles of their own.
+MODEL_PRESETS = {"gemma3-270m": _gemma3_270m}
+
+
+MIN_PRESET_CONTEXT = 256
+
+
+def preset_on_profile(preset: str, profile: str, vocab_size: int | None = None) -> Config | None:
+    """A preset's model with `profile`'s training settings and context; where the memory estimate is over the
+    profile's budget, the micro-batch halves (accumulation doubles: the same tokens per step), then the context
+    does, down to MIN_PRESET_CONTEXT. None where even that does not fit. `vocab_size`: a tokenizer's instead."""
+    config = PROFILES[profile]()
+    config.model = dataclasses.replace(MODEL_PRESETS[preset](), dropout=config.model.dropout,
+                                       max_seq_len=config.model.max_seq_len)
+    if vocab_size:
+        config.model.vocab_size = vocab_size
+    config.profile = preset
+    budget = BUDGET_GIB.get(profile)
+    while budget is not None and estimate_memory(config, on_gpu=True).total > budget * GIB:
+        if config.train.micro_batch_size > 1:
+            config.train.micro_batch_size //= 2
+            config.train.grad_accum_steps *= 2
+        elif config.model.max_seq_len > MIN_PRESET_CONTEXT:
+            config.model.max_seq_len //= 2
+            config.train.grad_accum_steps *= 2
+        else:
+            return None
+    return config
+
+
+def _model_preset(name: str) -> Config:
+    """The preset fitted to the GPU found, else to the largest GPU profile (on a CPU: its settings, for a plan)."""
+    detected, largest = detect_profile(), list(BUDGET_GIB)[-1]
+    for profile in dict.fromkeys([detected, largest]):
+        fitted = preset_on_profile(name, profile) if profile in BUDGET_GIB else None
+        if fitted is not None:
+            return fitted
+    raise CogniError(f"--profile {name}: its model does not fit the {largest} profile's memory even one sequence of "
+                     f"{MIN_PRESET_CONTEXT} tokens at a time")
+
+
 def detect_profile() -> str:
     """Largest GPU profile whose budget fits the detected GPU memory; `cpu` without a GPU."""
     import torch  # noqa: PLC0415 (the config and `cogni --help` load without torch)
@@ -95,9 +148,10 @@ def budget_cpu_precision() -> str:
 def get_profile(name: str) -> Config:
     if name == "auto":
         name = detect_profile()
-    if name not in PROFILES:
-        raise CogniError(f"unknown profile {name!r}; choose one of {', '.join([*PROFILES, 'auto'])}")
-    config = PROFILES[name]()
+    if name not in PROFILES and name not in MODEL_PRESETS:
+        raise CogniError(f"unknown profile {name!r}; choose one of {', '.join([*PROFILES, 'auto'])} (or a named "
+                         f"model on the GPU found: {', '.join(MODEL_PRESETS)})")
+    config = PROFILES[name]() if name in PROFILES else _model_preset(name)
     config.profile = name
     config.data = DataConfig()
     config.generation = GenerationConfig()
@@ -132,10 +186,11 @@ def parameter_counts(model: ModelConfig) -> tuple[int, int]:
     """(total, non-embedding) parameter counts, computed from the shapes alone."""
     if model.is_fixed_point:
         return fixed_point_parameter_counts(model)
-    kv_dim = model.n_kv_heads * model.head_dim
-    attention = model.dim * (model.dim + 2 * kv_dim) + model.dim * model.dim
+    qkv_rows = model.q_dim + 2 * model.kv_dim
+    attention = model.dim * qkv_rows + model.q_dim * model.dim + (qkv_rows if model.qkv_bias else 0)
     mlp = 3 * model.dim * model.ffn_dim
-    norms = 2 * model.dim + (2 * model.head_dim if model.qk_norm else 0)
+    norms = (4 if model.norm_scheme == "sandwich" else 2) * model.dim
+    norms += 2 * model.attention_head_dim if model.qk_norm else 0
     per_layer = attention + mlp + norms
     mamba_layers = model.layer_pattern.count("M")
     per_mamba_layer = mamba_parameters(model) + mlp + 2 * model.dim if mamba_layers else 0
@@ -189,11 +244,13 @@ def estimate_memory(config: Config, on_gpu: bool | None = None) -> MemoryEstimat
     tokens = config.train.micro_batch_size * model.max_seq_len
     if model.is_fixed_point:
         return fixed_point_memory(config, total, tokens, act_bytes, gpu)
-    kv_dim = model.n_kv_heads * model.head_dim
-    # fp32 residual and norm inputs (4 bytes), the rotated queries and keys (fp32: the RoPE tables are), plus
-    # the tensors saved in the compute dtype. Checked against CUDA max allocated on an H200 (benchmarks/README).
-    per_token_layer = (8 * model.dim + 4 * (model.dim + kv_dim)
-                       + act_bytes * (5 * model.dim + kv_dim + 2 * (model.dim + 2 * kv_dim) + 4 * model.ffn_dim))
+    q_dim, kv_dim = model.q_dim, model.kv_dim
+    # fp32 residual and norm inputs (4 bytes; a sandwich saves two more norms' inputs), the rotated queries and
+    # keys (fp32: the RoPE tables are), plus the tensors saved in the compute dtype. Checked against CUDA max
+    # allocated on an H200 (benchmarks/README).
+    norm_inputs = 16 * model.dim if model.norm_scheme == "sandwich" else 8 * model.dim
+    per_token_layer = (norm_inputs + 4 * (q_dim + kv_dim)
+                       + act_bytes * (4 * model.dim + q_dim + kv_dim + 2 * (q_dim + 2 * kv_dim) + 4 * model.ffn_dim))
     mamba_layers = model.layer_pattern.count("M")
     attention_layers = model.n_layers - mamba_layers
     per_token_mamba_layer = mamba_layer_activation_bytes(model, act_bytes) if mamba_layers else 0

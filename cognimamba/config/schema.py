@@ -19,6 +19,31 @@ from cognimamba.errors import CogniError
 # 131072), yet a copied config.json can no longer make loading allocate position tables of gigabytes.
 MAX_CONTEXT_LENGTH = 131_072
 
+# model.family -> the options that make a model that family's, plus its usual RoPE theta and norm eps. Sizes (dim,
+# layers, heads, head_dim, vocabulary) and RoPE scaling vary between a family's checkpoints and are not part of
+# the preset: a profile or a checkpoint's config.json sets them. Gemma 3's window and thetas are its release's.
+FAMILY_PRESETS: dict[str, dict[str, Any]] = {
+    "llama": {"mlp": "swiglu", "norm_scheme": "pre", "norm_weight_offset": 0.0, "embedding_scale": "none",
+              "qkv_bias": False, "qk_norm": False, "attention_scale": 0.0, "sliding_window": 0},
+    "qwen2": {"mlp": "swiglu", "norm_scheme": "pre", "norm_weight_offset": 0.0, "embedding_scale": "none",
+              "qkv_bias": True, "qk_norm": False, "attention_scale": 0.0, "sliding_window": 0, "norm_eps": 1e-6,
+              "rope_theta": 1_000_000.0},
+    "qwen3": {"mlp": "swiglu", "norm_scheme": "pre", "norm_weight_offset": 0.0, "embedding_scale": "none",
+              "qkv_bias": False, "qk_norm": True, "attention_scale": 0.0, "sliding_window": 0, "norm_eps": 1e-6,
+              "rope_theta": 1_000_000.0},
+    "gemma3": {"mlp": "geglu_tanh", "norm_scheme": "sandwich", "norm_weight_offset": 1.0,
+               "embedding_scale": "sqrt_dim", "qkv_bias": False, "qk_norm": True, "norm_eps": 1e-6,
+               "sliding_window": 512, "full_attention_every": 6, "rope_theta": 1_000_000.0,
+               "rope_theta_local": 10_000.0, "tie_embeddings": True},
+}
+# The options a family's architecture cannot change: export refuses a run whose values differ. Gemma's
+# attention_scale (query_pre_attn_scalar) and sliding window are written to its config instead.
+FAMILY_FIXED = {"llama": ("mlp", "norm_scheme", "norm_weight_offset", "embedding_scale", "qkv_bias", "qk_norm",
+                          "attention_scale", "sliding_window"),
+                "gemma3": ("mlp", "norm_scheme", "norm_weight_offset", "embedding_scale", "qkv_bias", "qk_norm")}
+FAMILY_FIXED["qwen2"] = FAMILY_FIXED["qwen3"] = FAMILY_FIXED["llama"]
+FAMILIES = tuple(FAMILY_PRESETS)
+
 # model.fixed_point_preset -> (context updater layers, context_dim, hidden_dim), the New-LLM design's sizes.
 FIXED_POINT_PRESETS = {"small": (1, 128, 256), "medium": (2, 256, 512), "large": (4, 512, 1024)}
 
@@ -74,10 +99,40 @@ class ModelConfig:
                                                    "the rest trains the token head on them")
     fixed_point_diversity: float = spec(1.0, minimum=0.0, help="fixed_point: weight of the term that keeps "
                                                                "contexts from collapsing to one vector")
+    family: str = spec("", choices=("", *FAMILIES),
+                       help="a model family's preset (llama, qwen2, qwen3, gemma3): sets the options below at once, "
+                            "and export writes that family's architecture; empty = cognimamba's own (a Llama)")
+    head_dim: int = spec(0, minimum=0, help="channels per attention head; 0 = dim / n_heads")
+    mlp: str = spec("swiglu", choices=("swiglu", "geglu_tanh"),
+                    help="gated MLP activation: SiLU (Llama, Qwen) or tanh-approximated GELU (Gemma)")
+    norm_scheme: str = spec("pre", choices=("pre", "sandwich"),
+                            help="pre: RMSNorm before attention and MLP; sandwich: before and after both (Gemma 3)")
+    norm_weight_offset: float = spec(0.0, minimum=0.0, maximum=1.0,
+                                     help="RMSNorm scales by (offset + weight): 1 for Gemma's (1 + w)")
+    embedding_scale: str = spec("none", choices=("none", "sqrt_dim"),
+                                help="sqrt_dim: embeddings times sqrt(dim) (Gemma)")
+    qkv_bias: bool = spec(False, help="biases on the query, key and value projections (Qwen 2)")
+    attention_scale: float = spec(0.0, minimum=0.0, help="scores are divided by sqrt(this); 0 = head_dim "
+                                                         "(Gemma's query_pre_attn_scalar)")
+    rope_scaling: str = spec("none", choices=("none", "linear", "llama3"),
+                             help="RoPE frequency scaling of global layers: linear, or Llama 3.1/3.2's llama3")
+    rope_scaling_factor: float = spec(1.0, minimum=1.0, help="rope_scaling: how far positions are stretched")
+    rope_low_freq_factor: float = spec(1.0, minimum=0.0, help="rope_scaling = llama3: low_freq_factor")
+    rope_high_freq_factor: float = spec(4.0, minimum=0.0, help="rope_scaling = llama3: high_freq_factor")
+    rope_original_max_len: int = spec(8192, minimum=1, help="rope_scaling = llama3: the context pretrained on")
 
     @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
+    def attention_head_dim(self) -> int:
+        """Channels per attention head: model.head_dim, or dim / n_heads where it is 0."""
+        return self.head_dim or self.dim // self.n_heads
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.attention_head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.attention_head_dim
 
     def is_sliding_layer(self, layer: int) -> bool:
         return self.sliding_window > 0 and (layer + 1) % self.full_attention_every != 0
@@ -180,10 +235,15 @@ WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 
 @dataclass
 class InferenceConfig:
-    """How chat, serve and bench hold a run's weights (inference/weights.py); `--weights` overrides it."""
+    """How chat, serve and bench hold a run's weights (inference/weights.py; `--weights` overrides it), and the
+    prompt format chat and serve render (chat/templates.py)."""
 
     weights: str = spec("fp32", choices=WEIGHT_FORMATS, help="fp32; bf16 (CPUs with native bf16, GPUs); "
                         "int8 weight-only (needs torchao)")
+    # chat/templates.py: "auto" is the checkpoint's own template for a run import-hf made (its config.json keeps
+    # it), ChatML for a run trained here (fine-tuned runs learned ChatML from prepare's data)
+    chat_template: str = spec("auto", choices=("auto", "chatml", "own"),
+                              help="the prompt format chat and serve render: auto, chatml, own")
 
 
 @dataclass
@@ -280,7 +340,11 @@ def set_field(config: Config, dotted: str, value: Any, source: str = "--set") ->
     field_types = _field_types(section)
     if name not in field_types:
         raise CogniError(f"{source}: unknown config key {dotted!r}; allowed: {_allowed(section_name, section)}")
-    setattr(section, name, _coerce(value, field_types[name], f"{source}: {dotted}"))
+    value = _coerce(value, field_types[name], f"{source}: {dotted}")
+    if dotted == "model.family":
+        apply_family(config.model, value, source)
+    else:
+        setattr(section, name, value)
 
 
 def apply_mapping(config: Config, data: dict[str, Any], source: str) -> None:
@@ -293,7 +357,8 @@ def apply_mapping(config: Config, data: dict[str, Any], source: str) -> None:
         elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise CogniError(f"{source}: [{key}] must be a table")
-            for name, item in value.items():
+            # A family's preset first, so the options beside it (a saved run's config.json has them all) win.
+            for name, item in sorted(value.items(), key=lambda pair: pair[0] != "family"):
                 set_field(config, f"{key}.{name}", item, source)
         else:
             raise CogniError(f"{source}: unknown section {key!r}; allowed: profile, {', '.join(SECTIONS)}")
@@ -317,13 +382,7 @@ def validate(config: Config) -> None:
                     if high is not None and single > high:
                         raise CogniError(f"{where} = {single} is too large; it must be <= {high}")
     model = config.model
-    if model.dim % model.n_heads:
-        raise CogniError(f"model.dim ({model.dim}) must be divisible by model.n_heads ({model.n_heads})")
-    if model.head_dim % 2:
-        raise CogniError(f"model.dim / model.n_heads = {model.head_dim} must be even for RoPE")
-    if model.n_heads % model.n_kv_heads:
-        raise CogniError(f"model.n_heads ({model.n_heads}) must be a multiple of model.n_kv_heads "
-                         f"({model.n_kv_heads})")
+    validate_attention_shape(model)
     validate_layer_pattern(model)
     if model.is_fixed_point and model.layer_pattern:
         raise CogniError(f"model.layer_pattern = {model.layer_pattern!r} chooses transformer layers; leave it empty "
@@ -337,6 +396,34 @@ def validate(config: Config) -> None:
     if any(length > model.max_seq_len for length in config.data.seq_len_warmup):
         raise CogniError(f"data.seq_len_warmup {config.data.seq_len_warmup} goes past model.max_seq_len "
                          f"({model.max_seq_len})")
+
+
+def validate_attention_shape(model: ModelConfig) -> None:
+    """Heads that tile the width (unless model.head_dim says otherwise), RoPE's even head, a sane RoPE scaling."""
+    if not model.head_dim and model.dim % model.n_heads:
+        raise CogniError(f"model.dim ({model.dim}) must be divisible by model.n_heads ({model.n_heads}), or set "
+                         "model.head_dim")
+    if model.attention_head_dim % 2:
+        where = "model.head_dim" if model.head_dim else "model.dim / model.n_heads"
+        raise CogniError(f"{where} = {model.attention_head_dim} must be even for RoPE")
+    if model.n_heads % model.n_kv_heads:
+        raise CogniError(f"model.n_heads ({model.n_heads}) must be a multiple of model.n_kv_heads "
+                         f"({model.n_kv_heads})")
+    if model.rope_scaling == "llama3" and model.rope_high_freq_factor <= model.rope_low_freq_factor:
+        raise CogniError(f"model.rope_high_freq_factor ({model.rope_high_freq_factor:g}) must be above "
+                         f"model.rope_low_freq_factor ({model.rope_low_freq_factor:g}) for rope_scaling = llama3")
+    if model.norm_scheme == "sandwich" and model.has_mamba:
+        raise CogniError(f"model.norm_scheme = sandwich is for attention layers; model.layer_pattern = "
+                         f"{model.layer_pattern!r} has Mamba-2 layers, which use pre")
+
+
+def apply_family(model: ModelConfig, family: str, where: str = "--set") -> None:
+    """model.family = NAME: its preset's options set at once; options set after it override them."""
+    if family and family not in FAMILY_PRESETS:
+        raise CogniError(f"{where}: model.family = {family!r} is not allowed; choose one of {', '.join(FAMILIES)}")
+    for name, value in FAMILY_PRESETS.get(family, {}).items():
+        setattr(model, name, value)
+    model.family = family
 
 
 def validate_layer_pattern(model: ModelConfig) -> None:

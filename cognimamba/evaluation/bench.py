@@ -1,20 +1,21 @@
 """Speed measured like llama-bench: prompt processing (pp), token generation (tg) and training tokens/sec.
 
-Every test runs once to warm up and then `repetitions` times; each repetition is one sample in tokens/sec,
-and the report keeps the samples besides their mean and standard deviation so a reader can judge the spread.
+Every test runs once to warm up and then `repetitions` times (evaluation/timing.py); each repetition is one
+sample in tokens/sec, and the report keeps the samples besides their mean and standard deviation so a reader can
+judge the spread.
 
 tg times the model alone: after each step the next token is the greedy argmax, taken on the device and fed
 straight back, so no sampling and no host round trip are in the number (llama-bench excludes sampling too).
 The training test runs the optimizer step `cogni train` runs (train.step: forward, masked cross-entropy and
 backward on each of the config's grad_accum_steps micro-batches at its micro-batch size and sequence length,
-then gradient clipping and the fused AdamW step), in its precision. Counting the whole step matters on a GPU, where the
-optimizer's fixed cost would weigh several times too much against a single micro-batch.
+then gradient clipping and the config's optimizer step: fused AdamW, or Muon with `train.optimizer = muon`), in
+its precision. Counting the whole step matters on a GPU, where the optimizer's fixed cost would weigh several times
+too much against a single micro-batch.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
+from cognimamba.evaluation.timing import warm_then_repeat
 from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.inference.weights import apply_weight_format, check_weight_format
 from cognimamba.model.build import MODEL_CLASSES, build_model, new_cache, training_flops_per_token
@@ -215,14 +217,6 @@ def load_bench_model(run: Path | None, profile: str | None, device: torch.device
                       weights="random" if run is None else "trained", weight_format=weight_format)
 
 
-def _timed(run: Callable[[], object], device: torch.device) -> float:
-    hardware.synchronize(device)
-    start = time.perf_counter()
-    run()
-    hardware.synchronize(device)
-    return time.perf_counter() - start
-
-
 def _random_tokens(shape: tuple[int, ...], vocab_size: int, device: torch.device, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab_size, shape, generator=generator).to(device)
@@ -239,13 +233,8 @@ def measure_prefill(bench: BenchModel, n_prompt: int, batch: int, repetitions: i
     def run() -> None:
         model(tokens, cache=cache, start=0, last_only=True)
 
-    samples = []
-    for repetition in range(repetitions + 1):
-        seconds = _timed(run, bench.device)
-        on_run()
-        if repetition > 0:  # the first run is the warm-up
-            samples.append(batch * n_prompt / seconds)
-    return samples
+    _, seconds = warm_then_repeat(run, repetitions, bench.device, on_run)
+    return [batch * n_prompt / each for each in seconds]
 
 
 def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
@@ -279,18 +268,10 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
         for position in range(n_gen):
             torch.argmax(logits_at(position), dim=-1, keepdim=True, out=step_input)
 
-    samples = []
-    warmup_seconds = 0.0
-    for repetition in range(repetitions + 1):
-        seconds = _timed(run, bench.device)
-        on_run()
-        if repetition == 0:
-            warmup_seconds = seconds
-        else:
-            samples.append(batch * n_gen / seconds)
+    warmup_seconds, seconds = warm_then_repeat(run, repetitions, bench.device, on_run)
     if step.compile_error:
         raise CogniError(f"--compile: torch.compile failed ({step.compile_error}); run without --compile")
-    return samples, warmup_seconds
+    return [batch * n_gen / each for each in seconds], warmup_seconds
 
 
 def train_dtype(config: Config, requested: str, device: torch.device) -> torch.dtype:
@@ -318,16 +299,10 @@ def measure_training(config: Config, device: torch.device, compute_dtype: torch.
     tokens = _random_tokens((batch, seq_len + 1), config.model.vocab_size, device, seed)
     micro_batches = [(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())] * accum  # speed is data-blind
 
-    samples: list[float] = []
-    warmup_seconds = 0.0
-    for repetition in range(repetitions + 1):
-        seconds = _timed(lambda: training_step(forward, optimizer, micro_batches, autocast, settings.grad_clip,
-                                               scaler), device)
-        on_run()
-        if repetition == 0:
-            warmup_seconds = seconds
-        else:
-            samples.append(accum * batch * seq_len / seconds)
+    warmup_seconds, seconds = warm_then_repeat(
+        lambda: training_step(forward, optimizer, micro_batches, autocast, settings.grad_clip, scaler),
+        repetitions, device, on_run)
+    samples = [accum * batch * seq_len / each for each in seconds]
     peak = hardware.peak_memory_bytes(device)
     reserved = hardware.cuda_peak_reserved(device)
     return BenchResult(test=f"train{seq_len}", n_prompt=seq_len, n_gen=0, batch=batch,

@@ -19,6 +19,7 @@ from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare import PrepareOptions, prepare_text
 from cognimamba.data.sources import LOCAL_SUFFIXES
 from cognimamba.errors import CogniError
+from cognimamba.evaluation.bfcl_results import bfcl_line, bfcl_scores, latest_bfcl
 from cognimamba.evaluation.tool_eval import load_eval_conversations, tool_eval
 from cognimamba.inference.decoding import ChatModel, greedy_ids
 from cognimamba.model.build import new_cache
@@ -174,6 +175,17 @@ def eval_tool_calls(loaded: LoadedRun, path: Path, format: str | None, report: M
     report.metrics["tool_eval_examples"] = result.examples
 
 
+def report_saved_bfcl(loaded: LoadedRun, report: ModelReport) -> None:
+    """What `cogni eval --bfcl` last measured on the run, if it ran: shown, not re-measured (it takes minutes)."""
+    saved = latest_bfcl(loaded.path)
+    if saved is None:
+        return
+    path, summary = saved
+    report.metrics["bfcl"] = {"file": str(path), "date": summary.get("date"), "scores": bfcl_scores(summary),
+                              "refused_for_context": summary.get("refused_for_context", 0)}
+    report.add("BFCL (latest cogni eval --bfcl)", True, f"{bfcl_line(summary)} ({path.name})")
+
+
 def shape_summary(config: ModelConfig) -> str:
     if config.is_fixed_point:
         layers, context_dim, hidden_dim = config.fixed_point_shape
@@ -218,6 +230,7 @@ def test_model(loaded: LoadedRun, data: Path | None = None, eval_file: Path | No
         eval_chat_data(loaded, chat_data, report)
     if tool_eval_file is not None:
         eval_tool_calls(loaded, tool_eval_file, tool_format, report)
+    report_saved_bfcl(loaded, report)
     sample = sample_text(loaded)
     report.metrics["sample"] = sample
     report.add("greedy sample", len(sample) > len(SAMPLE_PROMPT), repr(sample[:120]))

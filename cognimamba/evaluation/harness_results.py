@@ -97,7 +97,9 @@ def save_results(run: Path, summary: dict[str, Any]) -> Path:
 def latest_results(run: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest saved results of a run, or None when `cogni eval` never ran on it."""
     folder = Path(run) / EVAL_DIR
-    files = sorted(folder.glob("*.json"), key=lambda path: (path.stat().st_mtime, path.name)) if folder.is_dir() else []
+    # lm-eval's files are named by date (save_results); bfcl*.json and chat_eval.json beside them are other evals
+    ours = [path for path in folder.glob("*.json") if path.name[:1].isdigit()] if folder.is_dir() else []
+    files = sorted(ours, key=lambda path: (path.stat().st_mtime, path.name))
     if not files:
         return None
     return files[-1], read_json(files[-1], "cogni eval results")

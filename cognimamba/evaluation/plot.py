@@ -1,4 +1,4 @@
-"""Loss curves from metrics.jsonl: a character plot for the terminal and a PNG through matplotlib."""
+"""Loss curves from metrics.jsonl: a text chart for the terminal (plotext) and a PNG (matplotlib)."""
 
 from __future__ import annotations
 
@@ -18,30 +18,26 @@ def loss_series(rows: list[dict[str, Any]]) -> tuple[Series, Series]:
     return train, val
 
 
-def render_terminal(train: Series, val: Series, width: int = 72, height: int = 16) -> str:
-    """A plain-text chart: '.' train loss, 'o' val loss, axes labelled with step and loss."""
-    points = train + val
-    steps = [s for s, _ in points]
-    losses = [v for _, v in points]
-    low_step, high_step = min(steps), max(steps)
-    low, high = min(losses), max(losses)
-    span_step, span = max(high_step - low_step, 1), max(high - low, 1e-9)
-    grid = [[" "] * width for _ in range(height)]
-    for marker, series in ((".", train), ("o", val)):
-        for step, value in series:
-            column = round((step - low_step) / span_step * (width - 1))
-            row = height - 1 - round((value - low) / span * (height - 1))
-            grid[row][column] = marker
-    label_width = 8
-    lines = []
-    for index, row in enumerate(grid):
-        value = high - index / (height - 1) * span
-        label = f"{value:7.3f}" if index in (0, height // 2, height - 1) else ""
-        lines.append(f"{label:>{label_width}} |" + "".join(row))
-    lines.append(" " * label_width + " +" + "-" * width)
-    lines.append(" " * label_width + f"  step {low_step}" + f"step {high_step}".rjust(width - len(f"step {low_step}")))
-    lines.append(" " * label_width + "  . train loss   o val loss")
-    return "\n".join(lines)
+def render_terminal(train: Series, val: Series, width: int = 80, height: int = 20, title: str = "") -> str:
+    """The chart as plain text, drawn by plotext: '•' train loss, 'o' val loss, against step."""
+    import plotext  # noqa: PLC0415 (pure Python, but only `cogni plot` draws in the terminal)
+
+    figure = plotext.figure  # plotext draws on one module-wide figure: clear it, then draw ours
+    figure.clear()
+    for series, marker, label in ((train, "dot", "train loss"), (val, "o", "val loss")):
+        if series:
+            steps, losses = zip(*series, strict=True)
+            figure.draw(figure.signal(list(steps), list(losses), marker=marker).label(label).lines())
+    figure.plot_size(width, height)
+    points = train + val  # the legend goes top right, in data units: loss falls, so that corner stays empty
+    figure.legend(x=max(step for step, _ in points), y=max(loss for _, loss in points), ha="right", va="top",
+                  relative=True)
+    figure.title(title)
+    figure.label("step", axis=0)
+    figure.label("loss (nats/token)", axis=1)
+    chart = figure.build().string(colorless=True)
+    figure.clear()
+    return "\n".join(line.rstrip() for line in chart.splitlines())
 
 
 def render_png(train: Series, val: Series, out: Path, title: str = "") -> None:

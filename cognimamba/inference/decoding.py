@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from tokenizers import Tokenizer
@@ -143,12 +143,41 @@ class Decoder:
         return "".join(self.stream(prompt_ids, settings, stop=stop))
 
 
-class ChatModel:
-    """A loaded model seen as text in, text deltas out: what a chat session talks to.
+class TextModel(Protocol):
+    """A model seen as text in, text deltas out: what chat.sources.LocalSource renders chats for, and what
+    serve/engine serves. `ChatModel` decodes in this process, `model_process.ModelProcess` in a child; tests
+    script one. Nothing above this surface knows about tensors or token ids.
 
-    Chat code needs only this surface (and tests can script one with the same methods), so nothing above
-    this class knows about tensors or token ids.
+    The defaults below are what a model without the feature does; a class gets them by subclassing this one
+    (a Protocol's methods are inherited only by explicit subclasses), so no caller asks what a model can do.
     """
+
+    name: str
+    defaults: GenerationConfig
+    notice: str | None = None  # something the user should know about how replies are made (after warm_up)
+    top_alternatives: int = 0  # > 0: stats.token_choices describes each reply (the chat app's inspector)
+
+    @property
+    def context_length(self) -> int: ...
+
+    @property
+    def stats(self) -> GenerationStats: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, prompt: str, settings: GenerationConfig, cancel: threading.Event | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
+        ...
+
+    def warm_up(self) -> None:
+        """Get ready for the first reply (compile, load); nothing to do by default."""
+
+    def close(self) -> None:
+        """Let go of what the model holds (a child process); nothing to do by default. Safe to call twice."""
+
+
+class ChatModel(TextModel):
+    """A loaded model decoding in this process: the `TextModel` of a run (chat, serve, the evals)."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer, name: str = "model",
                  defaults: GenerationConfig | None = None, device: torch.device | str | None = None,
@@ -157,8 +186,8 @@ class ChatModel:
         self.tokenizer = tokenizer
         self.decoder = Decoder(model, tokenizer, device, compile, threads)
         self.defaults = defaults or GenerationConfig()
-        self.notice: str | None = None  # something the user should know about how replies are made
-        self.top_alternatives = 0  # > 0: stats.token_choices describes each reply (the chat app's inspector)
+        self.notice: str | None = None
+        self.top_alternatives = 0
         self._engine: BatchEngine | None = None
         self._engine_asked = 0
 

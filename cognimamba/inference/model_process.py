@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.decode_step import GenerationStats
-from cognimamba.inference.decoding import ChatModel
+from cognimamba.inference.decoding import ChatModel, TextModel
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
 from cognimamba.system.hardware import pick_device
@@ -83,10 +83,9 @@ class Progress:
     decode_seconds: float
 
 
-class ModelProcess:
-    """A ChatModel served by a child process, with ChatModel's surface (chat.session.ReplySource and the
-    app's `notice`, `top_alternatives` and `warm_up`). Loading errors come back as the CogniError the
-    in-process load gives. One request at a time; `close` ends the child."""
+class ModelProcess(TextModel):
+    """A ChatModel served by a child process, as the same `TextModel`. Loading errors come back as the
+    CogniError the in-process load gives. One request at a time; `close` ends the child."""
 
     def __init__(self, request: LoadRequest) -> None:
         context = multiprocessing.get_context("spawn")

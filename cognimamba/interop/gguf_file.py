@@ -1,10 +1,16 @@
-"""`cogni export RUN --format gguf`: one GGUF file that llama.cpp and Ollama run as a plain "llama" model.
+"""`cogni export RUN --format gguf`: one GGUF file that llama.cpp and Ollama run, as the run's family's
+llama.cpp architecture: "llama" (a run without a family too), "qwen2", "qwen3" or "gemma3".
 
-The tensors are the Hugging Face export's, renamed to GGUF's names, with one change: llama.cpp's llama
-architecture applies RoPE to adjacent pairs (x0, x1), (x2, x3)... while we (and transformers) rotate the
-two halves of each head. The rows of q and k are reordered per head so both compute the same attention;
-this is the permutation llama.cpp's own convert_hf_to_gguf.py applies to LlamaForCausalLM, and
-`unpermute_rope_rows` undoes it. The tokenizer goes in as a GPT-2-style BPE ("gpt2" model) with the
+The tensors are the Hugging Face export's, renamed to GGUF's names, with the changes llama.cpp's own
+convert_hf_to_gguf.py makes. Its llama architecture applies RoPE to adjacent pairs (x0, x1), (x2, x3)...
+while we (and transformers) rotate the two halves of each head: the rows of q and k are reordered per head so
+both compute the same attention (`unpermute_rope_rows` undoes it); qwen2, qwen3 and gemma3 rotate halves as we
+do. Gemma's norms scale by (1 + w) in transformers and by w in llama.cpp, so gemma3 norms are stored plus one;
+llama.cpp's gemma3 fixes the global layer every sixth, the local RoPE theta at 10k and the attention scale at
+head_dim, so a run with other values is refused by name. Llama 3's RoPE scaling goes in as llama.cpp's
+`rope_freqs` tensor (each frequency's divisor), linear scaling as metadata.
+
+The tokenizer goes in as a GPT-2-style BPE ("gpt2" model) with the
 pre-tokenizer llama.cpp knows by the split our tokenizer.json uses: "smollm" for single digits then GPT-2's
 regex (what `cogni prepare` trains), "gpt-2" for GPT-2's alone (older run dirs), so llama.cpp tokenizes as we do.
 """
@@ -23,8 +29,9 @@ from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.interop.hf_dir import refuse_mamba_layers
-from cognimamba.interop.hf_names import check_llama_compatible, to_hf_state_dict
+from cognimamba.interop.hf_names import check_exportable, export_family, to_hf_state_dict
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
+from cognimamba.model.transformer import rope_inverse_frequencies
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
 from cognimamba.system.fileio import atomic_write
@@ -34,13 +41,19 @@ from cognimamba.system.fileio import atomic_write
 QUANTIZED_TYPES = ("q8_0", "q4_0")
 GGUF_DTYPES = ("f32", "f16", "bf16", *QUANTIZED_TYPES)
 
-# Hugging Face Llama names -> GGUF names, per layer and global.
+# Hugging Face names -> GGUF names, per layer and global. Llama's post_attention_layernorm is the norm before the
+# MLP; Gemma 3's comes after attention, and its pre_feedforward_layernorm is the one before the MLP.
 LAYER_NAMES = {
     "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
 }
+SANDWICH_NAMES = {"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+                  "post_feedforward_layernorm": "post_ffw_norm"}
 GLOBAL_NAMES = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+# What llama.cpp's gemma3 does not read from the file but fixes (llama-model.cpp's hparams for LLM_ARCH_GEMMA3).
+GEMMA3_FIXED = {"full_attention_every": 6, "rope_theta_local": 10000.0}
 
 
 def gguf_module() -> Any:
@@ -64,25 +77,54 @@ def unpermute_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
 
 
-def gguf_name(hf_name: str) -> str:
-    stem = hf_name.removesuffix(".weight")
+def gguf_name(hf_name: str, family: str = "llama") -> str:
+    stem, _, kind = hf_name.rpartition(".")  # kind: weight or bias
     if stem in GLOBAL_NAMES:
-        return f"{GLOBAL_NAMES[stem]}.weight"
+        return f"{GLOBAL_NAMES[stem]}.{kind}"
     _, _, layer, rest = stem.split(".", 3)  # model.layers.N.<rest>
-    return f"blk.{layer}.{LAYER_NAMES[rest]}.weight"
+    names = LAYER_NAMES | SANDWICH_NAMES if family == "gemma3" else LAYER_NAMES
+    return f"blk.{layer}.{names[rest]}.{kind}"
 
 
 def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our state dict -> GGUF-named tensors (float32, q/k rows permuted for llama.cpp's RoPE)."""
+    """Our state dict -> GGUF-named tensors (float32; for llama q/k rows permuted for its RoPE, for gemma3 norms
+    plus one), and llama's `rope_freqs` where Llama 3's RoPE scaling is on."""
+    family = export_family(config)
     tensors = {}
     for hf_name, tensor in to_hf_state_dict(state, config).items():
         tensor = tensor.float()
-        if hf_name.endswith("self_attn.q_proj.weight"):
+        if family == "llama" and hf_name.endswith("self_attn.q_proj.weight"):
             tensor = permute_rope_rows(tensor, config.n_heads)
-        elif hf_name.endswith("self_attn.k_proj.weight"):
+        elif family == "llama" and hf_name.endswith("self_attn.k_proj.weight"):
             tensor = permute_rope_rows(tensor, config.n_kv_heads)
-        tensors[gguf_name(hf_name)] = tensor.contiguous()
+        elif family == "gemma3" and hf_name.endswith("norm.weight"):
+            tensor = tensor + 1.0
+        tensors[gguf_name(hf_name, family)] = tensor.contiguous()
+    if config.rope_scaling == "llama3":
+        plain = rope_inverse_frequencies(config.attention_head_dim, config.rope_theta)
+        scaled = rope_inverse_frequencies(config.attention_head_dim, config.rope_theta, config)
+        tensors["rope_freqs.weight"] = (plain / scaled).float()
     return tensors
+
+
+def check_gguf_exportable(config: ModelConfig) -> None:
+    """What the family's llama.cpp architecture fixes or lacks, beyond what transformers' does, by name."""
+    check_exportable(config)
+    family = export_family(config)
+    if config.rope_scaling == "llama3" and family != "llama":
+        raise CogniError(f"model.rope_scaling = llama3 cannot be written for llama.cpp's {family}, only for llama")
+    if family != "gemma3":
+        return
+    if not config.sliding_window:
+        raise CogniError("model.sliding_window = 0 cannot be exported to GGUF: llama.cpp's gemma3 always has "
+                         "sliding-window layers (set a window as long as the context for global attention)")
+    for name, fixed in GEMMA3_FIXED.items():
+        if getattr(config, name) != fixed:
+            raise CogniError(f"model.{name} = {getattr(config, name)} cannot be exported to GGUF: llama.cpp's gemma3 "
+                             f"fixes it at {fixed}")
+    if config.attention_scale not in (0.0, float(config.attention_head_dim)):
+        raise CogniError(f"model.attention_scale = {config.attention_scale:g} cannot be exported to GGUF: llama.cpp's "
+                         f"gemma3 scales by head_dim ({config.attention_head_dim})")
 
 
 def _is_plain_byte_level(pre: dict[str, Any], use_regex: bool) -> bool:
@@ -163,7 +205,8 @@ def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torc
     file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                   "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                   "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
-    writer = gguf.GGUFWriter(None, "llama")
+    family = export_family(config)
+    writer = gguf.GGUFWriter(None, family)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     writer.add_file_type(file_types[dtype])
@@ -175,11 +218,16 @@ def write_gguf(path: Path, name: str, config: ModelConfig, state: dict[str, torc
     writer.add_feed_forward_length(config.ffn_dim)
     writer.add_head_count(config.n_heads)
     writer.add_head_count_kv(config.n_kv_heads)
-    writer.add_key_length(config.head_dim)
-    writer.add_value_length(config.head_dim)
-    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_key_length(config.attention_head_dim)
+    writer.add_value_length(config.attention_head_dim)
+    writer.add_rope_dimension_count(config.attention_head_dim)
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_layer_norm_rms_eps(config.norm_eps)
+    if config.rope_scaling == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(config.rope_scaling_factor)
+    if family == "gemma3":
+        writer.add_sliding_window(config.sliding_window)
 
     pre_tokenizer = gguf_pre_tokenizer(tokenizer)
     tokens, types = token_list(tokenizer)
@@ -218,6 +266,6 @@ def export_gguf(run: Path, out: Path, dtype: str = "f32", force: bool = False) -
         raise CogniError(f"--out {out}: file exists; choose a new path or pass --force")
     loaded = load_run(run)
     refuse_mamba_layers(loaded.config.model, Path(run), "gguf")
-    check_llama_compatible(loaded.config.model)
+    check_gguf_exportable(loaded.config.model)
     write_gguf(out, out.stem, loaded.config.model, model_state(loaded.model), loaded.tokenizer, dtype)
     return out

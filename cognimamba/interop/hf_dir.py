@@ -1,7 +1,7 @@
 """`cogni export RUN --format hf`: a directory transformers loads with no custom code.
 
-    DIR/config.json               LlamaForCausalLM config (hf_convert.hf_llama_config)
-    DIR/model.safetensors         weights under Llama names, q/k/v and gate/up split apart
+    DIR/config.json               the run's family's config: Llama, Qwen 2, Qwen 3 or Gemma 3 (hf_names.hf_model_config)
+    DIR/model.safetensors         weights under that family's names, q/k/v and gate/up split apart
     DIR/tokenizer.json            our BPE, unchanged (same ids, same special tokens)
     DIR/tokenizer_config.json     special tokens and the ChatML + tools chat template
     DIR/generation_config.json    the run's sampling defaults and both stop tokens
@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import Config, ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
-from cognimamba.interop.hf_names import check_llama_compatible, hf_llama_config, to_hf_state_dict
+from cognimamba.interop.hf_names import check_exportable, hf_model_config, to_hf_state_dict
 from cognimamba.interop.model_card import model_card, read_training_record
 from cognimamba.interop.peft_adapter import find_lora, write_hf_adapter
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS, special_id
@@ -39,15 +39,15 @@ HF_DTYPE_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
 def refuse_mamba_layers(model: ModelConfig, run: Path, format_name: str) -> None:
-    """Llama, in transformers and in GGUF, has no Mamba-2 layers and no fixed-point context: such runs are
+    """The families transformers and GGUF know have no Mamba-2 layers and no fixed-point context: such runs are
     refused by name."""
     if model.is_fixed_point:
         raise CogniError(f"{run}: model.arch = fixed_point (the fixed-point context model), which --format "
-                         f"{format_name} cannot express (it writes a Llama, attention only); chat, bench and "
+                         f"{format_name} cannot express (it writes attention-only families); chat, bench and "
                          "test-model use the run as it is")
     if model.has_mamba:
         raise CogniError(f"{run}: model.layer_pattern = {model.layer_pattern!r} has Mamba-2 layers, which --format "
-                         f"{format_name} cannot express (it writes a Llama, attention only); chat, bench and "
+                         f"{format_name} cannot express (it writes attention-only families); chat, bench and "
                          "test-model use the run as it is")
 
 
@@ -94,7 +94,7 @@ def generation_config(config: Config, tokenizer: Tokenizer) -> dict[str, Any]:
 def write_hf_model(out: Path, config: Config, state: dict[str, torch.Tensor], tokenizer: Tokenizer,
                    dtype: str, card: str) -> None:
     """Write one transformers model dir from our state dict (tied lm_head omitted, as saved)."""
-    hf_config = hf_llama_config(config.model, tokenizer)
+    hf_config = hf_model_config(config.model, tokenizer)
     hf_config["torch_dtype"] = HF_DTYPE_NAMES[dtype]  # transformers 4.x
     hf_config["dtype"] = HF_DTYPE_NAMES[dtype]  # transformers 5.x
     weights = {name: tensor.to(DTYPES[dtype]) for name, tensor in to_hf_state_dict(state, config.model).items()}
@@ -147,7 +147,7 @@ def export_hf(run: Path, out: Path, dtype: str = "f32", adapter: bool = False, f
     if adapter and lora is not None:
         base = load_run(lora.base_run)
         refuse_mamba_layers(base.config.model, Path(run), "hf")
-        check_llama_compatible(base.config.model)
+        check_exportable(base.config.model)
 
         def build_split(staging: Path) -> None:
             note = (f"This directory holds the base model; the LoRA fine-tune `{Path(run).name}` is a PEFT "
@@ -160,7 +160,7 @@ def export_hf(run: Path, out: Path, dtype: str = "f32", adapter: bool = False, f
         return out
     loaded = load_run(run)  # a LoRA run loads merged
     refuse_mamba_layers(loaded.config.model, Path(run), "hf")
-    check_llama_compatible(loaded.config.model)
+    check_exportable(loaded.config.model)
     note = f"LoRA fine-tune of `{lora.base_run}`, merged into the weights." if lora is not None else None
     build_directory(out, force, lambda staging: write_hf_model(
         staging, loaded.config, model_state(loaded.model), loaded.tokenizer, dtype,

@@ -1,9 +1,11 @@
-"""`cogni import-hf DIR --out RUN`: a Llama-architecture Hugging Face checkpoint on disk -> a cognimamba run dir.
+"""`cogni import-hf DIR --out RUN`: a Llama, Qwen 2, Qwen 3 or Gemma 3 checkpoint on disk -> a cognimamba run dir.
 
 The run then works with chat, bench, test-model and `cogni train --init-from RUN` like one trained here.
-Only what our Transformer computes exactly is accepted (LlamaForCausalLM: no biases, no RoPE scaling,
-SiLU); anything else is refused by name rather than approximated. Weights are read from safetensors only
-(pickled `.bin` files can run code).
+Only what our Transformer computes exactly is accepted (interop/hf_config.py reads the config and refuses the
+rest by name); a Gemma 3 vision-language checkpoint imports its text tower. Weights are read from safetensors
+only (pickled `.bin` files can run code). The checkpoint's own chat template, where it has one, is kept in the
+run's config.json (`hf_chat_template`, with the `hf_special_tokens` it reads by name), and chat and serve render
+prompts with it (chat/templates.py: `inference.chat_template`).
 
 Special tokens: cognimamba's chat and tool format needs `<|im_start|>`, `<|im_end|>`, `<tool_call>` and the
 rest. A checkpoint exported by cognimamba already has them and imports bit for bit. A tokenizer that lacks
@@ -23,7 +25,8 @@ from tokenizers import AddedToken, Tokenizer
 
 from cognimamba.config.schema import MAX_CONTEXT_LENGTH, Config, GenerationConfig, validate
 from cognimamba.errors import CogniError
-from cognimamba.interop.hf_names import from_hf_state_dict, model_config_from_hf
+from cognimamba.interop.hf_config import model_config_from_hf
+from cognimamba.interop.hf_names import from_hf_state_dict, text_tower
 from cognimamba.model.tokenizer import SPECIAL_TOKENS
 from cognimamba.model.transformer import Transformer
 from cognimamba.runs.layout import CONFIG, GENERATION, TOKENIZER, WEIGHTS
@@ -78,6 +81,28 @@ def fit_vocab_rows(weight: torch.Tensor, old_size: int, new_size: int) -> torch.
     return torch.cat([kept, mean.expand(new_size - old_size, -1)]).contiguous()
 
 
+def read_chat_template(source: Path) -> str | None:
+    """The checkpoint's Jinja chat template: chat_template.jinja (transformers 5) or tokenizer_config.json's."""
+    if (source / "chat_template.jinja").is_file():
+        return (source / "chat_template.jinja").read_text(encoding="utf-8")
+    path = source / "tokenizer_config.json"
+    template = read_json(path, "tokenizer config").get("chat_template") if path.is_file() else None
+    return template if isinstance(template, str) else None
+
+
+def read_template_tokens(source: Path) -> dict[str, str]:
+    """bos_token, eos_token, ... from tokenizer_config.json: the chat template writes them by name."""
+    path = source / "tokenizer_config.json"
+    tokenizer_config = read_json(path, "tokenizer config") if path.is_file() else {}
+    tokens = {}
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = tokenizer_config.get(name) if isinstance(tokenizer_config, dict) else None
+        value = value.get("content") if isinstance(value, dict) else value  # older files: {"content": ...}
+        if isinstance(value, str):
+            tokens[name] = value
+    return tokens
+
+
 def generation_defaults(source: Path) -> GenerationConfig:
     """The checkpoint's sampling settings where it has them, else ours."""
     settings = GenerationConfig()
@@ -118,10 +143,10 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
     hf_config = read_json(source / "config.json", "Hugging Face config")
     if not isinstance(hf_config, dict):
         raise CogniError(f"{source / 'config.json'}: not a model config")
-    if hf_config.get("hidden_act", "silu") != "silu":
-        raise CogniError(f"{source / 'config.json'}: hidden_act {hf_config['hidden_act']!r} is not supported; "
-                         "only SiLU (Llama) models import")
-    model_config = model_config_from_hf(hf_config)
+    try:
+        model_config = model_config_from_hf(hf_config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CogniError(f"{source / 'config.json'}: missing or malformed field {error}") from error
     model_config.max_seq_len = run_context(model_config.max_seq_len, max_seq_len, source / "config.json")
 
     tokenizer = read_hf_tokenizer(source)
@@ -132,7 +157,7 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
         raise CogniError(f"{source}: tokenizer has {old_size} tokens but the model only {model_config.vocab_size} "
                          "embedding rows; the tokenizer belongs to another model")
     added = add_chat_tokens(tokenizer)
-    state = from_hf_state_dict(read_hf_weights(source), model_config)
+    state = from_hf_state_dict(text_tower(read_hf_weights(source)), model_config)
     new_size = tokenizer.get_vocab_size(with_added_tokens=True)
     if new_size != model_config.vocab_size:
         for name in ("tok_embeddings.weight", "lm_head.weight"):
@@ -149,7 +174,8 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
             (out / name).unlink(missing_ok=True)
     write_run_files(out, config, model, tokenizer, {
         "imported_from": str(source.resolve()), "hf_architectures": hf_config.get("architectures"),
-        "added_special_tokens": added})
+        "added_special_tokens": added, "hf_chat_template": read_chat_template(source),
+        "hf_special_tokens": read_template_tokens(source)})
     save_weights(out / WEIGHTS, model_state(model))
     write_manifest(out, [WEIGHTS, CONFIG, TOKENIZER, GENERATION])
     return out, added

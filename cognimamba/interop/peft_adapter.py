@@ -73,8 +73,8 @@ def check_convertible(config: dict[str, Any]) -> None:
 def to_hf_adapter(adapter: PeftAdapter, model: ModelConfig, base_model: str) -> PeftAdapter:
     """Rename and split an adapter of our Transformer into one of the exported LlamaForCausalLM."""
     check_convertible(adapter.config)
-    kv_dim = model.n_kv_heads * model.head_dim
-    row_splits = {"attention.qkv": [model.dim, kv_dim, kv_dim], "mlp.gate_up": [model.ffn_dim, model.ffn_dim]}
+    row_splits = {"attention.qkv": [model.q_dim, model.kv_dim, model.kv_dim],
+                  "mlp.gate_up": [model.ffn_dim, model.ffn_dim]}
     state: dict[str, torch.Tensor] = {}
     modules: dict[str, set[int]] = {}
     for key, tensor in adapter.state.items():

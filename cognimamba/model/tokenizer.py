@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -87,11 +88,19 @@ def tokenizer_hash(tokenizer: Tokenizer) -> str:
 # noncharacter (reserved for a program's internal use, so it stands for nothing a user means); a mark already in
 # the text is marked too, so every text round-trips through `literal` and `unmark`.
 LITERAL_MARK = "\ufdd0"
-_SPECIAL_SPELLINGS = "|".join(re.escape(token) for token in sorted(SPECIAL_TOKENS, key=len, reverse=True))
-_MARKABLE = re.compile(f"{LITERAL_MARK}|{_SPECIAL_SPELLINGS}")
-# group 1: a marked spelling (plain text); group 2: an unmarked special token (a control id)
-_PIECES = re.compile(f"{LITERAL_MARK}({LITERAL_MARK}|{_SPECIAL_SPELLINGS})|({_SPECIAL_SPELLINGS})")
-_PLAIN_TEXT_TOKENIZERS: weakref.WeakKeyDictionary[Tokenizer, Tokenizer] = weakref.WeakKeyDictionary()
+# What `literal` marks: our tokens, and the shapes of the control tokens of the families import-hf reads (Llama 3,
+# Qwen and SmolLM write `<|name|>`; Gemma 3 its own list). A tokenizer's special token of any other shape is never
+# a control id (see `control_tokens`), so no text can spell one into a prompt unmarked.
+GEMMA_CONTROL_TOKENS = ["<bos>", "<eos>", "<pad>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
+                        "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+_SPELLINGS = "|".join([*(re.escape(token) for token in sorted([*SPECIAL_TOKENS, *GEMMA_CONTROL_TOKENS], key=len,
+                                                               reverse=True)),
+                       r"<\|[A-Za-z0-9_]+\|>", "<unused[0-9]+>"])
+_SPELLING = re.compile(f"(?:{_SPELLINGS})")
+_MARKABLE = re.compile(f"{LITERAL_MARK}|{_SPELLINGS}")
+# group 1: a marked spelling (plain text); group 2: an unmarked spelling (a control id where the tokenizer has it)
+_PIECES = re.compile(f"{LITERAL_MARK}({LITERAL_MARK}|{_SPELLINGS})|({_SPELLINGS})")
+_ENCODERS: weakref.WeakKeyDictionary[Tokenizer, tuple[frozenset[str], Tokenizer]] = weakref.WeakKeyDictionary()
 
 
 def literal(text: str) -> str:
@@ -99,31 +108,56 @@ def literal(text: str) -> str:
     return _MARKABLE.sub(lambda match: LITERAL_MARK + match.group(0), text)
 
 
+def keep_plain(text: str, spellings: Collection[str]) -> str:
+    """Rendered text with the template's own (unmarked) spellings of `spellings` marked too: plain text, as in a
+    tokenizer that lacks those tokens (a chat template from before import-hf appended them)."""
+    def mark(match: re.Match[str]) -> str:
+        return LITERAL_MARK + match.group(2) if match.group(2) in spellings else match.group(0)
+    return _PIECES.sub(mark, text)
+
+
 def unmark(text: str) -> str:
     """Rendered text as a person reads it (and as `decode` gives it back): the marks `literal` added removed."""
     return _PIECES.sub(lambda match: match.group(1) or match.group(2), text)
 
 
-def _plain_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
-    """A copy that encodes special-token spellings as ordinary text; one per tokenizer, made on first use."""
-    plain = _PLAIN_TEXT_TOKENIZERS.get(tokenizer)
-    if plain is None:
-        plain = Tokenizer.from_str(tokenizer.to_str())
+def control_tokens(tokenizer: Tokenizer) -> frozenset[str]:
+    """The spellings `encode` turns into control ids when unmarked: the tokenizer's special tokens of a shape
+    `literal` marks, and ours (an imported tokenizer may hold `<tool_call>` as a plain added token, as Qwen's)."""
+    return _encoders(tokenizer)[0]
+
+
+def _encoders(tokenizer: Tokenizer) -> tuple[frozenset[str], Tokenizer]:
+    """The control spellings and a copy that encodes every spelling as ordinary text; made on first use."""
+    known = _ENCODERS.get(tokenizer)
+    if known is None:
+        added = tokenizer.get_added_tokens_decoder().values()
+        controls = frozenset([*(token.content for token in added if token.special
+                                and _SPELLING.fullmatch(token.content)),
+                              *(token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is not None)])
+        saved = tokenizer.to_str()
+        if any(not token.special and token.content in controls for token in added):
+            state = json.loads(saved)  # a control held as a plain added token: special in the copy, so plain
+            for entry in state.get("added_tokens", []):  # mode encodes its marked spellings as text too
+                entry["special"] = entry["special"] or entry["content"] in controls
+            saved = json.dumps(state)
+        plain = Tokenizer.from_str(saved)
         plain.encode_special_tokens = True
-        _PLAIN_TEXT_TOKENIZERS[tokenizer] = plain
-    return plain
+        known = _ENCODERS[tokenizer] = (controls, plain)
+    return known
 
 
-def split_controls(text: str) -> list[str]:
-    """Plain-text chunks (marks removed) at even indices, the unmarked special tokens between them at odd ones."""
+def split_controls(text: str, controls: Collection[str] = SPECIAL_TOKENS) -> list[str]:
+    """Plain-text chunks (marks removed) at even indices, the unmarked spellings of `controls` between them at
+    odd ones; any other spelling stays in its chunk."""
     pieces: list[str] = []
     chunk: list[str] = []
     position = 0
     for match in _PIECES.finditer(text):
         chunk.append(text[position:match.start()])
         position = match.end()
-        if match.group(1) is not None:
-            chunk.append(match.group(1))
+        if match.group(1) is not None or match.group(2) not in controls:
+            chunk.append(match.group(1) or match.group(2))
             continue
         pieces += ["".join(chunk), match.group(2)]
         chunk = []
@@ -133,15 +167,16 @@ def split_controls(text: str) -> list[str]:
 
 
 def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of rendered texts: only unmarked spellings of SPECIAL_TOKENS become control ids.
+    """Token ids of rendered texts: only unmarked spellings of `control_tokens` become control ids.
 
     Special tokens split the text exactly where the tokenizer's own parsing splits it, so text without marks
-    encodes to the same ids as `tokenizer.encode`; any other special token the tokenizer knows (an imported
-    tokenizer's own) is plain text, since no template here writes it.
+    encodes to the same ids as `tokenizer.encode`, except for a special token no template writes (one of a shape
+    `literal` does not know), which is plain text.
     """
-    split = [split_controls(text) for text in texts]
+    controls, plain = _encoders(tokenizer)
+    split = [split_controls(text, controls) for text in texts]
     chunks = [piece for pieces in split for index, piece in enumerate(pieces) if index % 2 == 0 and piece]
-    encoded = iter(_plain_text_tokenizer(tokenizer).encode_batch(chunks, add_special_tokens=False))
+    encoded = iter(plain.encode_batch(chunks, add_special_tokens=False))
     results = []
     for pieces in split:
         ids: list[int] = []

@@ -1,5 +1,10 @@
 """A Llama-style decoder in plain PyTorch: RoPE, RMSNorm, SwiGLU, grouped-query attention, tied embeddings.
 
+The other families people fine-tune differ from it in a few choices, each one option of ModelConfig read here:
+Qwen 2's q/k/v biases, Qwen 3's QK-norm and wider heads (`head_dim`), Llama 3's RoPE scaling, and Gemma 3's
+GeGLU, `(1 + w)` norms around both branches, scaled embeddings, `query_pre_attn_scalar` and sliding-window
+layers with their own RoPE theta. With every option at its default, this is exactly the Llama it always was.
+
 With `model.layer_pattern`, some layers mix the sequence with Mamba-2 (model/mamba2.py) instead of attention;
 each keeps its MLP, as in Jamba and Samba. An empty pattern builds exactly the all-attention model.
 
@@ -23,24 +28,55 @@ from cognimamba.model.mamba2 import Mamba2, MambaState
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    """RMSNorm scaling by `offset + weight`: Gemma stores w and scales by 1 + w, so its weights load as they are."""
+
+    def __init__(self, dim: int, eps: float, offset: float = 0.0) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.offset = eps, offset
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+            weight = self.weight + self.offset if self.offset else self.weight
+            return F.rms_norm(x, (x.size(-1),), weight, self.eps)
         # Normalise in fp32 even under autocast: half-precision mean-of-squares loses too much.
-        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
+        weight = self.weight.float() + self.offset if self.offset else self.weight.float()
+        return F.rms_norm(x.float(), (x.size(-1),), weight, self.eps).type_as(x)
 
 
-def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def norm(config: ModelConfig, dim: int | None = None) -> RMSNorm:
+    return RMSNorm(dim or config.dim, config.norm_eps, config.norm_weight_offset)
+
+
+def rope_inverse_frequencies(head_dim: int, theta: float, config: ModelConfig | None = None) -> torch.Tensor:
+    """RoPE's frequencies (float64), with `config`'s rope_scaling applied (transformers' "linear" and "llama3").
+
+    llama3 leaves the fast frequencies alone, divides the slow ones by the factor, and blends in between, so a
+    model pretrained on `rope_original_max_len` positions reads longer ones without relearning the short range.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    if config is None or config.rope_scaling == "none":
+        return inv_freq
+    factor = config.rope_scaling_factor
+    if config.rope_scaling == "linear":
+        return inv_freq / factor
+    low, high, original = config.rope_low_freq_factor, config.rope_high_freq_factor, config.rope_original_max_len
+    wavelength = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelength > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelength - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    in_between = (wavelength >= original / high) & (wavelength <= original / low)
+    return torch.where(in_between, blended, scaled)
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float,
+                scaling: ModelConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and signed sin of shape [max_len, head_dim] in the "rotate half" layout Hugging Face Llama uses.
 
     The sin table is negated on its first half, so rotating is `x * cos + roll(x) * sin` (see apply_rope).
+    `scaling`: the config whose rope_scaling applies (global layers only, as in Gemma 3).
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    inv_freq = rope_inverse_frequencies(head_dim, theta, scaling)
     angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
     sin = angles.sin()
     return torch.cat([angles, angles], dim=-1).cos().float(), torch.cat([-sin, sin], dim=-1).float()
@@ -60,7 +96,7 @@ class KVCache:
         self.max_len = max_len or config.max_seq_len
         # One spare position: reading the cache is then always a strided slice, never the whole (contiguous)
         # tensor, which torch.compile would treat as a new case and compile again at the last position.
-        shape = (batch_size, config.n_kv_heads, self.max_len + 1, config.head_dim)
+        shape = (batch_size, config.n_kv_heads, self.max_len + 1, config.attention_head_dim)
         attention_layers = [layer for layer in range(config.n_layers) if not config.is_mamba_layer(layer)]
         self.keys = {layer: torch.zeros(shape, device=device, dtype=dtype) for layer in attention_layers}
         self.values = {layer: torch.zeros(shape, device=device, dtype=dtype) for layer in attention_layers}
@@ -132,12 +168,15 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        kv_dim = config.n_kv_heads * config.head_dim
-        self.qkv = Linear(config.dim, config.dim + 2 * kv_dim, bias=False)  # rows: q heads, k heads, v heads
-        self.proj = Linear(config.dim, config.dim, bias=False)
-        self.q_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
-        self.k_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else None
+        self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
+        self.head_dim = config.attention_head_dim
+        # rows: q heads, k heads, v heads; biased for Qwen 2 only, as its checkpoints are (their output is not)
+        self.qkv = Linear(config.dim, config.q_dim + 2 * config.kv_dim, bias=config.qkv_bias)
+        self.proj = Linear(config.q_dim, config.dim, bias=False)
+        self.q_norm = norm(config, self.head_dim) if config.qk_norm else None
+        self.k_norm = norm(config, self.head_dim) if config.qk_norm else None
+        # Gemma scales scores by query_pre_attn_scalar ** -0.5 rather than head_dim's; None is SDPA's head_dim.
+        self.scale = config.attention_scale ** -0.5 if config.attention_scale else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None, start: int) -> torch.Tensor:
@@ -156,34 +195,50 @@ class Attention(nn.Module):
         is_causal = mask is None and length > 1
         # No dropout on attention probabilities: it pushes SDPA off its fused kernel (much slower training on
         # CPU, benchmarks/README.md); the residual-branch dropout in Block regularises at a fraction of the cost.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                           enable_gqa=True)
         return self.proj(y.transpose(1, 2).reshape(batch, length, -1))
 
 
 class MLP(nn.Module):
+    """A gated MLP: SiLU gate (SwiGLU: Llama, Qwen) or tanh-approximated GELU gate (GeGLU: Gemma)."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.gate_up = Linear(config.dim, 2 * config.ffn_dim, bias=False)
         self.down = Linear(config.ffn_dim, config.dim, bias=False)
+        self.geglu = config.mlp == "geglu_tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        gate = F.gelu(gate, approximate="tanh") if self.geglu else F.silu(gate)
+        return self.down(gate * up)
 
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention_norm = norm(config)
         self.attention = Attention(config, layer)
-        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp_norm = norm(config)
         self.mlp = MLP(config)
+        # Gemma 3's sandwich: each branch's output is normalised too before it joins the residual stream,
+        # which bounds what one layer can add to it.
+        sandwich = config.norm_scheme == "sandwich"
+        self.attention_post_norm = norm(config) if sandwich else None
+        self.mlp_post_norm = norm(config) if sandwich else None
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
-        x = x + self._dropout(self.attention(self.attention_norm(x), cos, sin, mask, cache, start))
-        return x + self._dropout(self.mlp(self.mlp_norm(x)))
+        mixed = self.attention(self.attention_norm(x), cos, sin, mask, cache, start)
+        if self.attention_post_norm is not None:
+            mixed = self.attention_post_norm(mixed)
+        x = x + self._dropout(mixed)
+        transformed = self.mlp(self.mlp_norm(x))
+        if self.mlp_post_norm is not None:
+            transformed = self.mlp_post_norm(transformed)
+        return x + self._dropout(transformed)
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         # A plain check, not an nn.Identity: decoding calls this twice per layer per token.
@@ -196,9 +251,9 @@ class MambaBlock(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
-        self.mamba_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mamba_norm = norm(config)
         self.mamba = Mamba2(config)
-        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp_norm = norm(config)
         self.mlp = MLP(config)
         self.dropout = config.dropout
 
@@ -222,13 +277,19 @@ class Transformer(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(build_block(config, layer) for layer in range(config.n_layers))
-        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.norm = norm(config)
         self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_embeddings.weight
+        # Gemma multiplies embeddings by sqrt(dim) in the weights' dtype, as transformers does: a buffer, so a
+        # model converted to bf16 rounds the factor the same way.
+        scale = math.sqrt(config.dim) if config.embedding_scale == "sqrt_dim" else 1.0
+        self.register_buffer("embedding_multiplier", torch.tensor(scale), persistent=False)
+        self.scale_embeddings = config.embedding_scale != "none"
         # Tables of shape [position, 1, head_dim]: they broadcast over the heads of [batch, time, heads, head_dim].
-        for suffix, theta in (("", config.rope_theta), ("_local", config.rope_theta_local)):
-            cos, sin = rope_tables(config.head_dim, config.max_seq_len, theta)
+        # RoPE scaling stretches the global layers' positions only; sliding-window layers never see far ones.
+        for suffix, theta, scaling in (("", config.rope_theta, config), ("_local", config.rope_theta_local, None)):
+            cos, sin = rope_tables(config.attention_head_dim, config.max_seq_len, theta, scaling)
             self.register_buffer(f"rope_cos{suffix}", cos.unsqueeze(1), persistent=False)
             self.register_buffer(f"rope_sin{suffix}", sin.unsqueeze(1), persistent=False)
         self.gradient_checkpointing = False
@@ -238,7 +299,9 @@ class Transformer(nn.Module):
         std = self.config.init_std
         for name, param in self.named_parameters():
             if name.endswith("norm.weight"):
-                nn.init.ones_(param)
+                nn.init.constant_(param, 1.0 - self.config.norm_weight_offset)  # a norm that scales by 1
+            elif name.endswith("attention.qkv.bias"):
+                nn.init.zeros_(param)
             elif name.endswith(("attention.proj.weight", "mlp.down.weight", "mamba.out_proj.weight")):
                 # Residual-branch outputs are scaled down so the residual stream's variance does not
                 # grow with depth (GPT-2 / nanoGPT).
@@ -250,6 +313,10 @@ class Transformer(nn.Module):
         for module in self.modules():
             if isinstance(module, Mamba2):
                 module.reset_parameters()
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_embeddings(idx)
+        return x * self.embedding_multiplier.to(x.dtype) if self.scale_embeddings else x
 
     def _masks(self, length: int, start: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Boolean masks (True = attend) for global and sliding-window layers; None means plain causal."""
@@ -277,7 +344,7 @@ class Transformer(nn.Module):
     @torch.inference_mode()
     def decode_slots(self, tokens: torch.Tensor, step: SlotStep) -> torch.Tensor:
         """Logits [rows, vocab] for one new token per row (`tokens` [rows, 1]), each at its row's position."""
-        x = self.tok_embeddings(tokens)
+        x = self.embed(tokens)
         global_mask, local_mask = self._slot_masks(step)
         # Tables [position, 1, head_dim] gathered to [rows, 1, 1, head_dim]: one position per row.
         rope_global = (self.rope_cos[step.positions].unsqueeze(1), self.rope_sin[step.positions].unsqueeze(1))
@@ -299,7 +366,7 @@ class Transformer(nn.Module):
         length = idx.size(1)
         if start + length > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + length} tokens exceeds max_seq_len {self.config.max_seq_len}")
-        x = self.tok_embeddings(idx)
+        x = self.embed(idx)
         global_mask, local_mask = self._masks(length, start, idx.device)
         rope_global = (self.rope_cos[start:start + length], self.rope_sin[start:start + length])
         rope_local = (self.rope_cos_local[start:start + length], self.rope_sin_local[start:start + length])
@@ -329,13 +396,14 @@ def num_parameters(model: nn.Module) -> tuple[int, int]:
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), PaLM appendix B style."""
-    kv_dim = config.n_kv_heads * config.head_dim
     mamba_layers = config.layer_pattern.count("M")
     attention_layers = config.n_layers - mamba_layers
-    matmul_params = (attention_layers * config.dim * (2 * config.dim + 2 * kv_dim)
+    matmul_params = (attention_layers * config.dim * (2 * config.q_dim + 2 * config.kv_dim)
                      + config.n_layers * 3 * config.dim * config.ffn_dim)
     matmul_params += config.vocab_size * config.dim
-    attention = 2 * attention_layers * seq_len * config.dim  # QK^T and AV, causal average ~ seq_len/2 * 2 * 2
+    # QK^T and AV: seq_len * dim multiply-adds each per token, over the whole sequence as PaLM (appendix B) and
+    # nanoGPT count them (6x this is their 12*L*T*d), though a causal mask does half: MFU compares with theirs.
+    attention = 2 * attention_layers * seq_len * config.q_dim
     if not mamba_layers:
         return 6 * matmul_params + 6 * attention
     inner, state = config.mamba_inner, config.mamba_state_size

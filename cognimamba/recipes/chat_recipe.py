@@ -6,6 +6,7 @@ a stopped training stage from its checkpoint, so an interrupt costs at most the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +15,10 @@ from rich.table import Table
 
 from cognimamba.errors import CogniError
 from cognimamba.recipes import stages
-from cognimamba.recipes.plan import STAGES, RecipePlan
+from cognimamba.recipes.plan import STAGE_TITLES, STAGES, RecipePlan
+from cognimamba.recipes.report import write_recipe_report_safely
 from cognimamba.recipes.state import RecipeState
 from cognimamba.train.signals import TrainingInterrupted
-
-STAGE_TITLES = {"tokenizer": "tokenizer on pretraining text and chat data", "data": "data dirs",
-                "pretrain": "pretraining", "chat": "chat fine-tuning", "eval": "chat eval on held-out conversations"}
 
 
 def run_chat_recipe(plan: RecipePlan, console: Console, show_progress: bool = True) -> RecipeState:
@@ -44,13 +43,16 @@ def run_chat_recipe(plan: RecipePlan, console: Console, show_progress: bool = Tr
                                                                                else "chat"))
         console.print(f"[bold]{title}[/]{' (resuming from its checkpoint)' if resuming else ''}", highlight=False)
         try:
-            state.finish(stage, work[stage]())
+            started = time.perf_counter()
+            figures = work[stage]()
+            state.finish(stage, {**figures, "wall_seconds": round(time.perf_counter() - started, 1)})
         except TrainingInterrupted as stop:
             raise CogniError(f"{STAGE_TITLES[stage]} stopped with a checkpoint; run the same `cogni recipe chat` "
                              "command again to continue", exit_code=stop.exit_code) from stop
     console.print(figures_table(state))
     console.print(f"[green]done[/]: the chat model is {plan.out / 'chat'} (its base: {plan.out / 'base'})\n"
                   f"Talk to it:  cogni chat {plan.out / 'chat'} --enable-tools", highlight=False)
+    write_recipe_report_safely(plan.out, console)
     return state
 
 

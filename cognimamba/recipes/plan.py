@@ -21,7 +21,8 @@ from cognimamba.errors import CogniError
 from cognimamba.system.paths import default_runs_dir
 
 STAGES = ("tokenizer", "data", "pretrain", "chat", "eval")
-TRAINED_STAGES = ("pretrain", "chat")
+STAGE_TITLES = {"tokenizer": "tokenizer on pretraining text and chat data", "data": "data dirs",
+                "pretrain": "pretraining", "chat": "chat fine-tuning", "eval": "chat eval on held-out conversations"}
 DEFAULT_CHAT_FRACTION = 0.5  # of the tokenizer's sample: half pretraining text, half rendered conversations
 
 

@@ -33,6 +33,7 @@ from cognimamba.data.prepare import PrepareOptions, prepare_text
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
 from cognimamba.data.sources import iter_documents, resolve_source
 from cognimamba.evaluation.chat_eval import RunCompletions, chat_eval
+from cognimamba.evaluation.saved_evals import save_chat_eval
 from cognimamba.evaluation.tool_eval import load_eval_conversations
 from cognimamba.model.tokenizer import train_tokenizer, unmark
 from cognimamba.recipes.plan import RecipePlan, SourceEntry
@@ -181,4 +182,5 @@ def evaluate(plan: RecipePlan, console: Console) -> dict[str, Any]:
         report = chat_eval(RunCompletions(loaded.model, loaded.tokenizer), conversations,
                            on_turn=lambda done: progress.update(task, completed=done))
     metrics = {key: value for key, value in report.metrics().items() if key != "examples"}
+    save_chat_eval(plan.out / "chat", metrics, str(path), report.summary())  # the chat run's report card shows it
     return {**metrics, "file": str(path), "summary": report.summary()}

@@ -64,10 +64,13 @@ def _corrupted(path: Path, error: Exception) -> CogniError:
 
 
 def _looks_like_pickle(path: Path) -> bool:
-    """torch.save writes a zip ("PK") or a raw pickle (protocol byte 0x80); safetensors starts with a header length."""
+    """torch.save writes a zip ("PK") or a raw pickle (protocol byte 0x80). Safetensors starts with its JSON header's
+    length (8 bytes, little-endian) and then "{"; a length such as 640 also begins 0x80 0x02, so that is checked."""
     with open(path, "rb") as handle:
-        head = handle.read(2)
-    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+        head = handle.read(9)
+    if len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return False
+    return head[:2] == b"PK" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def config_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

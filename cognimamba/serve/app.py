@@ -1,4 +1,4 @@
-"""The FastAPI app: routes, OpenAI-shaped errors for every failure, CORS, and one log line per request."""
+"""The FastAPI app: routes, the chat page, OpenAI-shaped errors for every failure, CORS, one log line per request."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from cognimamba.serve.engine import ServedModel
 from cognimamba.serve.errors import APIError, client_closed, error_body
 from cognimamba.serve.routes import router
 from cognimamba.serve.state import ServerSettings, ServerState
+from cognimamba.serve.web.page import mount_page
 from cognimamba.serve.worker import GenerationWorker
 
 log = logging.getLogger("cognimamba.serve")
@@ -37,6 +38,7 @@ def create_app(model: ServedModel, settings: ServerSettings | None = None) -> Fa
     app = FastAPI(title="cognimamba", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state
     app.include_router(router)
+    mount_page(app)  # the chat page at /
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

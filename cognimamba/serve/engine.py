@@ -2,7 +2,7 @@
 
 Everything else in serve/ sees `ServedModel`: text in, text deltas out, token counts, the finished
 reply's numbers as `ReplyStats`, and `likeliest` for tool_choice "required". Tests wrap a scripted
-`ReplySource` the same way, so the HTTP layer is tested without a model when a test needs exact output.
+`TextModel` the same way, so the HTTP layer is tested without a model when a test needs exact output.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, pre_tokenizers
 
-from cognimamba.chat.session import ReplySource
+from cognimamba.chat.templates import CHATML, PromptFormat, run_prompt_format
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.batching import BatchEngine, SlotRequest, default_slots
 from cognimamba.inference.decode_step import GenerationStats
-from cognimamba.inference.decoding import ChatModel
+from cognimamba.inference.decoding import ChatModel, TextModel
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
 from cognimamba.serve.schemas import SamplingParams
@@ -47,15 +47,17 @@ class ReplyStats:
 
 
 class ServedModel:
-    """A `ReplySource` (a loaded `ChatModel`, or a scripted one in tests) as the server uses it.
+    """A `TextModel` (a loaded `ChatModel`, or a scripted one in tests) as the server uses it.
 
     With `engine`, replies are decoded in its sequence slots beside each other (continuous batching); without
     one (a scripted source), one at a time on the thread that starts them (serve/worker.py).
     """
 
-    def __init__(self, source: ReplySource, name: str, scorer: Scorer | None = None,
-                 chars_per_token: int | None = None, engine: BatchEngine | None = None) -> None:
+    def __init__(self, source: TextModel, name: str, scorer: Scorer | None = None,
+                 chars_per_token: int | None = None, engine: BatchEngine | None = None,
+                 prompt_format: PromptFormat = CHATML) -> None:
         self.source = source
+        self.prompt_format = prompt_format  # how serve/prompting renders a chat for it
         self.name = name
         self.scorer = scorer
         self.chars_per_token = chars_per_token  # the most prompt characters one token can stand for; None: unknown
@@ -190,4 +192,5 @@ def load_served_model(run: Path, device: str, name: str | None = None, compile: 
     # Rendered text may carry the marks model/tokenizer.literal puts before special-token spellings, which
     # encode drops: at most one per character it keeps, so a token stands for at most twice `longest`.
     chars_per_token = 2 * longest if longest else None
-    return ServedModel(chat_model, name or default_name, model_scorer(chat_model), chars_per_token, engine)
+    return ServedModel(chat_model, name or default_name, model_scorer(chat_model), chars_per_token, engine,
+                       run_prompt_format(run))

@@ -1,4 +1,5 @@
-"""A chat request as the model's prompt: chat.format's ChatML + tools, and what tool_choice forces.
+"""A chat request as the model's prompt: the run's prompt format (chat/templates.py: ChatML + tools, or an
+imported checkpoint's own template), and what tool_choice forces.
 
 tool_choice is enforced by the start of the reply, not by asking nicely: "none" stops the reply at a
 `<tool_call>`; a named function puts `<tool_call>\\n{"name": "NAME", "arguments": {` in the model's mouth
@@ -14,8 +15,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cognimamba.chat.format import render_conversation
-from cognimamba.model.tokenizer import IM_START, TOOL_CALL
+from cognimamba.chat.templates import CHATML, PromptFormat
+from cognimamba.errors import CogniError
+from cognimamba.model.tokenizer import TOOL_CALL
+from cognimamba.serve.errors import bad_request
 from cognimamba.serve.schemas import ChatRequest
 
 CALL_NAME_HEAD = f'{TOOL_CALL}\n{{"name": "'
@@ -26,7 +29,8 @@ class Scores(Protocol):
 
 
 def named_call_start(name: str) -> str:
-    """The first characters of a call to `name`, exactly as chat.format renders one, up to its arguments' `{`."""
+    """The first characters of a call to `name`, exactly as chat.format (and Qwen's template) renders one, up to
+    its arguments' `{`."""
     return f'{TOOL_CALL}\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {{'
 
 
@@ -55,13 +59,21 @@ class ChatPrompt:
     text: str
     forced: ForcedStart = ForcedStart()
     stop: list[str] = field(default_factory=list)  # besides the request's own
-    tool_names: frozenset[str] = frozenset()  # what a call in the reply may name: the offered tools, unless "none"
+    # What a call in the reply may name: the offered tools, unless "none". Empty for a request without tools, so
+    # it never gets a call back on any endpoint (what the model writes between the tags stays text).
+    tool_names: frozenset[str] = frozenset()
 
 
-def chat_prompt(request: ChatRequest) -> ChatPrompt:
-    """The same rendering `cogni chat` sends the model, plus tool_choice's constraint."""
-    text = render_conversation(request.messages, request.tools or None, add_generation_prompt=True)
-    stop = [IM_START]  # a model that skips <|im_end|> would go on to write the next turn
+def chat_prompt(request: ChatRequest, prompt_format: PromptFormat = CHATML) -> ChatPrompt:
+    """The same rendering `cogni chat` sends the model, plus tool_choice's constraint.
+
+    Forced calls start as chat.format writes them; a format that has no such calls refuses tools when rendering.
+    """
+    try:
+        text = prompt_format.render(request.messages, request.tools or None, add_generation_prompt=True)
+    except CogniError as error:  # a template that cannot take these tools or these turns
+        raise bad_request(str(error), "tools" if request.tools else "messages") from error
+    stop = list(prompt_format.stop)  # a model that skips its end-of-turn token would go on to write the next turn
     choice = request.tool_choice
     names = tuple(tool["function"]["name"] for tool in request.tools)
     if choice.mode == "none":

@@ -1,4 +1,4 @@
-"""The endpoints: /health, /v1/models, /v1/chat/completions and /v1/completions."""
+"""The endpoints: /health, /v1/models, /v1/chat/completions, /v1/responses and /v1/completions."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from cognimamba.serve.responses import (
     usage,
     usage_chunk,
 )
+from cognimamba.serve.responses_api import ResponseBuilder, sse_event
+from cognimamba.serve.responses_request import parse_responses_request
 from cognimamba.serve.schemas import (
     SamplingParams,
     parse_chat_request,
@@ -128,7 +130,7 @@ async def submit(state: ServerState, prompt: ChatPrompt, sampling: SamplingParam
         state.worker.submit(job)
     except Busy:
         raise APIError(429, f"server busy: {state.worker.max_pending} requests are running or queued (the "
-                       "--max-concurrency limit); retry shortly", code="server_busy",
+                       "--queue-size limit); retry shortly", code="server_busy",
                        headers={"Retry-After": "1"}) from None
     return job, prompt_tokens
 
@@ -201,7 +203,8 @@ async def chat_completions(request: Request) -> Any:
     authorize(request, state)
     chat = parse_chat_request(await read_json(request, state))
     check_model(chat.model, state)
-    prompt = await run_in_threadpool(chat_prompt, chat)  # rendering megabytes takes a while too
+    # rendering megabytes takes a while too
+    prompt = await run_in_threadpool(chat_prompt, chat, state.model.prompt_format)
     job, prompt_tokens = await submit(state, prompt, chat.sampling, "messages")
     ids = ReplyIds.new("chatcmpl", state.model.name)
     if chat.stream:
@@ -241,6 +244,55 @@ async def stream_chat(request: Request, job: Job, ids: ReplyIds, prompt_tokens: 
             if include_usage:
                 yield sse.event(usage_chunk(ids, "chat.completion.chunk", counts))
     yield sse.DONE
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request) -> Any:
+    """OpenAI's Responses API over the same prompt, queue and tool-call parsing as chat completions."""
+    state = server_state(request)
+    authorize(request, state)
+    parsed = parse_responses_request(await read_json(request, state))
+    check_model(parsed.chat.model, state)
+    prompt = await run_in_threadpool(chat_prompt, parsed.chat, state.model.prompt_format)
+    job, prompt_tokens = await submit(state, prompt, parsed.chat.sampling, "input")
+    reply, calls = ResponseBuilder(state.model.name, parsed.echo), ToolCallStream(prompt.tool_names)
+    if parsed.chat.stream:
+        return StreamingResponse(stream_response(request, job, reply, calls, prompt_tokens),
+                                 media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    async for item in reply_items(job, request):
+        if isinstance(item, str):
+            reply.push(calls.push(item))
+        elif isinstance(item, Failed):
+            raise generation_failed()
+        else:
+            reply.push(calls.finish())
+            finish_response(request, reply, item, calls, prompt_tokens)
+            return reply.response
+    return client_closed()
+
+
+def finish_response(request: Request, reply: ResponseBuilder, finished: Finished, calls: ToolCallStream,
+                    prompt_tokens: int) -> list[dict[str, Any]]:
+    generated = completion_tokens(finished)
+    record(request, prompt_tokens, generated)
+    reason = finish_reason(finished.stats, bool(calls.calls), bool(finished.forced))
+    return reply.finish(reason, prompt_tokens, generated)
+
+
+async def stream_response(request: Request, job: Job, reply: ResponseBuilder, calls: ToolCallStream,
+                          prompt_tokens: int) -> AsyncIterator[str]:
+    """The Responses API's events; unlike chat completions' chunks, no `[DONE]` follows the last."""
+    for event in reply.start():
+        yield sse_event(event)
+    async for item in reply_items(job):
+        if isinstance(item, Failed):
+            events = reply.fail(generation_failed().message)
+        elif isinstance(item, str):
+            events = reply.push(calls.push(item))
+        else:
+            events = reply.push(calls.finish()) + finish_response(request, reply, item, calls, prompt_tokens)
+        for event in events:
+            yield sse_event(event)
 
 
 @router.post("/v1/completions")

@@ -149,7 +149,7 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     tools = _tools(body.get("tools"))
     stream, include_usage = _stream_fields(body)
     _check_n_and_format(body)
-    return ChatRequest(model=_model(body), messages=messages, sampling=_sampling(body), stream=stream,
+    return ChatRequest(model=request_model(body), messages=messages, sampling=sampling_params(body), stream=stream,
                        include_usage=include_usage, tools=tools, tool_choice=_tool_choice(body, tools))
 
 
@@ -165,11 +165,11 @@ def parse_completion_request(body: dict[str, Any]) -> CompletionRequest:
         raise bad_request("'prompt' must be a non-empty string", "prompt")
     stream, include_usage = _stream_fields(body)
     _check_n_and_format(body)
-    return CompletionRequest(model=_model(body), prompt=prompt, sampling=_sampling(body), stream=stream,
+    return CompletionRequest(model=request_model(body), prompt=prompt, sampling=sampling_params(body), stream=stream,
                              include_usage=include_usage)
 
 
-def _model(body: dict[str, Any]) -> str:
+def request_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required: the id from GET /v1/models", "model")
@@ -189,10 +189,15 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, integer: b
     return value
 
 
-def _sampling(body: dict[str, Any]) -> SamplingParams:
-    max_tokens = _number(body, "max_completion_tokens", 1, 2**31, integer=True)
-    if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", 1, 2**31, integer=True)
+def sampling_params(body: dict[str, Any], max_tokens_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
+                    ) -> SamplingParams:
+    """The sampling fields; the reply's length limit is the first of `max_tokens_fields` given (the Responses API
+    calls it max_output_tokens)."""
+    max_tokens = None
+    for name in max_tokens_fields:
+        max_tokens = _number(body, name, 1, 2**31, integer=True)
+        if max_tokens is not None:
+            break
     stop = body.get("stop")
     if stop is None:
         stop = []
@@ -240,16 +245,17 @@ def _check_n_and_format(body: dict[str, Any]) -> None:
                           "response_format")
 
 
-def _content(value: Any, where: str) -> str:
-    """Message content: a string, null, or a list of text parts (what newer clients send)."""
+def text_content(value: Any, where: str, part_types: tuple[str, ...] = ("text",)) -> str:
+    """Message content: a string, null, or a list of text parts (what newer clients send) of `part_types`."""
     if value is None or isinstance(value, str):
         return value or ""
     if isinstance(value, list):
         texts = []
         for index, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            text = part.get("text") if isinstance(part, dict) and part.get("type") in part_types else None
+            if not isinstance(text, str):
                 raise bad_request(f"'{where}[{index}]': only text content parts are supported", f"{where}[{index}]")
-            texts.append(part["text"])
+            texts.append(text)
         return "".join(texts)
     raise bad_request(f"'{where}' must be a string or a list of text parts", where)
 
@@ -267,7 +273,7 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if role not in CHAT_ROLES:
             raise bad_request(f"'{where}.role' is {json.dumps(role)}; use one of {', '.join(CHAT_ROLES)}",
                               f"{where}.role")
-        content = _content(message.get("content"), f"{where}.content")
+        content = text_content(message.get("content"), f"{where}.content")
         if role in ("system", "developer"):
             if any(m["role"] != "system" for m in messages):
                 raise bad_request(f"'{where}': system messages only at the start of the conversation", where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.system.hardware import pick_device
+from cognimamba.system.provenance import provenance
 from cognimamba.train.distributed import init_distributed, shutdown_distributed
 from cognimamba.train.fit import fit
 from cognimamba.train.options import UNBOUNDED_STEPS, TrainOptions, TrainResult
@@ -28,6 +30,9 @@ def train(options: TrainOptions, console: Console | None = None) -> TrainResult:
     context = init_distributed(device.type)
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
+    # config.json keeps how the run was made (command line, code version, machine): the report card reads it
+    options = replace(options, extra_run_info={"provenance": provenance(device, context.world_size),
+                                               **options.extra_run_info})
     try:
         return fit(setup(options, device, context, console))
     except (torch.OutOfMemoryError, RuntimeError) as error:

@@ -1,4 +1,8 @@
-"""The training loop: schedule, one optimizer step, then log, validate and save on their intervals."""
+"""The training loop: schedule, one optimizer step, then log, validate and save on their intervals.
+
+The loop is the same for every model: what a step trains on, where the schedule stands and what a log row adds
+come from the run's objective (train/objectives.py).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,28 @@ from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.system.faults import kill_point
 from cognimamba.system.hardware import peak_memory_bytes
 from cognimamba.train.distributed import agree_max
+from cognimamba.train.objectives import Objective, objective_for
 from cognimamba.train.optim import optimizer_step, set_learning_rate
 from cognimamba.train.options import TrainResult
 from cognimamba.train.saving import save
-from cognimamba.train.schedule import curriculum_seq_len, learning_rate
+from cognimamba.train.schedule import curriculum_seq_len, scheduled_lr
 from cognimamba.train.signals import StopSignal, interrupted_error
 from cognimamba.train.state import TrainState
-from cognimamba.train.step import StepLoss, accumulate_gradients, clip_gradients
+from cognimamba.train.step import clip_gradients
 from cognimamba.train.validation import validate
 
 
 def fit(state: TrainState) -> TrainResult:
     """Train to max_steps or max_time; Ctrl+C/SIGTERM stop at a step boundary with a checkpoint."""
     state.model.train()
+    objective = objective_for(state)
     with StopSignal() as stop, state.display:
         stopped_by = None
         while stopped_by is None:
             progress = training_progress(state)
             if progress >= 1.0 or state.step >= state.settings.max_steps:
                 break
-            if train_step(state, progress):
+            if train_step(state, objective, progress):
                 after_step(state)
             stopped_by = stop.agreed(state.context, state.device)
         if stopped_by is None and state.step not in state.evaluated_steps:
@@ -48,14 +54,18 @@ def training_progress(state: TrainState) -> float:
     return agree_max(max(by_steps, by_time), state.context, state.device)
 
 
-def train_step(state: TrainState, progress: float) -> bool:
+def train_step(state: TrainState, objective: Objective, progress: float) -> bool:
     """One optimizer step at the scheduled learning rate and sequence length; False for a skipped bad batch."""
     settings, config = state.settings, state.config
-    lr = scheduled_lr(state, progress)
+    if objective.begin_step(state, progress):  # the loss now measures something new: its smoothing starts over
+        state.smoothed_loss = None
+        state.stats.loss_history.clear()
+    lr = scheduled_lr(settings, objective.schedule_position(state.step, progress))
     set_learning_rate(state.optimizer, lr)
     seq_len = curriculum_seq_len(progress, config.data.seq_len_warmup, config.data.seq_len_warmup_fraction,
                                  config.model.max_seq_len)
-    loss = step_gradients(state, seq_len)
+    loss = objective.step_loss(state, seq_len)
+    state.stats.phase = objective.label()
     state.last_loss = loss.mean
     problem = None if math.isfinite(state.last_loss) else f"loss became {state.last_loss}"
     if problem is None:
@@ -76,34 +86,8 @@ def train_step(state: TrainState, progress: float) -> bool:
     stats.step, stats.lr, stats.train_loss, stats.elapsed = state.step, lr, state.smoothed_loss, state.clock.total()
     stats.tokens_seen = state.counters.tokens_seen
     if state.step % settings.log_every == 0 or state.step == 1:
-        log_step(state)
+        log_step(state, objective)
     return True
-
-
-def scheduled_lr(state: TrainState, progress: float) -> float:
-    """The learning rate now: over the whole run, or within the fixed-point model's current phase."""
-    settings, step = state.settings, state.step
-    if state.phases is not None:
-        phase = state.phases.phase
-        state.phases.begin_step(step, progress, state.optimizer, state.display, state.metrics)
-        if state.phases.phase != phase:  # phase 1's objective is no next-token loss: the smoothing starts over
-            state.smoothed_loss = None
-            state.stats.loss_history.clear()
-        step, progress = state.phases.schedule_position(step, progress)
-    return learning_rate(step, progress, settings.lr, settings.warmup_steps, settings.min_lr_ratio)
-
-
-def step_gradients(state: TrainState, seq_len: int) -> StepLoss:
-    """One optimizer step's gradients: next-token loss on fresh windows, or the fixed-point model's phase."""
-    settings = state.settings
-    if state.phases is not None:
-        loss = state.phases.step_loss(state.step, seq_len, settings, state.autocast, state.scaler)
-        state.stats.phase = state.phases.label()
-        return loss
-    micro_batches = [state.train_windows.random_batch(state.step, micro, settings.micro_batch_size, seq_len,
-                                                      state.device)
-                     for micro in range(settings.grad_accum_steps)]
-    return accumulate_gradients(state.model, micro_batches, state.autocast, state.scaler, state.context)
 
 
 def skip_bad_step(state: TrainState, problem: str) -> None:
@@ -120,7 +104,7 @@ def skip_bad_step(state: TrainState, problem: str) -> None:
     counters.step += 1
 
 
-def log_step(state: TrainState) -> None:
+def log_step(state: TrainState, objective: Objective) -> None:
     """A metrics row and a log line: this step's loss, tokens/sec over the interval, MFU and memory."""
     stats = state.stats
     stats.tokens_per_second = state.throughput.take()
@@ -128,10 +112,10 @@ def log_step(state: TrainState) -> None:
     if state.peak_flops:
         stats.mfu = state.flops_per_token * stats.tokens_per_second / state.context.world_size / state.peak_flops
     stats.memory_bytes = peak_memory_bytes(state.device)
-    phase = state.phases.row() if state.phases is not None else {}
     state.metrics.write({"step": state.step, "train_loss": state.last_loss, "lr": stats.lr,
                          "tokens_per_second": stats.tokens_per_second, "elapsed": stats.elapsed,
-                         "tokens": stats.tokens_seen, **phase})
+                         "tokens": stats.tokens_seen, **({"mfu": stats.mfu} if stats.mfu is not None else {}),
+                         **objective.log_row()})
     state.display.log(stats)
 
 

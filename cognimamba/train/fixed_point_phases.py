@@ -1,4 +1,5 @@
-"""model.arch = fixed_point: its two training phases, inside the same loop, schedule and checkpoints as any run.
+"""model.arch = fixed_point: its two training phases, inside the same loop, schedule and checkpoints as any run
+(the loop reaches them through the `FixedPoint` objective, train/objectives.py).
 
 Phase 1 (the first model.fixed_point_phase1_fraction of training, by steps or by the clock) trains the embedding
 and the context updater so that passes agree: pass 1 observes, each later pass is pulled towards the one before
@@ -30,6 +31,7 @@ from cognimamba.train.display import TrainingDisplay
 from cognimamba.train.distributed import DistributedContext
 from cognimamba.train.loggers import MetricsLog
 from cognimamba.train.options import TrainOptions
+from cognimamba.train.schedule import SchedulePosition
 from cognimamba.train.step import StepLoss
 
 SUCCESS_RATE = 0.95  # the design's bar for phase 1: this share of tokens settled under the threshold
@@ -50,18 +52,22 @@ class FixedPointPhases:
         self.fixed_point_loss = 0.0
 
     def begin_step(self, step: int, progress: float, optimizer: torch.optim.Optimizer, display: TrainingDisplay,
-                   metrics: MetricsLog) -> None:
-        """Moves to phase 2 when training has come that far (also right after resuming past the switch)."""
+                   metrics: MetricsLog) -> bool:
+        """Moves to phase 2 when training has come that far (also right after resuming past the switch); True
+        when it did so now."""
         if self.phase == 1 and progress >= self.fraction:
             self.start_phase2(step, optimizer, display, metrics)
+            return True
+        return False
 
-    def schedule_position(self, step: int, progress: float) -> tuple[int, float]:
+    def schedule_position(self, step: int, progress: float) -> SchedulePosition:
         """(step, progress) within the current phase, for its own warmup and decay."""
         if self.phase == 1:
-            return step, progress / self.fraction if self.fraction > 0 else 1.0
+            return SchedulePosition(step, progress / self.fraction if self.fraction > 0 else 1.0)
         assert self.contexts is not None
         span = 1.0 - self.fraction
-        return step - self.contexts.first_step, (progress - self.fraction) / span if span > 0 else 1.0
+        return SchedulePosition(step - self.contexts.first_step,
+                                (progress - self.fraction) / span if span > 0 else 1.0)
 
     def start_phase2(self, step: int, optimizer: torch.optim.Optimizer, display: TrainingDisplay,
                      metrics: MetricsLog) -> None:

@@ -2,7 +2,7 @@
 its own and the Newton-Schulz iteration in a chosen dtype.
 
 torch.optim.Muon runs Newton-Schulz in bf16 always, which a CPU without native bf16 emulates slowly (figures in
-benchmarks/README.md, "Muon's Newton-Schulz step"); here the dtype is a setting. With bf16 and no blocks the
+benchmarks/RESULTS.md, "Muon's Newton-Schulz step"); here the dtype is a setting. With bf16 and no blocks the
 step is torch's own, bit for bit (tests/train/test_optim.py checks it).
 
 A fused weight (attention's q/k/v rows, the MLP's gate/up rows, Mamba-2's z/x/B/C/dt rows) is several linear
@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)  # torch.optim.Muon's (Keller Jordan's quintic)
-ADJUST_LR_CHOICES = ("match_rms_adamw", "original")
 
 
 def newton_schulz(update: Tensor, dtype: torch.dtype, steps: int = 5,

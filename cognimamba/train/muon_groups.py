@@ -25,9 +25,8 @@ class MuonSplit:
 
 def fused_row_blocks(name: str, config: ModelConfig) -> tuple[int, ...] | None:
     """The row counts of the maps a fused weight stacks (q/k/v, gate/up, Mamba-2's z/x/B/C/dt), else None."""
-    kv_dim = config.n_kv_heads * config.head_dim
     if name.endswith("attention.qkv.weight"):
-        return (config.dim, kv_dim, kv_dim)
+        return (config.q_dim, config.kv_dim, config.kv_dim)
     if name.endswith("mlp.gate_up.weight"):
         return (config.ffn_dim, config.ffn_dim)
     if name.endswith("mamba.in_proj.weight"):

@@ -1,20 +1,22 @@
-"""A scripted ReplySource for chat tests: replies are given text, streamed a few characters at a time."""
+"""A scripted model for chat and server tests: replies are given text, streamed a few characters at a time."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
+from cognimamba.chat.sources import LocalSource
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decode_step import GenerationStats, TokenChoice
+from cognimamba.inference.decoding import TextModel
 
 # What the scripted "model" says of each chunk it streams, when asked (top_alternatives): the chunk had
 # probability 0.5, the four others below it, and 0.1 is left for the rest of the vocabulary.
 SCRIPTED_ALTERNATIVES = (("a", 0.2), ("b", 0.1), ("c", 0.06), ("d", 0.04))
 
 
-class ScriptedSource:
-    """Implements chat.session.ReplySource without a model, so tests choose exactly what the "model" says.
+class ScriptedModel(TextModel):
+    """A `TextModel` without a model, so tests choose exactly what the "model" says (serve's tests use it).
 
     `replies` is a list (one per generation, the last one repeats) or a function of the prompt. With
     `pause_after=N` the stream stops after N chunks until `resume` is set or the reply is cancelled, so
@@ -36,7 +38,6 @@ class ScriptedSource:
         self.resume = threading.Event()
         self._context_length = context_length
         self._stats = GenerationStats()
-        self.top_alternatives = 0  # like ChatModel's: > 0 fills stats.token_choices
 
     @property
     def context_length(self) -> int:
@@ -75,3 +76,41 @@ class ScriptedSource:
             if self.top_alternatives:
                 stats.token_choices.append(TokenChoice(chunk, 0.5, ((chunk, 0.5), *SCRIPTED_ALTERNATIVES)))
             yield chunk
+
+
+class ScriptedSource(LocalSource):
+    """A chat's `ReplySource` for a `ScriptedModel`: chats are rendered to ChatML for it as for a run, so
+    `prompts` holds exactly what a real model would have been given."""
+
+    def __init__(self, replies: list[str] | Callable[[str], str], context_length: int = 4096, chunk: int = 4,
+                 pause_after: int | None = None) -> None:
+        super().__init__(ScriptedModel(replies, context_length, chunk, pause_after))
+        self.model: ScriptedModel
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.model.prompts
+
+    @property
+    def options(self) -> list[GenerationConfig]:
+        return self.model.options
+
+    @property
+    def stops(self) -> list[list[str]]:
+        return self.model.stops
+
+    @property
+    def paused(self) -> threading.Event:
+        return self.model.paused
+
+    @property
+    def resume(self) -> threading.Event:
+        return self.model.resume
+
+    @property
+    def pause_after(self) -> int | None:
+        return self.model.pause_after
+
+    @pause_after.setter
+    def pause_after(self, chunks: int | None) -> None:
+        self.model.pause_after = chunks

@@ -54,6 +54,26 @@ def test_chats_and_messages_round_trip(tmp_path: Path):
             store.get_chat(12345)
 
 
+def test_search_finds_chats_by_title_or_any_message_ignoring_case(tmp_path: Path):
+    with HistoryStore(tmp_path / "h.db") as store:
+        dogs = store.create_chat("About dogs")
+        store.append_message(dogs, Message("user", "Tell me about the WOLF"))
+        clouds = store.create_chat("Lieder")
+        store.append_message(clouds, Message("assistant", "Über den Wolken: 100% sure_thing"))
+        empty = store.create_chat("Empty")
+
+        def found(query: str) -> list[int]:
+            return [record.id for record in store.search_chats(query)]
+
+        assert found("wolf") == [dogs] and found("DOGS") == [dogs]
+        assert found("über") == [clouds] and found("ÜBER DEN") == [clouds]  # beyond ASCII, as str.casefold
+        assert found("o") == [clouds, dogs]  # newest activity first, like list_chats
+        assert found("100%") == [clouds] and found("0%s") == [] and found("e_t") == [clouds]  # % and _ are text
+        assert found("e%") == [] and found("_") == [clouds]
+        assert found("  ") == [empty, clouds, dogs] and found("cat") == []
+        assert store.search_chats("wolf")[0].message_count == 1
+
+
 def test_store_uses_wal_and_the_per_user_data_dir(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("COGNI_HOME", str(tmp_path / "home"))
     assert default_history_path() == tmp_path / "home" / "data" / "history.sqlite3"

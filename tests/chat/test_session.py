@@ -21,6 +21,7 @@ from cognimamba.chat.session import (
     settings_from_dict,
     settings_with,
 )
+from cognimamba.chat.sources import LocalSource
 from cognimamba.chat.tools import ToolBox
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
@@ -32,8 +33,9 @@ CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\
 
 
 @pytest.fixture(scope="module")
-def chat_model(tiny_run):
-    return ChatModel.from_run(load_run(tiny_run))
+def chat_model(tiny_run) -> LocalSource:
+    """The tiny run as a chat talks to it: ChatML rendered here, then decoded."""
+    return LocalSource(ChatModel.from_run(load_run(tiny_run)))
 
 
 def kinds(events):
@@ -51,6 +53,7 @@ def test_reply_streams_and_records_the_message():
                                                    {"role": "user", "content": "hi"}], add_generation_prompt=True)]
     options = source.options[0]
     assert (options.temperature, options.max_new_tokens, source.stops[0]) == (0.0, 20, ["<|im_start|>"])
+    assert events[-1].prompt == source.prompts[0]  # what the token inspector shows: the prompt as the model got it
     assert [m.role for m in session.messages] == ["user", "assistant"]
     assert session.messages[-1].content == "Hello **there**, friend."
 
@@ -63,7 +66,7 @@ def test_real_model_reply_and_stats(chat_model):
     assert isinstance(finished, ReplyFinished)
     assert finished.message.content == "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
     assert finished.stats.generated_tokens <= 12
-    assert finished.prompt_tokens == chat_model.count_tokens(render_conversation(
+    assert finished.prompt_tokens == chat_model.model.count_tokens(render_conversation(
         [{"role": "user", "content": "Once upon a time"}], add_generation_prompt=True))
     assert finished.message.meta["generated_tokens"] == finished.stats.generated_tokens
 
@@ -74,9 +77,9 @@ def test_turn_token_counts_add_up(chat_model):
                 {"role": "assistant", "content": " Fine!\n\nThanks.", "tool_calls": [{"name": "f", "arguments": {}}]},
                 {"role": "tool", "content": '{"ok": true}'}, {"role": "user", "content": "\n  spaces  "}]
     system = [{"role": "system", "content": "You are a cat."}]
-    whole = chat_model.count_tokens(render_conversation(system + messages, add_generation_prompt=True))
-    parts = chat_model.count_tokens(render_conversation(system, add_generation_prompt=True))
-    parts += sum(chat_model.count_tokens(render_conversation([m])) for m in messages)
+    whole = chat_model.model.count_tokens(render_conversation(system + messages, add_generation_prompt=True))
+    parts = chat_model.model.count_tokens(render_conversation(system, add_generation_prompt=True))
+    parts += sum(chat_model.model.count_tokens(render_conversation([m])) for m in messages)
     assert whole == parts
 
 
@@ -88,9 +91,10 @@ def test_context_overflow_drops_oldest_turns_but_keeps_the_system_prompt(chat_mo
     session.add_user("And the last one?")
     plan = session.plan_prompt(chat_model)
     assert plan.dropped_messages > 0 and plan.dropped_messages % 2 == 0  # whole turns only
-    assert plan.text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
-    assert plan.text.endswith("<|im_start|>user\nAnd the last one?<|im_end|>\n<|im_start|>assistant\n")
-    assert plan.tokens == chat_model.count_tokens(plan.text) <= context - 8
+    prompt = chat_model.render(plan.messages, plan.tools)
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
+    assert prompt.endswith("<|im_start|>user\nAnd the last one?<|im_end|>\n<|im_start|>assistant\n")
+    assert plan.tokens == chat_model.model.count_tokens(prompt) <= context - 8
     events = list(session.reply(chat_model))
     assert isinstance(events[0], ContextTrimmed) and events[0].dropped_messages == plan.dropped_messages
     assert "system prompt is kept" in events[0].describe()

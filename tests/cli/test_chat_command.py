@@ -20,7 +20,9 @@ import torch
 from tokenizers import Tokenizer
 
 from cognimamba.chat.history import HistoryStore
+from cognimamba.chat.options import SourceOptions
 from cognimamba.chat.session import ChatSession
+from cognimamba.chat.sources import LocalSource
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decoding import ChatModel
 from cognimamba.model.tokenizer import SPECIAL_TOKENS
@@ -38,7 +40,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 def library_reply(run: Path, text: str, max_new_tokens: int) -> str:
     session = ChatSession(settings=GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens))
     session.add_user(text)
-    list(session.reply(ChatModel.from_run(load_run(run))))
+    list(session.reply(LocalSource(ChatModel.from_run(load_run(run)))))
     return session.messages[-1].content
 
 
@@ -85,7 +87,7 @@ def test_prompt_from_stdin_streams_text(tiny_run, env):
     assert result.returncode == 0, result.stderr
     session = ChatSession("You tell stories.", GenerationConfig(temperature=0.0, max_new_tokens=10))
     session.add_user("The little dog")
-    list(session.reply(ChatModel.from_run(load_run(tiny_run))))
+    list(session.reply(LocalSource(ChatModel.from_run(load_run(tiny_run)))))
     assert result.stdout.strip() == session.messages[-1].content
     assert "tok/s" in result.stderr and "context" in result.stderr
 
@@ -94,7 +96,7 @@ def test_prompt_from_stdin_streams_text(tiny_run, env):
 @pytest.mark.parametrize(("args", "message"), [
     (["chat", "{missing}", "--prompt", "hi"], "run dir not found"),
     (["chat", "{broken}", "--history-db", "{db}"], "truncated or corrupted safetensors"),
-    (["chat", "{run}", "--prompt", "hi", "--top-p", "3"], "--top-p = 3.0 is too large"),
+    (["chat", "{run}", "--prompt", "hi", "--top-p", "3"], "--top-p: generation.top_p = 3.0 is too large"),
 ])
 def test_mistakes_are_one_red_line_before_anything_opens(tiny_run, tmp_path, env, args, message):
     broken = tmp_path / "broken"
@@ -119,7 +121,8 @@ def test_option_mistakes_fail_before_loading(tiny_run, tmp_path):
     bad_tools.write_text("{nope")
     for args, message in [(["--json"], "--json needs --prompt"), (["--prompt", "hi", "--plain"], "do not go together"),
                           (["--prompt", "hi", "--tools", str(bad_tools)], "not valid JSON"),
-                          (["--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens = 0 is too small")]:
+                          (["--prompt", "hi", "--max-new-tokens", "0"],
+                           "--max-new-tokens: generation.max_new_tokens = 0 is too small")]:
         result = CliRunner().invoke(app, ["chat", str(tiny_run), *args])
         assert message in str(result.exception), (args, result.output)
 
@@ -130,12 +133,14 @@ def test_a_vanishing_temperature_fails_before_loading(tiny_run):
     from cognimamba.cli.app import app
 
     result = CliRunner().invoke(app, ["chat", str(tiny_run), "--prompt", "hi", "--temperature", "1e-40"])
-    assert "--temperature = 1e-40 is too small" in str(result.exception), result.output
+    assert "--temperature: generation.temperature = 1e-40 is too small" in str(result.exception), result.output
 
 
-def test_check_run_catches_broken_runs_cheaply(tiny_run, tmp_path):
-    from cognimamba.cli.commands.chat import check_run
+def test_a_broken_run_is_caught_before_it_loads(tiny_run, tmp_path):
     from cognimamba.errors import CogniError
+
+    def check_run(run: Path) -> None:
+        SourceOptions(run).check()
 
     check_run(tiny_run)
     partial = tmp_path / "partial"

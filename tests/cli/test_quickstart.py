@@ -22,6 +22,8 @@ def test_chat_quickstart_trains_evaluates_and_prints_the_chat_command(tmp_path: 
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["max_seq_len"] == 512  # room for the tool definitions and a few turns
     assert config["data_meta"]["sources"][0]["label"] == "synthetic-chat"
+    report = (run / "report.md").read_text()  # the report card, with the chat eval saved beside the run for it
+    assert "| turn-taking |" in report and "## Sample (greedy, chat)" in report
     # The printed check command works as printed.
     held_out = next((Path(tmp_path / "home") / "cache" / "quickstart").glob("chat-held-out-*.jsonl"))
     checked = run_cli("test-model", str(run), "--chat-eval", str(held_out), "--json", env=env)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -29,6 +30,26 @@ def test_serve_without_the_extra_names_the_pip_command(monkeypatch, capsys, tmp_
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
     code, err = run_main(monkeypatch, capsys, "serve", str(tmp_path))
     assert code == 1 and "pip install 'cognimamba[serve]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_queue_size_bounds_the_admitted_requests_and_the_old_name_still_works(monkeypatch, capsys, tmp_path: Path):
+    admitted = []
+    monkeypatch.setattr("cognimamba.runs.layout.check_run_path", lambda run: run)
+    monkeypatch.setattr("cognimamba.runs.loading.check_run", lambda run: run)
+    monkeypatch.setattr("cognimamba.serve.engine.load_served_model",
+                        lambda *args: SimpleNamespace(name="m", context_length=64, parallel=2))
+    monkeypatch.setattr("cognimamba.serve.app.create_app",
+                        lambda model, settings: admitted.append(settings.max_concurrency))
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    for option, expected in (([], 16), (["--queue-size", "5"], 5), (["--max-concurrency", "7"], 7)):
+        code, err = run_main(monkeypatch, capsys, "serve", str(tmp_path), *option)
+        assert code == 0, err
+        assert admitted.pop() == expected
+    monkeypatch.setattr(sys, "argv", ["cogni", "serve", "--help"])
+    with pytest.raises(SystemExit):
+        main()
+    shown = capsys.readouterr().out
+    assert "--queue-size" in shown and "--max-concurrency" not in shown  # the old name is hidden
 
 
 def test_chat_takes_a_run_or_a_url(monkeypatch, capsys, tmp_path: Path):

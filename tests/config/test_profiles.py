@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from cognimamba.config.profiles import BUDGET_GIB, GIB, PROFILES, estimate_memory, get_profile, parameter_counts
+from cognimamba.config.profiles import (
+    BUDGET_GIB,
+    GIB,
+    PROFILES,
+    estimate_memory,
+    get_profile,
+    parameter_counts,
+    preset_on_profile,
+)
 from cognimamba.model.transformer import Transformer, num_parameters
 from tests.conftest import run_cli
 
@@ -66,3 +74,23 @@ def test_config_command_writes_toml(tmp_path) -> None:
     assert config.profile == "6gb" and config.train.lr == pytest.approx(1e-4)
     printed = run_cli("config", "--profile", "cpu")
     assert "[model]" in printed.stdout and "dim = " in printed.stdout
+
+
+def test_gemma3_270m_is_a_named_model_with_its_memory_on_each_gpu_profile() -> None:
+    """268M parameters, 168M of them the 262k-token embedding: AdamW's fp32 state alone is over 4 GB. With a
+    tokenizer of 32k tokens (a run takes the vocabulary of the one it trains with) the 4 GB card fits it too."""
+    config = get_profile("gemma3-270m")
+    assert config.profile == "gemma3-270m" and config.model.family == "gemma3"
+    assert parameter_counts(config.model) == (268_098_176, 100_326_016)
+    with torch.device("meta"):
+        model = Transformer(config.model)
+    assert num_parameters(model) == parameter_counts(config.model)
+    assert preset_on_profile("gemma3-270m", "4gb") is None
+    for name, budget in BUDGET_GIB.items():
+        for vocab_size in (None, 32_000):
+            fitted = preset_on_profile("gemma3-270m", name, vocab_size)
+            if fitted is None:
+                continue
+            assert estimate_memory(fitted, on_gpu=True).total <= budget * GIB
+            assert fitted.model.max_seq_len >= 256 and fitted.model.head_dim == 256
+    assert preset_on_profile("gemma3-270m", "4gb", vocab_size=32_000) is not None

@@ -9,15 +9,7 @@ import numpy as np
 import pytest
 
 from cognimamba.chat.format import render_conversation, render_segments
-from cognimamba.data.chat_sources import (
-    Conversation,
-    from_alpaca,
-    from_glaive,
-    from_messages,
-    from_sharegpt,
-    iter_conversations,
-    resolve_chat_source,
-)
+from cognimamba.data.chat_sources import Conversation, iter_conversations, resolve_chat_source
 from cognimamba.data.data_dir import DataDir
 from cognimamba.data.loader import TokenWindows
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, encode_conversation, mix, parse_mix, prepare_chat
@@ -110,38 +102,6 @@ def test_segments_boundaries_match_token_boundaries(tokenizer_path: Path) -> Non
         assert set(mask[position:position + count]) == {int(trained)}
         position += count
     assert position == len(ids)
-
-
-def test_record_formats_convert_to_the_same_conversation() -> None:
-    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
-    sharegpt = from_sharegpt({
-        "conversations": [{"from": "human", "value": "Weather in Paris?"},
-                          {"from": "function_call", "value": json.dumps(call)},
-                          {"from": "observation", "value": '{"temp_c": 18}'},
-                          {"from": "gpt", "value": "It is 18°C in Paris."}],
-        "tools": json.dumps([WEATHER])})
-    messages = from_messages({
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
-                     {"role": "assistant", "content": None, "tool_calls": [
-                         {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-                     {"role": "tool", "content": '{"temp_c": 18}'},
-                     {"role": "assistant", "content": "It is 18°C in Paris."}],
-        "tools": [{"type": "function", "function": WEATHER}]})
-    glaive = from_glaive({
-        "system": "SYSTEM: You are a helpful assistant with access to the following functions. Use them if "
-                  "required -\n" + json.dumps(WEATHER, indent=4) + "\n",
-        "chat": "USER: Weather in Paris?\n\n\nASSISTANT: <functioncall> {\"name\": \"get_weather\", \"arguments\": "
-                "'{\"city\": \"Paris\"}'} <|endoftext|>\n\n\nFUNCTION RESPONSE: {\"temp_c\": 18}\n\n\n"
-                "ASSISTANT: It is 18°C in Paris. <|endoftext|>\n\n\n"})
-    expected = render_conversation(TOOL_CONVERSATION.messages[1:], [WEATHER])
-    for conversation in (sharegpt, messages, glaive):
-        assert render_conversation(conversation.messages, conversation.tools) == expected
-
-    alpaca = from_alpaca({"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"})
-    assert alpaca.messages == [{"role": "user", "content": "Add the numbers.\n\n2 and 3"},
-                               {"role": "assistant", "content": "5"}]
-    dolly = from_alpaca({"instruction": "Name a color.", "context": "", "response": "Blue."})
-    assert dolly.messages[-1] == {"role": "assistant", "content": "Blue."}
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 from cognimamba.chat.format import render_conversation
 from cognimamba.config.schema import ModelConfig
 from cognimamba.data.conversation import Conversation
-from cognimamba.data.synthetic_chat import write_conversations
+from cognimamba.data.synthetic.chat import write_conversations
 from cognimamba.evaluation.chat_eval import RunCompletions, chat_eval, fit_prompt, reply_text, takes_turn
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, IM_START, decode, encode, load_tokenizer
 from tests.conftest import run_cli

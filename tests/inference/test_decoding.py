@@ -203,6 +203,11 @@ def test_chat_model_counts_and_streams(loaded):
     assert model.count_tokens("Once upon a time") == len(encode(loaded.tokenizer, "Once upon a time"))
     text = "".join(model.stream("Once upon a time", GenerationConfig(temperature=0.0, max_new_tokens=8)))
     assert text and model.stats.generated_tokens <= 8
+    model.warm_up()  # TextModel's whole surface, without asking what the model can do
+    assert model.notice is None and model.top_alternatives == 0
+    model.close()
+    model.close()
+    assert "".join(model.stream("Once upon a time", GenerationConfig(temperature=0.0, max_new_tokens=8))) == text
 
 
 def test_token_choices_are_the_models_probabilities_on_request(loaded):

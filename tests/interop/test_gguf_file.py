@@ -70,7 +70,7 @@ def test_gguf_round_trip_is_exact(gguf_run: Path, tmp_path: Path, dtype: str) ->
         assert values.dtype == want.dtype, name
         assert torch.equal(values, want), name
     # Spot-check the mapping against the model itself: layer 1's k rows and v weights.
-    kv_dim = config.n_kv_heads * config.head_dim
+    kv_dim = config.kv_dim
     qkv = run.model.layers[1].attention.qkv.weight.detach()
     k_stored = unpermute_rope_rows(read_tensor(stored["blk.1.attn_k.weight"]).float(), config.n_kv_heads)
     assert torch.equal(k_stored, qkv[config.dim:config.dim + kv_dim].to(TORCH_DTYPES[dtype]).float())
@@ -84,7 +84,7 @@ def test_gguf_round_trip_is_exact(gguf_run: Path, tmp_path: Path, dtype: str) ->
     assert field(reader, "llama.feed_forward_length") == config.ffn_dim
     assert field(reader, "llama.attention.head_count") == config.n_heads
     assert field(reader, "llama.attention.head_count_kv") == config.n_kv_heads
-    assert field(reader, "llama.rope.dimension_count") == config.head_dim
+    assert field(reader, "llama.rope.dimension_count") == config.attention_head_dim
     assert field(reader, "llama.rope.freq_base") == pytest.approx(config.rope_theta)
     assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(config.norm_eps)
     assert field(reader, "tokenizer.ggml.model") == "gpt2"
@@ -274,3 +274,46 @@ def test_cli_gguf_export_and_errors(gguf_run: Path, tmp_path: Path) -> None:
     result = run_cli("export", str(qk), "--format", "gguf", "--out", str(tmp_path / "qk.gguf"))
     assert result.returncode == 2 and "qk_norm" in result.stderr
     assert not (tmp_path / "qk.gguf").exists()
+
+
+GGUF_FAMILIES = {"qwen2": ["model.family=qwen2"], "qwen3": ["model.family=qwen3", "model.head_dim=32"],
+                 "gemma3": ["model.family=gemma3", "model.n_layers=6", "model.sliding_window=8",
+                            "model.attention_scale=16"]}
+
+
+@pytest.mark.parametrize("family", list(GGUF_FAMILIES))
+def test_each_family_is_written_as_llama_cpp_s_own_architecture(family: str, tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", *GGUF_FAMILIES[family], seed=4)
+    run = load_run(run_dir)
+    reader = gguf.GGUFReader(export_gguf(run_dir, tmp_path / "model.gguf"))
+    config = run.config.model
+    assert field(reader, "general.architecture") == family
+    assert field(reader, f"{family}.attention.key_length") == config.attention_head_dim
+    assert field(reader, f"{family}.rope.freq_base") == pytest.approx(config.rope_theta)
+    stored = {tensor.name: read_tensor(tensor) for tensor in reader.tensors}
+    hf = to_hf_state_dict(model_state(run.model), config)
+    # halves-rotating RoPE as ours: q and k go in unpermuted
+    assert torch.equal(stored["blk.1.attn_q.weight"], hf["model.layers.1.self_attn.q_proj.weight"])
+    if family == "gemma3":
+        assert field(reader, "gemma3.attention.sliding_window") == 8
+        assert torch.equal(stored["output_norm.weight"], hf["model.norm.weight"] + 1)  # llama.cpp scales by w
+
+
+@pytest.mark.parametrize("family", list(GGUF_FAMILIES))
+def test_llama_cpp_decodes_each_family_s_greedy_tokens(family: str, tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (optional check)")
+    run_dir = make_run(tmp_path / "run", *GGUF_FAMILIES[family], seed=4)
+    run = load_run(run_dir)
+    path = export_gguf(run_dir, tmp_path / "model.gguf", dtype="f32")
+    llm = llama_cpp.Llama(str(path), n_ctx=64, type_k=0, type_v=0, flash_attn=False, verbose=False, seed=0)
+    try:
+        ids = encode(run.tokenizer, PROMPTS[0])
+        expected = greedy_ids(run.model, ids, 16)
+        decoded: list[int] = []
+        for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+            if len(decoded) == len(expected):
+                break
+            decoded.append(token)
+        assert decoded == expected
+    finally:
+        llm.close()

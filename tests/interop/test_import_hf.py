@@ -35,8 +35,11 @@ def test_import_of_an_export_is_identical(tmp_path: Path) -> None:
     assert "lacked" not in result.stderr  # our own tokenizer already has every special token
 
     ours, back = load_run(original), load_run(tmp_path / "imported")
-    # Dropout is a training setting the HF config does not carry; an import starts from the cpu preset's.
-    assert back.config.model == dataclasses.replace(ours.config.model, dropout=back.config.model.dropout)
+    # Dropout is a training setting the HF config does not carry; an import starts from the cpu preset's. A run
+    # without a family is a Llama, and imports back as one by name.
+    assert back.config.model.family == "llama"
+    assert back.config.model == dataclasses.replace(ours.config.model, dropout=back.config.model.dropout,
+                                                    family="llama")
     assert back.tokenizer.to_str() == ours.tokenizer.to_str()
     assert (back.config.generation.temperature, back.config.generation.top_k) == (0.5, 7)
     assert back.info["imported_from"] == str((tmp_path / "hf").resolve())
@@ -114,11 +117,11 @@ def test_unsupported_checkpoints_are_refused_by_name(tmp_path: Path) -> None:
     transformers.LlamaForCausalLM(config).save_pretrained(llama)
     plain_bpe(280).save(str(llama / "tokenizer.json"))
     hf_config = json.loads((llama / "config.json").read_text())
-    hf_config["rope_scaling"] = {"rope_type": "linear", "factor": 2.0}
-    hf_config["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    hf_config["rope_scaling"] = {"rope_type": "yarn", "factor": 2.0}
+    hf_config["rope_parameters"] = {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}
     (llama / "config.json").write_text(json.dumps(hf_config))
     result = run_cli("import-hf", str(llama), "--out", str(tmp_path / "b"))
-    assert result.returncode == 2 and "RoPE scaling" in result.stderr
+    assert result.returncode == 2 and "RoPE scaling of type 'yarn'" in result.stderr
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()

@@ -199,7 +199,7 @@ def test_activation_estimate_covers_what_a_mamba_layer_saves(sizes: dict) -> Non
     config = ModelConfig(**{"dim": 256, "ffn_dim": 688, "n_layers": 1, "layer_pattern": "M", **sizes})
     block = MambaBlock(config, 0).train()
     x = torch.randn(2, 128, config.dim, requires_grad=True)
-    rope = torch.ones(128, 1, config.head_dim)
+    rope = torch.ones(128, 1, config.attention_head_dim)
     measured = saved_bytes_per_token(block, x, rope, rope, None)
     estimated = mamba_layer_activation_bytes(config, act_bytes=4)
     assert measured <= estimated <= 1.25 * measured

@@ -1,14 +1,16 @@
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import (
     LITERAL_MARK,
     SPECIAL_TOKENS,
+    control_tokens,
     decode,
     encode,
     encode_plain,
@@ -120,3 +122,29 @@ def test_literal_round_trips_and_keeps_every_spelling_plain(text_parts: list[str
     text = "".join(text_parts)
     assert unmark(literal(text)) == text
     assert split_controls(literal(text)) == [text]
+
+
+def test_an_imported_tokenizers_own_control_tokens_split_only_where_unmarked(tokenizer) -> None:
+    """A Llama 3 template's <|start_header_id|> is a control id; the same spelling from a message is text. A special
+    token of a shape `literal` does not know ([INST]) is never a control id, and a control held as a plain added
+    token (Qwen's <tool_call>) is text when marked."""
+    imported = Tokenizer.from_str(tokenizer.to_str())
+    imported.add_special_tokens([AddedToken(token, special=True, normalized=False)
+                                 for token in ("<|start_header_id|>", "<|eot_id|>", "[INST]")])
+    imported.add_tokens([AddedToken("<think>", special=False, normalized=False)])
+    assert control_tokens(imported) == {"<|start_header_id|>", "<|eot_id|>", *SPECIAL_TOKENS}
+    header, eot = imported.token_to_id("<|start_header_id|>"), imported.token_to_id("<|eot_id|>")
+    message = "hi <|start_header_id|> [INST] <|eot_id|> <think>"
+    ids = encode(imported, f"<|start_header_id|>user{literal(message)}<|eot_id|>")
+    assert [i for i in ids if i in (header, eot)] == [header, eot]
+    assert imported.token_to_id("[INST]") not in ids and imported.token_to_id("<think>") in ids  # as transformers
+    assert decode(imported, ids) == f"<|start_header_id|>user{message}<|eot_id|>"
+    assert encode(imported, "[INST] hi") == plain_reference(imported, "[INST] hi")
+    # marked, a control held as a plain added token is text; unmarked, it is its id
+    tool_call = imported.token_to_id("<tool_call>")
+    state = json.loads(tokenizer.to_str())
+    for entry in state["added_tokens"]:
+        entry["special"] = entry["content"] != "<tool_call>"
+    qwen_like = Tokenizer.from_str(json.dumps(state))
+    assert encode(qwen_like, "<tool_call>") == [tool_call]
+    assert tool_call not in encode(qwen_like, literal("<tool_call>"))

@@ -1,8 +1,20 @@
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from cognimamba.config.schema import ModelConfig
-from cognimamba.model.transformer import KVCache, Transformer, apply_rope, num_parameters, rope_tables
+from cognimamba.config.profiles import parameter_counts
+from cognimamba.config.schema import ModelConfig, apply_family
+from cognimamba.model.transformer import (
+    KVCache,
+    SlotStep,
+    Transformer,
+    apply_rope,
+    num_parameters,
+    rope_inverse_frequencies,
+    rope_tables,
+)
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -69,10 +81,21 @@ def test_causality() -> None:
     assert not torch.allclose(a[:, 15:], b[:, 15:])
 
 
-@pytest.mark.parametrize("options", [{}, {"qk_norm": True}, {"sliding_window": 6, "full_attention_every": 2,
-                                                                  "rope_theta_local": 1000.0}])
+def family(name: str, **overrides) -> ModelConfig:
+    """A tiny model of a family's preset, as `--set model.family=NAME` makes one."""
+    config = tiny(**overrides)
+    apply_family(config, name)
+    return dataclasses.replace(config, **overrides)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"qk_norm": True}, {"sliding_window": 6, "full_attention_every": 2, "rope_theta_local": 1000.0},
+    {"family": "qwen2"}, {"family": "qwen3", "head_dim": 16}, {"rope_scaling": "llama3", "rope_scaling_factor": 8.0,
+                                                             "rope_original_max_len": 16},
+    {"family": "gemma3", "sliding_window": 6, "full_attention_every": 3, "head_dim": 12, "attention_scale": 10.0,
+     "rope_scaling": "linear", "rope_scaling_factor": 2.0}])
 def test_kv_cache_equals_full_forward(options: dict) -> None:
-    config = tiny(**options)
+    config = family(options["family"], **options) if "family" in options else tiny(**options)
     model = model_for(config)
     ids = torch.randint(0, 97, (2, 30))
     with torch.no_grad():
@@ -128,3 +151,58 @@ def test_too_long_sequence_is_refused() -> None:
     model = model_for(tiny())
     with pytest.raises(ValueError, match="exceeds max_seq_len"):
         model(torch.zeros((1, 49), dtype=torch.long))
+
+
+def test_default_options_build_the_same_llama() -> None:
+    """The family options at their defaults add nothing: the same parameters, so old runs load unchanged."""
+    names = [name for name, _ in model_for(tiny()).named_parameters()]
+    assert names[:5] == ["tok_embeddings.weight", "layers.0.attention_norm.weight", "layers.0.attention.qkv.weight",
+                         "layers.0.attention.proj.weight", "layers.0.mlp_norm.weight"]
+    assert not any(name.endswith(("bias", "post_norm.weight", "q_norm.weight")) for name in names)
+
+
+def test_gemma_options_build_its_layer() -> None:
+    config = family("gemma3", head_dim=16)
+    model = model_for(config)
+    block = model.layers[0]
+    assert block.attention.qkv.weight.shape == (4 * 16 + 2 * 2 * 16, 32)  # head_dim 16, not dim / n_heads = 8
+    assert block.attention.proj.weight.shape == (32, 64)
+    assert block.attention_post_norm is not None and block.mlp_post_norm is not None
+    # (1 + w) norms start at w = 0: a norm that scales by one, as every other family's starts
+    assert torch.equal(block.attention_post_norm.weight, torch.zeros(32))
+    x = torch.randn(2, 3, 32)
+    torch.testing.assert_close(block.attention_post_norm(x), F.rms_norm(x, (32,), eps=config.norm_eps))
+    torch.testing.assert_close(model.embed(torch.tensor([5])), model.tok_embeddings.weight[5:6] * 32 ** 0.5)
+    assert num_parameters(model) == parameter_counts(config)
+
+
+def test_qwen2_biases_only_q_k_v() -> None:
+    model = model_for(family("qwen2"))
+    assert model.layers[0].attention.qkv.bias.shape == (32 + 2 * 16,)
+    assert model.layers[0].attention.proj.bias is None and not model.layers[0].attention.qkv.bias.any()
+    assert num_parameters(model) == parameter_counts(family("qwen2"))
+
+
+def test_llama3_rope_scaling_keeps_fast_frequencies_and_slows_the_slow() -> None:
+    config = tiny(rope_scaling="llama3", rope_scaling_factor=8.0, rope_original_max_len=64, dim=128)
+    plain = rope_inverse_frequencies(32, 10000.0)
+    scaled = rope_inverse_frequencies(32, 10000.0, config)
+    wavelength = 2 * torch.pi / plain
+    assert torch.equal(scaled[wavelength < 64 / 4], plain[wavelength < 64 / 4])
+    torch.testing.assert_close(scaled[wavelength > 64], plain[wavelength > 64] / 8)
+    linear = rope_inverse_frequencies(32, 10000.0, dataclasses.replace(config, rope_scaling="linear"))
+    torch.testing.assert_close(linear, plain / 8)
+
+
+def test_slot_decoding_of_a_gemma_model_equals_the_full_forward() -> None:
+    """The batching engine's per-row step (embedding scale, sandwich norms, windows) as the plain forward."""
+    config = family("gemma3", sliding_window=5, full_attention_every=2)
+    model = model_for(config)
+    ids = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        full = model(ids)
+        cache = KVCache(config, batch_size=2)
+        model(ids[:, :9], cache=cache, start=0)
+        step = SlotStep(cache, torch.tensor([0, 1]), torch.tensor([9, 9]))
+        logits = model.decode_slots(ids[:, 9:10], step)
+    torch.testing.assert_close(logits, full[:, 9], atol=1e-5, rtol=1e-5)

@@ -72,6 +72,9 @@ def test_an_interrupted_recipe_continues_where_it_stopped(recipe: Path, tmp_path
     assert state["done"] == ["tokenizer", "data", "pretrain", "chat", "eval"]
     assert state["figures"]["pretrain"]["steps"] == 6 and state["figures"]["chat"]["steps"] == 3
     assert json.loads((out / "base" / "trainer_state.json").read_text())["step"] == 6
+    report = (out / "report.md").read_text()  # the recipe's report card: one section per stage, with its time
+    assert "## 3. Pretraining (" in report and "## 5. Chat eval on held-out conversations (" in report
+    assert all("wall_seconds" in figures for figures in state["figures"].values())
     # A run on a time budget trains bf16 where this CPU computes it natively (fp32 elsewhere).
     for stage in ("base", "chat"):
         assert json.loads((out / stage / "config.json").read_text())["train"]["precision"] == budget_cpu_precision()

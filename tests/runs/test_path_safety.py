@@ -136,3 +136,19 @@ def test_an_optimizer_state_with_code_in_it_is_refused(tiny_run: Path, tiny_data
     assert result.returncode == 2, result.stderr
     assert "never arbitrary pickles" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("header_length", [640, 896, 1152, 1408, 19280])  # begin 0x80 0x02..0x05, or "PK"
+def test_safetensors_whose_header_length_looks_like_a_pickle_still_load(tmp_path: Path, header_length: int) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from cognimamba.runs.tensors import read_weights
+
+    path = tmp_path / "model.safetensors"
+    state = {"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    for padding in range(header_length):  # metadata grows the JSON header until its length is the one wanted
+        save_file(state, str(path), metadata={"pad": "x" * padding})
+        if int.from_bytes(path.read_bytes()[:8], "little") >= header_length:
+            break
+    assert int.from_bytes(path.read_bytes()[:8], "little") == header_length
+    assert torch.equal(read_weights(path)["weight"], load_file(str(path))["weight"])

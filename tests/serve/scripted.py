@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.serve.engine import ServedModel
-from tests.chat.scripts import ScriptedSource
+from tests.chat.scripts import ScriptedModel
 
 
-class StoppingScript(ScriptedSource):
-    """ScriptedSource that also honours the stop strings (the decoding engine does; tool_choice "none" uses it)."""
+class StoppingScript(ScriptedModel):
+    """ScriptedModel that also honours the stop strings (the decoding engine does; tool_choice "none" uses it)."""
 
     def stream(self, prompt: str, options: GenerationConfig, cancel: threading.Event | None = None,
                stop: Sequence[str] = ()) -> Iterator[str]:

@@ -48,6 +48,6 @@ def test_requests_past_max_concurrency_get_429_and_queued_ones_finish_in_order()
         wait_until(model.source.paused.is_set, "the first reply to start")
         refused = httpx.post(f"{url}/v1/chat/completions", json=BODY)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-        assert "--max-concurrency" in refused.json()["error"]["message"]
+        assert "--queue-size" in refused.json()["error"]["message"]
         model.source.resume.set()
         assert "[DONE]" in first.read().decode() and "[DONE]" in second.read().decode()

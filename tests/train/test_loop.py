@@ -118,7 +118,7 @@ def test_test_model_json(tiny_run: Path, tmp_path: Path) -> None:
 def test_plot(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("plot", str(tiny_run))
     assert result.returncode == 0, result.stderr
-    assert "train loss" in result.stdout and "|" in result.stdout
+    assert "train loss" in result.stdout and "val loss" in result.stdout and "step" in result.stdout
 
 
 @pytest.mark.slow

@@ -11,14 +11,19 @@ from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from cognimamba.chat.format import ToolCall
-from cognimamba.chat.session import Message, pretty_json
+from cognimamba.chat.session import (
+    ChatEvent,
+    ContextTrimmed,
+    Message,
+    ReplyFinished,
+    ReplyStarted,
+    ToolRan,
+    ToolSkipped,
+    pretty_json,
+)
+from cognimamba.chat.tui.commands import welcome_text
 from cognimamba.chat.tui.inspector import Inspection
 from cognimamba.model.tokenizer import TOOL_CALL
-
-WELCOME = """Type a message and press Enter. The reply streams in; Esc or Ctrl+C stops it.
-
-Up recalls earlier messages · F6 edits your last message · F5 answers again · F7 copies the reply
-F10 shows the reply token by token · F3 system prompt · F4 settings · Ctrl+T tools · F1 all keys"""
 
 CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -55,7 +60,7 @@ class Welcome(Static):
     """What an empty chat says to a new user."""
 
     def __init__(self) -> None:
-        super().__init__(WELCOME, markup=False)
+        super().__init__(welcome_text(), markup=False)
 
 
 class SystemNote(Static):
@@ -185,8 +190,34 @@ class AssistantMessage(Vertical):
 class Conversation(VerticalScroll):
     """The scrolling list of messages; stays pinned to the bottom while a reply streams."""
 
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.streaming: AssistantMessage | None = None  # the reply box text deltas go to
+        self.selected: AssistantMessage | None = None  # chosen with Alt+↑/↓: what copy, inspect and versions act on
+
     def on_mount(self) -> None:
         self.anchor()
+
+    async def append_to_reply(self, text: str) -> None:
+        if text and self.streaming is not None:
+            await self.streaming.append(text)
+
+    async def show_event(self, event: ChatEvent) -> None:
+        """A reply's event other than its text: context trimmed, a new reply box, the reply done, a tool's result."""
+        if isinstance(event, ContextTrimmed):
+            await self.mount(Notice(event.describe(), "warning"))
+        elif isinstance(event, ReplyStarted):
+            self.streaming = AssistantMessage()
+            await self.mount(self.streaming)
+        elif isinstance(event, ReplyFinished) and self.streaming is not None:
+            self.streaming.inspection = Inspection(event.prompt, list(event.stats.token_choices))
+            await self.streaming.finish(event.message)
+        elif isinstance(event, ToolRan | ToolSkipped):
+            block = self.pending_block(event.call.name)
+            if block is not None and isinstance(event, ToolRan):
+                block.set_result(event.result.content, event.result.ok)
+            elif block is not None:
+                block.set_not_run(event.reason)
 
     async def show_messages(self, messages: list[Message], system_prompt: str = "") -> None:
         """Rebuild the pane from saved messages (reopening a chat); an empty chat gets the welcome text."""
@@ -218,6 +249,37 @@ class Conversation(VerticalScroll):
         await self.remove_children(SystemNote)
         if text:
             await self.mount(SystemNote(text), before=0 if self.children else None)
+
+    def finished_replies(self) -> list[AssistantMessage]:
+        return [reply for reply in self.query(AssistantMessage) if reply.message is not None]
+
+    def target_reply(self) -> AssistantMessage | None:
+        """The reply chosen with Alt+↑/↓, or the last finished one."""
+        if self.selected is not None and self.selected.is_attached:
+            return self.selected
+        finished = self.finished_replies()
+        return finished[-1] if finished else None
+
+    def select_reply(self, step: int) -> None:
+        """Move the selection `step` finished replies up (-1) or down (1), from the last one when none is chosen."""
+        replies = self.finished_replies()
+        if not replies:
+            return
+        current = self.target_reply()
+        index = replies.index(current) if current in replies else len(replies)
+        self.selected = replies[max(0, min(len(replies) - 1, index + step))]
+        for reply in replies:
+            reply.set_class(reply is self.selected, "selected")
+        self.selected.scroll_visible()
+
+    def remove_last_turn(self, keep_user_message: bool) -> None:
+        """Take the widgets of the last turn away: from the last user message, or from just after it."""
+        widgets = list(self.children)
+        users = [i for i, widget in enumerate(widgets) if isinstance(widget, UserMessage)]
+        start = users[-1] + (1 if keep_user_message else 0) if users else len(widgets)
+        for widget in widgets[start:]:
+            widget.remove()
+        self.selected = None
 
     def pending_block(self, name: str) -> ToolCallBlock | None:
         """The first call block for `name` still waiting for its result (results arrive in call order)."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cognimamba.cli.commands.common import JsonOption
 from cognimamba.errors import CogniError
-from cognimamba.runs.layout import check_run_path
+
+if TYPE_CHECKING:  # imported by the command itself, so `cogni --help` stays fast
+    from cognimamba.chat.history import HistoryStore
+    from cognimamba.chat.options import ChatOptions
+    from cognimamba.chat.session import ChatSession, ReplySource
+    from cognimamba.chat.tools import ToolBox
 
 
 def chat_command(
@@ -55,10 +59,18 @@ def chat_command(
     model: Annotated[str | None, typer.Option("--model", help="with --url: the model id (default: the server's first)")] = None,
 ) -> None:
     """Chat with a trained model: a full-screen app by default, `--plain` for line mode, `--prompt` for scripts."""
+    from cognimamba.chat.options import ChatOptions, SourceOptions
+
+    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                "repetition_penalty": repetition_penalty, "seed": seed}
+    options = ChatOptions(
+        SourceOptions(run, url, api_key, model, device, compile, weights, threads), prompt=prompt,
+        system=system or "", plain=plain, as_json=as_json,
+        settings={name: value for name, value in settings.items() if value is not None}, stop=tuple(stop or ()),
+        tools_file=tools_file, enable_tools=enable_tools, history_db=history_db, chat_id=chat_id,
+        in_process=in_process)
     try:
-        _chat(run, prompt, system, plain, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
-              tools_file, enable_tools, history_db, chat_id, device, threads, compile, weights, as_json, url, api_key,
-              model, in_process)
+        run_chat(options)
     except CogniError as error:
         if not (as_json and prompt is not None):
             raise
@@ -66,139 +78,66 @@ def chat_command(
         raise typer.Exit(error.exit_code) from None
 
 
-def _chat(run: Path | None, prompt: str | None, system: str | None, plain: bool, max_new_tokens: int | None,
-          temperature: float | None, top_k: int | None, top_p: float | None, repetition_penalty: float | None,
-          seed: int | None, stop: list[str] | None, tools_file: Path | None, enable_tools: bool,
-          history_db: Path | None, chat_id: int | None, device: str, threads: int | None, compile: bool,
-          weights: str | None, as_json: bool, url: str | None, api_key: str | None, model: str | None,
-          in_process: bool = False) -> None:
-    if run is not None and url is None:
-        check_run_path(run)  # a wrong path is told before torch loads
-    from cognimamba.chat.session import ChatSession, settings_with
-    from cognimamba.chat.tools import ToolBox, load_tool_definitions
-    from cognimamba.config.schema import GenerationConfig
+def run_chat(options: ChatOptions) -> None:
+    """Check the options, then answer one --prompt, or chat in lines or full screen (kept in the history)."""
+    options.check()  # a wrong option or RUN is one clear line before the model loads or the app takes the screen
+    tools = options.tools()
+    from cognimamba.chat.history import HistoryStore  # these import torch: only once the options are good
+    from cognimamba.chat.plain import answer_prompt
+    from cognimamba.chat.sources import open_source
 
-    overrides: dict[str, Any] = {name: value for name, value in {
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-        "repetition_penalty": repetition_penalty, "seed": seed}.items() if value is not None}
-    for name, value in overrides.items():  # bad values fail here, before anything loads
-        try:
-            settings_with(GenerationConfig(), {name: value})
-        except CogniError as error:
-            option = "--" + name.replace("_", "-")
-            raise CogniError(str(error).replace(f"settings: generation.{name}", option)
-                             .replace(f"generation.{name}", option)) from None
-    tools = ToolBox(load_tool_definitions(tools_file) if tools_file else [], enabled=enable_tools)
-    if as_json and prompt is None:
-        raise CogniError("--json needs --prompt (it describes one reply)")
-    if prompt is not None and plain:
-        raise CogniError("--prompt and --plain do not go together; --prompt answers one message and exits")
-
-    if (url is None) == (run is None):
-        raise CogniError("give either a RUN dir or --url of an OpenAI-compatible server")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    if url is not None:
-        label = url
-        connect = partial(_connect_remote, url, api_key, model)
-    else:
-        label = str(run)
-        check_run(run)  # a wrong RUN is one clear line before the model loads or the app takes the screen
-        connect = partial(_load_model, run, device, compile, weights=weights, threads=threads)
-    if prompt is not None:
-        text = sys.stdin.read() if prompt == "-" else prompt
-        if not text.strip():
-            raise CogniError("--prompt: the message is empty")
-        source = connect()
-        session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools,
-                              stop=stop)
-        _answer_once(session, source, text.strip(), as_json)
+    if options.prompt is not None:
+        text = options.message(sys.stdin)
+        source = _report(open_source(options.source))
+        answer_prompt(new_session(options, source, tools, stop=True), source, text, options.as_json)
         return
-
+    plain = options.plain
     if not plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
         # A full-screen app needs a terminal on both ends; piped or redirected, line mode is what works.
         sys.stderr.write("not a terminal: using the line-mode chat (--plain)\n")
         plain = True
-    from cognimamba.chat.history import HistoryStore
-
-    history = HistoryStore(history_db)
+    history = HistoryStore(options.history_db)
     if history.notice:
         sys.stderr.write(history.notice + "\n")
     try:
+        if options.chat_id is not None:
+            history.get_chat(options.chat_id)  # a wrong --chat fails before loading
         if plain:
-            _line_chat(connect, label, history, tools, system, overrides, chat_id)
+            _line_chat(options, _report(open_source(options.source)), history, tools)
         else:
-            open_run = None
-            if run is not None:
-                # The app decodes in a child process, so drawing never slows decoding (see _load_model).
-                connect = partial(_load_model, run, device, compile, weights=weights, threads=threads,
-                                  separate_process=not in_process)
-                open_run = partial(_load_model, device=device, compile=compile, report_notice=False, threads=threads,
-                                   separate_process=not in_process)
-            _full_screen(connect, label, history, tools, system, overrides, chat_id, open_run,
-                         None if run is None else run.resolve().parent)
+            _full_screen(options, history, tools)
     finally:
         history.close()
 
 
-def _load_model(run: Path, device: str, compile: bool = False, report_notice: bool = True,
-                weights: str | None = None, threads: int | None = None,
-                separate_process: bool = False):  # -> ChatModel or ModelProcess
-    """The run as a reply source; with `separate_process`, decoding in a child process (the full-screen app:
-    its drawing would otherwise compete with decoding for the interpreter lock)."""
-    from cognimamba.inference.model_process import LoadRequest, ModelProcess  # inside: a fast `cogni --help`
-
-    request = LoadRequest(run, device, compile, weights, threads)
-    source = ModelProcess(request) if separate_process else request.load()
-    source.warm_up()
-    if source.notice and report_notice:
-        sys.stderr.write(source.notice + "\n")
-    return source
-
-
-def _answer_once(session, source, text: str, as_json: bool) -> None:
-    import io
-
-    from cognimamba.chat.controller import ChatController
-    from cognimamba.chat.plain import ReplyPrinter, prompt_json, reply_once
-
-    quiet = io.StringIO()
-    printer = ReplyPrinter(quiet, quiet) if as_json else ReplyPrinter(sys.stdout, sys.stderr)
-    reply_once(ChatController(session), text, source, printer)  # no history: scripts leave none
-    if as_json:
-        sys.stdout.write(json.dumps(prompt_json(printer), ensure_ascii=False) + "\n")
-
-
-def _connect_remote(url: str, api_key: str | None, model: str | None, report_notice: bool = True):  # -> RemoteSource
-    from cognimamba.errors import CogniError
-
-    try:
-        from cognimamba.chat.remote import RemoteSource  # httpx is an optional dependency
-    except ImportError:
-        raise CogniError("`cogni chat --url` needs httpx: pip install 'cognimamba[serve]'") from None
-    source = RemoteSource(url, api_key, model)
-    if source.notice and report_notice:
-        sys.stderr.write(source.notice + "\n")
-    return source
-
-
-def _line_chat(connect: Callable[[], Any], label: str, history, tools, system: str | None,
-               overrides: dict[str, Any], chat_id: int | None) -> None:
-    from cognimamba.chat.controller import ChatController
-    from cognimamba.chat.plain import LineChat
+def new_session(options: ChatOptions, source: ReplySource, tools: ToolBox, stop: bool = False) -> ChatSession:
+    """A new chat with the options' system prompt and settings over the source's defaults (--stop: `stop`)."""
     from cognimamba.chat.session import ChatSession, settings_with
 
-    if chat_id is not None:
-        history.get_chat(chat_id)  # a wrong --chat fails before loading
-    source = connect()
-    session = ChatSession(system or "", settings_with(source.defaults, overrides, "option"), tools)
-    chat = ChatController(session, history, label)
-    if chat_id is not None:
-        chat = ChatController.open(history, chat_id, tools, label)
+    settings = settings_with(source.defaults, options.settings, "option")
+    return ChatSession(options.system, settings, tools, stop=list(options.stop) if stop else None)
+
+
+def _report(source: ReplySource) -> ReplySource:
+    if source.notice:  # e.g. a --compile that fell back to eager decoding
+        sys.stderr.write(source.notice + "\n")
+    return source
+
+
+def _line_chat(options: ChatOptions, source: ReplySource, history: HistoryStore, tools: ToolBox) -> None:
+    from cognimamba.chat.controller import ChatController
+    from cognimamba.chat.plain import LineChat
+
+    label = options.source.label
+    if options.chat_id is None:
+        chat = ChatController(new_session(options, source, tools), history, label)
+    else:
+        chat = ChatController.open(history, options.chat_id, tools, label)
     read_line = input if sys.stdin.isatty() else _read_piped_line
-    LineChat(source, chat, read_line).run()
+    try:
+        LineChat(source, chat, read_line).run()
+    finally:
+        source.close()
 
 
 def _read_piped_line(prompt: str) -> str:
@@ -209,34 +148,28 @@ def _read_piped_line(prompt: str) -> str:
     return line.rstrip("\n")
 
 
-def _full_screen(connect: Callable[..., Any], label: str, history, tools, system: str | None,
-                 overrides: dict[str, Any], chat_id: int | None, open_run: Callable[[Path], Any] | None = None,
-                 runs_folder: Path | None = None) -> None:
+def _full_screen(options: ChatOptions, history: HistoryStore, tools: ToolBox) -> None:
+    from cognimamba.chat.sources import open_source
     from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
-    from cognimamba.errors import CogniError
 
-    if chat_id is not None:
-        history.get_chat(chat_id)
-    # The app shows the load notice itself: stderr is under the full screen.
-    app = ChatApp(lambda: connect(report_notice=False), history, run_label=label,
-                  tools=tools, defaults=NewChatDefaults(system or "", overrides), chat_id=chat_id,
-                  open_run=open_run, runs_folder=runs_folder)  # the run picker lists the runs next to this one
+    # The app decodes a run in a child process, so drawing never slows decoding (chat/sources.open_source);
+    # it shows the load notice itself (stderr is under the full screen).
+    separate = not options.in_process
+    opened: list[ReplySource] = []
+
+    def load(run: Path | None = None) -> ReplySource:  # this run, or the one the run picker chose
+        opened.append(open_source(options.source if run is None else
+                                  dataclasses.replace(options.source, run=run), separate))
+        return opened[-1]
+
+    run = options.source.run
+    app = ChatApp(load, history, run_label=options.source.label, tools=tools,
+                  defaults=NewChatDefaults(options.system, options.settings), chat_id=options.chat_id,
+                  open_run=load if run else None, runs_folder=run.resolve().parent if run else None)  # its neighbours
     try:
         app.run()
     finally:
-        close = getattr(app.source, "close", None)  # a model process ends with the app (one it replaced already has)
-        if close is not None:
-            close()
+        for source in opened:  # model processes end with the app (closing one the app replaced is safe)
+            source.close()
     if app.load_error:
         raise CogniError(app.load_error)
-
-
-def check_run(run: Path) -> None:
-    """The cheap part of loading, done before the app takes the screen, so a wrong RUN is one clear line.
-
-    A wrong path is told from plain path checks first, before torch loads (seconds on a busy machine).
-    """
-    check_run_path(run)
-    from cognimamba.runs import loading  # inside: loading imports torch, and `cogni --help` stays fast
-
-    loading.check_run(run)

@@ -12,7 +12,8 @@ from cognimamba.cli.commands.common import stderr, stdout
 
 def export_command(
     run: Annotated[Path, typer.Argument(help="run dir (a LoRA run exports merged unless --adapter)")],
-    export_format: Annotated[str, typer.Option("--format", help="hf (transformers dir) or gguf (llama.cpp file)")],
+    export_format: Annotated[str, typer.Option("--format", help="hf (transformers dir) or gguf (llama.cpp file), "
+                                                                "each as the run's model.family (default llama)")],
     out: Annotated[Path, typer.Option("--out", help="output directory (hf) or FILE.gguf (gguf)")],
     dtype: Annotated[str, typer.Option("--dtype", help="weights as f32, f16 or bf16; for gguf also q8_0 or q4_0 (llama.cpp's block quantizations)")] = "f32",
     merged: Annotated[bool, typer.Option("--merged", help="LoRA run: fold the adapter in (default)")] = False,

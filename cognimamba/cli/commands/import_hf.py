@@ -1,4 +1,4 @@
-"""`cogni import-hf DIR --out RUN`: bring a Llama checkpoint from the Hugging Face world into a run dir."""
+"""`cogni import-hf DIR --out RUN`: bring a Llama, Qwen 2, Qwen 3 or Gemma 3 checkpoint into a run dir."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def import_hf_command(
                                                     "longer than cognimamba runs)")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing run dir's files")] = False,
 ) -> None:
-    """Convert a Llama-architecture checkpoint on disk into a cognimamba run (chat, bench, fine-tune it)."""
+    """Convert a Llama (3.2, SmolLM), Qwen 2/2.5, Qwen 3 or Gemma 3 checkpoint on disk into a cognimamba run (chat,
+    bench, fine-tune it). Gemma 3 vision-language checkpoints import their text tower; MoE and vision models are
+    refused by name."""
     from cognimamba.interop.import_hf import import_hf
 
     run, added = import_hf(source, out, max_seq_len=max_seq_len, force=force)

@@ -1,4 +1,4 @@
-"""`cogni plot RUN`: loss curves in the terminal, or as a PNG."""
+"""`cogni plot RUN`: loss curves in the terminal (plotext), or as a PNG (matplotlib)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from cognimamba.cli.commands.common import stderr, stdout
 def plot_command(
     run: Annotated[Path, typer.Argument(help="run dir")],
     out: Annotated[Path | None, typer.Option("--out", help="write a PNG here instead (needs matplotlib)")] = None,
-    width: Annotated[int, typer.Option("--width", help="terminal chart width")] = 72,
-    height: Annotated[int, typer.Option("--height", help="terminal chart height")] = 16,
+    width: Annotated[int, typer.Option("--width", min=20, help="terminal chart width, in characters")] = 80,
+    height: Annotated[int, typer.Option("--height", min=8, help="terminal chart height, in lines")] = 20,
 ) -> None:
     """Draw train and val loss against step."""
     from cognimamba.evaluation.plot import loss_series, render_png, render_terminal
@@ -25,4 +25,5 @@ def plot_command(
         render_png(train, val, out, title=str(run))
         stderr().print(f"wrote {out}")
     else:
-        stdout().print(render_terminal(train, val, width, height), highlight=False, markup=False)
+        stdout().print(render_terminal(train, val, width, height, title=str(run)), highlight=False, markup=False,
+                       soft_wrap=True)

@@ -100,7 +100,8 @@ def _prepare_chat(source: str | None, mix: str | None, format: str | None, syste
     entries = parse_mix(mix, format, system, limit, count) if mix else [MixEntry(str(source), 1.0, format, system,
                                                                                    limit, count)]
     if count is not None and not any(entry.source in SYNTHETIC_SOURCES for entry in entries):
-        raise CogniError(f"--count is the size of {' or '.join(SYNTHETIC_SOURCES)}; neither is among the sources")
+        raise CogniError(f"--count is the size of a synthetic source ({', '.join(SYNTHETIC_SOURCES)}); none is among "
+                         "the sources")
     options = ChatPrepareOptions(entries, tokenizer, val=val, val_format=format, val_fraction=val_fraction,
                                  out=out, force=force)
     result = prepare_chat(options, stderr())

@@ -20,21 +20,23 @@ def serve_command(
     api_key: Annotated[str | None, typer.Option("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")] = None,
     api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="read the key from this file (keeps it out of `ps`)")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="let web pages from this origin call the API (repeatable; '*' for any)")] = None,
-    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="requests running or queued at once; more get HTTP 429")] = 16,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="requests admitted at once, decoding in a slot or waiting for one; more get HTTP 429 (--parallel sets the slots)")] = 16,
+    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", min=1, hidden=True, help="the old name of --queue-size")] = None,
     parallel: Annotated[int | None, typer.Option("--parallel", min=1, help="replies decoded at once, each in its own slot of the KV cache (continuous batching); default: up to 8, as the model's cache fits a quarter of the memory")] = None,
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (see `cogni chat --compile`)")] = False,
     weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
 ) -> None:
-    """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)."""
+    """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions) and a chat page at /."""
     try:  # the optional dependency stays optional: everything else works without it
         import uvicorn
 
         from cognimamba.serve.app import create_app
     except ImportError:
         raise CogniError(SERVE_EXTRA_HINT, exit_code=1) from None
-    from cognimamba.cli.commands.chat import check_run
+    from cognimamba.runs.layout import check_run_path
+    from cognimamba.runs.loading import check_run
     from cognimamba.serve.engine import load_served_model
     from cognimamba.serve.state import ServerSettings
 
@@ -43,13 +45,15 @@ def serve_command(
     key = read_api_key(api_key_file) if api_key_file is not None else api_key
     if key is not None and not key.strip():
         raise CogniError("--api-key: the key is empty")
+    check_run_path(run)  # a wrong path is one clear line, then the run's files are checked
     check_run(run)
     configure_logging()
     model = load_served_model(run, device, model_name, compile, weights, parallel)
-    settings = ServerSettings(api_key=key, cors_origins=list(cors_origin or []), max_concurrency=max_concurrency)
+    settings = ServerSettings(api_key=key, cors_origins=list(cors_origin or []),
+                              max_concurrency=queue_size if max_concurrency is None else max_concurrency)
     typer.echo(f"serving {model.name!r} (context {model.context_length} tokens, {model.parallel} parallel "
-               f"slot{'s' if model.parallel > 1 else ''}) at http://{host}:{port}/v1"
-               f"{' (API key required)' if key else ''}; Ctrl+C stops", err=True)
+               f"slot{'s' if model.parallel > 1 else ''}): API at http://{host}:{port}/v1"
+               f"{' (API key required)' if key else ''}, chat page at http://{host}:{port}/; Ctrl+C stops", err=True)
     uvicorn.run(create_app(model, settings), host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -39,8 +39,10 @@ def test_model_command(
                         tool_format=tool_format)
     if chat_eval is not None:
         from cognimamba.evaluation.chat_eval import eval_chat_turns
+        from cognimamba.evaluation.saved_evals import save_chat_eval
 
-        eval_chat_turns(loaded, chat_eval, tool_format, report)
+        result = eval_chat_turns(loaded, chat_eval, tool_format, report)
+        save_chat_eval(loaded.path, result.metrics(), str(chat_eval), result.summary())  # for `cogni report`
     latest_eval = latest_results(loaded.path)  # what `cogni eval` last measured, if it ran
     if as_json:
         payload = {**report.metrics, "passed": report.passed,

@@ -84,6 +84,9 @@ def train_command(
                                 user_set=_user_set(config_file, extra)), stderr())
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
+    from cognimamba.evaluation.report import write_report_safely
+
+    write_report_safely(result.run, stderr())  # report.md; a failure is one yellow line, the run stands
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     bpb = f" ({result.val_bits_per_byte:.3f} bits/byte)" if result.val_bits_per_byte else ""
     stderr().print(f"[green]done[/]: {result.step} steps in {result.elapsed:.0f}s{val}{bpb} -> {result.run}\n"

@@ -11,12 +11,14 @@ import pytest
 from textual.widgets import Input, ListView, TextArea
 
 from cognimamba.chat.history import HistoryStore
-from cognimamba.chat.session import Message, ReplyFinished
+from cognimamba.chat.session import Message
+from cognimamba.chat.sources import LocalSource
 from cognimamba.chat.tools import ToolBox
 from cognimamba.chat.tui.app import ChatApp, NewChatDefaults
 from cognimamba.chat.tui.conversation import AssistantMessage, MalformedToolCall, Notice, ToolCallBlock, UserMessage
-from cognimamba.chat.tui.dialogs import HelpScreen, SettingsScreen
+from cognimamba.chat.tui.dialogs import ConfirmScreen, HelpScreen, SettingsScreen
 from cognimamba.chat.tui.prompt_input import PromptInput
+from cognimamba.chat.tui.sidebar import Sidebar
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decoding import ChatModel
 from cognimamba.runs.loading import load_run
@@ -84,12 +86,12 @@ async def test_reply_streams_into_the_conversation(tmp_path: Path):
         await pilot.pause()
         reply = app.query_one(AssistantMessage)
         assert reply.raw == "Hello **"  # two chunks of four characters so far
-        assert app.generating and "generating" in app.status.state
+        assert app.chat_pane.generating and "generating" in app.chat_pane.status.state
         source.resume.set()
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert reply.markdown.source == "Hello **world**, this streams in pieces."
-        assert app.status.state == "ready" and not app.generating
+        assert app.chat_pane.status.state == "ready" and not app.chat_pane.generating
         assert [w.render().plain for w in app.query(UserMessage)] == ["Say hello"]
         assert app.query_one(PromptInput).text == ""
     with HistoryStore(tmp_path / "h.db") as store:
@@ -101,7 +103,7 @@ async def test_reply_streams_into_the_conversation(tmp_path: Path):
 
 @in_event_loop
 async def test_real_model_reply_with_speed_and_context(tiny_run, tmp_path: Path):
-    model = ChatModel.from_run(load_run(tiny_run))
+    model = LocalSource(ChatModel.from_run(load_run(tiny_run)))
     app = ChatApp(lambda: model, HistoryStore(tmp_path / "h.db"), run_label=str(tiny_run),
                   defaults=NewChatDefaults(setting_overrides={"temperature": 0, "max_new_tokens": 10}))
     async with app.run_test(size=SIZE) as pilot:
@@ -110,8 +112,8 @@ async def test_real_model_reply_with_speed_and_context(tiny_run, tmp_path: Path)
         await send(app, pilot, "Once upon a time")
         reply = app.query_one(AssistantMessage)
         assert reply.markdown.source.strip() == app.session.messages[-1].content
-        assert app.status.speed.endswith("tok/s")
-        assert 0 < app.status.context_used <= 64 and app.status.context_length == 64
+        assert app.chat_pane.status.speed.endswith("tok/s")
+        assert 0 < app.chat_pane.status.context_used <= 64 and app.chat_pane.status.context_length == 64
         assert "tokens" in reply.footer.render().plain
 
 
@@ -126,7 +128,7 @@ async def test_escape_stops_a_reply(tmp_path: Path):
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert app.status.state == "stopped" and not app.generating
+        assert app.chat_pane.status.state == "stopped" and not app.chat_pane.generating
         message = app.session.messages[-1]
         assert message.content == "one two" and message.meta["stop_reason"] == "cancelled"
         assert "stopped" in app.query_one(AssistantMessage).footer.render().plain
@@ -196,7 +198,7 @@ async def test_settings_screen_validates_and_applies(tmp_path: Path):
         assert (app.session.settings.temperature, app.session.settings.max_new_tokens) == (0.25, 33)
         await send(app, pilot, "hi")
         assert (source.options[0].temperature, source.options[0].max_new_tokens) == (0.25, 33)
-        assert "temperature 0.25" in app.status.settings
+        assert "temperature 0.25" in app.chat_pane.status.settings
 
 
 @in_event_loop
@@ -255,9 +257,9 @@ async def test_calculator_runs_only_after_tools_are_enabled(tmp_path: Path):
     app = make_app(source, tmp_path / "h.db", tools=ToolBox())
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
-        assert "tools off" in app.status.render().plain
+        assert "tools off" in app.chat_pane.status.render().plain
         await pilot.press("ctrl+t")
-        assert app.tools.enabled and "tools on" in app.status.render().plain
+        assert app.tools.enabled and "tools on" in app.chat_pane.status.render().plain
         await send(app, pilot, "What is 6*7?")
         results = [json.loads(str(b.result.render()).removeprefix("result:\n")) for b in app.query(ToolCallBlock)]
         assert results == [{"result": 42}, {"result": 2}]  # each result lands in its own call's block
@@ -373,6 +375,60 @@ async def test_a_load_failure_ends_the_app_with_the_error(tmp_path: Path):
     assert app.return_code == 2
 
 
+@in_event_loop
+async def test_chat_list_actions_apply_to_the_highlighted_chat_and_search(tmp_path: Path):
+    db = tmp_path / "h.db"
+    with HistoryStore(db) as store:
+        older = store.create_chat("About dogs")
+        from cognimamba.chat.session import Message
+
+        store.append_message(older, Message("user", "Tell me about the wolf"))
+    app = make_app(ScriptedSource(["ok"]), db)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await send(app, pilot, "About cats")
+        open_chat = app.chat_id
+        await pilot.press("ctrl+o")  # the list: the open chat is first, then the older one
+        await pilot.press("down")
+        await pilot.press("f8")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "About dogs" in app.screen.question
+        await pilot.press("y")
+        await pilot.pause()
+        with HistoryStore(db) as store:
+            assert [record.id for record in store.list_chats()] == [open_chat]
+        assert app.chat_id == open_chat and len(app.query(UserMessage)) == 1  # the open chat is untouched
+        items = app.query_one("#chat-list", ListView).children
+        assert "2 messages" in str(items[0].query("Label").last().render())  # titles come with a date
+        app.query_one(Sidebar).post_message(Sidebar.SearchChanged("nothing like this"))
+        await pilot.pause()
+        assert len(app.query_one("#chat-list", ListView).children) == 0
+
+
+@in_event_loop
+async def test_the_run_picker_opens_another_run_and_keeps_the_chat(tiny_run, tmp_path: Path):
+    opened: list[Path] = []
+
+    def open_run(path: Path) -> ScriptedSource:
+        opened.append(path)
+        return ScriptedSource(["from the other run"])
+
+    app = make_app(ScriptedSource(["first"]), tmp_path / "h.db", open_run=open_run, runs_folder=tiny_run.parent)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await send(app, pilot, "hello")
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert "MB" in str(app.screen.query_one("#runs").get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(opened) == 1 and opened[0] in (tiny_run, tiny_run / "best")  # newest first
+        assert app.chat.run_label == str(opened[0])
+        await send(app, pilot, "and you?")
+        assert [m.content for m in app.session.messages] == ["hello", "first", "and you?", "from the other run"]
+
+
 # ------------------------------------------------------------------------------------------------ snapshots
 
 
@@ -429,28 +485,3 @@ def test_snapshot_settings_screen(snap_compare, tmp_path: Path, settings):
         await steady_cursors(app, pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
-
-
-@in_event_loop
-async def test_events_arriving_while_a_frame_is_still_drawing_wait_for_it(tmp_path: Path):
-    """The frame timer and the reply's end both draw pending events; a second draw must not overtake the first.
-
-    Seen in a terminal with the model in its own process: the tool result arrived while the first reply's call
-    block was still being mounted, so it was lost ("waiting for the result…"), and the answer after it was drawn
-    into the first reply's box.
-    """
-    source = ScriptedSource(lambda prompt: "It is 42." if "<tool_response>" in prompt else CALL)
-    app = make_app(source, tmp_path / "h.db", tools=ToolBox(enabled=True))
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(app, pilot)
-        events = list(app.chat.send("What is 6*7?", source))
-        first_reply_ends = next(i for i, event in enumerate(events) if isinstance(event, ReplyFinished)) + 1
-        app._pending.extend((app.session, event) for event in events[:first_reply_ends])
-        first_frame = asyncio.create_task(app.draw_pending())
-        await asyncio.sleep(0)  # the first frame has taken its events and is mounting the call block
-        app._pending.extend((app.session, event) for event in events[first_reply_ends:])
-        await asyncio.gather(first_frame, app.draw_pending())
-        (block,) = app.query(ToolCallBlock)
-        assert json.loads(str(block.result.render()).removeprefix("result:\n")) == {"result": 42}
-        replies = app.query(AssistantMessage)
-        assert len(replies) == 2 and replies[1].markdown.source == "It is 42."

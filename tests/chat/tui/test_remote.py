@@ -21,7 +21,8 @@ async def test_app_chats_with_the_tiny_model_behind_our_server(tiny_run: Path, t
                       run_label=f"{url}/v1")
         async with app.run_test(size=SIZE) as pilot:
             await ready(app, pilot)
-            assert app.status.model == "tiny" and app.status.context_length == 64  # from the server's models
+            status = app.chat_pane.status
+            assert status.model == "tiny" and status.context_length == 64  # from the server's models
             app.session.settings.max_new_tokens = 8
             await send(app, pilot, "Once upon a time")
             finished = app.session.messages[-1]

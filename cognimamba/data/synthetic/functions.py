@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cognimamba.data.conversation import Conversation
-from cognimamba.data.synthetic_tools import COMPANIES, FACTS, SMALL_TALK, THANKS
+from cognimamba.data.synthetic.common import Message, call, exchange, say
+from cognimamba.data.synthetic.tools import COMPANIES, FACTS, SMALL_TALK, THANKS
 
+NAME = "synthetic-functions"  # invented functions, a new set in every conversation
 GENERATOR_VERSION = 1  # bump when the output for a (count, seed) changes, so cached data dirs are rebuilt
-
-Message = dict[str, Any]
 
 FIRST_NAMES = ["John", "Maria", "Wei", "Amara", "Lucas", "Priya", "Olga", "Kenji", "Sara", "Omar", "Elena", "Tom"]
 LAST_NAMES = ["Smith", "Garcia", "Chen", "Okafor", "Silva", "Patel", "Ivanova", "Tanaka", "Berg", "Haddad"]
@@ -225,14 +225,6 @@ def invent_function(rng: random.Random) -> Function:
     return Function(rng.choice(subject.verbs), phrase, parameters, subject.result)
 
 
-def _say(role: str, content: str) -> Message:
-    return {"role": role, "content": content}
-
-
-def _exchange(pair: tuple[str, str]) -> list[Message]:
-    return [_say("user", pair[0]), _say("assistant", pair[1])]
-
-
 def _values_said(rng: random.Random, function: Function, values: dict[str, Any]) -> str:
     """ "The species is cat and my city is Oslo." or "Species: cat. City: Oslo." and the like."""
     parts = [(words, KINDS[kind].say(values[words.replace(" ", "_")])) for words, kind in function.parameters]
@@ -258,10 +250,9 @@ def _result(rng: random.Random, function: Function) -> tuple[dict[str, Any], str
     return {function.phrase.replace(" ", "_"): value}, answer
 
 
-def _call(rng: random.Random, function: Function, values: dict[str, Any]) -> list[Message]:
+def _call_and_answer(rng: random.Random, function: Function, values: dict[str, Any]) -> list[Message]:
     result, answer = _result(rng, function)
-    return [{"role": "assistant", "content": "", "tool_calls": [{"name": function.name, "arguments": values}]},
-            _say("tool", json.dumps(result, ensure_ascii=False)), _say("assistant", answer)]
+    return [call(function.name, values), say("tool", json.dumps(result, ensure_ascii=False)), say("assistant", answer)]
 
 
 def _values(rng: random.Random, function: Function) -> dict[str, Any]:
@@ -276,16 +267,16 @@ def call_exchange(rng: random.Random, function: Function) -> list[Message]:
         wanted = " and the ".join(words for words, _ in function.parameters)
         question = rng.choice(["Sure, I can help with that. What is the {w}?", "Of course. Could you tell me the {w}?",
                                "I can do that. Please give me the {w}."]).format(w=wanted)
-        return [_say("user", ask), _say("assistant", question),
-                _say("user", _values_said(rng, function, values)), *_call(rng, function, values)]
-    return [_say("user", _request(rng, function, values)), *_call(rng, function, values)]
+        return [say("user", ask), say("assistant", question),
+                say("user", _values_said(rng, function, values)), *_call_and_answer(rng, function, values)]
+    return [say("user", _request(rng, function, values)), *_call_and_answer(rng, function, values)]
 
 
 def again_exchange(rng: random.Random, function: Function) -> list[Message]:
     values = _values(rng, function)
     ask = rng.choice(["Great! Can you also {d}? {s}", "Thanks. Now {d} again. {s}", "Can you do it once more? {s}",
                       "What about this one? {s}"]).format(d=function.doing(), s=_values_said(rng, function, values))
-    return [_say("user", ask), *_call(rng, function, values)]
+    return [say("user", ask), *_call_and_answer(rng, function, values)]
 
 
 def no_fit_exchange(rng: random.Random, offered: list[Function]) -> list[Message]:
@@ -297,7 +288,7 @@ def no_fit_exchange(rng: random.Random, offered: list[Function]) -> list[Message
     can = " or ".join(function.doing() for function in offered)
     answer = rng.choice(["I'm sorry, but I can't {o}. The functions I have can {c}.",
                          "Sorry, I am not able to {o}. I can only {c}."]).format(o=other.doing(), c=can)
-    return [_say("user", ask), _say("assistant", answer)]
+    return [say("user", ask), say("assistant", answer)]
 
 
 def make_conversation(rng: random.Random) -> Conversation:
@@ -307,10 +298,10 @@ def make_conversation(rng: random.Random) -> Conversation:
         function = invent_function(rng)
         if function.phrase not in {f.phrase for f in offered}:
             offered.append(function)
-    messages: list[Message] = [_say("system", rng.choice(SYSTEM_PROMPTS))] if rng.random() < 0.5 else []
+    messages: list[Message] = [say("system", rng.choice(SYSTEM_PROMPTS))] if rng.random() < 0.5 else []
     kind = rng.random()
     if kind < 0.12:
-        messages += _exchange(rng.choice(SMALL_TALK + FACTS))
+        messages += exchange(*rng.choice(SMALL_TALK + FACTS))
         if rng.random() < 0.5:
             messages += call_exchange(rng, rng.choice(offered))
     elif kind < 0.27:
@@ -322,7 +313,7 @@ def make_conversation(rng: random.Random) -> Conversation:
         if follow < 0.3:
             messages += again_exchange(rng, function)
         elif follow < 0.5:
-            messages += _exchange(rng.choice(THANKS))
+            messages += exchange(*rng.choice(THANKS))
         elif follow < 0.65 and len(offered) > 1:
             messages += call_exchange(rng, rng.choice([f for f in offered if f is not function]))
     return Conversation(messages, [function.definition() for function in offered])

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cognimamba.data.conversation import Conversation
+from cognimamba.data.synthetic.common import Message, call, exchange, number_text, say
 
+NAME = "synthetic-tools"
 GENERATOR_VERSION = 1  # bump when the output for a (count, seed) changes, so cached data dirs are rebuilt
 
 
@@ -90,10 +92,6 @@ class ToolTurn:
     vague_request: str | None = None
 
 
-def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0").rstrip(".")
-
-
 def _weather(rng: random.Random) -> ToolTurn:
     city = rng.choice(CITIES)
     fahrenheit = rng.random() < 0.25
@@ -160,7 +158,7 @@ def _calculate(rng: random.Random) -> ToolTurn:
         said = f"{a} {word} {b}"
     result = {"result": value}
     answer = rng.choice(["{said} is {v}.", "The result is {v}.", "That comes to {v}.", "{said} equals {v}."]).format(
-        said=said, v=_number_text(value))
+        said=said, v=number_text(value))
     return ToolTurn(request, {"expression": expression}, result, answer[0].upper() + answer[1:])
 
 
@@ -177,10 +175,10 @@ def _convert_units(rng: random.Random) -> ToolTurn:
     converted = round(convert(value), 2)
     request = rng.choice(["How many {t} is {v} {f}?", "Convert {v} {f} to {t}.", "What's {v} {f} in {t}?",
                           "{v} {f} to {t}, please.", "Can you convert {v} {f} into {t}?"]).format(
-        v=_number_text(value), f=source, t=target)
+        v=number_text(value), f=source, t=target)
     result = {"value": converted, "unit": target}
     answer = rng.choice(["{v} {f} is about {c} {t}.", "That's {c} {t}.", "{v} {f} equals roughly {c} {t}."]).format(
-        v=_number_text(value), f=source, c=_number_text(converted), t=target)
+        v=number_text(value), f=source, c=number_text(converted), t=target)
     return ToolTurn(request, {"value": value, "from_unit": source, "to_unit": target}, result, answer)
 
 
@@ -248,7 +246,7 @@ def _currency(rng: random.Random) -> ToolTurn:
         a=amount, f=source, t=target)
     result = {"converted_amount": converted, "from_currency": source, "to_currency": target}
     answer = rng.choice(["{a} {f} is about {c} {t}.", "That's roughly {c} {t}.",
-                         "{a} {f} converts to {c} {t}."]).format(a=amount, f=source, c=_number_text(converted),
+                         "{a} {f} converts to {c} {t}."]).format(a=amount, f=source, c=number_text(converted),
                                                                   t=target)
     return ToolTurn(request, {"amount": amount, "from_currency": source, "to_currency": target}, result, answer)
 
@@ -330,7 +328,7 @@ def _capability_list(tools: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _plain_turn(rng: random.Random, offered: list[str]) -> list[dict[str, Any]]:
+def _plain_turn(rng: random.Random, offered: list[str]) -> list[Message]:
     """A request no offered tool fits, answered in plain text."""
     kind = rng.random()
     if kind < 0.3:
@@ -341,30 +339,27 @@ def _plain_turn(rng: random.Random, offered: list[str]) -> list[dict[str, Any]]:
         question, action = rng.choice(ACTIONS)
         answer = (f"I'm sorry, but I can't {action}. I can help with {_capability_list(offered)}, "
                   "if that is useful.")
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return exchange(question, answer)
 
 
-def _tool_turns(rng: random.Random, name: str) -> list[dict[str, Any]]:
+def _tool_turns(rng: random.Random, name: str) -> list[Message]:
     turn = SCENARIOS[name](rng)
-    messages: list[dict[str, Any]] = []
+    messages: list[Message] = []
     if turn.missing_question and turn.vague_request and turn.missing_reply:
-        messages += [{"role": "user", "content": turn.vague_request},
-                     {"role": "assistant", "content": turn.missing_question},
-                     {"role": "user", "content": turn.missing_reply}]
+        messages += [*exchange(turn.vague_request, turn.missing_question), say("user", turn.missing_reply)]
     else:
-        messages.append({"role": "user", "content": turn.request})
-    messages += [{"role": "assistant", "content": "", "tool_calls": [{"name": name, "arguments": turn.arguments}]},
-                 {"role": "tool", "content": json.dumps(turn.result, ensure_ascii=False)},
-                 {"role": "assistant", "content": turn.answer}]
+        messages.append(say("user", turn.request))
+    messages += [call(name, turn.arguments), say("tool", json.dumps(turn.result, ensure_ascii=False)),
+                 say("assistant", turn.answer)]
     return messages
 
 
 def make_conversation(rng: random.Random) -> Conversation:
     names = sorted(TOOLS)
     offered = rng.sample(names, rng.choice([1, 1, 2, 2, 3]))
-    messages: list[dict[str, Any]] = []
+    messages: list[Message] = []
     if rng.random() < 0.4:
-        messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+        messages.append(say("system", rng.choice(SYSTEM_PROMPTS)))
     if rng.random() < 0.25:
         if rng.random() < 0.15:
             offered = []
@@ -376,7 +371,7 @@ def make_conversation(rng: random.Random) -> Conversation:
         follow = rng.random()
         if follow < 0.25:
             question, answer = rng.choice(THANKS)
-            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            messages += exchange(question, answer)
         elif follow < 0.45:
             messages += _tool_turns(rng, rng.choice(offered))
         elif follow < 0.55:

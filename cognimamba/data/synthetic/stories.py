@@ -12,6 +12,10 @@ from pathlib import Path
 
 from cognimamba.system.fileio import atomic_write_text
 
+NAME = "synthetic-stories"
+GENERATOR_VERSION = 1  # bump when the output for a (count, seed) changes
+STORY_SEPARATOR = "\n<|story|>\n"
+
 NAMES = ["Lily", "Tom", "Mia", "Ben", "Sara", "Max", "Anna", "Leo", "Zoe", "Sam", "Emma", "Jack", "Ella", "Noah",
          "Lucy", "Finn", "Ruby", "Owen", "Ivy", "Theo"]
 ANIMALS = ["cat", "dog", "bunny", "bird", "frog", "duck", "mouse", "bear", "fox", "puppy", "kitten", "turtle"]
@@ -72,9 +76,5 @@ def generate_stories(count: int, seed: int = 0) -> Iterator[str]:
 
 def write_story_corpus(path: Path, count: int, seed: int = 0) -> Path:
     """Stories separated by a line holding only `<|story|>`, so paragraphs stay inside one document."""
-
-    atomic_write_text(path, "\n<|story|>\n".join(generate_stories(count, seed)) + "\n")
+    atomic_write_text(path, STORY_SEPARATOR.join(generate_stories(count, seed)) + "\n")
     return path
-
-
-STORY_SEPARATOR = "\n<|story|>\n"

@@ -13,7 +13,7 @@ import pytest
 
 from cognimamba.chat.format import parse_assistant, render_conversation, render_segments
 from cognimamba.data.conversation import Conversation
-from cognimamba.data.synthetic_tools import TOOLS, UNITS, generate_conversations
+from cognimamba.data.synthetic.tools import TOOLS, UNITS, generate_conversations
 from tests.conftest import run_cli
 
 OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}

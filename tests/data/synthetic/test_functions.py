@@ -8,8 +8,8 @@ from collections import Counter
 
 from cognimamba.chat.format import render_segments
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
-from cognimamba.data.synthetic_functions import SUBJECTS, generate_conversations
-from tests.data.test_synthetic_tools import assert_calls_parse_back, assert_seeded
+from cognimamba.data.synthetic.functions import SUBJECTS, generate_conversations
+from tests.data.synthetic.test_tools import assert_calls_parse_back, assert_seeded
 
 JSON_TYPES = {"string": str, "integer": int, "number": int | float, "array": list}
 

@@ -9,7 +9,7 @@ from cognimamba.chat.format import normalize_tool_calls, render_system
 from cognimamba.chat.tools import ToolBox, calculate, validate_json
 from cognimamba.data.chat_sources import iter_conversations, resolve_chat_source
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
-from cognimamba.data.synthetic_chat import generate_conversations, write_conversations
+from cognimamba.data.synthetic.chat import generate_conversations, write_conversations
 from cognimamba.evaluation.tool_eval import load_eval_conversations
 
 APP_TOOLS = ToolBox(enabled=True)  # what `cogni chat --enable-tools` offers

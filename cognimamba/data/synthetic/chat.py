@@ -29,8 +29,10 @@ from zoneinfo import ZoneInfo
 
 from cognimamba.chat.tools import BUILTIN_TOOLS, calculate
 from cognimamba.data.conversation import Conversation
+from cognimamba.data.synthetic.common import Message, call, number_text, pick, say
 from cognimamba.system.fileio import atomic_write_text
 
+NAME = "synthetic-chat"  # the built-in tools of `cogni chat --enable-tools` (quickstart --chat)
 GENERATOR_VERSION = 3  # bump when the output for a (count, seed) changes, so cached data dirs are rebuilt
 TOOL_DEFINITIONS = [tool.definition for tool in BUILTIN_TOOLS]  # as `cogni chat --enable-tools` lists them
 TOOLS_OFFERED_SHARE = 0.7  # the rest are plain chats, as in `cogni chat` without --enable-tools
@@ -39,8 +41,6 @@ TOOLS_OFFERED_SHARE = 0.7  # the rest are plain chats, as in `cogni chat` withou
 # after them, twice the share of each training window is assistant turns that do (11% -> about 22%).
 MAX_EXCHANGES, MORE_EXCHANGES = 6, 0.75
 
-Message = dict[str, Any]
-
 
 @dataclass
 class Exchange:
@@ -48,14 +48,6 @@ class Exchange:
 
     messages: list[Message]
     needs_tools: bool = False
-
-
-def _say(role: str, content: str) -> Message:
-    return {"role": role, "content": content}
-
-
-def _pick(rng: random.Random, options: list[str], **values: Any) -> str:
-    return rng.choice(options).format(**values)
 
 
 # ---------------------------------------------------------------------------------------------- small talk
@@ -102,12 +94,12 @@ FACTS = [("What is the capital of France?", "The capital of France is Paris."),
 
 def small_talk(rng: random.Random) -> Exchange:
     if rng.random() < 0.35:
-        return Exchange([_say("user", rng.choice(GREETINGS)), _say("assistant", rng.choice(GREETING_REPLIES))])
+        return Exchange([say("user", rng.choice(GREETINGS)), say("assistant", rng.choice(GREETING_REPLIES))])
     if rng.random() < 0.3:
         question, answer = rng.choice(FACTS)
-        return Exchange([_say("user", question), _say("assistant", answer)])
+        return Exchange([say("user", question), say("assistant", answer)])
     questions, answers = rng.choice(SMALL_TALK)
-    return Exchange([_say("user", rng.choice(questions)), _say("assistant", rng.choice(answers))])
+    return Exchange([say("user", rng.choice(questions)), say("assistant", rng.choice(answers))])
 
 
 # ---------------------------------------------------------------------------------------------- notes
@@ -175,9 +167,9 @@ def note_system(rng: random.Random) -> tuple[str, list[Exchange]]:
     """A system prompt holding a short note, and one or two questions answered from it."""
     note, questions = rng.choice(NOTES)(rng)
     asked = rng.sample(questions, rng.choice([1, 1, 2]))
-    exchanges = [Exchange([_say("user", rng.choice(wordings)), _say("assistant", answer)])
+    exchanges = [Exchange([say("user", rng.choice(wordings)), say("assistant", answer)])
                  for wordings, answer in asked]
-    return _pick(rng, NOTE_PROMPTS, note=note), exchanges
+    return pick(rng, NOTE_PROMPTS, note=note), exchanges
 
 
 # ---------------------------------------------------------------------------------------------- instructions
@@ -200,16 +192,16 @@ def instruction_system(rng: random.Random) -> tuple[str, list[Exchange]]:
     """A system instruction and an exchange that follows it."""
     if rng.random() < 0.5:
         question, answer = rng.choice(LONG_QUESTIONS + FACTS)
-        return rng.choice(ONE_SENTENCE), [Exchange([_say("user", question), _say("assistant", answer)])]
+        return rng.choice(ONE_SENTENCE), [Exchange([say("user", question), say("assistant", answer)])]
     name, role, hello, word = rng.choice(CHARACTERS)
-    system = _pick(rng, ["You are {name}, {role}. Stay in character.", "Reply as {name}, {role}.",
+    system = pick(rng, ["You are {name}, {role}. Stay in character.", "Reply as {name}, {role}.",
                          "Pretend to be {name}, {role}, in every reply."], name=name, role=role)
     question = rng.choice(["hi", "Hello!", "Who are you?", "What's your name?", "Introduce yourself."])
     if question.lower().startswith(("hi", "hello")):
         answer = f"{hello} {name} here. What can I do for you?"
     else:
         answer = f"{word}! I am {name}, {role}. How can I help you today?"
-    return system, [Exchange([_say("user", question), _say("assistant", answer)])]
+    return system, [Exchange([say("user", question), say("assistant", answer)])]
 
 
 # ---------------------------------------------------------------------------------------------- tools
@@ -224,10 +216,6 @@ ARITHMETIC_ASKS = ["what is {a} {op} {b}?", "What's {a} {op} {b}?", "Calculate {
 ARITHMETIC_ANSWERS = ["{a} {word} {b} is {r}.", "The answer is {r}.", "It's {r}.", "{a} {word} {b} = {r}."]
 
 
-def _number_text(value: int | float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
-
-
 def _operands(rng: random.Random, symbol: str) -> tuple[int, int]:
     if symbol == "/":
         divisor = rng.randint(2, 25)
@@ -237,22 +225,18 @@ def _operands(rng: random.Random, symbol: str) -> tuple[int, int]:
     return rng.randint(1, 999), rng.randint(1, 999)
 
 
-def _call(name: str, arguments: dict[str, Any]) -> Message:
-    return {"role": "assistant", "content": "", "tool_calls": [{"name": name, "arguments": arguments}]}
-
-
 def arithmetic(rng: random.Random) -> Exchange:
     symbol, words, _ = rng.choice(OPERATIONS)
     a, b = _operands(rng, symbol)
     spoken = rng.choice(words)
     expression = f"{a} {symbol} {b}"
     result = calculate(expression)
-    answer = _pick(rng, ARITHMETIC_ANSWERS, a=a, b=b, r=_number_text(result),
+    answer = pick(rng, ARITHMETIC_ANSWERS, a=a, b=b, r=number_text(result),
                    word=spoken if spoken.isalpha() or " " in spoken else symbol)
-    return Exchange([_say("user", _pick(rng, ARITHMETIC_ASKS, a=a, b=b, op=spoken)),
-                     _call("calculator", {"expression": expression}),
-                     _say("tool", json.dumps({"result": result})),
-                     _say("assistant", answer)], needs_tools=True)
+    return Exchange([say("user", pick(rng, ARITHMETIC_ASKS, a=a, b=b, op=spoken)),
+                     call("calculator", {"expression": expression}),
+                     say("tool", json.dumps({"result": result})),
+                     say("assistant", answer)], needs_tools=True)
 
 
 CITY_ZONES = {"Paris": "Europe/Paris", "London": "Europe/London", "Tokyo": "Asia/Tokyo",
@@ -275,7 +259,7 @@ def clock(rng: random.Random) -> Exchange:
         city = rng.choice(sorted(CITY_ZONES))
         zone = CITY_ZONES[city]
         arguments: dict[str, Any] = {"timezone": zone}
-        request = _pick(rng, CITY_TIME_ASKS, city=city)
+        request = pick(rng, CITY_TIME_ASKS, city=city)
     else:
         zone, city, arguments = rng.choice(LOCAL_ZONES), None, {}
         request = rng.choice(DATE_ASKS if kind > 0.8 else TIME_ASKS)
@@ -292,8 +276,8 @@ def clock(rng: random.Random) -> Exchange:
     else:
         answer = rng.choice([f"It's {clock_text}.", f"The time is {clock_text}.", f"It is {clock_text} now.",
                              f"It's {clock_text} on {date_text}."])
-    return Exchange([_say("user", request), _call("current_time", arguments),
-                     _say("tool", json.dumps(result)), _say("assistant", answer)], needs_tools=True)
+    return Exchange([say("user", request), call("current_time", arguments),
+                     say("tool", json.dumps(result)), say("assistant", answer)], needs_tools=True)
 
 
 UNDOABLE = [("Can you book me a flight to Rome?", "book flights"), ("Please order a pizza for me.", "order food"),
@@ -308,7 +292,7 @@ UNDOABLE_ANSWERS = ["Sorry, I can't {action}. I can do arithmetic with my calcul
 
 def no_tool_fits(rng: random.Random) -> Exchange:
     request, action = rng.choice(UNDOABLE)
-    return Exchange([_say("user", request), _say("assistant", _pick(rng, UNDOABLE_ANSWERS, action=action))])
+    return Exchange([say("user", request), say("assistant", pick(rng, UNDOABLE_ANSWERS, action=action))])
 
 
 # ---------------------------------------------------------------------------------------------- conversations
@@ -332,7 +316,7 @@ def make_conversation(rng: random.Random) -> Conversation:
         kinds = [small_talk, arithmetic, arithmetic, arithmetic, clock, no_tool_fits]
     while not exchanges or (len(exchanges) < MAX_EXCHANGES and rng.random() < MORE_EXCHANGES):
         exchanges.append(rng.choice(kinds)(rng))
-    messages = [_say("system", system)] if system else []
+    messages = [say("system", system)] if system else []
     for exchange in exchanges:
         messages += exchange.messages
     return Conversation(messages, [dict(tool) for tool in TOOL_DEFINITIONS] if with_tools else None)
