@@ -13,7 +13,7 @@ which `cogni bench` times with too). Ratios are cognimamba / HF of the median to
            backward, gradient clipping and the same fused AdamW, on a second copy of each model. With
            --compile ours runs through torch.compile (`train.compile`), compiled before timing.
 - prefill: one prompt of --prefill-tokens at batch 1, returning the last position's logits and keeping the
-           keys and values, as generation's first step does (our KVCache; HF's own DynamicCache).
+           keys and values, as generation's first step does (our DecodeCache; HF's own DynamicCache).
 - decode:  --decode-tokens greedy tokens after a --prompt-tokens prompt at batch 1, the whole call timed:
            our Decoder.stream_ids against HF `generate(do_sample=False)` with its cache. With --compile our
            decoding steps run through torch.compile (`cogni chat --compile`); the compile happens before timing
@@ -46,7 +46,7 @@ from cognimamba.config.schema import Config, GenerationConfig
 from cognimamba.evaluation.timing import Side, interleaved, markdown_table, seconds_per_call, spread
 from cognimamba.inference.decoding import Decoder
 from cognimamba.interop.hf_names import hf_llama_config, to_hf_state_dict
-from cognimamba.model.transformer import KVCache, Transformer, num_parameters
+from cognimamba.model.transformer import DecodeCache, LanguageModel, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
 from cognimamba.system.hardware import pick_device
@@ -78,8 +78,8 @@ def hf_model(config: Config, state: dict[str, torch.Tensor], device: torch.devic
     return model.to(device)
 
 
-def our_model(config: Config, state: dict[str, torch.Tensor], device: torch.device) -> Transformer:
-    model = Transformer(config.model)
+def our_model(config: Config, state: dict[str, torch.Tensor], device: torch.device) -> LanguageModel:
+    model = LanguageModel(config.model)
     model.load_state_dict(state, strict=False)
     return model.to(device)
 
@@ -92,11 +92,11 @@ def source(args: argparse.Namespace) -> tuple[Config, dict[str, torch.Tensor], s
     else:
         config = get_profile(args.profile)
         torch.manual_seed(args.seed)
-        state, described = model_state(Transformer(config.model)), f"{config.profile} profile, random weights"
+        state, described = model_state(LanguageModel(config.model)), f"{config.profile} profile, random weights"
     return replace(config, model=replace(config.model, dropout=0.0)), state, described
 
 
-def check_identical(ours: Transformer, hf: nn.Module, config: Config, device: torch.device, prompt: list[int],
+def check_identical(ours: LanguageModel, hf: nn.Module, config: Config, device: torch.device, prompt: list[int],
                     new_tokens: int) -> tuple[float, bool]:
     """Max logit difference on a batch, and whether both greedy continuations agree token for token."""
     generator = torch.Generator().manual_seed(1)
@@ -106,7 +106,7 @@ def check_identical(ours: Transformer, hf: nn.Module, config: Config, device: to
     return diff, ours_decode(ours, device, prompt, new_tokens)() == hf_decode(hf, device, prompt, new_tokens)()
 
 
-def ours_decode(model: Transformer, device: torch.device, prompt: list[int],
+def ours_decode(model: LanguageModel, device: torch.device, prompt: list[int],
                 new_tokens: int, decoder: Decoder | None = None) -> Callable[[], list[int]]:
     decoder = decoder or Decoder(model, None, device)
     settings = GenerationConfig(temperature=0.0, max_new_tokens=new_tokens)
@@ -159,7 +159,7 @@ def build_sides(config: Config, state: dict[str, torch.Tensor], device: torch.de
     if compile_train:  # compile before timing, and say how long it took
         train_compile_seconds = seconds_per_call(
             lambda: training_step(ours_forward, ours_optimizer, batch_of_one_step, plain, clip), device)
-    cache = KVCache(config.model, 1, args.prefill_tokens, device)
+    cache = DecodeCache(config.model, 1, args.prefill_tokens, device)
 
     @torch.inference_mode()
     def ours_prefill() -> None:

@@ -52,7 +52,7 @@ from cognimamba.inference.decoding import Decoder
 from cognimamba.inference.weights import apply_weight_format
 from cognimamba.interop.gguf_file import write_gguf
 from cognimamba.model.tokenizer import train_tokenizer
-from cognimamba.model.transformer import KVCache, Transformer, num_parameters
+from cognimamba.model.transformer import DecodeCache, LanguageModel, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.tensors import model_state
 
@@ -80,14 +80,14 @@ def source(args: argparse.Namespace) -> tuple[ModelConfig, dict[str, torch.Tenso
     tokenizer = train_tokenizer(text, args.vocab or config.vocab_size)
     config = replace(config, vocab_size=tokenizer.get_vocab_size(), dropout=0.0)
     torch.manual_seed(args.seed)
-    state = model_state(Transformer(config))
+    state = model_state(LanguageModel(config))
     shape = f"{args.profile} profile" + (f" shape, vocab {config.vocab_size}" if args.vocab else "")
     return config, state, tokenizer, f"{shape}, random weights"
 
 
-def our_models(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, Transformer]:
+def our_models(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, LanguageModel]:
     """fp32, and bf16 and int8 where this machine can hold them (a one-line note where not)."""
-    base = Transformer(config)
+    base = LanguageModel(config)
     base.load_state_dict(state, strict=False)
     models = {"fp32": base.eval()}
     for weights in ("bf16", "int8"):
@@ -135,7 +135,8 @@ def llama_models(config: ModelConfig, state: dict[str, torch.Tensor], tokenizer:
     return models
 
 
-def ours_decode(model: Transformer, prompt: list[int], new_tokens: int, threads: int | None) -> Callable[[], list[int]]:
+def ours_decode(model: LanguageModel, prompt: list[int], new_tokens: int,
+                threads: int | None) -> Callable[[], list[int]]:
     decoder = Decoder(model, None, torch.device("cpu"), threads=threads)
     settings = GenerationConfig(temperature=0.0, max_new_tokens=new_tokens)
     return lambda: list(decoder.stream_ids(prompt, settings))
@@ -153,9 +154,9 @@ def llama_decode(llm: object, prompt: list[int], new_tokens: int) -> Callable[[]
     return run
 
 
-def ours_prefill(model: Transformer, ids: list[int]) -> Callable[[], object]:
+def ours_prefill(model: LanguageModel, ids: list[int]) -> Callable[[], object]:
     tokens = torch.tensor([ids])
-    cache = KVCache(model.config, 1, len(ids), torch.device("cpu"), next(model.parameters()).dtype)
+    cache = DecodeCache(model.config, 1, len(ids), torch.device("cpu"), next(model.parameters()).dtype)
 
     @torch.inference_mode()
     def run() -> object:
@@ -180,12 +181,12 @@ def agreement(ours: list[int], theirs: list[int]) -> dict[str, int]:
             "tokens": len(ours)}
 
 
-def profile_step(model: Transformer, threads: int | None, rows: int = 12) -> str:
+def profile_step(model: LanguageModel, threads: int | None, rows: int = 12) -> str:
     """torch.profiler's table of 16 decode steps (after 8 warm-up steps), by self CPU time."""
     from torch.profiler import profile
 
     decoder = Decoder(model, None, torch.device("cpu"), threads=threads)
-    cache = KVCache(model.config, 1, 32, torch.device("cpu"), next(model.parameters()).dtype)
+    cache = DecodeCache(model.config, 1, 32, torch.device("cpu"), next(model.parameters()).dtype)
     token = torch.zeros((1, 1), dtype=torch.long)
     with torch.inference_mode():
         for position in range(8):
@@ -227,12 +228,13 @@ def bits_per_byte(run: Path, data_dir: Path, decode_windows: int) -> dict[str, d
 class StepByStep(torch.nn.Module):
     """A model called on a window that runs it one token at a time through the KV cache, as decoding does."""
 
-    def __init__(self, model: Transformer) -> None:
+    def __init__(self, model: LanguageModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        cache = KVCache(self.model.config, idx.size(0), idx.size(1), idx.device, next(self.model.parameters()).dtype)
+        dtype = next(self.model.parameters()).dtype
+        cache = DecodeCache(self.model.config, idx.size(0), idx.size(1), idx.device, dtype)
         return torch.cat([self.model(idx[:, [i]], cache=cache, start=i) for i in range(idx.size(1))], dim=1).float()
 
 

@@ -23,19 +23,19 @@ import torch
 
 from cognimamba.config.profiles import get_profile
 from cognimamba.inference.decode_step import DecodeStep
-from cognimamba.model.transformer import KVCache, Transformer, num_parameters
+from cognimamba.model.transformer import DecodeCache, LanguageModel, num_parameters
 
 
-def build(profile: str, pattern: str, context: int, steps: int) -> Transformer:
+def build(profile: str, pattern: str, context: int, steps: int) -> LanguageModel:
     config = replace(get_profile(profile).model, layer_pattern=pattern, max_seq_len=context + steps + 1)
     torch.manual_seed(0)
-    return Transformer(config).eval()
+    return LanguageModel(config).eval()
 
 
 @torch.inference_mode()
-def decode_seconds(model: Transformer, context: int, steps: int) -> float:
+def decode_seconds(model: LanguageModel, context: int, steps: int) -> float:
     """Seconds for `steps` greedy single-token steps after a prefill of `context` tokens."""
-    cache = KVCache(model.config, 1)
+    cache = DecodeCache(model.config, 1)
     prompt = torch.randint(0, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
     logits = model(prompt, cache=cache, start=0, last_only=True)[:, -1]
     step = DecodeStep(model, torch.device("cpu"))

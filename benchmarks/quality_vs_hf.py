@@ -21,7 +21,7 @@ machine's speed touches both alike):
 
 Both sides are scored by one reader, `cognimamba.evaluation.checks.eval_on_data` (what `cogni test-model` reports):
 bits/byte over every token of the data dir's val.bin, in non-overlapping windows of the model's context, against
-the val text's UTF-8 bytes. The trained HF weights are read into our Transformer through the import names
+the val text's UTF-8 bytes. The trained HF weights are read into our LanguageModel through the import names
 (`interop.hf_names.from_hf_state_dict`) after a check that both give the same logits. Both sides use --threads
 CPU threads. The table: side, seed, steps, tokens, tokens/s, bits/byte; then each side's median and seed spread
 (max - min), and the ratio cogni / hf of the medians (below 1: the profile is better). Run it on an otherwise
@@ -61,7 +61,7 @@ from cognimamba.runs.loading import LoadedRun, load_run
 from cognimamba.runs.tensors import load_state_into
 
 SIDES = ("hf", "cogni")
-LOGIT_TOLERANCE = 1e-3  # fp32 HF against the same weights in our Transformer: ~1e-5 (compare_hf.py checks the same)
+LOGIT_TOLERANCE = 1e-3  # fp32 HF against the same weights in our LanguageModel: ~1e-5 (compare_hf.py checks the same)
 
 
 @dataclass
@@ -162,7 +162,7 @@ def train_hf(args: argparse.Namespace, data: DataDir, seed: int) -> tuple[nn.Mod
 
 
 def as_our_run(hf: nn.Module, shape: ModelConfig, data: DataDir) -> LoadedRun:
-    """The trained HF weights in our Transformer, checked to give HF's logits, as a LoadedRun to score."""
+    """The trained HF weights in our LanguageModel, checked to give HF's logits, as a LoadedRun to score."""
     model = build_model(shape)
     load_state_into(model, from_hf_state_dict(hf.state_dict(), shape), Path("LlamaForCausalLM"))
     model.eval()
@@ -171,7 +171,7 @@ def as_our_run(hf: nn.Module, shape: ModelConfig, data: DataDir) -> LoadedRun:
     with torch.no_grad():
         difference = float((model(inputs) - hf(input_ids=inputs, use_cache=False).logits).abs().max())
     if not difference < LOGIT_TOLERANCE:
-        sys.exit(f"the HF model read into our Transformer differs by {difference:.2e} in its logits; not scoring it")
+        sys.exit(f"the HF model read into our LanguageModel differs by {difference:.2e} in its logits; not scoring it")
     return LoadedRun(Path("LlamaForCausalLM"), Config(model=shape), load_tokenizer(data.path / "tokenizer.json"),
                      model, {})
 

@@ -34,7 +34,7 @@ def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Ten
 
 
 def forward_terms(config: ModelConfig, length: int) -> int:
-    """The float32 terms summed one after another on a Transformer's deepest path to a logit: per layer two
+    """The float32 terms summed one after another on a LanguageModel's deepest path to a logit: per layer two
     RMSNorms, the qkv projection, a score, the softmax and its weighted sum over up to `length` positions, the
     output projection, gate_up and down; then the final norm and the head."""
     per_layer = 2 * config.dim + config.dim + config.dim // config.n_heads + 2 * length + config.dim + config.dim \

@@ -29,9 +29,9 @@ from cognimamba.errors import CogniError
 from cognimamba.evaluation.timing import warm_then_repeat
 from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.inference.weights import apply_weight_format, check_weight_format
-from cognimamba.model.build import MODEL_CLASSES, build_model, new_cache, training_flops_per_token
+from cognimamba.model.build import MODEL_CLASSES, Model, build_model, new_cache, training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak
-from cognimamba.model.transformer import KVCache, SlotStep, Transformer, num_parameters
+from cognimamba.model.transformer import DecodeCache, SlotStep, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.system import hardware
 from cognimamba.train.optim import build_optimizer
@@ -114,7 +114,7 @@ class BenchModel:
 
     name: str
     config: Config
-    model: Transformer
+    model: Model
     device: torch.device
     dtype: torch.dtype  # of the activations and the KV cache
     weights: str  # "trained" (a run dir) or "random" (a profile)
@@ -176,7 +176,7 @@ def inference_dtype(requested: str, device: torch.device) -> torch.dtype:
     return hardware.pick_dtype(requested, device, setting="--dtype")
 
 
-def with_context(model: Transformer, length: int) -> Transformer:
+def with_context(model: Model, length: int) -> Model:
     """The same weights with RoPE tables long enough for `length` positions.
 
     Speed does not depend on what the weights learned, so pp512 runs on a model trained on shorter
@@ -243,7 +243,7 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device.
 
     One sequence steps as chat does (DecodeStep: its thread count, and torch.compile with `compile`); several
-    step as `cogni serve` decodes its slots (Transformer.decode_slots: each row at its own position, here all
+    step as `cogni serve` decodes its slots (LanguageModel.decode_slots: each row at its own position, here all
     at the same one), unless `compile` asks for the compiled uniform batch. Returns the samples and the
     warm-up run's seconds, which hold the compile.
     """
@@ -252,7 +252,7 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     cache = new_cache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
     step = DecodeStep(model, bench.device, compile, batch, threads)
-    slots = batch > 1 and not compile and isinstance(cache, KVCache)
+    slots = batch > 1 and not compile and isinstance(cache, DecodeCache)
     rows = torch.arange(batch, device=bench.device)
 
     def logits_at(position: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
 lm-eval asks a model three things: the log likelihood of a continuation after a context, the log
 likelihood of a whole text (scored in windows of the model's context, exactly as lm-eval's own `hf`
 backend cuts them), and greedy text until a stop string. The first two are batched forwards of our
-Transformer; the third goes through the batching engine (--batch-size generations at once, each in its own
+LanguageModel; the third goes through the batching engine (--batch-size generations at once, each in its own
 KV cache slot), with its stop strings.
 Tokens, the prefix token before a text and the context truncation all follow the `hf` backend on the
 run's Hugging Face export, so the two give the same figures (tests/evaluation/test_harness.py).
@@ -35,7 +35,7 @@ from cognimamba.evaluation.harness_results import summarize
 from cognimamba.inference.batching import BatchEngine
 from cognimamba.interop.chat_template import CHAT_TEMPLATE
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, PAD, encode, special_id
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.loading import LoadedRun
 
 DEFAULT_MAX_GEN_TOKENS = 256  # lm-eval's default when a task does not say
@@ -47,7 +47,7 @@ Continuation = tuple[list[int], int, list[str], float]  # prompt ids, max new to
 Continuer = Callable[[list[Continuation]], Iterator[str]]
 
 
-def engine_continuer(model: Transformer, tokenizer: Tokenizer, device: torch.device, slots: int) -> Continuer:
+def engine_continuer(model: LanguageModel, tokenizer: Tokenizer, device: torch.device, slots: int) -> Continuer:
     """Texts from prompt ids through the project's batching engine (`slots` sequences at once, KV cache, stop
     strings held back), in the order asked; each as soon as it and those before it are done.
 
@@ -72,7 +72,7 @@ class ScoredContinuation:
 
 
 @torch.inference_mode()
-def score_batch(model: Transformer, pairs: Sequence[TokenPair], pad_id: int,
+def score_batch(model: LanguageModel, pairs: Sequence[TokenPair], pad_id: int,
                 device: torch.device) -> list[ScoredContinuation]:
     """Log likelihoods of each continuation after its context, in one right-padded forward.
 

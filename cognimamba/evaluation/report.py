@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,8 +66,13 @@ def write_report(run: Path, sample: bool = True) -> Path:
 
 def write_report_safely(run: Path, console: Console, sample: bool = True) -> Path | None:
     """The report after training: whatever goes wrong is one yellow line, never a failed run."""
+    return write_safely(lambda: write_report(run, sample=sample), console)
+
+
+def write_safely(write: Callable[[], Path], console: Console) -> Path | None:
+    """Call `write` (a report writer): an error is one yellow line, since what it reports on is done and saved."""
     try:
-        path = write_report(run, sample=sample)
+        path = write()
     except Exception as error:  # the run is done and saved; its report must not undo that
         console.print(f"[yellow]report.md not written: {escape(type(error).__name__)}: {escape(str(error))}[/]",
                       highlight=False, soft_wrap=True)

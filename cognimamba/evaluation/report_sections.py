@@ -16,6 +16,7 @@ from typing import Any
 from cognimamba.evaluation.harness_results import metric_rows
 from cognimamba.evaluation.saved_evals import SavedEval
 from cognimamba.runs.layout import CONFIG, METRICS, STATE, TOKENIZER
+from cognimamba.runs.metrics import read_metrics
 from cognimamba.system.console import human_bytes, human_count
 
 Lines = list[str]
@@ -38,15 +39,7 @@ class RunRecord:
     @classmethod
     def read(cls, run: Path) -> RunRecord:
         run = Path(run)
-        rows = []
-        if (run / METRICS).is_file():
-            for line in (run / METRICS).read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill mid-write
-                if isinstance(row, dict):
-                    rows.append(row)
+        rows = [row for row in read_metrics(run) if isinstance(row, dict)] if (run / METRICS).is_file() else []
         return cls(run, _json_object(run / CONFIG), _json_object(run / STATE), rows)
 
     def section(self, name: str) -> dict[str, Any]:

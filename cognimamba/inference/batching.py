@@ -31,7 +31,7 @@ from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_t
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.build import Model, new_cache
-from cognimamba.model.transformer import KVCache, SlotStep
+from cognimamba.model.transformer import DecodeCache, SlotStep
 from cognimamba.system.hardware import intra_op_threads
 
 log = logging.getLogger("cognimamba.inference")
@@ -202,10 +202,10 @@ class BatchEngine:
     def _fit_cache(self, positions: int) -> None:
         """Grow the keys and values (powers of two, up to the context) to hold `positions`, keeping the slots'."""
         old = self.cache
-        if not isinstance(old, KVCache) or old.max_len >= min(positions, self.context_length):
+        if not isinstance(old, DecodeCache) or old.max_len >= min(positions, self.context_length):
             return
         size = min(self.context_length, 1 << (positions - 1).bit_length())
-        grown = KVCache(self.model.config, self.slots, size, device=self.device, dtype=self.dtype)
+        grown = DecodeCache(self.model.config, self.slots, size, device=self.device, dtype=self.dtype)
         for layer, keys in old.keys.items():
             grown.keys[layer][:, :, :keys.size(2)] = keys
             grown.values[layer][:, :, :keys.size(2)] = old.values[layer]

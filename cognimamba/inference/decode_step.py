@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from cognimamba.model.linear import refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END
-from cognimamba.model.transformer import KVCache
+from cognimamba.model.transformer import DecodeCache
 from cognimamba.system.hardware import intra_op_threads
 
 # Batch-1 decoding takes one CPU thread per this many bytes of weights, up to every thread torch has: a
@@ -70,7 +70,7 @@ class DecodeStep:
         self.compile_seconds: float | None = None
         self.compile_error: str | None = None
 
-    def __call__(self, tokens: torch.Tensor, cache: KVCache, position: int) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, cache: DecodeCache, position: int) -> torch.Tensor:
         """Logits [batch, vocab] for `tokens` [batch, 1] at `position`."""
         with intra_op_threads(self.threads):
             if self.compiled is None:
@@ -80,11 +80,11 @@ class DecodeStep:
             return self._run(self.compiled, tokens, cache, position)
 
     @staticmethod
-    def _run(forward: Callable[..., torch.Tensor], tokens: torch.Tensor, cache: KVCache,
+    def _run(forward: Callable[..., torch.Tensor], tokens: torch.Tensor, cache: DecodeCache,
              position: int) -> torch.Tensor:
         return forward(tokens, cache=cache, start=position, last_only=True)[:, -1]
 
-    def _first_compiled(self, tokens: torch.Tensor, cache: KVCache, position: int) -> torch.Tensor:
+    def _first_compiled(self, tokens: torch.Tensor, cache: DecodeCache, position: int) -> torch.Tensor:
         assert self.compiled is not None
         refresh_transposed(self.model)  # tracing reads the decoding copies of the weights as they are now
         started = time.perf_counter()

@@ -20,9 +20,9 @@ from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_t
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.inference.weights import apply_weight_format
-from cognimamba.model.build import new_cache
+from cognimamba.model.build import Model, new_cache
 from cognimamba.model.tokenizer import encode
-from cognimamba.model.transformer import KVCache, Transformer
+from cognimamba.model.transformer import DecodeCache
 
 if TYPE_CHECKING:
     from cognimamba.runs.loading import LoadedRun
@@ -33,7 +33,7 @@ MIN_CACHE_POSITIONS = 256  # the smallest KV cache a Decoder allocates; larger o
 class Decoder:
     """Decodes a model's reply token by token with a preallocated KV cache, as ids or as text deltas."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer | None,
+    def __init__(self, model: Model, tokenizer: Tokenizer | None,
                  device: torch.device | str | None = None, compile: bool = False, threads: int | None = None) -> None:
         """Without a tokenizer only `stream_ids` works, and no token stops generation early.
 
@@ -45,7 +45,7 @@ class Decoder:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.stop_ids = stop_token_ids(tokenizer)
         self.stats = GenerationStats()
-        self._cache: KVCache | None = None
+        self._cache: DecodeCache | None = None
         self.step = DecodeStep(model, self.device, compile, threads=threads)
 
     @property
@@ -60,7 +60,7 @@ class Decoder:
             tokens = torch.zeros((1, 1), dtype=torch.long, device=self.device)
             self.step(tokens, self._cache_for(3), min(2, self.context_length - 1))
 
-    def _cache_for(self, positions: int) -> KVCache:
+    def _cache_for(self, positions: int) -> DecodeCache:
         """A cache of at least `positions` (within the context), grown in powers of two: a reply needs its prompt
         and max_new_tokens, and a long context (up to MAX_CONTEXT_LENGTH) is not preallocated for a short chat."""
         if self._cache is None or self._cache.max_len < min(positions, self.context_length):
@@ -179,7 +179,7 @@ class TextModel(Protocol):
 class ChatModel(TextModel):
     """A loaded model decoding in this process: the `TextModel` of a run (chat, serve, the evals)."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, name: str = "model",
+    def __init__(self, model: Model, tokenizer: Tokenizer, name: str = "model",
                  defaults: GenerationConfig | None = None, device: torch.device | str | None = None,
                  compile: bool = False, threads: int | None = None) -> None:
         self.name = name
@@ -238,7 +238,7 @@ class ChatModel(TextModel):
 
 
 @torch.inference_mode()
-def greedy_ids(model: Transformer, prompt_ids: list[int], max_new_tokens: int, use_cache: bool = True) -> list[int]:
+def greedy_ids(model: Model, prompt_ids: list[int], max_new_tokens: int, use_cache: bool = True) -> list[int]:
     """Greedy continuation ids; with use_cache=False every step reruns the full sequence (the reference)."""
     model.eval()
     ids = list(prompt_ids)

@@ -1,8 +1,8 @@
 """A Hugging Face checkpoint's config.json read as a ModelConfig, or refused by name.
 
 Which family a checkpoint is comes from its `architectures` (else its `model_type`); each option our
-Transformer has is read from the fields transformers 4.x or 5.x writes (`rope_theta` and `rope_scaling`, or
-`rope_parameters`, per layer type for Gemma 3). Whatever our Transformer would compute differently (biases
+LanguageModel has is read from the fields transformers 4.x or 5.x writes (`rope_theta` and `rope_scaling`, or
+`rope_parameters`, per layer type for Gemma 3). Whatever our LanguageModel would compute differently (biases
 Llama has on its output, logit soft-capping, a sliding-window Qwen, mixture-of-experts layers, a vision tower
 alone) is refused by name rather than approximated.
 """
@@ -43,7 +43,7 @@ def checkpoint_family(hf: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def read_rope(parameters: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """One layer type's RoPE settings, with its type checked against the ones our Transformer computes."""
+    """One layer type's RoPE settings, with its type checked against the ones our LanguageModel computes."""
     parameters = dict(parameters or {})
     rope_type = parameters.get("rope_type") or parameters.get("type") or "default"
     if rope_type not in ROPE_TYPES:
@@ -82,7 +82,7 @@ def apply_rope(model: ModelConfig, rope: dict[str, Any], local: dict[str, Any]) 
 
 
 def refuse_what_differs(hf: dict[str, Any], family: str) -> None:
-    """Options of these architectures our Transformer does not compute, by name."""
+    """Options of these architectures our LanguageModel does not compute, by name."""
     activation = hf.get("hidden_activation") or hf.get("hidden_act") or HF_FAMILIES[family].activation
     if activation != HF_FAMILIES[family].activation:
         raise CogniError(f"config.json: hidden_act {activation!r} is not supported for "

@@ -1,4 +1,4 @@
-"""Name, shape and config mapping between our Transformer and Hugging Face's Llama, Qwen 2, Qwen 3 and Gemma 3.
+"""Name, shape and config mapping between our LanguageModel and Hugging Face's Llama, Qwen 2, Qwen 3 and Gemma 3.
 
 Our projections are fused (q/k/v in one matrix, gate/up in another); transformers keeps them apart. All four
 use the "rotate half" RoPE layout, so no permutation of q/k rows is needed for transformers (GGUF needs one).

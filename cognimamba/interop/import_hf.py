@@ -1,7 +1,7 @@
 """`cogni import-hf DIR --out RUN`: a Llama, Qwen 2, Qwen 3 or Gemma 3 checkpoint on disk -> a cognimamba run dir.
 
 The run then works with chat, bench, test-model and `cogni train --init-from RUN` like one trained here.
-Only what our Transformer computes exactly is accepted (interop/hf_config.py reads the config and refuses the
+Only what our LanguageModel computes exactly is accepted (interop/hf_config.py reads the config and refuses the
 rest by name); a Gemma 3 vision-language checkpoint imports its text tower. Weights are read from safetensors
 only (pickled `.bin` files can run code). The checkpoint's own chat template, where it has one, is kept in the
 run's config.json (`hf_chat_template`, with the `hf_special_tokens` it reads by name), and chat and serve render
@@ -28,7 +28,7 @@ from cognimamba.errors import CogniError
 from cognimamba.interop.hf_config import model_config_from_hf
 from cognimamba.interop.hf_names import from_hf_state_dict, text_tower
 from cognimamba.model.tokenizer import SPECIAL_TOKENS
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.layout import CONFIG, GENERATION, TOKENIZER, WEIGHTS
 from cognimamba.runs.loading import write_run_files
 from cognimamba.runs.manifest import write_manifest
@@ -167,7 +167,7 @@ def import_hf(source: Path, out: Path, max_seq_len: int | None = None, force: bo
 
     config = Config(profile="imported", model=model_config, generation=generation_defaults(source))
     validate(config)
-    model = Transformer(config.model)
+    model = LanguageModel(config.model)
     load_state_into(model, {name: tensor.float() for name, tensor in state.items()}, source)
     if out.exists() and force:
         for name in (WEIGHTS, CONFIG, TOKENIZER, GENERATION, "manifest.json"):

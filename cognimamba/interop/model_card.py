@@ -6,11 +6,11 @@ claims a figure the run did not measure; a figure the run lacks is left out rath
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from cognimamba.config.schema import Config
+from cognimamba.runs.metrics import read_metrics
 from cognimamba.system.fileio import read_json
 
 
@@ -26,16 +26,8 @@ def read_training_record(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]
     """trainer_state.json and metrics.jsonl rows, each empty when the run lacks it (an imported model)."""
     state_path = run / "trainer_state.json"
     state = read_json(state_path, "trainer state") if state_path.is_file() else {}
-    rows: list[dict[str, Any]] = []
-    metrics_path = run / "metrics.jsonl"
-    if metrics_path.is_file():
-        for line in metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill mid-write
-            if isinstance(row, dict):
-                rows.append(row)
+    has_metrics = (run / "metrics.jsonl").is_file()
+    rows = [row for row in read_metrics(run) if isinstance(row, dict)] if has_metrics else []
     return state if isinstance(state, dict) else {}, rows
 
 

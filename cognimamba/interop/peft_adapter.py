@@ -1,4 +1,4 @@
-"""A PEFT LoRA adapter of our Transformer, rewritten for the exported LlamaForCausalLM.
+"""A PEFT LoRA adapter of our LanguageModel, rewritten for the exported LlamaForCausalLM.
 
 Our LoRA adapters sit on the fused projections (`qkv`, `gate_up`), Llama's on separate ones. A LoRA update
 is B @ A with A shared by every output row, so the update of q alone is B_q @ A: the rows of lora_B split
@@ -71,7 +71,7 @@ def check_convertible(config: dict[str, Any]) -> None:
 
 
 def to_hf_adapter(adapter: PeftAdapter, model: ModelConfig, base_model: str) -> PeftAdapter:
-    """Rename and split an adapter of our Transformer into one of the exported LlamaForCausalLM."""
+    """Rename and split an adapter of our LanguageModel into one of the exported LlamaForCausalLM."""
     check_convertible(adapter.config)
     row_splits = {"attention.qkv": [model.q_dim, model.kv_dim, model.kv_dim],
                   "mlp.gate_up": [model.ffn_dim, model.ffn_dim]}

@@ -6,23 +6,23 @@ import torch
 
 from cognimamba.config.schema import ModelConfig
 from cognimamba.model.fixed_point import ContextCache, FixedPointModel, fixed_point_flops_per_token
-from cognimamba.model.transformer import KVCache, Transformer, flops_per_token
+from cognimamba.model.transformer import DecodeCache, LanguageModel, flops_per_token
 
-Model = Transformer | FixedPointModel
-MODEL_CLASSES = (Transformer, FixedPointModel)
+Model = LanguageModel | FixedPointModel
+MODEL_CLASSES = (LanguageModel, FixedPointModel)
 
 
 def build_model(config: ModelConfig) -> Model:
     """A freshly initialised model of `config`, on the current default device."""
-    return FixedPointModel(config) if config.is_fixed_point else Transformer(config)
+    return FixedPointModel(config) if config.is_fixed_point else LanguageModel(config)
 
 
 def new_cache(config: ModelConfig, batch_size: int, max_len: int | None = None, device: torch.device | str = "cpu",
-              dtype: torch.dtype = torch.float32) -> KVCache | ContextCache:
+              dtype: torch.dtype = torch.float32) -> DecodeCache | ContextCache:
     """What the model carries between decoding steps: keys, values and Mamba-2 states, or the context vector."""
     if config.is_fixed_point:
         return ContextCache(config, batch_size, max_len, device, dtype)
-    return KVCache(config, batch_size, max_len, device, dtype)
+    return DecodeCache(config, batch_size, max_len, device, dtype)
 
 
 def training_flops_per_token(config: ModelConfig, seq_len: int) -> float:

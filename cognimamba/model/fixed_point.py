@@ -160,7 +160,7 @@ class TeacherPass:
 
 
 class FixedPointModel(nn.Module):
-    """Embedding -> contexts at the fixed point of the passes -> token head; forward() is Transformer's."""
+    """Embedding -> contexts at the fixed point of the passes -> token head; forward() is LanguageModel's."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -87,7 +87,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
     return x * cos + x.roll(x.size(-1) // 2, dims=-1) * signed_sin
 
 
-class KVCache:
+class DecodeCache:
     """Preallocated keys and values of every attention layer, and the conv and SSM state of every Mamba-2 layer,
     so decoding allocates nothing per token. A Mamba-2 layer's state does not grow with the context."""
 
@@ -111,12 +111,12 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-    def rows(self, first: int, stop: int) -> KVCache:
+    def rows(self, first: int, stop: int) -> DecodeCache:
         """Rows first..stop-1 as a cache of their own: views, so what a forward pass writes lands in this one.
 
         One sequence slot's prompt is read into its rows this way while the other slots hold their own.
         """
-        view = object.__new__(KVCache)
+        view = object.__new__(DecodeCache)
         view.max_len = self.max_len
         view.keys = {layer: keys[first:stop] for layer, keys in self.keys.items()}
         view.values = {layer: values[first:stop] for layer, values in self.values.items()}
@@ -126,14 +126,14 @@ class KVCache:
 
 
 class SlotStep:
-    """One decoding step of some rows of a KVCache, each row at its own position (continuous batching).
+    """One decoding step of some rows of a DecodeCache, each row at its own position (continuous batching).
 
     Keys and values are written at each row's position and read back up to `limit` (one past the furthest
     position); a row's mask hides the positions after its own. Mamba-2 states are copied out for the step and
     written back by `write_back`, since rows are gathered, not sliced.
     """
 
-    def __init__(self, cache: KVCache, rows: torch.Tensor, positions: torch.Tensor) -> None:
+    def __init__(self, cache: DecodeCache, rows: torch.Tensor, positions: torch.Tensor) -> None:
         self.cache, self.rows, self.positions = cache, rows, positions
         self.limit = int(positions.max()) + 1
         if self.limit > cache.max_len:
@@ -179,7 +179,7 @@ class Attention(nn.Module):
         self.scale = config.attention_scale ** -0.5 if config.attention_scale else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None, start: int) -> torch.Tensor:
+                cache: DecodeCache | None, start: int) -> torch.Tensor:
         batch, length, _ = x.shape
         heads = self.qkv(x).view(batch, length, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
         qk, v = heads.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
@@ -230,7 +230,7 @@ class Block(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+                cache: DecodeCache | None = None, start: int = 0) -> torch.Tensor:
         mixed = self.attention(self.attention_norm(x), cos, sin, mask, cache, start)
         if self.attention_post_norm is not None:
             mixed = self.attention_post_norm(mixed)
@@ -258,7 +258,7 @@ class MambaBlock(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+                cache: DecodeCache | None = None, start: int = 0) -> torch.Tensor:
         """Block's signature; positions reach a Mamba-2 layer through its state, so cos, sin and mask go unused."""
         state = cache.mamba_states[self.layer] if cache is not None else None
         x = x + self._dropout(self.mamba(self.mamba_norm(x), state, start))
@@ -271,7 +271,10 @@ def build_block(config: ModelConfig, layer: int) -> Block | MambaBlock:
     return MambaBlock(config, layer) if config.is_mamba_layer(layer) else Block(config, layer)
 
 
-class Transformer(nn.Module):
+class LanguageModel(nn.Module):
+    """The token model every run but the fixed-point one is: embeddings, a stack of attention blocks, Mamba-2 blocks
+    or both (`model.layer_pattern`), a final norm and the head. Its decoding state is a `DecodeCache`."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -357,7 +360,7 @@ class Transformer(nn.Module):
         step.write_back()
         return self.lm_head(self.norm(x))[:, -1]
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0,
+    def forward(self, idx: torch.Tensor, cache: DecodeCache | None = None, start: int = 0,
                 last_only: bool = False, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for `idx` [batch, time]; with `cache`, positions start at `start` and keys are kept.
 
@@ -389,7 +392,7 @@ def num_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, non-embedding) counts of unique parameters; tied weights count once."""
     total = sum(p.numel() for p in model.parameters())
     embedding = sum(p.numel() for name, p in model.named_parameters() if "tok_embeddings" in name)
-    if isinstance(model, Transformer) and not model.config.tie_embeddings:
+    if isinstance(model, LanguageModel) and not model.config.tie_embeddings:
         embedding += model.lm_head.weight.numel()
     return total, total - embedding
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
-from cognimamba.evaluation.report import REPORT_FILE, run_report, write_report
+from cognimamba.evaluation.report import REPORT_FILE, run_report, write_report, write_safely
 from cognimamba.evaluation.report_sections import (
     Lines,
     RunRecord,
@@ -106,11 +105,4 @@ def write_recipe_report(out: Path, sample: bool = True) -> Path:
 
 def write_recipe_report_safely(out: Path, console: Console) -> Path | None:
     """The report after the recipe: whatever goes wrong is one yellow line, never a failed recipe."""
-    try:
-        path = write_recipe_report(out)
-    except Exception as error:  # the recipe is done and saved; its report must not undo that
-        console.print(f"[yellow]report.md not written: {escape(type(error).__name__)}: {escape(str(error))}[/]",
-                      highlight=False, soft_wrap=True)
-        return None
-    console.print(f"report card: {path}", highlight=False, soft_wrap=True)
-    return path
+    return write_safely(lambda: write_recipe_report(out), console)

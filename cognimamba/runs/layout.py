@@ -26,7 +26,7 @@ so `peft.PeftModel.from_pretrained(base_transformer, RUN)` loads it as is:
 
 No model.safetensors: `load_run` loads the base run, checks it is the one the adapter was trained on
 (base_weights_sha256 = sha256 of the base's model.safetensors), applies the adapter with peft and merges
-it, so chat, test-model and bench see a plain Transformer. `cogni merge BASE RUN --out DIR` writes the
+it, so chat, test-model and bench see a plain LanguageModel. `cogni merge BASE RUN --out DIR` writes the
 merged model as a plain run dir. The base run is never modified.
 
 Every file is written atomically and each checkpoint directory appears by one rename, so a kill at any

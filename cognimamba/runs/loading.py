@@ -14,7 +14,7 @@ from cognimamba.config.schema import Config
 from cognimamba.errors import CogniError
 from cognimamba.model.build import build_model
 from cognimamba.model.tokenizer import load_tokenizer
-from cognimamba.model.transformer import Transformer, num_parameters
+from cognimamba.model.transformer import LanguageModel, num_parameters
 from cognimamba.runs.checkpoints import recover_best
 from cognimamba.runs.layout import (
     ADAPTER_CONFIG,
@@ -36,13 +36,13 @@ from cognimamba.system.fileio import (
 from cognimamba.system.version import VERSION
 
 
-def config_payload(config: Config, model: Transformer, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def config_payload(config: Config, model: LanguageModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     total, non_embedding = num_parameters(model)
     return {"format_version": RUN_FORMAT_VERSION, "cognimamba_version": VERSION, **config.to_dict(),
             "parameters": {"total": total, "non_embedding": non_embedding}, **(extra or {})}
 
 
-def write_run_files(run: Path, config: Config, model: Transformer, tokenizer: Tokenizer,
+def write_run_files(run: Path, config: Config, model: LanguageModel, tokenizer: Tokenizer,
                     extra: dict[str, Any] | None = None) -> None:
     """config.json, tokenizer.json and generation_config.json: the parts that do not change while training."""
     run.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ class LoadedRun:
     path: Path
     config: Config
     tokenizer: Tokenizer
-    model: Transformer
+    model: LanguageModel
     info: dict[str, Any]
 
 

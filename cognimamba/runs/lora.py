@@ -1,8 +1,8 @@
-"""LoRA adapters through `peft`: wrap our Transformer, save in PEFT's own format, load and merge them back.
+"""LoRA adapters through `peft`: wrap our LanguageModel, save in PEFT's own format, load and merge them back.
 
 A LoRA run dir (layout in runs/layout.py) holds only the adapter and points at its base run, so the
 base stays untouched and one base can carry many adapters. Loading applies the adapter with peft and
-merges it, so inference runs the plain Transformer at full speed.
+merges it, so inference runs the plain LanguageModel at full speed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.model.build import MODEL_CLASSES
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.layout import ADAPTER_CONFIG, MANIFEST, WEIGHTS
 from cognimamba.runs.tensors import load_state_into, model_state
 from cognimamba.system.fileio import atomic_write_text, sha256_file
@@ -115,7 +115,7 @@ def lora_config(settings: LoraSettings, targets: tuple[str, ...] | None = None) 
                       target_modules=list(targets or settings.targets), bias="none")
 
 
-def present_targets(model: Transformer, targets: tuple[str, ...]) -> tuple[str, ...]:
+def present_targets(model: LanguageModel, targets: tuple[str, ...]) -> tuple[str, ...]:
     """The targets this model has: attention's for attention layers, Mamba-2's in_proj/out_proj for Mamba layers."""
     names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
     present = tuple(target for target in targets if target in names)
@@ -126,7 +126,7 @@ def present_targets(model: Transformer, targets: tuple[str, ...]) -> tuple[str, 
     return present
 
 
-def apply_lora(model: Transformer, settings: LoraSettings) -> Any:
+def apply_lora(model: LanguageModel, settings: LoraSettings) -> Any:
     """The model wrapped by peft: base weights frozen, LoRA A/B matrices (B = 0, so no change yet) trainable.
 
     Targets the model lacks (Mamba-2 projections in an all-attention model, say) are left out, so "all" means
@@ -135,8 +135,8 @@ def apply_lora(model: Transformer, settings: LoraSettings) -> Any:
     return peft_module().get_peft_model(model, lora_config(settings, present_targets(model, settings.targets)))
 
 
-def base_transformer(model: torch.nn.Module) -> Transformer:
-    """Our Transformer inside a peft wrapper (or the model itself)."""
+def base_transformer(model: torch.nn.Module) -> LanguageModel:
+    """Our LanguageModel inside a peft wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     inner = get_base() if callable(get_base) else model
     assert isinstance(inner, MODEL_CLASSES)
@@ -169,7 +169,7 @@ def adapter_config_json(peft_model: Any, base_run: str | None) -> dict[str, Any]
     for key, value in data.items():
         if isinstance(value, set):
             data[key] = sorted(value)
-    data["auto_mapping"] = {"base_model_class": Transformer.__name__, "parent_library": Transformer.__module__}
+    data["auto_mapping"] = {"base_model_class": LanguageModel.__name__, "parent_library": LanguageModel.__module__}
     return dict(sorted(data.items()))
 
 
@@ -232,7 +232,7 @@ def check_base_fingerprint(info: dict[str, Any], base_run: Path, adapter: Path) 
                          "pass the run it was fine-tuned from")
 
 
-def merge_adapter(model: Transformer, adapter: Path) -> Transformer:
+def merge_adapter(model: LanguageModel, adapter: Path) -> LanguageModel:
     """Apply a PEFT adapter dir to `model` with peft, then fold it into the weights."""
     peft = peft_module()
     try:
@@ -247,18 +247,18 @@ def merge_adapter(model: Transformer, adapter: Path) -> Transformer:
         raise CogniError(f"{adapter}: adapter_model.safetensors lacks weights the adapter config names "
                          f"({missing[0][:160]}); the adapter is incomplete")
     merged = peft_model.merge_and_unload()
-    assert isinstance(merged, Transformer)
+    assert isinstance(merged, LanguageModel)
     merged.requires_grad_(True)  # peft froze the base; a merged model is a plain model again
     return merged
 
 
-def merged_from_base(base_model: Transformer, base_config: ModelConfig, tuned: ModelConfig, adapter: Path,
-                     base_path: Path, info: dict[str, Any]) -> Transformer:
-    """A fresh Transformer with the tuned config, the base's weights and the adapter merged in."""
+def merged_from_base(base_model: LanguageModel, base_config: ModelConfig, tuned: ModelConfig, adapter: Path,
+                     base_path: Path, info: dict[str, Any]) -> LanguageModel:
+    """A fresh LanguageModel with the tuned config, the base's weights and the adapter merged in."""
 
     check_same_architecture(base_config, tuned, str(adapter))
     check_base_fingerprint(info, base_path, adapter)
-    model = Transformer(tuned)
+    model = LanguageModel(tuned)
     load_state_into(model, model_state(base_model), base_path)
     return merge_adapter(model, adapter)
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from cognimamba.config.schema import ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.model.build import build_model
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.system.fileio import (
     atomic_write,
 )
@@ -93,7 +93,7 @@ def check_shapes(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[i
                              f"{shape}; the files come from different runs")
 
 
-def load_state_into(model: Transformer, state: dict[str, torch.Tensor], where: Path) -> None:
+def load_state_into(model: LanguageModel, state: dict[str, torch.Tensor], where: Path) -> None:
     expected = {name: tuple(tensor.shape) for name, tensor in model_state(model).items()}
     check_shapes({name: tuple(tensor.shape) for name, tensor in state.items()}, expected, where)
     model.load_state_dict(state, strict=False)

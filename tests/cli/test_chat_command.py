@@ -198,9 +198,9 @@ def long_context_run(tmp_path: Path, tiny_run: Path) -> Path:
     loaded = load_run(tiny_run)
     config = tiny_config("model.max_seq_len=4096", f"model.vocab_size={loaded.config.model.vocab_size}")
     torch.manual_seed(0)
-    from cognimamba.model.transformer import Transformer
+    from cognimamba.model.transformer import LanguageModel
 
-    model = Transformer(config.model)
+    model = LanguageModel(config.model)
     with torch.no_grad():
         for token in SPECIAL_TOKENS:  # tied head: their logits are 0, never the greedy choice
             model.tok_embeddings.weight[loaded.tokenizer.token_to_id(token)] = 0.0

@@ -10,7 +10,7 @@ from cognimamba.config.profiles import (
     parameter_counts,
     preset_on_profile,
 )
-from cognimamba.model.transformer import Transformer, num_parameters
+from cognimamba.model.transformer import LanguageModel, num_parameters
 from tests.conftest import run_cli
 
 
@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 def test_every_profile_builds_a_model(name: str) -> None:
     config = get_profile(name)
     with torch.device("meta"):  # shapes only: the 12gb model would take seconds to initialise for real
-        model = Transformer(config.model)
+        model = LanguageModel(config.model)
     assert num_parameters(model) == parameter_counts(config.model)
     logits = model(torch.zeros((1, 8), dtype=torch.long, device="meta"))
     assert logits.shape == (1, 8, config.model.vocab_size)
@@ -83,7 +83,7 @@ def test_gemma3_270m_is_a_named_model_with_its_memory_on_each_gpu_profile() -> N
     assert config.profile == "gemma3-270m" and config.model.family == "gemma3"
     assert parameter_counts(config.model) == (268_098_176, 100_326_016)
     with torch.device("meta"):
-        model = Transformer(config.model)
+        model = LanguageModel(config.model)
     assert num_parameters(model) == parameter_counts(config.model)
     assert preset_on_profile("gemma3-270m", "4gb") is None
     for name, budget in BUDGET_GIB.items():

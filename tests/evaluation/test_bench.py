@@ -170,7 +170,7 @@ def test_cli_compile_reports_the_warm_up_apart(tiny_run: Path) -> None:
 
 def test_accumulated_step_updates_like_one_batch() -> None:
     """Micro-batches accumulate: two halves of the loss on the same batch give the one-batch update."""
-    from cognimamba.model.transformer import Transformer
+    from cognimamba.model.transformer import LanguageModel
     from cognimamba.train.optim import build_optimizer
     from cognimamba.train.step import training_step
     from tests.conftest import tiny_config
@@ -182,7 +182,7 @@ def test_accumulated_step_updates_like_one_batch() -> None:
     updated = []
     for micro_batches in (1, 2):
         torch.manual_seed(0)
-        model = Transformer(replace(config.model, dropout=0.0))
+        model = LanguageModel(replace(config.model, dropout=0.0))
         optimizer = build_optimizer(model, config.train, CPU)
         training_step(model, optimizer, [(inputs, targets)] * micro_batches, contextlib.nullcontext(), 1.0)
         updated.append(torch.cat([p.detach().flatten() for p in model.parameters()]))

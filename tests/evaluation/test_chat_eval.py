@@ -22,7 +22,7 @@ CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 * 7"
 
 
 class ScriptedModel(nn.Module):
-    """A Transformer stand-in whose greedy continuation of a prompt is exactly `script(prompt)`'s tokens
+    """A LanguageModel stand-in whose greedy continuation of a prompt is exactly `script(prompt)`'s tokens
     (turn markers included), then " la" forever: a reply without a marker runs into the token limit.
     It remembers one sequence at a time, so it is decoded in one slot."""
 

@@ -19,7 +19,7 @@ from tests.conftest import run_cli, shared_data
 
 
 class ScriptedModel(nn.Module):  # one sequence at a time: decoded in one slot (slots=1)
-    """A Transformer stand-in: same forward signature and logits, KV cache accepted, but its greedy
+    """A LanguageModel stand-in: same forward signature and logits, KV cache accepted, but its greedy
     continuation of a prompt is `script(prompt)` followed by <|im_end|>. Sampled (non-greedy) decoding
     would scramble the replies, since every other token keeps a fair share of the probability."""
 

@@ -11,7 +11,7 @@ from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.batching import BatchEngine, SlotRequest, generate_all
 from cognimamba.inference.decoding import Decoder, greedy_ids
 from cognimamba.model.build import build_model
-from cognimamba.model.transformer import KVCache, SlotStep
+from cognimamba.model.transformer import DecodeCache, SlotStep
 from cognimamba.runs.loading import load_run
 from tests.conftest import tiny_config
 
@@ -42,7 +42,7 @@ def test_one_step_of_rows_at_different_positions_equals_each_rows_full_forward(s
     config = tiny_config(*SHAPES[shape], "model.vocab_size=300").model
     model = build_model(config).eval()
     prompts = eight_prompts(300)[:4]
-    cache = KVCache(config, 4, 40)
+    cache = DecodeCache(config, 4, 40)
     with torch.inference_mode():
         for row, prompt in enumerate(prompts):
             model(torch.tensor([prompt]), cache=cache.rows(row, row + 1), start=0)

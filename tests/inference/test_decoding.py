@@ -14,7 +14,7 @@ from cognimamba.inference.decoding import ChatModel, Decoder, greedy_ids
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import REPLACEMENT_CHAR, TextStream
 from cognimamba.model.tokenizer import encode, train_tokenizer
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.loading import load_run
 
 MULTILINGUAL = [
@@ -48,7 +48,7 @@ def test_cached_equals_uncached_with_sliding_window_and_gqa():
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=300, dim=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=96,
                          sliding_window=8, full_attention_every=2, init_std=0.3)
-    model = Transformer(config)
+    model = LanguageModel(config)
     prompt = list(range(5, 17))
     cached = greedy_ids(model, prompt, 70, use_cache=True)
     assert cached == greedy_ids(model, prompt, 70, use_cache=False)

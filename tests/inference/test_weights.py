@@ -13,7 +13,7 @@ from cognimamba.errors import CogniError
 from cognimamba.inference import weights as weight_formats
 from cognimamba.inference.decoding import ChatModel
 from cognimamba.inference.weights import Int8Linear, apply_weight_format, weight_format
-from cognimamba.model.transformer import KVCache, Transformer
+from cognimamba.model.transformer import DecodeCache, LanguageModel
 from cognimamba.runs.loading import load_run
 from cognimamba.system.hardware import cpu_has_native_bf16
 
@@ -25,17 +25,17 @@ needs_native_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 w
 TOLERANCE = {"int8": 0.03, "bf16": 0.03}
 
 
-def tiny_model() -> Transformer:
+def tiny_model() -> LanguageModel:
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176, max_seq_len=64,
                          dropout=0.0, init_std=0.1)
-    return Transformer(config).eval()
+    return LanguageModel(config).eval()
 
 
-def decoded_logits(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
+def decoded_logits(model: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
     """Logits of every position, fed one token at a time through the KV cache (the path chat decodes on)."""
     dtype = next(model.parameters()).dtype
-    cache = KVCache(model.config, 1, ids.size(1), torch.device("cpu"), dtype)
+    cache = DecodeCache(model.config, 1, ids.size(1), torch.device("cpu"), dtype)
     with torch.inference_mode():
         return torch.cat([model(ids[:, [i]], cache=cache, start=i) for i in range(ids.size(1))], dim=1).float()
 

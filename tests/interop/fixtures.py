@@ -17,7 +17,7 @@ def make_run(out: Path, *overrides: str, seed: int = 0, init_std: float = 0.3) -
     """A run dir with random weights large enough (init_std) that greedy decoding is not a tie-break contest."""
     from cognimamba.config.overrides import resolve_config
     from cognimamba.model.tokenizer import train_tokenizer
-    from cognimamba.model.transformer import Transformer
+    from cognimamba.model.transformer import LanguageModel
     from cognimamba.runs.layout import WEIGHTS
     from cognimamba.runs.loading import write_run_files
     from cognimamba.runs.tensors import model_state, save_weights
@@ -28,7 +28,7 @@ def make_run(out: Path, *overrides: str, seed: int = 0, init_std: float = 0.3) -
         "model.max_seq_len=64", f"model.vocab_size={tokenizer.get_vocab_size()}", f"model.init_std={init_std}",
         *overrides])
     torch.manual_seed(seed)
-    model = Transformer(config.model)
+    model = LanguageModel(config.model)
     with torch.no_grad():  # norms away from 1 so a mix-up of norm weights would show
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):

@@ -213,12 +213,12 @@ def test_gemma3_270m_profile_is_the_released_shape() -> None:
     """Our `gemma3-270m` model and transformers' Gemma 3 270M have the same parameters, 268,098,176 of them."""
     from cognimamba.config.profiles import MODEL_PRESETS, parameter_counts
     from cognimamba.interop.hf_config import model_config_from_hf
-    from cognimamba.model.transformer import Transformer, num_parameters
+    from cognimamba.model.transformer import LanguageModel, num_parameters
 
     ours = MODEL_PRESETS["gemma3-270m"]()
     with torch.device("meta"):
         hf_model = transformers.Gemma3ForCausalLM(gemma3_270m_config(262_144))
-        model = Transformer(ours)
+        model = LanguageModel(ours)
     hf_count = sum(param.numel() for param in hf_model.parameters())
     assert hf_count == num_parameters(model)[0] == parameter_counts(ours)[0] == 268_098_176
     imported = model_config_from_hf(json.loads(gemma3_270m_config(262_144).to_json_string()))

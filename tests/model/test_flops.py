@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from cognimamba.config.schema import ModelConfig
-from cognimamba.model.transformer import Transformer, flops_per_token
+from cognimamba.model.transformer import LanguageModel, flops_per_token
 
 CONFIG = ModelConfig(vocab_size=100, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=32)
 
@@ -25,7 +25,7 @@ def attention_multiply_adds(config: ModelConfig, seq_len: int, causal: bool) -> 
 
 def test_flops_per_token_is_palm_count_of_the_real_layers():
     """6 FLOPs per multiply-add and weight (2 forward, 4 backward), attention counted over the whole sequence."""
-    model = Transformer(CONFIG)
+    model = LanguageModel(CONFIG)
     seq_len = CONFIG.max_seq_len
     by_hand = 6 * matmul_weights(model) + 6 * attention_multiply_adds(CONFIG, seq_len, causal=False) / seq_len
     assert flops_per_token(CONFIG, seq_len) == by_hand

@@ -10,15 +10,15 @@ import torch
 from cognimamba.config.schema import ModelConfig
 from cognimamba.model.fixed_point import FixedPointModel
 from cognimamba.model.loss import IGNORE_INDEX, evaluate_loss, summed_loss
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from tests.conftest import tiny_config
 
 
-def tiny_model() -> Transformer:
+def tiny_model() -> LanguageModel:
     torch.manual_seed(0)
     config = tiny_config().model
     config.vocab_size = 64
-    return Transformer(config)
+    return LanguageModel(config)
 
 
 def test_loss_is_the_mean_over_trained_targets() -> None:

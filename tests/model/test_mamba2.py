@@ -14,7 +14,7 @@ from cognimamba.config.schema import Config, ModelConfig, validate
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import greedy_ids
 from cognimamba.model.mamba2 import Mamba2, MambaState, segment_sums, ssd_scan
-from cognimamba.model.transformer import KVCache, MambaBlock, Transformer, num_parameters
+from cognimamba.model.transformer import DecodeCache, LanguageModel, MambaBlock, num_parameters
 
 
 def tiny(pattern: str = "MA", **overrides) -> ModelConfig:
@@ -24,9 +24,9 @@ def tiny(pattern: str = "MA", **overrides) -> ModelConfig:
     return ModelConfig(**{**settings, **overrides})
 
 
-def model_for(config: ModelConfig) -> Transformer:
+def model_for(config: ModelConfig) -> LanguageModel:
     torch.manual_seed(0)
-    return Transformer(config).eval()
+    return LanguageModel(config).eval()
 
 
 def sequential_recurrence(x, log_decay, b, c, initial_state=None):
@@ -86,7 +86,7 @@ def test_cache_equals_full_forward(pattern: str) -> None:
     ids = torch.randint(0, 97, (2, 30))
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(config, batch_size=2)
+        cache = DecodeCache(config, batch_size=2)
         pieces = [model(ids[:, :7], cache=cache, start=0)]  # prefill
         pieces.append(model(ids[:, 7:12], cache=cache, start=7))  # a chunk continuing the state
         pieces += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(12, 30)]  # token by token
@@ -105,7 +105,7 @@ def test_greedy_decoding_with_the_state_equals_rerunning_the_sequence(pattern: s
 
 
 def test_mamba_state_does_not_grow_with_context() -> None:
-    short, long = KVCache(tiny("MM", max_seq_len=64), 1), KVCache(tiny("MM", max_seq_len=4096), 1)
+    short, long = DecodeCache(tiny("MM", max_seq_len=64), 1), DecodeCache(tiny("MM", max_seq_len=4096), 1)
     assert not short.keys and not long.keys
     assert all(short.mamba_states[layer].ssm.shape == long.mamba_states[layer].ssm.shape for layer in (0, 1))
 
@@ -152,7 +152,7 @@ def test_empty_pattern_is_the_all_attention_model() -> None:
     assert list(attention.state_dict()) == list(spelled_out.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(attention.state_dict().values(), spelled_out.state_dict().values(),
                                                  strict=True))
-    assert not KVCache(attention.config, 1).mamba_states
+    assert not DecodeCache(attention.config, 1).mamba_states
     hybrid = model_for(tiny("MA"))
     assert isinstance(hybrid.layers[0], MambaBlock)
     assert "layers.0.mamba.in_proj.weight" in hybrid.state_dict()
@@ -172,7 +172,7 @@ def test_mamba_init_follows_the_reference() -> None:
 def test_parameter_counts_match_the_model(pattern: str) -> None:
     config = replace(get_profile("cpu").model, layer_pattern=pattern)
     with torch.device("meta"):
-        model = Transformer(config)
+        model = LanguageModel(config)
     assert num_parameters(model) == parameter_counts(config)
 
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from cognimamba.config.profiles import parameter_counts
 from cognimamba.config.schema import ModelConfig, apply_family
 from cognimamba.model.transformer import (
-    KVCache,
+    DecodeCache,
+    LanguageModel,
     SlotStep,
-    Transformer,
     apply_rope,
     num_parameters,
     rope_inverse_frequencies,
@@ -23,9 +23,9 @@ def tiny(**overrides) -> ModelConfig:
     return ModelConfig(**{**settings, **overrides})
 
 
-def model_for(config: ModelConfig) -> Transformer:
+def model_for(config: ModelConfig) -> LanguageModel:
     torch.manual_seed(0)
-    return Transformer(config).eval()
+    return LanguageModel(config).eval()
 
 
 def test_rope_matches_rotate_half_reference() -> None:
@@ -100,7 +100,7 @@ def test_kv_cache_equals_full_forward(options: dict) -> None:
     ids = torch.randint(0, 97, (2, 30))
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(config, batch_size=2)
+        cache = DecodeCache(config, batch_size=2)
         pieces = [model(ids[:, :7], cache=cache, start=0)]  # prefill
         pieces.append(model(ids[:, 7:12], cache=cache, start=7))  # a chunk
         pieces += [model(ids[:, i:i + 1], cache=cache, start=i) for i in range(12, 30)]  # token by token
@@ -201,7 +201,7 @@ def test_slot_decoding_of_a_gemma_model_equals_the_full_forward() -> None:
     ids = torch.randint(0, 97, (2, 12))
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(config, batch_size=2)
+        cache = DecodeCache(config, batch_size=2)
         model(ids[:, :9], cache=cache, start=0)
         step = SlotStep(cache, torch.tensor([0, 1]), torch.tensor([9, 9]))
         logits = model.decode_slots(ids[:, 9:10], step)

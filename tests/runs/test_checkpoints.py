@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 
 from cognimamba.config.profiles import get_profile
 from cognimamba.errors import CogniError
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.runs.loading import load_run
 from cognimamba.runs.manifest import verify_manifest
@@ -155,7 +155,7 @@ def poisoned_steps(monkeypatch: pytest.MonkeyPatch):
     """Make chosen training steps (1-based, as in metrics.jsonl) produce a NaN loss or an infinite gradient."""
     plan: dict[str, set[int]] = {"nan_loss": set(), "inf_grad": set()}
     calls = {"train": 0}
-    forward = Transformer.forward
+    forward = LanguageModel.forward
 
     def poisoned(self, *args, **kwargs):
         logits = forward(self, *args, **kwargs)
@@ -168,7 +168,7 @@ def poisoned_steps(monkeypatch: pytest.MonkeyPatch):
             logits.register_hook(lambda grad: grad * float("inf"))  # the loss stays finite
         return logits
 
-    monkeypatch.setattr(Transformer, "forward", poisoned)
+    monkeypatch.setattr(LanguageModel, "forward", poisoned)
     return plan
 
 
@@ -310,7 +310,7 @@ def test_a_really_full_disk_is_reported_and_the_previous_checkpoint_survives(tin
 
 def test_cuda_out_of_memory_names_smaller_settings(tiny_data: Path, tmp_path: Path, one_thread,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    forward = Transformer.forward
+    forward = LanguageModel.forward
     calls = {"train": 0}
 
     def out_of_memory(self, *args, **kwargs):
@@ -320,7 +320,7 @@ def test_cuda_out_of_memory_names_smaller_settings(tiny_data: Path, tmp_path: Pa
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)")
         return forward(self, *args, **kwargs)
 
-    monkeypatch.setattr(Transformer, "forward", out_of_memory)
+    monkeypatch.setattr(LanguageModel, "forward", out_of_memory)
     run = tmp_path / "run"
     with pytest.raises(CogniError) as caught:
         train_in_process(tiny_data, run, "train.max_steps=30", "train.save_every=10")
@@ -347,6 +347,6 @@ def test_cpu_allocation_failure_is_reported_like_out_of_memory(tiny_data: Path, 
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 68719476736 bytes")
 
-    monkeypatch.setattr(Transformer, "forward", no_memory)
+    monkeypatch.setattr(LanguageModel, "forward", no_memory)
     with pytest.raises(CogniError, match=r"^out of memory on cpu"):
         train_in_process(tiny_data, tmp_path / "run", "train.max_steps=5")

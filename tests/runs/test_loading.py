@@ -13,7 +13,7 @@ from cognimamba.config.schema import MAX_CONTEXT_LENGTH, Config, GenerationConfi
 from cognimamba.errors import CogniError
 from cognimamba.inference.decoding import ChatModel
 from cognimamba.model.tokenizer import train_tokenizer
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs import loading
 from cognimamba.runs.layout import CONFIG, WEIGHTS
 from cognimamba.runs.loading import load_run, write_run_files
@@ -26,7 +26,7 @@ def write_run(run: Path, max_seq_len: int = 64) -> Path:
     model_config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), dim=32, n_layers=2, n_heads=2, n_kv_heads=1,
                                ffn_dim=64, max_seq_len=max_seq_len)
     config = Config(model=model_config)
-    model = Transformer(model_config)
+    model = LanguageModel(model_config)
     write_run_files(run, config, model, tokenizer)
     save_weights(run / WEIGHTS, model_state(model))
     return run
@@ -62,12 +62,12 @@ def test_weights_are_checked_against_the_config_before_the_model_is_built(
     edit_config(run, **fields)
     built = []
 
-    def spy(config: ModelConfig) -> Transformer:
-        model = Transformer(config)
+    def spy(config: ModelConfig) -> LanguageModel:
+        model = LanguageModel(config)
         built.append(next(model.parameters()).device.type)
         return model
 
-    monkeypatch.setattr(loading, "Transformer", spy)
+    monkeypatch.setattr(loading, "LanguageModel", spy)
     with pytest.raises(CogniError, match=message):
         load_run(run)
     assert "cpu" not in built  # no memory was spent on a model the weights cannot fill

@@ -17,7 +17,7 @@ from cognimamba.config.schema import ModelConfig
 from cognimamba.data.prepare_chat import ChatPrepareOptions, MixEntry, prepare_chat
 from cognimamba.errors import CogniError
 from cognimamba.model.tokenizer import train_tokenizer
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, GENERATION, TOKENIZER, WEIGHTS
 from cognimamba.runs.loading import read_config, write_run_files
 from cognimamba.runs.lora import LoraSettings, adapter_state, apply_lora, parse_targets, write_adapter_config
@@ -65,8 +65,8 @@ def lora_cli(tiny_run: Path, chat_data: Path, base_hash: str, tmp_path_factory: 
     return out, result.stderr
 
 
-def tiny_model() -> Transformer:
-    return Transformer(tiny_config().model)
+def tiny_model() -> LanguageModel:
+    return LanguageModel(tiny_config().model)
 
 
 def test_only_adapter_matrices_are_trainable() -> None:
@@ -113,7 +113,7 @@ def test_peft_reloads_the_adapter_and_merging_keeps_logits(lora_cli: tuple[Path,
     assert PeftConfig.from_pretrained(str(run)).r == 4
     base = cognimamba.load(tiny_run)
     tuned, _ = read_config(run)
-    model = Transformer(tuned.model)
+    model = LanguageModel(tuned.model)
     model.load_state_dict(base.model.state_dict())
     peft_model = PeftModel.from_pretrained(model, str(run)).eval()  # peft's own loader, nothing of ours
     # longer than the base's 64: RoPE is relative
@@ -155,7 +155,7 @@ def test_adapter_on_a_different_base_is_a_clear_error(lora_cli: tuple[Path, str]
     other = tmp_path / "other"  # a different architecture
     config = tiny_config("model.dim=32", "model.ffn_dim=96")
     config.model.vocab_size = 512
-    model = Transformer(config.model)
+    model = LanguageModel(config.model)
     write_run_files(other, config, model, cognimamba.load(tiny_run).tokenizer)
     save_weights(other / WEIGHTS, {name: t for name, t in model.state_dict().items() if name != "lm_head.weight"})
     with pytest.raises(CogniError, match=r"different base model \(model\.dim = 64, this base has 32\)"):
@@ -218,13 +218,13 @@ def test_unusable_architecture_override_is_named() -> None:
 LOAD_ADAPTER = """
 import json, sys, warnings
 from pathlib import Path
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.lora import merge_adapter
 from tests.conftest import tiny_config
 assert "peft" not in sys.modules and "torchao" not in sys.modules
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    merge_adapter(Transformer(tiny_config().model), Path(sys.argv[1]))
+    merge_adapter(LanguageModel(tiny_config().model), Path(sys.argv[1]))
 print(json.dumps([f"{w.filename}: {w.message}" for w in caught]))
 """
 

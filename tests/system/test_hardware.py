@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.system.hardware import compiled_if_possible
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import training_step
@@ -19,9 +19,9 @@ from tests.conftest import tiny_config
 CPU = torch.device("cpu")
 
 
-def tiny_model() -> Transformer:
+def tiny_model() -> LanguageModel:
     torch.manual_seed(0)
-    return Transformer(replace(tiny_config().model, vocab_size=128))
+    return LanguageModel(replace(tiny_config().model, vocab_size=128))
 
 
 def test_without_a_compiler_the_step_runs_eagerly_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:

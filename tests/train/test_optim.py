@@ -12,7 +12,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from cognimamba.errors import CogniError
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.runs.lora import LoraSettings, apply_lora
 from cognimamba.runs.metrics import read_metrics
@@ -30,9 +30,9 @@ CPU = torch.device("cpu")
 MUON = ("train.optimizer=muon", "train.muon_lr=0.01", "train.lr=3e-3")
 
 
-def tiny_model(*settings: str) -> Transformer:
+def tiny_model(*settings: str) -> LanguageModel:
     torch.manual_seed(0)
-    return Transformer(replace(tiny_config(*settings).model, vocab_size=128))
+    return LanguageModel(replace(tiny_config(*settings).model, vocab_size=128))
 
 
 def group_of(optimizer: CombinedOptimizer) -> dict[int, str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cognimamba.model.loss import IGNORE_INDEX
-from cognimamba.model.transformer import Transformer
+from cognimamba.model.transformer import LanguageModel
 from cognimamba.train.distributed import DistributedContext
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import accumulate_gradients, clip_gradients
@@ -35,10 +35,10 @@ def chat_like_batch(seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs, targets
 
 
-def fresh_model() -> Transformer:
+def fresh_model() -> LanguageModel:
     torch.manual_seed(0)
     config = tiny_config().model
-    return Transformer(replace(config, vocab_size=VOCAB, dropout=0.0))
+    return LanguageModel(replace(config, vocab_size=VOCAB, dropout=0.0))
 
 
 def gradient(model: torch.nn.Module) -> torch.Tensor:
