@@ -61,10 +61,12 @@ def ground_truth_model() -> ServedModel:
     return ServedModel(GroundTruthScript(answers, [first_question(cases[case]) for case in REFUSED]), "scripted")
 
 
-def test_bfcl_scores_the_served_model_and_counts_refusals(ground_truth_model: ServedModel, tmp_path: Path):
+def test_bfcl_scores_the_served_model_and_counts_refusals(ground_truth_model: ServedModel, tmp_path: Path,
+                                                          capfd: pytest.CaptureFixture[str]):
     with serving_locally(ground_truth_model, ServerSettings(api_key="key")) as url:
         summary = run_bfcl(url, "key", "scripted", BfclOptions(["simple_python", "irrelevance"], limit=CASES,
                                                                threads=2), tmp_path / "bfcl-raw")
+    assert "Traceback" not in "".join(capfd.readouterr())  # a refusal is counted, not printed as BFCL's error block
     simple, irrelevance = summary["categories"]["simple_python"], summary["categories"]["irrelevance"]
     assert (simple["correct"], simple["total"], simple["refused_for_context"]) == (CASES - 1, CASES, 1)
     assert simple["refused_ids"] == ["simple_python_1"] and simple["errors"] == 0
