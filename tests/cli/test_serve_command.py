@@ -91,3 +91,15 @@ def test_serve_answers_the_openai_client_and_chat_url(tiny_run: Path, tmp_path: 
         log = server.communicate(timeout=30)[1]
     assert "serving 'tiny'" in log and "(API key required)" in log
     assert "GET /v1/models 200" in log and "POST /v1/chat/completions 200 tokens" in log
+
+
+def test_the_request_log_goes_once_to_the_stderr_of_the_moment(capsys):
+    """Run in-process twice (as these tests do), the server's log neither doubles nor writes to a closed capture."""
+    import logging
+
+    from cognimamba.cli.commands.serve import configure_logging
+
+    configure_logging()
+    configure_logging()
+    logging.getLogger("cognimamba.serve").info("GET /health 200")
+    assert capsys.readouterr().err.count("GET /health 200") == 1
