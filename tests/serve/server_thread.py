@@ -1,42 +1,20 @@
-"""A real uvicorn server on a free port in a background thread, for tests that talk HTTP to it."""
+"""A real uvicorn server on a free port in a background thread (the one `cogni eval --bfcl` uses), for tests that
+talk HTTP to it."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
-import uvicorn
-
-from cognimamba.serve.app import create_app
 from cognimamba.serve.engine import ServedModel
+from cognimamba.serve.local_server import serving_locally
 from cognimamba.serve.state import ServerSettings
 
 
-@contextmanager
-def running_server(model: ServedModel, settings: ServerSettings | None = None) -> Iterator[str]:
+def running_server(model: ServedModel, settings: ServerSettings | None = None) -> AbstractContextManager[str]:
     """Yields the base URL (`http://127.0.0.1:PORT`) while the server runs; stops it afterwards."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(model, settings), log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        listener.close()
+    return serving_locally(model, settings, start_seconds=20)
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
