@@ -13,7 +13,8 @@ Before timing, the fp32 and f32 greedy tokens are checked equal, and the int8 an
 round the weights (per row against per block of 32), so they agree until a near-tie goes the other way.
 
 - decode:  --decode-tokens greedy tokens after a --prompt-tokens prompt, batch 1, the whole call timed: our
-           `Decoder.stream_ids` against llama-cpp-python's `Llama.generate` (top_k=1), both sampling on the host.
+           `Decoder.stream_ids` against llama-cpp-python's `Llama.generate` (top_k=1), both sampling on the host;
+           with --compile our decoding step runs through torch.compile, as `cogni serve` runs it by default.
 - prefill: one prompt of --prefill-tokens (one llama.cpp batch), filling a fresh KV cache, last logits kept.
 
 Each repetition times every pair back to back, alternating which side goes first, so a neighbour's burst on
@@ -136,8 +137,9 @@ def llama_models(config: ModelConfig, state: dict[str, torch.Tensor], tokenizer:
 
 
 def ours_decode(model: LanguageModel, prompt: list[int], new_tokens: int,
-                threads: int | None) -> Callable[[], list[int]]:
-    decoder = Decoder(model, None, torch.device("cpu"), threads=threads)
+                threads: int | None, compile: bool = False) -> Callable[[], list[int]]:
+    decoder = Decoder(model, None, torch.device("cpu"), compile=compile, threads=threads)
+    decoder.warm_up()  # a compiled step compiles here, before any timing
     settings = GenerationConfig(temperature=0.0, max_new_tokens=new_tokens)
     return lambda: list(decoder.stream_ids(prompt, settings))
 
@@ -256,7 +258,7 @@ def build(args: argparse.Namespace, folder: Path) -> tuple[list[tuple[Side, Side
         if weights not in ours:
             continue
         our_side = Side(f"cognimamba {weights}", {
-            "decode": ours_decode(ours[weights], prompt, args.decode_tokens, args.threads),
+            "decode": ours_decode(ours[weights], prompt, args.decode_tokens, args.threads, args.compile),
             "prefill": ours_prefill(ours[weights], prefill_ids)})
         their_side = Side(f"llama.cpp {gguf_type}", {
             "decode": llama_decode(theirs[gguf_type], prompt, args.decode_tokens),
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                         "token")
     parser.add_argument("--llama-extra-buffers", action="store_true", help="let llama.cpp repack weights and use "
                         "AMX (off by default: its AMX kernel dies of SIGILL on some VMs)")
+    parser.add_argument("--compile", action="store_true", help="our decoding step through torch.compile, as "
+                        "`cogni serve` runs it by default (compiled before timing)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     if args.threads:
@@ -334,7 +338,7 @@ def summary(pairs: list[tuple[Side, Side]], checks: dict[str, object], args: arg
             "samples": {side.name: side.samples for pair in pairs for side in pair}, **checks,
             "prefill_tokens": args.prefill_tokens, "prompt_tokens": args.prompt_tokens,
             "decode_tokens": args.decode_tokens, "threads": torch.get_num_threads(), "repetitions": args.repetitions,
-            "llama_extra_buffers": args.llama_extra_buffers,
+            "llama_extra_buffers": args.llama_extra_buffers, "compiled": args.compile,
             "versions": {"torch": torch.__version__, "llama_cpp_python": llama_cpp.__version__}}
 
 
@@ -355,8 +359,10 @@ def print_table(result: dict) -> None:
     print()
     print(markdown_table(["test", "cognimamba", "tokens/s", "llama.cpp", "tokens/s", "ratio"], rows,
                          numeric=(2, 4, 5)))
-    print(f"\nmedian of {result['repetitions']} interleaved repetitions; decode = {result['decode_tokens']} greedy "
-          f"tokens after {result['prompt_tokens']}, prefill = {result['prefill_tokens']} tokens, batch 1")
+    compiled = ", our decoding step through torch.compile" if result["compiled"] else ""
+    print(f"\nmedian of {result['repetitions']} interleaved repetitions{compiled}; decode = "
+          f"{result['decode_tokens']} greedy tokens after {result['prompt_tokens']}, prefill = "
+          f"{result['prefill_tokens']} tokens, batch 1")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """Load on `cogni serve`: concurrent streaming clients (openai's AsyncOpenAI), then the server's overhead.
 
     python benchmarks/serve_load.py RUN [--clients 1,2,4,8,16] [--parallel 1,8] [--seconds 20]
-                                        [--max-tokens 64] [--plot serve_load.png] [--overhead]
+                                        [--max-tokens 64] [--plot serve_load.png] [--overhead] [--no-compile]
 
 For each --parallel value it starts `cogni serve RUN --parallel P` on a free port and, for each number of
-clients, runs that many clients at once, each sending streamed chat completions (a prompt of about 64 tokens)
+clients, runs that many clients at once, each sending streamed chat completions (a prompt of about 64 tokens,
+numbered so no two requests share more than the chat template's first tokens: prompt caching saves nothing here)
 back to back for --seconds; prints requests completed and failed, p50/p95 time to first token and total
 generated tokens/s, and with --plot draws tokens/s and p95 time to first token against the clients
 (matplotlib). `--parallel 1` decodes one reply at a time, as the server did before continuous batching, so
 one run compares both on the same machine. With --overhead, the same greedy prompt through
 `cogni chat RUN --prompt --json` (its prompt time plus decoding, without loading) and through the server (a
-whole non-streamed request), tokens/s of each and their ratio. Results go in benchmarks/RESULTS.md.
+whole non-streamed request), tokens/s of each and their ratio. The server compiles its decoding steps as
+`cogni serve` does by default; --no-compile serves them eagerly. Results go in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int
         started = time.perf_counter()
         try:
             stream = await api.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=max_tokens, seed=seed,
-                stream=True, stream_options={"include_usage": True})
+                model=model, messages=[{"role": "user", "content": f"{seed}. {PROMPT}"}], max_tokens=max_tokens,
+                seed=seed, stream=True, stream_options={"include_usage": True})
             first = None
             async for chunk in stream:
                 if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -104,10 +106,10 @@ def server_speed(url: str, model: str, max_tokens: int) -> tuple[float, int]:
     """Greedy tokens/s of a whole non-streamed request (prompt, decoding and HTTP), best of three."""
     import httpx
 
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
-            "max_tokens": max_tokens}
     best, tokens = 0.0, 0
-    for _ in range(REPEATS):
+    for repeat in range(REPEATS):  # numbered prompts, as `cogni chat --prompt` has no cache to find them in
+        body = {"model": model, "messages": [{"role": "user", "content": f"{repeat}. {PROMPT}"}], "temperature": 0,
+                "max_tokens": max_tokens}
         started = time.perf_counter()
         reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).json()
         tokens = reply["usage"]["completion_tokens"]
@@ -118,8 +120,9 @@ def server_speed(url: str, model: str, max_tokens: int) -> tuple[float, int]:
 def local_speed(cli: list[str], run: Path, env: dict[str, str], max_tokens: int) -> tuple[float, int]:
     """The same through `cogni chat --prompt --json`: tokens over its prompt time plus decoding, best of three."""
     best, tokens = 0.0, 0
-    for _ in range(REPEATS):
-        reply = json.loads(subprocess.run([*cli, "chat", str(run), "--prompt", PROMPT, "--temperature", "0",
+    for repeat in range(REPEATS):
+        prompt = f"{repeat}. {PROMPT}"
+        reply = json.loads(subprocess.run([*cli, "chat", str(run), "--prompt", prompt, "--temperature", "0",
                                            "--max-new-tokens", str(max_tokens), "--json"], capture_output=True,
                                           text=True, env=env, check=True).stdout)
         tokens = reply["generated_tokens"]
@@ -128,7 +131,8 @@ def local_speed(cli: list[str], run: Path, env: dict[str, str], max_tokens: int)
     return best, tokens
 
 
-def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
+def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str],
+                 flags: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, str]:
     """`cogni serve RUN --parallel P` on a free port, once it answers: the process, its URL and model id."""
     import httpx
 
@@ -137,7 +141,7 @@ def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str]) 
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([*cli, "serve", str(run), "--port", str(port), "--queue-size", "64",
-                               "--parallel", str(parallel)], stderr=subprocess.DEVNULL, env=env)
+                               "--parallel", str(parallel), *flags], stderr=subprocess.DEVNULL, env=env)
     for _ in range(1200):
         try:
             return server, url, httpx.get(f"{url}/health").json()["model"]
@@ -178,6 +182,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--plot", type=Path, help="draw the curves into this PNG (needs matplotlib)")
     parser.add_argument("--overhead", action="store_true", help="also compare one request with `cogni chat`")
+    parser.add_argument("--no-compile", action="store_true", help="serve with `--no-compile` (eager decoding steps)")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "cognimamba"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -185,7 +190,7 @@ def main() -> None:
     print("| --parallel | clients | completed | failed | TTFT p50 | TTFT p95 | generated tokens/s, all clients |")
     print("|---|---|---|---|---|---|---|")
     for parallel in [int(value) for value in args.parallel.split(",")]:
-        server, url, model = start_server(cli, args.run, parallel, env)
+        server, url, model = start_server(cli, args.run, parallel, env, ("--no-compile",) if args.no_compile else ())
         try:
             for clients in [int(value) for value in args.clients.split(",")]:
                 result = asyncio.run(load(url, model, clients, args.seconds, args.max_tokens))

@@ -33,7 +33,7 @@ from cognimamba.evaluation.tool_eval import (
     load_eval_conversations,
     score_turn,
 )
-from cognimamba.inference.batching import BatchEngine
+from cognimamba.inference.batching import BatchEngine, stream_chains
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END, IM_START, decode, encode
 from cognimamba.runs.loading import LoadedRun
 
@@ -59,10 +59,11 @@ class RunCompletions:
     `slots` sequence slots (inference/batching.py), with the same tokens as one at a time.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer, slots: int = EVAL_SLOTS) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, slots: int = EVAL_SLOTS,
+                 prompt_cache: bool = True) -> None:
         self.tokenizer = tokenizer
         # Without a tokenizer the engine stops at no token and hands out ids (as text) instead of text.
-        self.engine = BatchEngine(model, None, slots)
+        self.engine = BatchEngine(model, None, slots, prompt_cache=prompt_cache)
         self.marker_ids = frozenset({tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None})
 
     @property
@@ -75,8 +76,9 @@ class RunCompletions:
     def complete_many(self, prompts: list[str], max_new_tokens: int) -> Iterator[str]:
         """Each prompt's continuation, in order, as soon as it and those before it are done."""
         options = GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-        replies = [self.engine.stream(encode(self.tokenizer, prompt), options, end_ids=self.marker_ids)
-                   for prompt in prompts]
+        # A conversation's turns one after another in one slot: each reads only what its turn adds.
+        replies = stream_chains(self.engine, [encode(self.tokenizer, prompt) for prompt in prompts], options,
+                                self.marker_ids)
         for reply in replies:
             yield decode(self.tokenizer, [int(token) for token in reply])
 

@@ -28,11 +28,11 @@ from tokenizers import Tokenizer
 
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
+from cognimamba.inference.prefix_reuse import RowMemory, prefix_chains, resume, reusable, save_states
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.build import Model, new_cache
-from cognimamba.model.transformer import DecodeCache, SlotStep
-from cognimamba.system.hardware import intra_op_threads
+from cognimamba.model.transformer import DecodeCache
 
 log = logging.getLogger("cognimamba.inference")
 
@@ -106,9 +106,11 @@ class BatchEngine:
     """
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None, slots: int, prefill_chunk: int = PREFILL_CHUNK,
-                 device: torch.device | str | None = None, one_slot_step: DecodeStep | None = None) -> None:
-        """`one_slot_step` decodes when one slot holds the only stream (a ChatModel's, compiled with --compile);
-        with one slot it reads the cache itself, with more a view of the slot's rows (always eagerly)."""
+                 device: torch.device | str | None = None, one_slot_step: DecodeStep | None = None,
+                 prompt_cache: bool = True) -> None:
+        """`one_slot_step` decodes every step (a ChatModel's, compiled with --compile): a lone stream on its own
+        threads (with more slots on a view of the slot's rows), several streams as one batch (DecodeStep.slots).
+        `prompt_cache` False reads every prompt whole (benchmarks/chat_eval_speed.py's baseline)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.slots = slots = 1 if model.config.is_fixed_point else slots
@@ -123,10 +125,38 @@ class BatchEngine:
         first_size = self.context_length if model.config.is_fixed_point else min(self.context_length, MIN_POSITIONS)
         self.cache = new_cache(model.config, slots, first_size, device=self.device, dtype=self.dtype)
         self.one_slot_step = one_slot_step or DecodeStep(model, self.device)
+        # Prompt caching (inference/prefix_reuse.py): what each slot's rows hold; not for the fixed-point
+        # model, whose one context is not kept per position.
+        self.reuses_prefix = prompt_cache and isinstance(self.cache, DecodeCache)
+        self.recurrent = self.reuses_prefix and bool(self.cache.mamba_states)
+        self._rows = [RowMemory() for _ in range(slots)]
         self._waiting: collections.deque[SlotRequest] = collections.deque()
         self._active: list[_Slot] = []
         self._lock = threading.Lock()  # the waiting queue, the active slots and the thread's start and end
         self._thread: threading.Thread | None = None
+
+    def warm_up(self) -> None:
+        """Compile the decoding steps now (nothing to do when they run eagerly), so no request waits for it.
+
+        Each case a busy engine meets is compiled once: one stream alone, and several. The steps write at
+        positions 2 and on of the rows, which any request overwrites from position 0 before reading (and Mamba-2
+        states restart at position 0).
+        """
+        step = self.one_slot_step
+        compiled = step.compiled is not None or (step.batched is not None and step.batched.compiled is not None)
+        if not compiled or self.model.config.is_fixed_point:  # (its one context is no place for a trial step)
+            return
+        with self._lock, torch.no_grad():
+            if self._thread is not None:
+                return  # requests are already decoding
+            self._rows = [RowMemory() for _ in range(self.slots)]  # the trial steps below overwrite what rows held
+            token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+            step(token, self.cache if self.slots == 1 else self.cache.rows(0, 1), 2)
+            # Two rows, and every slot: a few rows multiply by the decoding copies of the weights, eight or more
+            # by the weights themselves (model/linear.py), and each way is a graph of its own.
+            for count in sorted({2, self.slots}) if self.slots > 1 else ():
+                rows = torch.arange(count, device=self.device)
+                step.slots(token.repeat(count, 1), self.cache, rows, rows + 2)
 
     def submit(self, request: SlotRequest) -> None:
         """Queue a request; it joins the batch at the next step. ValueError if its prompt cannot fit the context."""
@@ -159,7 +189,8 @@ class BatchEngine:
                     self._thread = None
                     return
             try:
-                with torch.inference_mode():
+                # A compiled step cannot write an inference-mode cache's rows by index (decode_slots): no_grad.
+                with torch.no_grad():
                     self.step()
             except Exception as error:  # one bad step fails the requests in it; the engine goes on
                 log.exception("decoding step failed")
@@ -173,23 +204,24 @@ class BatchEngine:
         if not ready:
             return
         tokens = torch.tensor([[slot.next_token] for slot in ready], dtype=torch.long, device=self.device)
-        if len(ready) == 1 and self.slots == 1:
-            logits = self.one_slot_step(tokens, self.cache, ready[0].position)
-        elif len(ready) == 1:
-            with intra_op_threads(self.one_slot_step.threads):
-                logits = self._forward(tokens, ready[0], ready[0].position)
+        if len(ready) == 1:
+            logits = self.one_slot_step(tokens, self._slot_cache(ready[0]), ready[0].position)
         else:
             rows = torch.tensor([slot.row for slot in ready], device=self.device)
             positions = torch.tensor([slot.position for slot in ready], device=self.device)
-            logits = self.model.decode_slots(tokens, SlotStep(self.cache, rows, positions))
+            logits = self.one_slot_step.slots(tokens, self.cache, rows, positions)
         for slot, row_logits in zip(ready, logits, strict=True):
+            self._rows[slot.row].ids.append(slot.next_token)  # type: ignore[arg-type]
             slot.position += 1
             self._accept(slot, row_logits)
 
+    def _slot_cache(self, slot: _Slot) -> DecodeCache:
+        """The cache one slot's sequence reads and writes: the whole cache with one slot, else its rows."""
+        return self.cache if self.slots == 1 else self.cache.rows(slot.row, slot.row + 1)
+
     def _forward(self, ids: torch.Tensor, slot: _Slot, start: int) -> torch.Tensor:
         """Logits [1, vocab] after `ids` [1, time] of one slot, its cache rows written from `start`."""
-        cache = self.cache if self.slots == 1 else self.cache.rows(slot.row, slot.row + 1)
-        return self.model(ids, cache=cache, start=start, last_only=True)[:, -1]
+        return self.model(ids, cache=self._slot_cache(slot), start=start, last_only=True)[:, -1]
 
     def _admit(self) -> None:
         with self._lock:
@@ -197,7 +229,9 @@ class BatchEngine:
             while free and self._waiting:
                 request = self._waiting.popleft()
                 self._fit_cache(len(request.prompt_ids) + request.settings.max_new_tokens)
-                self._active.append(self._new_slot(free.pop(0), request))
+                row, reused = self._pick_row(free, request.prompt_ids)
+                free.remove(row)
+                self._active.append(self._new_slot(row, request, reused))
 
     def _fit_cache(self, positions: int) -> None:
         """Grow the keys and values (powers of two, up to the context) to hold `positions`, keeping the slots'."""
@@ -214,12 +248,24 @@ class BatchEngine:
             grown.mamba_states[layer].ssm.copy_(state.ssm)
         self.cache = grown
 
-    def _new_slot(self, row: int, request: SlotRequest) -> _Slot:
+    def _pick_row(self, free: list[int], prompt: list[int]) -> tuple[int, int]:
+        """The free row holding the longest reusable prefix of `prompt` (the first free row if none does), and
+        how many ids of the prompt it saves reading."""
+        if not self.reuses_prefix:
+            return free[0], 0
+        saved = [reusable(self._rows[row], prompt, self.recurrent) for row in free]
+        best = max(range(len(free)), key=lambda index: (saved[index], -index))
+        return free[best], saved[best]
+
+    def _new_slot(self, row: int, request: SlotRequest, reused: int) -> _Slot:
         settings = request.settings
         history = torch.tensor(request.prompt_ids) if settings.repetition_penalty != 1.0 else None
         text = TextStream(self.tokenizer, list(request.stop)) if self.tokenizer is not None else None
-        return _Slot(row, request, text, GenerationStats(prompt_tokens=len(request.prompt_ids)),
-                     list(request.prompt_ids), seeded_generator(settings.seed), history)
+        if self.reuses_prefix:
+            resume(self._rows[row], self.cache, row, reused)  # type: ignore[arg-type]
+        stats = GenerationStats(prompt_tokens=len(request.prompt_ids), cached_tokens=reused)
+        return _Slot(row, request, text, stats, list(request.prompt_ids[reused:]), seeded_generator(settings.seed),
+                     history, position=reused)
 
     def _read_prompts(self) -> None:
         budget = self.prefill_chunk
@@ -234,7 +280,11 @@ class BatchEngine:
             logits = self._forward(ids, slot, slot.position)
             slot.position += len(chunk)
             budget -= len(chunk)
+            memory = self._rows[slot.row]
+            memory.ids.extend(chunk)
             if not slot.unread:
+                if self.recurrent:
+                    save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
                 self._accept(slot, logits[0])
 
     def _accept(self, slot: _Slot, logits: torch.Tensor) -> None:
@@ -290,6 +340,7 @@ class BatchEngine:
         with self._lock:
             failed = [slot.request for slot in self._active]
             self._active.clear()
+            self._rows = [RowMemory() for _ in range(self.slots)]  # a step that failed midway left rows unknown
         for request in failed:
             request.on_done(GenerationStats(stop_reason="error"), error)
 
@@ -321,3 +372,38 @@ def generate_all(engine: BatchEngine, prompts: list[list[int]], settings: Genera
     """Every prompt's reply text and statistics, in order, decoded as one continuous batch."""
     replies = [engine.stream(prompt, settings, stop=stop) for prompt in prompts]
     return [(reply.text(), reply.stats) for reply in replies]
+
+
+def stream_chains(engine: BatchEngine, prompts: list[list[int]], settings: GenerationConfig,
+                  end_ids: frozenset[int] = frozenset()) -> list[Reply]:
+    """Every prompt's reply, in order. Prompts that extend the one before (prefix_chains) wait for it, so each
+    finds the last one's ids in its slot (prompt caching); up to `engine.slots` chains decode at once."""
+    replies = [Reply() for _ in prompts]
+    waiting = collections.deque(prefix_chains(prompts))
+    lock = threading.Lock()
+
+    def start_next_chain() -> None:
+        with lock:
+            chain = waiting.popleft() if waiting else None
+        if chain is not None:
+            submit(chain, 0)
+
+    def submit(chain: list[int], turn: int) -> None:
+        reply = replies[chain[turn]]
+
+        def done(stats: GenerationStats, error: BaseException | None) -> None:
+            reply.finish(stats, error)  # runs on the engine's thread, which is free to queue the next request
+            if turn + 1 < len(chain):
+                submit(chain, turn + 1)
+            else:
+                start_next_chain()
+
+        try:
+            engine.submit(SlotRequest(prompts[chain[turn]], settings, end_ids=end_ids, on_text=reply.items.put,
+                                      on_done=done))
+        except ValueError as error:  # a prompt too long for the context fails its own reply, not the chain
+            done(GenerationStats(stop_reason="error"), error)
+
+    for _ in range(engine.slots):
+        start_next_chain()
+    return replies

@@ -12,15 +12,18 @@ from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer
+from torch.fx.experimental import _config as fx_config
 
 from cognimamba.model.linear import refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END
-from cognimamba.model.transformer import DecodeCache
+from cognimamba.model.transformer import DecodeCache, SlotStep
 from cognimamba.system.hardware import intra_op_threads
 
 # Batch-1 decoding takes one CPU thread per this many bytes of weights, up to every thread torch has: a
 # smaller share per thread costs more in hand-offs than it saves (see decode_threads).
 DECODE_BYTES_PER_THREAD = 32_000_000
+# A long-lived decoder (`cogni serve`) compiles its steps unasked from this size up (compile_pays).
+AUTO_COMPILE_MIN_PARAMETERS = 2_000_000
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -45,15 +48,65 @@ def decode_threads(model: torch.nn.Module, device: torch.device, available: int 
     return max(1, min(available, round(weight_bytes(model) / DECODE_BYTES_PER_THREAD)))
 
 
+def compile_pays(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether a server should torch.compile its decoding steps when not told: on CPU, for an all-attention model
+    of at least AUTO_COMPILE_MIN_PARAMETERS.
+
+    Compiled, a `cpu`-profile token costs about 1.6 ms against 2.4 eager, and a batch of 8 rows 3.6 against 5.1
+    (benchmarks/RESULTS.md), so the compile (15-45 s the first time, a few seconds once Inductor's on-disk cache
+    has it) pays back within a few thousand tokens: a server's life, not a short chat's. A tiny model saves
+    microseconds a token, never the compile. GPUs and the Mamba-2 and fixed-point models are not measured compiled
+    here, so they stay eager unless asked.
+    """
+    config = getattr(model, "config", None)
+    if device.type != "cpu" or config is None or config.is_fixed_point or "M" in config.layer_pattern:
+        return False
+    return sum(p.numel() for p in model.parameters()) >= AUTO_COMPILE_MIN_PARAMETERS
+
+
+class CompiledCall:
+    """A function through torch.compile with dynamic shapes, or eagerly: without `compile`, and for good once
+    compiling fails (no C++ compiler, say), when `error` says why. `seconds` is the first call's, which compiles
+    (less once Inductor's on-disk cache has it); `before_first` runs before that call traces."""
+
+    def __init__(self, function: Callable[..., torch.Tensor], compile: bool,
+                 before_first: Callable[[], None] = lambda: None) -> None:
+        self.eager = function
+        self.compiled = torch.compile(function, dynamic=True) if compile else None
+        self.before_first = before_first
+        self.seconds: float | None = None
+        self.error: str | None = None
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        if self.compiled is None:
+            return self.eager(*args, **kwargs)
+        if self.seconds is not None:
+            return self.compiled(*args, **kwargs)
+        self.before_first()
+        started = time.perf_counter()
+        try:
+            # No duck sizing: a warm-up's 2 rows beside 2 key-value heads would otherwise tie the two together,
+            # and the first step of another row count would compile again while requests wait.
+            with fx_config.patch(use_duck_shape=False):
+                result = self.compiled(*args, **kwargs)
+        except Exception as error:  # any compiler failure; the eager call below is the same math
+            self.compiled = None
+            first_line = next(iter(str(error).strip().splitlines()), "")
+            self.error = f"{type(error).__name__}: {first_line}"
+            return self.eager(*args, **kwargs)
+        self.seconds = time.perf_counter() - started
+        return result
+
+
 class DecodeStep:
     """The model on one new token per sequence, keys and values kept: what every decoding loop calls.
 
-    On CPU it runs on `threads` threads, by default as many as the model's size calls for (decode_threads).
-    With `compile`, it runs through torch.compile
-    with dynamic shapes, so the growing cache does not recompile: an eager step of a small model is mostly
-    dispatching a hundred tiny operations, which Inductor fuses (benchmarks/README.md). The first call pays the
-    compile, less once Inductor's on-disk cache has it; `compile_seconds` says how long. If compiling fails
-    (no C++ compiler, say), the step goes on eagerly and `compile_error` says why.
+    `__call__` steps one sequence (or a uniform batch) at one position; on CPU it runs on `threads` threads, by
+    default as many as the model's size calls for (decode_threads). `slots` steps rows of a batch engine's
+    cache, each at its own position, on every thread. With `compile`, both run through torch.compile with
+    dynamic shapes, so neither the growing cache nor the number of rows recompiles: an eager step of a small
+    model is mostly dispatching a hundred tiny operations, which Inductor fuses (benchmarks/RESULTS.md). The
+    first call of each pays the compile; a failure leaves that one eager, and `compile_error` says why.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1,
@@ -61,42 +114,47 @@ class DecodeStep:
         self.model = model
         # Several sequences per step are enough work to split across cores.
         self.threads = threads or (decode_threads(model, device) if batch == 1 else None)
-        self.compiled = None
         if compile:
             # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
             # and past the default limit (8) torch.compile would quietly run the rest eagerly.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self.compiled = torch.compile(model, dynamic=True)
-        self.compile_seconds: float | None = None
-        self.compile_error: str | None = None
+        # Tracing reads the decoding copies of the weights (model/linear.py) as they are when it starts.
+        refresh = lambda: refresh_transposed(model)  # noqa: E731
+        self.single = CompiledCall(model, compile, refresh)
+        decode_slots = getattr(model, "decode_slots", None)
+        self.batched = CompiledCall(decode_slots, compile, refresh) if decode_slots is not None else None
+
+    @property
+    def compiled(self) -> Callable[..., torch.Tensor] | None:
+        """The compiled single step, or None where it runs eagerly."""
+        return self.single.compiled
+
+    @property
+    def compile_seconds(self) -> float | None:
+        return self.single.seconds
+
+    @property
+    def compiled_in(self) -> float | None:
+        """Seconds the steps compiled so far took, None where none was compiled."""
+        calls = [call for call in (self.single, self.batched) if call is not None and call.seconds is not None]
+        return sum(call.seconds for call in calls) if calls else None  # type: ignore[misc]
+
+    @property
+    def compile_error(self) -> str | None:
+        return self.single.error or (self.batched.error if self.batched is not None else None)
 
     def __call__(self, tokens: torch.Tensor, cache: DecodeCache, position: int) -> torch.Tensor:
         """Logits [batch, vocab] for `tokens` [batch, 1] at `position`."""
         with intra_op_threads(self.threads):
-            if self.compiled is None:
-                return self._run(self.model, tokens, cache, position)
-            if self.compile_seconds is None:
-                return self._first_compiled(tokens, cache, position)
-            return self._run(self.compiled, tokens, cache, position)
+            return self.single(tokens, cache=cache, start=position, last_only=True)[:, -1]
 
-    @staticmethod
-    def _run(forward: Callable[..., torch.Tensor], tokens: torch.Tensor, cache: DecodeCache,
-             position: int) -> torch.Tensor:
-        return forward(tokens, cache=cache, start=position, last_only=True)[:, -1]
+    def slots(self, tokens: torch.Tensor, cache: DecodeCache, rows: torch.Tensor,
+              positions: torch.Tensor) -> torch.Tensor:
+        """Logits [rows, vocab] for one new token per row (`tokens` [rows, 1]) of `cache`, each at its position.
 
-    def _first_compiled(self, tokens: torch.Tensor, cache: DecodeCache, position: int) -> torch.Tensor:
-        assert self.compiled is not None
-        refresh_transposed(self.model)  # tracing reads the decoding copies of the weights as they are now
-        started = time.perf_counter()
-        try:
-            logits = self._run(self.compiled, tokens, cache, position)
-        except Exception as error:  # any compiler failure; the eager step below is the same math
-            self.compiled = None
-            first_line = next(iter(str(error).strip().splitlines()), "")
-            self.compile_error = f"{type(error).__name__}: {first_line}"
-            return self._run(self.model, tokens, cache, position)
-        self.compile_seconds = time.perf_counter() - started
-        return logits
+        Compiled, the rows are always gathered: one graph serves every set of rows."""
+        assert self.batched is not None, "only a LanguageModel decodes slots"
+        return self.batched(tokens, SlotStep(cache, rows, positions, views=self.batched.compiled is None))
 
 
 @dataclass(frozen=True)
@@ -112,6 +170,7 @@ class TokenChoice:
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, read from a slot's cache instead of again (inference/prefix_reuse.py)
     generated_tokens: int = 0
     time_to_first_token: float = 0.0
     decode_seconds: float = 0.0

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.batching import BatchEngine, Reply
 from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
+from cognimamba.inference.prefix_reuse import RowMemory, resume, reusable, save_states
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.inference.weights import apply_weight_format
@@ -46,6 +47,7 @@ class Decoder:
         self.stop_ids = stop_token_ids(tokenizer)
         self.stats = GenerationStats()
         self._cache: DecodeCache | None = None
+        self._memory = RowMemory()  # the ids the cache holds: a chat's next turn reads only what it adds
         self.step = DecodeStep(model, self.device, compile, threads=threads)
 
     @property
@@ -59,6 +61,7 @@ class Decoder:
             # Position 2, not 0 or 1: torch.compile specialises those two values and would compile again later.
             tokens = torch.zeros((1, 1), dtype=torch.long, device=self.device)
             self.step(tokens, self._cache_for(3), min(2, self.context_length - 1))
+            self._memory = RowMemory()  # the trial step wrote over what the cache held
 
     def _cache_for(self, positions: int) -> DecodeCache:
         """A cache of at least `positions` (within the context), grown in powers of two: a reply needs its prompt
@@ -68,6 +71,7 @@ class Decoder:
             dtype = next(self.model.parameters()).dtype
             self._cache = None  # let the old one go before the new one is allocated
             self._cache = new_cache(self.model.config, 1, size, device=self.device, dtype=dtype)
+            self._memory = RowMemory()
         return self._cache
 
     @torch.inference_mode()
@@ -78,7 +82,7 @@ class Decoder:
         With `top_alternatives=N`, `stats.token_choices` gets each token's probability and the N likeliest.
         """
         self.model.eval()
-        stats = self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
+        self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
         if not prompt_ids:
             raise ValueError("empty prompt")
         if len(prompt_ids) >= self.context_length:
@@ -86,8 +90,27 @@ class Decoder:
         generator = seeded_generator(settings.seed)
         cache = self._cache_for(len(prompt_ids) + settings.max_new_tokens)
         started = time.perf_counter()
-        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
-        logits = self.model(prompt, cache=cache, start=0, last_only=True)[0, -1]
+        try:
+            yield from self._reply(prompt_ids, settings, cancel, top_alternatives, cache, generator, started)
+        except Exception:
+            self._memory = RowMemory()  # a step that failed midway left the cache unknown
+            raise
+
+    def _reply(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None,
+               top_alternatives: int, cache: DecodeCache, generator: torch.Generator | None,
+               started: float) -> Iterator[int]:
+        stats, memory = self.stats, self._memory
+        # Prompt caching (inference/prefix_reuse.py); not for the fixed-point model's one context.
+        keeps_prefix = isinstance(cache, DecodeCache)
+        reused = reusable(memory, prompt_ids, bool(cache.mamba_states)) if keeps_prefix else 0
+        if keeps_prefix:
+            resume(memory, cache, 0, reused)
+        stats.cached_tokens = reused
+        prompt = torch.tensor([prompt_ids[reused:]], dtype=torch.long, device=self.device)
+        logits = self.model(prompt, cache=cache, start=reused, last_only=True)[0, -1]
+        memory.ids.extend(prompt_ids[reused:])
+        if keeps_prefix:
+            save_states(memory, cache, 0)
         history = torch.tensor(prompt_ids, dtype=torch.long) if settings.repetition_penalty != 1.0 else None
         position = len(prompt_ids)
         step_input = torch.empty((1, 1), dtype=torch.long, device=self.device)
@@ -120,6 +143,7 @@ class Decoder:
                 break
             step_input[0, 0] = token
             logits = self.step(step_input, cache, position)[0]
+            memory.ids.append(token)
             position += 1
         stats.decode_seconds = time.perf_counter() - first_token_at if first_token_at else 0.0
 

@@ -133,14 +133,15 @@ class SlotStep:
     written back by `write_back`, since rows are gathered, not sliced.
     """
 
-    def __init__(self, cache: DecodeCache, rows: torch.Tensor, positions: torch.Tensor) -> None:
+    def __init__(self, cache: DecodeCache, rows: torch.Tensor, positions: torch.Tensor, views: bool = True) -> None:
+        """`views=False` always gathers rows: torch.compile would specialise on a view's first row and length."""
         self.cache, self.rows, self.positions = cache, rows, positions
         self.limit = int(positions.max()) + 1
         if self.limit > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; asked for {self.limit}")
         # Consecutive rows (every slot busy, the usual case under load) are read as views, not gathered copies.
         first = int(rows[0])
-        consecutive = bool((rows == torch.arange(first, first + len(rows), device=rows.device)).all())
+        consecutive = views and bool((rows == torch.arange(first, first + len(rows), device=rows.device)).all())
         self.span = slice(first, first + len(rows)) if consecutive else None
         pick = self.span if self.span is not None else rows
         self.mamba_states = {layer: MambaState(state.conv[pick], state.ssm[pick])
@@ -344,9 +345,12 @@ class LanguageModel(nn.Module):
         local = causal & (query_pos - key_pos < window) if window else causal
         return causal[:, None, None, :], local[:, None, None, :]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode_slots(self, tokens: torch.Tensor, step: SlotStep) -> torch.Tensor:
-        """Logits [rows, vocab] for one new token per row (`tokens` [rows, 1]), each at its row's position."""
+        """Logits [rows, vocab] for one new token per row (`tokens` [rows, 1]), each at its row's position.
+
+        Under no_grad, not inference_mode: torch.compile cannot write the cache's rows by index while inference
+        mode is on (inference/decode_step.DecodeStep.slots compiles this)."""
         x = self.embed(tokens)
         global_mask, local_mask = self._slot_masks(step)
         # Tables [position, 1, head_dim] gathered to [rows, 1, 1, head_dim]: one position per row.

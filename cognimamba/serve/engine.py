@@ -8,6 +8,7 @@ reply's numbers as `ReplyStats`, and `likeliest` for tool_choice "required". Tes
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from cognimamba.chat.templates import CHATML, PromptFormat, run_prompt_format
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference.batching import BatchEngine, SlotRequest, default_slots
-from cognimamba.inference.decode_step import GenerationStats
+from cognimamba.inference.decode_step import GenerationStats, compile_pays
 from cognimamba.inference.decoding import ChatModel, TextModel
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
 from cognimamba.serve.schemas import SamplingParams
 from cognimamba.system.hardware import pick_device
+
+log = logging.getLogger("cognimamba.serve")
 
 # The engine's stop reasons that mean the reply ran out of room rather than ended.
 LENGTH_REASONS = ("max_new_tokens", "context")
@@ -40,6 +43,7 @@ SPLITTING_PRE_TOKENIZERS = ("ByteLevel", "Digits", "Split", "Punctuation")
 class ReplyStats:
     generated_tokens: int
     stop_reason: str  # "stop_token", "stop_string", "max_new_tokens", "context", "cancelled"
+    cached_tokens: int = 0  # prompt tokens a slot still held from an earlier request (inference/prefix_reuse.py)
 
     @property
     def ran_out(self) -> bool:
@@ -67,6 +71,11 @@ class ServedModel:
     def parallel(self) -> int:
         """Replies decoded at once."""
         return self.engine.slots if self.engine is not None else 1
+
+    @property
+    def compiled_in(self) -> float | None:
+        """Seconds its decoding steps took to compile before serving; None where they run eagerly."""
+        return self.engine.one_slot_step.compiled_in if self.engine is not None else None
 
     @property
     def context_length(self) -> int:
@@ -127,7 +136,7 @@ class ServedModel:
 
 
 def reply_stats(stats: GenerationStats) -> ReplyStats:
-    return ReplyStats(stats.generated_tokens, stats.stop_reason)
+    return ReplyStats(stats.generated_tokens, stats.stop_reason, stats.cached_tokens)
 
 
 def model_scorer(chat_model: ChatModel) -> Scorer:
@@ -174,18 +183,26 @@ def longest_token_chars(tokenizer: Tokenizer) -> int | None:
     return max(len(token) for token in vocab)
 
 
-def load_served_model(run: Path, device: str, name: str | None = None, compile: bool = False,
+def load_served_model(run: Path, device: str, name: str | None = None, compile: bool | None = False,
                       weights: str | None = None, parallel: int | None = None) -> ServedModel:
     """A run dir loaded for serving, named after its directory (the run's, for a best/) unless `name` is given.
 
     `parallel` replies are decoded at once (default: inference.batching.default_slots for the model and device).
+    `compile` None: torch.compile the decoding steps where it pays (inference/decode_step.compile_pays); they
+    are compiled here, before the first request.
     """
-    chat_model = ChatModel.from_run(load_run(run, device=pick_device(device)), compile=compile, weights=weights)
-    chat_model.warm_up()
+    loaded = load_run(run, device=pick_device(device))
+    if compile is None:
+        compile = compile_pays(loaded.model, next(loaded.model.parameters()).device)
+    chat_model = ChatModel.from_run(loaded, compile=compile, weights=weights)
     model, device_used = chat_model.decoder.model, chat_model.decoder.device
     if parallel is not None and parallel > 1 and model.config.is_fixed_point:
         raise CogniError(f"--parallel {parallel}: the fixed-point model decodes one reply at a time; leave it out")
     engine = chat_model.batch_engine(parallel or default_slots(model, device_used))
+    engine.warm_up()
+    step = chat_model.decoder.step
+    if step.compile_error:
+        log.warning("torch.compile failed (%s); replies are decoded eagerly", step.compile_error)
     path = run.resolve()
     default_name = path.parent.name if path.name == "best" else path.name
     longest = longest_token_chars(chat_model.tokenizer)

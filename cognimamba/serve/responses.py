@@ -24,9 +24,11 @@ class ReplyIds:
         return cls(f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), model)
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; `cached_tokens` of the prompt came from a slot's cache (prompt caching)."""
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": min(cached_tokens, prompt_tokens)}}
 
 
 # Beyond OpenAI's reasons: tool_choice forced a call and what the model wrote in it does not parse. Its text is

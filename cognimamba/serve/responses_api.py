@@ -28,8 +28,8 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
-def responses_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+def responses_usage(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": min(cached_tokens, input_tokens)},
             "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": input_tokens + output_tokens}
 
@@ -90,11 +90,12 @@ class ResponseBuilder:
                 out += self._arguments(event.text)
         return out
 
-    def finish(self, reason: str, input_tokens: int, output_tokens: int) -> list[dict[str, Any]]:
+    def finish(self, reason: str, input_tokens: int, output_tokens: int,
+               cached_tokens: int = 0) -> list[dict[str, Any]]:
         """The last events, given the reply's chat finish reason ("stop", "tool_calls", "length", ...)."""
         incomplete = INCOMPLETE_REASONS.get(reason)
         out = self._close_message("incomplete" if incomplete else "completed")
-        self.usage = responses_usage(input_tokens, output_tokens)
+        self.usage = responses_usage(input_tokens, output_tokens, cached_tokens)
         self.status = "incomplete" if incomplete else "completed"
         self.incomplete_details = {"reason": incomplete} if incomplete else None
         return [*out, self._event(f"response.{self.status}", response=self.response)]

@@ -220,7 +220,7 @@ async def chat_completions(request: Request) -> Any:
             raise generation_failed()
         else:
             events += calls.finish()
-            counts = usage(prompt_tokens, completion_tokens(item))
+            counts = usage(prompt_tokens, completion_tokens(item), item.stats.cached_tokens)
             record(request, prompt_tokens, counts["completion_tokens"])
             return chat_completion(ids, fold(events), calls.calls,
                                    finish_reason(item.stats, bool(calls.calls), bool(item.forced)), counts)
@@ -239,7 +239,7 @@ async def stream_chat(request: Request, job: Job, ids: ReplyIds, prompt_tokens: 
             yield sse.event(chat_chunk(ids, chat_delta(event)))
         if isinstance(item, Finished):
             yield sse.event(chat_chunk(ids, {}, finish_reason(item.stats, bool(calls.calls), bool(item.forced))))
-            counts = usage(prompt_tokens, completion_tokens(item))
+            counts = usage(prompt_tokens, completion_tokens(item), item.stats.cached_tokens)
             record(request, prompt_tokens, counts["completion_tokens"])
             if include_usage:
                 yield sse.event(usage_chunk(ids, "chat.completion.chunk", counts))
@@ -276,7 +276,7 @@ def finish_response(request: Request, reply: ResponseBuilder, finished: Finished
     generated = completion_tokens(finished)
     record(request, prompt_tokens, generated)
     reason = finish_reason(finished.stats, bool(calls.calls), bool(finished.forced))
-    return reply.finish(reason, prompt_tokens, generated)
+    return reply.finish(reason, prompt_tokens, generated, finished.stats.cached_tokens)
 
 
 async def stream_response(request: Request, job: Job, reply: ResponseBuilder, calls: ToolCallStream,
@@ -314,7 +314,7 @@ async def completions(request: Request) -> Any:
         elif isinstance(item, Failed):
             raise generation_failed()
         else:
-            counts = usage(prompt_tokens, completion_tokens(item))
+            counts = usage(prompt_tokens, completion_tokens(item), item.stats.cached_tokens)
             record(request, prompt_tokens, counts["completion_tokens"])
             return completion(ids, "".join(pieces), finish_reason(item.stats, False), counts)
     return client_closed()
@@ -330,7 +330,7 @@ async def stream_completion(request: Request, job: Job, ids: ReplyIds, prompt_to
             yield sse.event(completion(ids, item, None))
             continue
         yield sse.event(completion(ids, "", finish_reason(item.stats, False)))
-        counts = usage(prompt_tokens, completion_tokens(item))
+        counts = usage(prompt_tokens, completion_tokens(item), item.stats.cached_tokens)
         record(request, prompt_tokens, counts["completion_tokens"])
         if include_usage:
             yield sse.event(usage_chunk(ids, "text_completion", counts))

@@ -37,7 +37,7 @@ def test_queue_size_bounds_the_admitted_requests_and_the_old_name_still_works(mo
     monkeypatch.setattr("cognimamba.runs.layout.check_run_path", lambda run: run)
     monkeypatch.setattr("cognimamba.runs.loading.check_run", lambda run: run)
     monkeypatch.setattr("cognimamba.serve.engine.load_served_model",
-                        lambda *args: SimpleNamespace(name="m", context_length=64, parallel=2))
+                        lambda *args: SimpleNamespace(name="m", context_length=64, parallel=2, compiled_in=None))
     monkeypatch.setattr("cognimamba.serve.app.create_app",
                         lambda model, settings: admitted.append(settings.max_concurrency))
     monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)

@@ -32,14 +32,19 @@ class ScriptedModel(nn.Module):  # one sequence at a time: decoded in one slot (
         self.prompts: list[str] = []
         self.reply_ids: list[int] = []
         self.prompt_length = 0
+        self.seen: list[int] = []
 
     def forward(self, idx: torch.Tensor, cache=None, start: int = 0, last_only: bool = False) -> torch.Tensor:
-        if start == 0:
-            prompt = decode(self.tokenizer, idx[0].tolist())
+        # What the cache holds: a prompt may be read from where an earlier one's ids end (prompt caching), so
+        # a new prompt is any read that is not the next single token.
+        new_prompt = start != len(self.seen) or idx.size(1) > 1
+        self.seen = [*self.seen[:start], *idx[0].tolist()]
+        if new_prompt:
+            prompt = decode(self.tokenizer, self.seen)
             self.prompts.append(prompt)
             self.reply_ids = [*encode(self.tokenizer, self.script(prompt)), self.tokenizer.token_to_id(IM_END)]
-            self.prompt_length = idx.size(1)
-        step = start + idx.size(1) - self.prompt_length
+            self.prompt_length = len(self.seen)
+        step = len(self.seen) - self.prompt_length
         logits = torch.zeros(idx.size(0), 1 if last_only else idx.size(1), self.config.vocab_size)
         logits[:, -1, self.reply_ids[min(step, len(self.reply_ids) - 1)]] = 1.0
         return logits

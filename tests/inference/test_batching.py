@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
 
+from cognimamba.config.profiles import get_profile
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.batching import BatchEngine, SlotRequest, generate_all
+from cognimamba.inference.decode_step import DecodeStep, compile_pays
 from cognimamba.inference.decoding import Decoder, greedy_ids
 from cognimamba.model.build import build_model
 from cognimamba.model.transformer import DecodeCache, SlotStep
@@ -64,6 +67,28 @@ def test_eight_prompts_decode_the_same_ids_alone_and_together(shape: str):
     assert engine_ids(BatchEngine(model, None, slots=8), prompts) == alone
     # Fewer slots than requests: the rest wait, then join as slots free up; long prompts are read in chunks.
     assert engine_ids(BatchEngine(model, None, slots=3, prefill_chunk=7), prompts) == alone
+
+
+def test_a_compiled_engine_decodes_the_eager_ids_without_compiling_again(tiny_run):
+    loaded = load_run(tiny_run)
+    prompts = eight_prompts(loaded.config.model.vocab_size, seed=3)
+    alone = [greedy_ids(loaded.model, prompt, GREEDY.max_new_tokens) for prompt in prompts]
+    step = DecodeStep(loaded.model, torch.device("cpu"), compile=True)
+    engine = BatchEngine(loaded.model, None, slots=4, prefill_chunk=7, one_slot_step=step)
+    engine.warm_up()  # one stream alone, and several: every case the requests below meet
+    assert step.compile_error is None and step.single.seconds and step.batched.seconds
+    counted = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert engine_ids(engine, prompts) == alone  # 8 requests through 4 slots: rows come and go, out of order
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == counted
+
+
+def test_compile_pays_for_a_server_on_cpu_from_two_million_parameters():
+    small, large = tiny_config().model, get_profile("cpu").model
+    cpu = torch.device("cpu")
+    assert not compile_pays(build_model(small), cpu)
+    assert compile_pays(build_model(large), cpu)
+    assert not compile_pays(build_model(replace(large, layer_pattern="AM" * 3)), cpu)  # Mamba-2: not measured
+    assert not compile_pays(build_model(large), torch.device("meta"))
 
 
 def test_a_trained_model_replies_the_same_text_alone_and_in_a_batch(tiny_run):

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import openai
 
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.batching import generate_all
+from cognimamba.model.tokenizer import encode
 from cognimamba.serve.engine import load_served_model
 from tests.serve.server_thread import running_server
 
@@ -34,3 +37,15 @@ def test_eight_clients_at_once_get_the_replies_each_gets_alone(tiny_run: Path):
             together = list(pool.map(complete, PROMPTS, [index % 2 == 0 for index in range(len(PROMPTS))]))
     assert together == alone
     assert all(tokens > 0 for _, tokens in alone)
+
+
+def test_a_server_compiles_its_steps_where_it_pays_and_replies_as_it_would_eagerly(tiny_run: Path, monkeypatch):
+    monkeypatch.setattr("cognimamba.inference.decode_step.AUTO_COMPILE_MIN_PARAMETERS", 0)  # the tiny model pays
+    compiled = load_served_model(tiny_run, "cpu", name="tiny", compile=None, parallel=4)
+    assert compiled.compiled_in is not None and compiled.compiled_in > 0  # before the first request
+    eager = load_served_model(tiny_run, "cpu", name="tiny", parallel=4)
+    assert eager.compiled_in is None
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=16)
+    prompts = [encode(eager.source.tokenizer, prompt) for prompt in PROMPTS]
+    texts = [[text for text, _ in generate_all(model.engine, prompts, settings)] for model in (compiled, eager)]
+    assert texts[0] == texts[1]

@@ -26,7 +26,7 @@ def serve_command(
     parallel: Annotated[int | None, typer.Option("--parallel", min=1, help="replies decoded at once, each in its own slot of the KV cache (continuous batching); default: up to 8, as the model's cache fits a quarter of the memory")] = None,
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step (see `cogni chat --compile`)")] = False,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the decoding steps before serving; default: on CPU for models of 2M parameters or more, where it pays back within a few thousand tokens")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
 ) -> None:
     """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions) and a chat page at /."""
@@ -52,6 +52,9 @@ def serve_command(
     model = load_served_model(run, device, model_name, compile, weights, parallel)
     settings = ServerSettings(api_key=key, cors_origins=list(cors_origin or []),
                               max_concurrency=queue_size if max_concurrency is None else max_concurrency)
+    if model.compiled_in is not None:
+        typer.echo(f"decoding steps compiled in {model.compiled_in:.1f} s (torch.compile; --no-compile skips it)",
+                   err=True)
     typer.echo(f"serving {model.name!r} (context {model.context_length} tokens, {model.parallel} parallel "
                f"slot{'s' if model.parallel > 1 else ''}): API at http://{host}:{port}/v1"
                f"{' (API key required)' if key else ''}, chat page at http://{host}:{port}/; Ctrl+C stops", err=True)
