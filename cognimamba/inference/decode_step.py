@@ -53,8 +53,8 @@ def compile_pays(model: torch.nn.Module, device: torch.device) -> bool:
     of at least AUTO_COMPILE_MIN_PARAMETERS.
 
     Compiled, a `cpu`-profile token costs about 1.6 ms against 2.4 eager, and a batch of 8 rows 3.6 against 5.1
-    (benchmarks/RESULTS.md), so the compile (15-45 s the first time, a few seconds once Inductor's on-disk cache
-    has it) pays back within a few thousand tokens: a server's life, not a short chat's. A tiny model saves
+    (benchmarks/RESULTS.md), so the compile (about a minute the first time, half that once Inductor's on-disk
+    cache has it) pays back after some tens of thousands of tokens: a server's life, not a chat's. A tiny model saves
     microseconds a token, never the compile. GPUs and the Mamba-2 and fixed-point models are not measured compiled
     here, so they stay eager unless asked.
     """

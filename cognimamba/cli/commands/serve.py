@@ -26,7 +26,7 @@ def serve_command(
     parallel: Annotated[int | None, typer.Option("--parallel", min=1, help="replies decoded at once, each in its own slot of the KV cache (continuous batching); default: up to 8, as the model's cache fits a quarter of the memory")] = None,
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the decoding steps before serving; default: on CPU for models of 2M parameters or more, where it pays back within a few thousand tokens")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the decoding steps before serving; default: on CPU for models of 2M parameters or more, where it pays back over a server's life (it takes 30-60 s at start)")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
 ) -> None:
     """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions) and a chat page at /."""
