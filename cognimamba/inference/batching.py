@@ -143,8 +143,7 @@ class BatchEngine:
         states restart at position 0).
         """
         step = self.one_slot_step
-        compiled = step.compiled is not None or (step.batched is not None and step.batched.compiled is not None)
-        if not compiled or self.model.config.is_fixed_point:  # (its one context is no place for a trial step)
+        if not step.compiles or self.model.config.is_fixed_point:  # (its one context is no place for a trial step)
             return
         with self._lock, torch.no_grad():
             if self._thread is not None:

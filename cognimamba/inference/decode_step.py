@@ -16,7 +16,7 @@ from torch.fx.experimental import _config as fx_config
 
 from cognimamba.model.linear import refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END
-from cognimamba.model.transformer import DecodeCache, SlotStep
+from cognimamba.model.transformer import DecodeCache, SlotStep, num_parameters
 from cognimamba.system.hardware import intra_op_threads
 
 # Batch-1 decoding takes one CPU thread per this many bytes of weights, up to every thread torch has: a
@@ -61,7 +61,7 @@ def compile_pays(model: torch.nn.Module, device: torch.device) -> bool:
     config = getattr(model, "config", None)
     if device.type != "cpu" or config is None or config.is_fixed_point or "M" in config.layer_pattern:
         return False
-    return sum(p.numel() for p in model.parameters()) >= AUTO_COMPILE_MIN_PARAMETERS
+    return num_parameters(model)[0] >= AUTO_COMPILE_MIN_PARAMETERS
 
 
 class CompiledCall:
@@ -128,6 +128,11 @@ class DecodeStep:
     def compiled(self) -> Callable[..., torch.Tensor] | None:
         """The compiled single step, or None where it runs eagerly."""
         return self.single.compiled
+
+    @property
+    def compiles(self) -> bool:
+        """Whether either step still runs through torch.compile (asked for, and not failed)."""
+        return any(call is not None and call.compiled is not None for call in (self.single, self.batched))
 
     @property
     def compile_seconds(self) -> float | None:

@@ -191,9 +191,10 @@ def load_served_model(run: Path, device: str, name: str | None = None, compile: 
     `compile` None: torch.compile the decoding steps where it pays (inference/decode_step.compile_pays); they
     are compiled here, before the first request.
     """
-    loaded = load_run(run, device=pick_device(device))
+    picked = pick_device(device)
+    loaded = load_run(run, device=picked)
     if compile is None:
-        compile = compile_pays(loaded.model, next(loaded.model.parameters()).device)
+        compile = compile_pays(loaded.model, picked)
     chat_model = ChatModel.from_run(loaded, compile=compile, weights=weights)
     model, device_used = chat_model.decoder.model, chat_model.decoder.device
     if parallel is not None and parallel > 1 and model.config.is_fixed_point:
