@@ -11,7 +11,6 @@ from rich.panel import Panel
 
 from cognimamba.chat.format import render_conversation
 from cognimamba.config.overrides import resolve_config
-from cognimamba.config.profiles import budget_cpu_precision
 from cognimamba.config.schema import Config, set_field, validate
 from cognimamba.data.chat_sources import SYNTHETIC_CHAT
 from cognimamba.data.loader import TokenWindows
@@ -110,7 +109,7 @@ def run_chat_quickstart(max_time: str, out: Path | None, conversations: int, hel
     prepared = prepare_chat(ChatPrepareOptions([MixEntry(SYNTHETIC_CHAT, count=conversations)], tokenizer,
                                                seed=CHAT_TRAIN_SEED), console)
     console.print(f"    data dir: {prepared.data_dir.path}", highlight=False)
-    config = _timed_config([*CHAT_SETTINGS, f"train.precision={budget_cpu_precision()}"], max_time)
+    config = _timed_config(CHAT_SETTINGS, max_time)
     fit = TokenWindows(prepared.data_dir, "train").alignment(config.model.max_seq_len)
     if fit is not None:
         console.print(f"    training windows: {fit.describe(config.model.max_seq_len)}", highlight=False)

@@ -13,15 +13,17 @@ GIB = 1024**3
 
 def _cpu() -> Config:
     # Small enough to learn visibly on 2 cores in minutes; shaped by held-out bits/byte after 10 minutes on
-    # TinyStories (the runs are in benchmarks/README.md).
+    # TinyStories (benchmarks/RESULTS.md, "CPU profile sweeps" and issue 32's screen on the 2 MiB slice).
     return Config(
         profile="cpu",
-        # Many passes over a 1 MB corpus in 10 minutes: dropout keeps the model from memorising it
-        # (0.3 beat 0.1 on held-out bits/byte, benchmarks/README.md).
-        model=ModelConfig(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=688,
+        # Four layers, not six: in ten minutes they see 1.5x the tokens, which beat the depth on both slices.
+        # Dropout 0.3 stays: on the 1 MB slice, ten minutes pass over the data more than ten times, and without
+        # dropout the model memorises it (1.364 against 1.234 bits/byte), though none led in 3 minutes on 2 MiB.
+        model=ModelConfig(vocab_size=4096, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=688,
                           max_seq_len=256, dropout=0.3),
+        # bf16 autocast where the CPU multiplies it natively (1.3x the steps), fp32 elsewhere.
         train=TrainConfig(lr=3e-3, warmup_steps=100, max_steps=2000, micro_batch_size=16, grad_accum_steps=1,
-                          precision="fp32", eval_every=100, save_every=250, eval_batches=10),
+                          precision=budget_cpu_precision(), eval_every=100, save_every=250, eval_batches=10),
     )
 
 
@@ -137,9 +139,9 @@ def detect_profile() -> str:
 
 
 def budget_cpu_precision() -> str:
-    """The precision of CPU runs on a time budget (quickstart, recipes): bf16 autocast where the CPU computes it
-    natively, which fits 1.2-1.4x the steps in the same minutes (benchmarks/README.md); fp32 elsewhere. The `cpu`
-    profile itself stays fp32, the same on every machine."""
+    """The precision of CPU runs on a time budget (the `cpu` profile, so quickstart and the recipes): bf16
+    autocast where the CPU computes it natively, which fits 1.2-1.4x the steps in the same minutes
+    (benchmarks/RESULTS.md); fp32 elsewhere. A run's config.json keeps the precision it trained in."""
     from cognimamba.system.hardware import cpu_has_native_bf16  # noqa: PLC0415 (it imports torch)
 
     return "bf16" if cpu_has_native_bf16() else "fp32"

@@ -31,7 +31,7 @@ from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.inference.weights import apply_weight_format, check_weight_format
 from cognimamba.model.build import MODEL_CLASSES, Model, build_model, new_cache, training_flops_per_token
 from cognimamba.model.linear import measure_matmul_peak
-from cognimamba.model.transformer import DecodeCache, SlotStep, num_parameters
+from cognimamba.model.transformer import DecodeCache, num_parameters
 from cognimamba.runs.loading import load_run
 from cognimamba.system import hardware
 from cognimamba.train.optim import build_optimizer
@@ -243,16 +243,16 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
     """Tokens/sec of `n_gen` single-token steps from an empty cache, greedy argmax kept on the device.
 
     One sequence steps as chat does (DecodeStep: its thread count, and torch.compile with `compile`); several
-    step as `cogni serve` decodes its slots (LanguageModel.decode_slots: each row at its own position, here all
-    at the same one), unless `compile` asks for the compiled uniform batch. Returns the samples and the
-    warm-up run's seconds, which hold the compile.
+    step as `cogni serve` decodes its slots (DecodeStep.slots: each row at its own position, here all at the
+    same one; compiled with `compile`, as serve compiles them). Returns the samples and the warm-up run's
+    seconds, which hold the compile.
     """
     model = bench.model
     first = _random_tokens((batch, 1), model.config.vocab_size, bench.device, seed)
     cache = new_cache(model.config, batch, n_gen, bench.device, bench.dtype)
     step_input = torch.empty_like(first)
     step = DecodeStep(model, bench.device, compile, batch, threads)
-    slots = batch > 1 and not compile and isinstance(cache, DecodeCache)
+    slots = batch > 1 and isinstance(cache, DecodeCache)
     rows = torch.arange(batch, device=bench.device)
 
     def logits_at(position: int) -> torch.Tensor:
@@ -260,9 +260,10 @@ def measure_decode(bench: BenchModel, n_gen: int, batch: int, repetitions: int,
             return step(step_input, cache, position)
         positions = torch.full((batch,), position, device=bench.device)
         with hardware.intra_op_threads(threads):
-            return model.decode_slots(step_input, SlotStep(cache, rows, positions))
+            return step.slots(step_input, cache, rows, positions)  # type: ignore[arg-type]
 
-    @torch.inference_mode()
+    # Compiled code cannot write an inference-mode cache's rows by index (LanguageModel.decode_slots).
+    @torch.no_grad() if compile else torch.inference_mode()
     def run() -> None:
         step_input.copy_(first)
         for position in range(n_gen):

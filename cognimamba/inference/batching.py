@@ -28,7 +28,15 @@ from tokenizers import Tokenizer
 
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
-from cognimamba.inference.prefix_reuse import RowMemory, prefix_chains, resume, reusable, save_states
+from cognimamba.inference.prefix_reuse import (
+    RowMemory,
+    copy_prefix,
+    prefix_chains,
+    resume,
+    reusable,
+    save_states,
+    shared_prefix,
+)
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.build import Model, new_cache
@@ -249,12 +257,20 @@ class BatchEngine:
 
     def _pick_row(self, free: list[int], prompt: list[int]) -> tuple[int, int]:
         """The free row holding the longest reusable prefix of `prompt` (the first free row if none does), and
-        how many ids of the prompt it saves reading."""
+        how many ids of the prompt it saves reading. Where a busy row holds a longer one, it is copied into the
+        free row holding the fewest ids (prefix_reuse.copy_prefix)."""
         if not self.reuses_prefix:
             return free[0], 0
         saved = [reusable(self._rows[row], prompt, self.recurrent) for row in free]
         best = max(range(len(free)), key=lambda index: (saved[index], -index))
-        return free[best], saved[best]
+        busy = [row for row in range(self.slots) if row not in free]
+        shared = {row: shared_prefix(self._rows[row], prompt, self.recurrent) for row in busy}
+        source = max(busy, key=lambda row: shared[row], default=None)
+        if source is None or shared[source] <= saved[best]:
+            return free[best], saved[best]
+        target = min(free, key=lambda row: (len(self._rows[row].ids), row))
+        copy_prefix(self.cache, self._rows, source, target, shared[source])  # type: ignore[arg-type]
+        return target, shared[source]
 
     def _new_slot(self, row: int, request: SlotRequest, reused: int) -> _Slot:
         settings = request.settings

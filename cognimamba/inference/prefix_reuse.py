@@ -7,6 +7,10 @@ Attention keys can be kept for any prefix: positions past it are overwritten bef
 Mamba-2 state stands for every id read before it and cannot be rewound, so a model with Mamba-2 layers continues
 only from the end of what the slot read, or from a copy of its states saved where the last prompt ended (the
 next turn of a chat extends the prompt, not the reply the model wrote).
+
+A prefix held by a busy slot (a system prompt every client sends) is copied into the free slot a new request
+takes, as vLLM shares prefix blocks across requests: keys and values of the shared positions, and for Mamba-2 the
+states saved where that slot's prompt ended, when the new prompt shares all of it.
 """
 
 from __future__ import annotations
@@ -79,3 +83,28 @@ def resume(memory: RowMemory, cache: DecodeCache, row: int, count: int) -> None:
             cache.mamba_states[layer].conv[row].copy_(state.conv)
             cache.mamba_states[layer].ssm[row].copy_(state.ssm)
     memory.keep(count)
+
+
+def shared_prefix(memory: RowMemory, prompt: list[int], recurrent: bool) -> int:
+    """How many leading ids of `prompt` a busy row holds in a form another row can copy: any prefix of its keys
+    and values; with Mamba-2 layers only the prefix its saved states stand for (its live ones keep moving)."""
+    common = common_prefix(memory.ids, prompt[:-1])
+    if not recurrent:
+        return common
+    return memory.saved_at if 0 < memory.saved_at <= common else 0
+
+
+def copy_prefix(cache: DecodeCache, memories: list[RowMemory], source: int, target: int, count: int) -> None:
+    """Make row `target` hold the first `count` ids of row `source` (shared_prefix's count): keys and values of
+    those positions, and the source's saved Mamba-2 states, which then stand for the target's ids too."""
+    for layer, keys in cache.keys.items():
+        keys[target, :, :count] = keys[source, :, :count]
+        cache.values[layer][target, :, :count] = cache.values[layer][source, :, :count]
+    giver, taker = memories[source], memories[target]
+    taker.ids = giver.ids[:count]
+    taker.saved_at, taker.saved = 0, {}
+    if cache.mamba_states:
+        for layer, state in giver.saved.items():
+            cache.mamba_states[layer].conv[target].copy_(state.conv)
+            cache.mamba_states[layer].ssm[target].copy_(state.ssm)
+        taker.saved, taker.saved_at = giver.saved, count  # copies are never written in place: shared safely

@@ -19,7 +19,6 @@ from rich.console import Console
 
 from cognimamba.chat.format import render_conversation
 from cognimamba.config.overrides import parse_override, resolve_config
-from cognimamba.config.profiles import budget_cpu_precision
 from cognimamba.config.schema import Config, set_field, validate
 from cognimamba.data.chat_sources import (
     SYNTHETIC_CHAT,
@@ -122,9 +121,6 @@ def started(run: Path) -> bool:
 def _stage_config(plan: RecipePlan, run: Path, settings: list[str], seconds: int) -> Config:
     """The profile with the stage's settings, or the stopped run's own config; the stage's time either way."""
     config = read_config(run)[0] if started(run) else resolve_config(plan.profile, None, settings)
-    if not started(run) and config.profile == "cpu" \
-            and not any(parse_override(text)[0] == "train.precision" for text in settings):
-        config.train.precision = budget_cpu_precision()
     set_field(config, "train.max_time", f"{seconds}s", "the recipe budget")
     if not started(run) and not any(parse_override(text)[0] == "train.max_steps" for text in settings):
         config.train.max_steps = UNBOUNDED_STEPS

@@ -48,6 +48,14 @@ def test_design_starting_points() -> None:
     assert get_profile("6gb").train != get_profile("8gb").train
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_profile_trains_in_bf16_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    from cognimamba.system import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    assert get_profile("cpu").train.precision == ("bf16" if native else "fp32")
+
+
 def test_auto_is_cpu_without_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("has a GPU")

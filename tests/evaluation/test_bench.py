@@ -94,6 +94,17 @@ def test_decode_measurement_leaves_the_thread_count_alone(tiny_run: Path) -> Non
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
+def test_compiled_batch_decode_is_the_servers_compiled_slot_step(tiny_run: Path) -> None:
+    """`bench -b 2 --compile` times what `cogni serve` runs: the compiled slot step, one graph for every step."""
+    bench = load_bench_model(tiny_run, None, CPU, torch.float32, 16)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    samples, _ = measure_decode(bench, 4, 2, repetitions=2, compile=True)
+    assert len(samples) == 2 and all(sample > 0 for sample in samples)
+    # decode_slots' graph, and one for the first position, whose single-entry read torch.compile specialises
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs in (1, 2)
+
+
 @pytest.mark.parametrize("weights", ["int8", "bf16"])
 def test_pp_and_tg_with_other_weight_formats(tiny_run: Path, weights: str) -> None:
     pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")

@@ -90,6 +90,37 @@ def test_a_request_takes_the_slot_holding_its_longest_prefix():
     assert ids == greedy_ids(model, prompt, GREEDY.max_new_tokens)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_prefix_a_busy_slot_holds_is_copied_into_a_free_one(shape: str):
+    """A system prompt every client sends is read once: a second request copies it from the busy slot."""
+    model = model_of(shape)
+    engine = BatchEngine(model, None, slots=2)
+    system = list(range(50, 80))
+    first_prompt = [*system, 1, 2, 3]
+    started, second_queued, cancel, first_done = (threading.Event() for _ in range(4))
+
+    def hold_the_engine(_: str) -> None:  # on the engine's thread: the first request is still decoding after it
+        started.set()
+        assert second_queued.wait(60)
+
+    engine.submit(SlotRequest(first_prompt, GenerationConfig(temperature=0.0, max_new_tokens=20), cancel=cancel,
+                              on_text=hold_the_engine, on_done=lambda *_: first_done.set()))
+    assert started.wait(60)
+    # Keys and values of any shared prefix can be copied; a Mamba-2 state only where the first prompt ended.
+    prompt = [*first_prompt, 8, 9] if shape == "hybrid" else [*system, 4, 5, 6]
+    ids: list[int] = []
+    finished: list[GenerationStats] = []
+    second_done = threading.Event()
+    engine.submit(SlotRequest(prompt, GREEDY, on_text=lambda text: ids.append(int(text)),
+                              on_done=lambda stats, _: (finished.append(stats), second_done.set())))
+    second_queued.set()
+    assert second_done.wait(60)
+    cancel.set()
+    assert first_done.wait(60)
+    assert finished[0].cached_tokens == (len(first_prompt) if shape == "hybrid" else len(system))
+    assert ids == greedy_ids(model, prompt, GREEDY.max_new_tokens)
+
+
 @pytest.mark.parametrize("shape", ["attention", "hybrid"])
 def test_chained_turns_decode_what_fresh_ones_do_reading_less(shape: str):
     model = model_of(shape, seed=1)

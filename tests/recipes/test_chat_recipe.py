@@ -39,7 +39,9 @@ conversations = 2
 
 @pytest.fixture
 def recipe(tiny_corpus: Path, tmp_path: Path) -> Path:
-    settings = [*TINY_MODEL, "train.max_steps=6", "train.save_every=3", "train.eval_every=3"]
+    # The profile's own precision (TINY_MODEL pins fp32 for the other tests): a recipe trains in what it picks.
+    tiny = [setting for setting in TINY_MODEL if not setting.startswith("train.precision=")]
+    settings = [*tiny, "train.max_steps=6", "train.save_every=3", "train.eval_every=3"]
     path = tmp_path / "tiny_recipe.toml"
     path.write_text(TINY_RECIPE.format(corpus=tiny_corpus, pretrain_settings=json.dumps(settings)))
     return path
@@ -75,7 +77,7 @@ def test_an_interrupted_recipe_continues_where_it_stopped(recipe: Path, tmp_path
     report = (out / "report.md").read_text()  # the recipe's report card: one section per stage, with its time
     assert "## 3. Pretraining (" in report and "## 5. Chat eval on held-out conversations (" in report
     assert all("wall_seconds" in figures for figures in state["figures"].values())
-    # A run on a time budget trains bf16 where this CPU computes it natively (fp32 elsewhere).
+    # The cpu profile trains bf16 where this CPU computes it natively (fp32 elsewhere).
     for stage in ("base", "chat"):
         assert json.loads((out / stage / "config.json").read_text())["train"]["precision"] == budget_cpu_precision()
 
