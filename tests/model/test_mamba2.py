@@ -170,7 +170,7 @@ def test_mamba_init_follows_the_reference() -> None:
 
 @pytest.mark.parametrize("pattern", ["", "MMAMMA", "MMMMMM", "AAMAAA"])
 def test_parameter_counts_match_the_model(pattern: str) -> None:
-    config = replace(get_profile("cpu").model, layer_pattern=pattern)
+    config = replace(get_profile("cpu").model, n_layers=6, layer_pattern=pattern)
     with torch.device("meta"):
         model = LanguageModel(config)
     assert num_parameters(model) == parameter_counts(config)
