@@ -35,7 +35,6 @@ from cognimamba.inference.prefix_reuse import (
     resume,
     reusable,
     save_states,
-    shared_prefix,
 )
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
@@ -264,7 +263,7 @@ class BatchEngine:
         saved = [reusable(self._rows[row], prompt, self.recurrent) for row in free]
         best = max(range(len(free)), key=lambda index: (saved[index], -index))
         busy = [row for row in range(self.slots) if row not in free]
-        shared = {row: shared_prefix(self._rows[row], prompt, self.recurrent) for row in busy}
+        shared = {row: reusable(self._rows[row], prompt, self.recurrent, busy=True) for row in busy}
         source = max(busy, key=lambda row: shared[row], default=None)
         if source is None or shared[source] <= saved[best]:
             return free[best], saved[best]

@@ -58,13 +58,16 @@ def prefix_chains(prompts: list[list[int]]) -> list[list[int]]:
     return chains
 
 
-def reusable(memory: RowMemory, prompt: list[int], recurrent: bool) -> int:
+def reusable(memory: RowMemory, prompt: list[int], recurrent: bool, busy: bool = False) -> int:
     """How many leading ids of `prompt` the row can skip reading. One is always left to read: its logits give
-    the first token of the reply. `recurrent`: the model has Mamba-2 layers (see the module docstring)."""
+    the first token of the reply. `recurrent`: the model has Mamba-2 layers (see the module docstring). `busy`:
+    the row is decoding, so another row can take only what stays put: any prefix of its keys and values, but of
+    its Mamba-2 states only the copy saved where its prompt ended (copy_prefix)."""
     common = common_prefix(memory.ids, prompt[:-1])
     if not recurrent:
         return common
-    return max((count for count in (len(memory.ids), memory.saved_at) if 0 < count <= common), default=0)
+    ends = (memory.saved_at,) if busy else (len(memory.ids), memory.saved_at)
+    return max((count for count in ends if 0 < count <= common), default=0)
 
 
 def save_states(memory: RowMemory, cache: DecodeCache, row: int) -> None:
@@ -79,23 +82,19 @@ def resume(memory: RowMemory, cache: DecodeCache, row: int, count: int) -> None:
     """Make the row hold the first `count` ids for a new request: restore the saved Mamba-2 states when that is
     where they were saved (and the row read past it since), then forget the rest."""
     if cache.mamba_states and 0 < count == memory.saved_at < len(memory.ids):
-        for layer, state in memory.saved.items():
-            cache.mamba_states[layer].conv[row].copy_(state.conv)
-            cache.mamba_states[layer].ssm[row].copy_(state.ssm)
+        _restore_states(cache, memory, row)
     memory.keep(count)
 
 
-def shared_prefix(memory: RowMemory, prompt: list[int], recurrent: bool) -> int:
-    """How many leading ids of `prompt` a busy row holds in a form another row can copy: any prefix of its keys
-    and values; with Mamba-2 layers only the prefix its saved states stand for (its live ones keep moving)."""
-    common = common_prefix(memory.ids, prompt[:-1])
-    if not recurrent:
-        return common
-    return memory.saved_at if 0 < memory.saved_at <= common else 0
+def _restore_states(cache: DecodeCache, memory: RowMemory, row: int) -> None:
+    """Write the Mamba-2 states `memory` saved into the row."""
+    for layer, state in memory.saved.items():
+        cache.mamba_states[layer].conv[row].copy_(state.conv)
+        cache.mamba_states[layer].ssm[row].copy_(state.ssm)
 
 
 def copy_prefix(cache: DecodeCache, memories: list[RowMemory], source: int, target: int, count: int) -> None:
-    """Make row `target` hold the first `count` ids of row `source` (shared_prefix's count): keys and values of
+    """Make row `target` hold the first `count` ids of busy row `source` (reusable's count): keys and values of
     those positions, and the source's saved Mamba-2 states, which then stand for the target's ids too."""
     for layer, keys in cache.keys.items():
         keys[target, :, :count] = keys[source, :, :count]
@@ -104,7 +103,5 @@ def copy_prefix(cache: DecodeCache, memories: list[RowMemory], source: int, targ
     taker.ids = giver.ids[:count]
     taker.saved_at, taker.saved = 0, {}
     if cache.mamba_states:
-        for layer, state in giver.saved.items():
-            cache.mamba_states[layer].conv[target].copy_(state.conv)
-            cache.mamba_states[layer].ssm[target].copy_(state.ssm)
+        _restore_states(cache, giver, target)
         taker.saved, taker.saved_at = giver.saved, count  # copies are never written in place: shared safely

@@ -54,6 +54,9 @@ def test_common_prefix_chains_and_what_a_row_can_skip():
     assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=True) == 6
     assert reusable(memory, [1, 2, 3, 4, 9, 9], recurrent=True) == 3
     assert reusable(memory, [1, 2, 9], recurrent=True) == 0
+    # A busy row's live Mamba-2 state keeps moving: another row can take only its saved copy.
+    assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=True, busy=True) == 3
+    assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=False, busy=True) == 6
     memory.keep(2)
     assert memory.ids == [1, 2] and memory.saved_at == 0 and not memory.saved
 
