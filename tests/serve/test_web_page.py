@@ -82,6 +82,8 @@ def screenshot(page: sync_api.Page, state: str) -> None:
 
 
 def send(page: sync_api.Page, text: str) -> None:
+    """Types and sends `text` as a user does: once the page has connected (before that, Enter does nothing)."""
+    expect(page.locator("#send")).to_be_enabled()
     page.locator("#prompt").fill(text)
     page.locator("#prompt").press("Enter")
 
@@ -176,7 +178,7 @@ def test_stop_ends_the_reply_and_its_generation(open_page):
     with running_server(model) as url:
         page = open_page(url)
         send(page, "Count")
-        wait_until(model.source.paused.is_set, "the reply to start", 60)  # Chromium on a loaded CI host
+        wait_until(model.source.paused.is_set, "the reply to start", 20)
         expect(page.locator(".message.assistant .body")).to_have_text("one two")
         page.locator("#stop").click()
         wait_until(lambda: model.source.stats.stop_reason == "cancelled", "the server to cancel the reply", 20)
