@@ -3,7 +3,8 @@
 A fixed number of slots share one cache ([slots, kv heads, positions, head_dim], and each Mamba-2 layer's
 state per slot). A request waits for a free slot and joins the running batch at the next step. Its prompt is
 read in chunks of at most `prefill_chunk` tokens a step, between the other slots' decoding steps, so a long
-prompt never stalls the streams already running (llama-server's slots, vLLM's chunked prefill). Each step
+prompt never stalls the streams already running (llama-server's slots, vLLM's chunked prefill); prompts waiting
+at the same position are read together, in one forward pass (a burst of requests, an eval's batch). Each step
 decodes one token for every slot past its prompt in one forward pass, so the weights are read once for all
 of them. A slot keeps its own position, sampling settings, seed, stop strings, cancel flag and statistics; a
 finished or cancelled slot is free at the next step.
@@ -114,10 +115,11 @@ class BatchEngine:
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None, slots: int, prefill_chunk: int = PREFILL_CHUNK,
                  device: torch.device | str | None = None, one_slot_step: DecodeStep | None = None,
-                 prompt_cache: bool = True) -> None:
+                 prompt_cache: bool = True, group_prompts: bool = True) -> None:
         """`one_slot_step` decodes every step (a ChatModel's, compiled with --compile): a lone stream on its own
         threads (with more slots on a view of the slot's rows), several streams as one batch (DecodeStep.slots).
-        `prompt_cache` False reads every prompt whole (benchmarks/chat_eval_speed.py's baseline)."""
+        `prompt_cache` False reads every prompt whole (benchmarks/chat_eval_speed.py's baseline); `group_prompts`
+        False reads one prompt a forward pass (benchmarks/prompt_burst.py's baseline)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.slots = slots = 1 if model.config.is_fixed_point else slots
@@ -136,6 +138,9 @@ class BatchEngine:
         # model, whose one context is not kept per position.
         self.reuses_prefix = prompt_cache and isinstance(self.cache, DecodeCache)
         self.recurrent = self.reuses_prefix and bool(self.cache.mamba_states)
+        # Several prompts in one pass (_prompt_group): not where a Mamba-2 state would read the padding.
+        self.groups_prompts = group_prompts and slots > 1 and isinstance(self.cache, DecodeCache) \
+            and not self.cache.mamba_states
         self._rows = [RowMemory() for _ in range(slots)]
         self._waiting: collections.deque[SlotRequest] = collections.deque()
         self._active: list[_Slot] = []
@@ -282,24 +287,63 @@ class BatchEngine:
                      history, position=reused)
 
     def _read_prompts(self) -> None:
-        budget = self.prefill_chunk
+        """Read up to `prefill_chunk` prompt ids across the slots still reading theirs, each group of slots whose
+        next id sits at the same position (_prompt_group) in one forward pass: the weights are read once for all of
+        them, and the passes' fixed cost is paid once (a burst of requests, the chat eval's queued turns)."""
+        pending = []
         for slot in [slot for slot in self._active if slot.unread]:
-            if budget <= 0:
-                return
             if slot.request.cancel.is_set():
                 self._finish(slot, "cancelled")
-                continue
-            chunk, slot.unread = slot.unread[:budget], slot.unread[budget:]
-            ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
-            logits = self._forward(ids, slot, slot.position)
-            slot.position += len(chunk)
-            budget -= len(chunk)
-            memory = self._rows[slot.row]
-            memory.ids.extend(chunk)
-            if not slot.unread:
-                if self.recurrent:
-                    save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
-                self._accept(slot, logits[0])
+            else:
+                pending.append(slot)
+        budget = self.prefill_chunk
+        while pending and budget > 0:
+            group = self._prompt_group(pending)[:budget]
+            width = min(max(len(slot.unread) for slot in group), budget // len(group))
+            chunks = [slot.unread[:width] for slot in group]
+            if len(group) == 1:
+                logits = self._forward(torch.tensor(chunks, dtype=torch.long, device=self.device), group[0],
+                                       group[0].position)
+            else:
+                logits = self._forward_rows(chunks, group)
+            budget -= width * len(group) if len(group) > 1 else len(chunks[0])
+            for slot, chunk, row_logits in zip(group, chunks, logits, strict=True):
+                pending.remove(slot)
+                slot.unread = slot.unread[len(chunk):]
+                slot.position += len(chunk)
+                memory = self._rows[slot.row]
+                memory.ids.extend(chunk)
+                if not slot.unread:
+                    if self.recurrent:
+                        save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
+                    self._accept(slot, row_logits)
+
+    def _prompt_group(self, pending: list[_Slot]) -> list[_Slot]:
+        """The slots whose prompts the next forward pass reads: the first waiting one, and every other whose next
+        id sits at the same position. Shorter chunks are padded at their end; the padding's keys land past the
+        row's ids, where its next step overwrites them before any query can see them. A Mamba-2 state would read
+        the padding too, so a model with Mamba-2 layers reads one prompt a pass."""
+        first = pending[0]
+        if not self.groups_prompts:
+            return [first]
+        return [slot for slot in pending if slot.position == first.position]
+
+    def _forward_rows(self, chunks: list[list[int]], group: list[_Slot]) -> torch.Tensor:
+        """Logits [slots, vocab] after each slot's chunk (padded to the longest), all read in one forward pass
+        at their common position: the rows are gathered into a cache of their own, and what the pass wrote
+        into it goes back into their rows."""
+        start, width = group[0].position, max(len(chunk) for chunk in chunks)
+        ids = torch.zeros((len(chunks), width), dtype=torch.long)
+        last = torch.zeros((len(chunks), width), dtype=torch.bool)  # each row's last real id: its logits
+        for index, chunk in enumerate(chunks):
+            ids[index, :len(chunk)] = torch.tensor(chunk)
+            last[index, len(chunk) - 1] = True
+        rows = torch.tensor([slot.row for slot in group], device=self.device)
+        cache: DecodeCache = self.cache  # type: ignore[assignment]
+        part = cache.gather_rows(rows, start, start + width)
+        logits = self.model(ids.to(self.device), cache=part, start=start, keep=last.to(self.device))
+        cache.put_rows(rows, part, start, start + width)
+        return logits
 
     def _accept(self, slot: _Slot, logits: torch.Tensor) -> None:
         """Sample the slot's next token from `logits` [vocab], deliver its text, and end the slot if it is done."""

@@ -124,6 +124,32 @@ class DecodeCache:
                              for layer, state in self.mamba_states.items()}
         return view
 
+    def gather_rows(self, rows: torch.Tensor, keep: int, size: int) -> DecodeCache:
+        """Copies of `rows` (any rows, in that order) as a cache of their own holding `size` positions, the first
+        `keep` of them filled from these rows: several slots' prompts read in one forward pass (put_rows)."""
+        part = object.__new__(DecodeCache)
+        part.max_len = size
+        part.keys, part.values = {}, {}
+        for layer, keys in self.keys.items():
+            shape = (len(rows), keys.size(1), size + 1, keys.size(3))
+            part.keys[layer] = keys.new_empty(shape)
+            part.values[layer] = keys.new_empty(shape)
+            part.keys[layer][:, :, :keep] = keys[rows, :, :keep]
+            part.values[layer][:, :, :keep] = self.values[layer][rows, :, :keep]
+        part.mamba_states = {layer: MambaState(state.conv[rows], state.ssm[rows])
+                             for layer, state in self.mamba_states.items()}
+        return part
+
+    def put_rows(self, rows: torch.Tensor, part: DecodeCache, start: int, end: int) -> None:
+        """Write positions start..end-1 of `part` (gather_rows of the same rows) back into `rows`, and their
+        Mamba-2 states."""
+        for layer, keys in self.keys.items():
+            keys[rows, :, start:end] = part.keys[layer][:, :, start:end]
+            self.values[layer][rows, :, start:end] = part.values[layer][:, :, start:end]
+        for layer, state in self.mamba_states.items():
+            state.conv[rows] = part.mamba_states[layer].conv
+            state.ssm[rows] = part.mamba_states[layer].ssm
+
 
 class SlotStep:
     """One decoding step of some rows of a DecodeCache, each row at its own position (continuous batching).

@@ -69,6 +69,37 @@ def test_eight_prompts_decode_the_same_ids_alone_and_together(shape: str):
     assert engine_ids(BatchEngine(model, None, slots=3, prefill_chunk=7), prompts) == alone
 
 
+def stepped_ids(engine: BatchEngine, prompts: list[list[int]]) -> list[list[int]]:
+    """Every prompt queued before the first step, then the engine stepped on this thread until all are done."""
+    collected: list[list[int]] = [[] for _ in prompts]
+    for index, prompt in enumerate(prompts):
+        record = lambda text, i=index: collected[i].append(int(text))  # noqa: E731
+        engine._waiting.append(SlotRequest(prompt, GREEDY, on_text=record))
+    with torch.no_grad():
+        while engine._waiting or engine._active:
+            engine.step()
+    return collected
+
+
+@pytest.mark.parametrize(("shape", "chunk", "passes"), [("attention", 256, 1), ("sliding", 256, 1),
+                                                        ("attention", 16, 3), ("hybrid", 256, 4)])
+def test_prompts_waiting_together_are_read_in_one_forward_pass(shape: str, chunk: int, passes: int):
+    torch.manual_seed(7)
+    config = tiny_config(*SHAPES[shape], "model.vocab_size=300").model
+    model = build_model(config).eval()
+    prompts = [prompt for prompt in eight_prompts(300, seed=8) if len(prompt) in (3, 9, 17, 5)]
+    alone = [greedy_ids(model, prompt, GREEDY.max_new_tokens) for prompt in prompts]
+    engine = BatchEngine(model, None, slots=4, prefill_chunk=chunk)
+    prompt_passes: list[int] = []  # slots read by each forward pass over prompts
+    one, rows = engine._forward, engine._forward_rows
+    engine._forward = lambda ids, slot, start: prompt_passes.append(1) or one(ids, slot, start)  # type: ignore[method-assign]
+    engine._forward_rows = lambda chunks, group: prompt_passes.append(len(group)) or rows(chunks, group)  # type: ignore[method-assign]
+    assert stepped_ids(engine, prompts) == alone
+    # All four padded to the longest (17); with 16 ids a step, 4 ids a row, then 5 for the three left, then the
+    # last 8 of the longest; a Mamba-2 state would read the padding, so those read one prompt a pass.
+    assert len(prompt_passes) == passes and sum(prompt_passes) >= len(prompts), prompt_passes
+
+
 def test_a_compiled_engine_decodes_the_eager_ids_without_compiling_again(tiny_run):
     loaded = load_run(tiny_run)
     prompts = eight_prompts(loaded.config.model.vocab_size, seed=3)
