@@ -6,8 +6,8 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
 
 - bf16: every floating weight in bf16, the KV cache too (it follows the parameters). On CPU only where the
   CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slower than fp32, so it
-  is refused with one line. One decoded row takes `torch.mv`, which PyTorch runs faster than F.linear's
-  bf16 GEMM for a single row.
+  is refused with one line. One decoded row takes model/bf16_matvec's AVX512-BF16 kernel where the CPU has
+  it, else `torch.mv`, which PyTorch runs faster than F.linear's bf16 GEMM for a single row.
 - int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
   torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
   activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on
@@ -27,6 +27,7 @@ from torch import nn
 
 from cognimamba.config.schema import WEIGHT_FORMATS
 from cognimamba.errors import CogniError
+from cognimamba.model import bf16_matvec
 from cognimamba.system.hardware import cpu_has_native_bf16
 
 SINGLE_ROW_MAX = 1  # rows of activations that count as "one decoded token" for the matrix-vector kernels
@@ -107,7 +108,8 @@ def torchao_quantization(setting: str = "--weights") -> tuple[Any, Any]:
 
 
 class Bf16Linear(nn.Linear):
-    """nn.Linear in bf16 whose single-row products take torch.mv (faster than the bf16 GEMM for one row)."""
+    """nn.Linear in bf16 whose single-row products take the AVX512-BF16 kernel, or torch.mv (faster than the bf16
+    GEMM for one row)."""
 
     @classmethod
     def like(cls, layer: nn.Linear) -> Bf16Linear:
@@ -116,6 +118,8 @@ class Bf16Linear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bf16_matvec.applies(x, self.weight):  # AVX512-BF16: streams the weight faster than torch.mv
+            return bf16_matvec.bf16_matvec(self.weight, x)
         if x.device.type == "cpu" and x.numel() == x.size(-1) and x.dtype == self.weight.dtype:
             return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cognimamba.model import bf16_matvec
 from cognimamba.system.hardware import synchronize
 
 MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (benchmarks/README.md)
@@ -116,6 +117,8 @@ class Linear(nn.Linear):
                 return OneDNNLinear.apply(x, self.weight)
             if use_transposed(x) and self.keeps_decoding_copy:
                 return x @ self.transposed_weight()
+            if bf16_matvec.applies(x, self.weight):  # a decoded token through bf16 weights (--weights bf16)
+                return bf16_matvec.bf16_matvec(self.weight, x)
         return super().forward(x)
 
     @property
@@ -137,10 +140,13 @@ class Linear(nn.Linear):
 
 
 def refresh_transposed(model: nn.Module) -> None:
-    """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions)."""
+    """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions), and
+    compile the bf16 decoding kernel where bf16 weights will use it (tracing cannot compile it)."""
     for module in model.modules():
         if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()
+        elif isinstance(module, nn.Linear) and module.weight.dtype == torch.bfloat16 and module.weight.is_cpu:
+            bf16_matvec.ready()
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:
