@@ -52,6 +52,8 @@ def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weight
     device = next(model.parameters()).device
     check_weight_format(weights, device, setting)
     if weights == "bf16":
+        if device.type == "cpu":
+            bf16_matvec.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
         model.to(torch.bfloat16)
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and module.bias is None:
