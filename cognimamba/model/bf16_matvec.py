@@ -85,6 +85,12 @@ def cpu_has_avx512_bf16() -> bool:
     return re.search(r"\bavx512_bf16\b", cpuinfo) is not None
 
 
+def build_name() -> str:
+    """The extension's name, torch's version in it: torch keeps builds by name, and one built against another
+    version's headers must not be loaded."""
+    return "cognimamba_bf16_matvec_" + re.sub(r"\W", "_", torch.__version__)
+
+
 def available() -> bool:
     """Whether the kernel runs here; compiles it the first time (not while torch.compile traces: see ready)."""
     if "kernel" in _state or "error" in _state:
@@ -104,7 +110,7 @@ def ready() -> bool:
                 try:
                     from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
 
-                    _state["kernel"] = load_inline("cognimamba_bf16_matvec", cpp_sources=SOURCE, functions=["matvec"],
+                    _state["kernel"] = load_inline(build_name(), cpp_sources=SOURCE, functions=["matvec"],
                                                    extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"])
                 except Exception as error:  # no compiler, no ninja, an old one: F.linear serves instead
                     _state["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
