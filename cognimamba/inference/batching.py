@@ -306,7 +306,7 @@ class BatchEngine:
                                        group[0].position)
             else:
                 logits = self._forward_rows(chunks, group)
-            budget -= width * len(group) if len(group) > 1 else len(chunks[0])
+            budget -= width * len(group)  # padded ids; one slot's chunk is `width` long
             for slot, chunk, row_logits in zip(group, chunks, logits, strict=True):
                 pending.remove(slot)
                 slot.unread = slot.unread[len(chunk):]

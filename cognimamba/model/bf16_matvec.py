@@ -10,7 +10,7 @@ shared row of the input, split across torch's threads.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
 cached after). Where that fails, or the CPU lacks AVX512-BF16, `available()` says no and the caller keeps
-F.linear. Registered as a torch.library op, so torch.compile traces through it.
+its PyTorch product (torch.mv, F.linear). Registered as a torch.library op, so torch.compile traces through it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from cognimamba.system.hardware import cpu_has_flag
 
 log = logging.getLogger("cognimamba.model")
 
@@ -76,15 +77,6 @@ _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "kernel": the compiled module, or "error": why there is none
 
 
-def cpu_has_avx512_bf16() -> bool:
-    """Whether the CPU has the AVX512-BF16 instructions (Intel Cooper Lake, Sapphire Rapids on; AMD Zen 4 on)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return re.search(r"\bavx512_bf16\b", cpuinfo) is not None
-
-
 def build_name() -> str:
     """The extension's name, torch's version in it: torch keeps builds by name, and one built against another
     version's headers must not be loaded."""
@@ -93,29 +85,32 @@ def build_name() -> str:
 
 def available() -> bool:
     """Whether the kernel runs here; compiles it the first time (not while torch.compile traces: see ready)."""
-    if "kernel" in _state or "error" in _state:
+    if _state:
         return "kernel" in _state
-    if torch.compiler.is_compiling():
-        return False
-    return ready()
+    return not torch.compiler.is_compiling() and ready()
 
 
 def ready() -> bool:
     """Compile the kernel now if this CPU can run it (DecodeStep calls this before tracing); whether it runs."""
     with _lock:
-        if "kernel" not in _state and "error" not in _state:
-            if not cpu_has_avx512_bf16():
-                _state["error"] = "no AVX512-BF16 on this CPU"
-            else:
-                try:
-                    from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
-
-                    _state["kernel"] = load_inline(build_name(), cpp_sources=SOURCE, functions=["matvec"],
-                                                   extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"])
-                except Exception as error:  # no compiler, no ninja, an old one: F.linear serves instead
-                    _state["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
-                    log.warning("bf16 decoding kernel unavailable (%s); bf16 products use F.linear", _state["error"])
+        if not _state:
+            _state.update(_build())
     return "kernel" in _state
+
+
+def _build() -> dict[str, Any]:
+    """{"kernel": the compiled module}, or {"error": why there is none}."""
+    if not cpu_has_flag("avx512_bf16"):  # Intel Cooper Lake and Sapphire Rapids on, AMD Zen 4 on
+        return {"error": "no AVX512-BF16 on this CPU"}
+    try:
+        from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
+
+        return {"kernel": load_inline(build_name(), cpp_sources=SOURCE, functions=["matvec"],
+                                      extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"])}
+    except Exception as error:  # no compiler, no ninja, an old one: PyTorch's products serve instead
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+        log.warning("bf16 decoding kernel unavailable (%s); bf16 products stay on PyTorch's", message)
+        return {"error": message}
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:

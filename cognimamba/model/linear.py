@@ -142,11 +142,12 @@ class Linear(nn.Linear):
 def refresh_transposed(model: nn.Module) -> None:
     """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions), and
     compile the bf16 decoding kernel where bf16 weights will use it (tracing cannot compile it)."""
-    for module in model.modules():
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    for module in linears:
         if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()
-        elif isinstance(module, nn.Linear) and module.weight.dtype == torch.bfloat16 and module.weight.is_cpu:
-            bf16_matvec.ready()
+    if any(module.weight.dtype == torch.bfloat16 and module.weight.is_cpu for module in linears):
+        bf16_matvec.ready()
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:

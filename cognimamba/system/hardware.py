@@ -34,17 +34,22 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
-
-    There, bf16 matmuls and bf16 autocast training beat fp32 (benchmarks/README.md); without it bf16 is
-    emulated and far slower than fp32. Read from /proc/cpuinfo, so other systems answer no.
-    """
+def cpu_has_flag(*flags: str) -> bool:
+    """Whether /proc/cpuinfo lists any of these CPU flags (e.g. "avx512_bf16"); other systems answer no."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
         return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+    return re.search(rf"\b({'|'.join(map(re.escape, flags))})\b", cpuinfo) is not None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
+
+    There, bf16 matmuls and bf16 autocast training beat fp32 (benchmarks/README.md); without it bf16 is
+    emulated and far slower than fp32.
+    """
+    return cpu_has_flag("avx512_bf16", "amx_bf16")
 
 
 def pick_dtype(precision: str, device: torch.device, setting: str = "precision") -> torch.dtype:
