@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py RUN [--clients 1,2,4,8,16] [--parallel 1,8] [--seconds 20]
                                         [--max-tokens 64] [--plot serve_load.png] [--overhead] [--no-compile]
+                                        [--weights fp32|bf16|int8]
 
 For each --parallel value it starts `cogni serve RUN --parallel P` on a free port and, for each number of
 clients, runs that many clients at once, each sending streamed chat completions (a prompt of about 64 tokens,
@@ -12,7 +13,8 @@ generated tokens/s, and with --plot draws tokens/s and p95 time to first token a
 one run compares both on the same machine. With --overhead, the same greedy prompt through
 `cogni chat RUN --prompt --json` (its prompt time plus decoding, without loading) and through the server (a
 whole non-streamed request), tokens/s of each and their ratio. The server compiles its decoding steps as
-`cogni serve` does by default; --no-compile serves them eagerly. Results go in benchmarks/RESULTS.md.
+`cogni serve` does by default; --no-compile serves them eagerly; --weights is `cogni serve --weights`. Results
+go in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="draw the curves into this PNG (needs matplotlib)")
     parser.add_argument("--overhead", action="store_true", help="also compare one request with `cogni chat`")
     parser.add_argument("--no-compile", action="store_true", help="serve with `--no-compile` (eager decoding steps)")
+    parser.add_argument("--weights", choices=("fp32", "bf16", "int8"), help="cogni serve --weights (default: run's)")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "cognimamba"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -190,7 +193,9 @@ def main() -> None:
     print("| --parallel | clients | completed | failed | TTFT p50 | TTFT p95 | generated tokens/s, all clients |")
     print("|---|---|---|---|---|---|---|")
     for parallel in [int(value) for value in args.parallel.split(",")]:
-        server, url, model = start_server(cli, args.run, parallel, env, ("--no-compile",) if args.no_compile else ())
+        flags = ("--no-compile",) if args.no_compile else ()
+        flags += ("--weights", args.weights) if args.weights else ()
+        server, url, model = start_server(cli, args.run, parallel, env, flags)
         try:
             for clients in [int(value) for value in args.clients.split(",")]:
                 result = asyncio.run(load(url, model, clients, args.seconds, args.max_tokens))

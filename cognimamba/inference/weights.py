@@ -6,8 +6,8 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
 
 - bf16: every floating weight in bf16, the KV cache too (it follows the parameters). On CPU only where the
   CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slower than fp32, so it
-  is refused with one line. One decoded row takes model/bf16_matvec's AVX512-BF16 kernel where the CPU has
-  it, else `torch.mv`, which PyTorch runs faster than F.linear's bf16 GEMM for a single row.
+  is refused with one line. A decoding step's rows take model/cpu_matmul's AVX512-BF16 kernel where the CPU
+  has it, else one row `torch.mv`, which PyTorch runs faster than F.linear's bf16 GEMM for a single row.
 - int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
   torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
   activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on
@@ -27,7 +27,7 @@ from torch import nn
 
 from cognimamba.config.schema import WEIGHT_FORMATS
 from cognimamba.errors import CogniError
-from cognimamba.model import bf16_matvec
+from cognimamba.model import cpu_matmul
 from cognimamba.system.hardware import cpu_has_native_bf16
 
 SINGLE_ROW_MAX = 1  # rows of activations that count as "one decoded token" for the matrix-vector kernels
@@ -53,7 +53,7 @@ def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weight
     check_weight_format(weights, device, setting)
     if weights == "bf16":
         if device.type == "cpu":
-            bf16_matvec.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
+            cpu_matmul.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
         model.to(torch.bfloat16)
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and module.bias is None:
@@ -110,18 +110,25 @@ def torchao_quantization(setting: str = "--weights") -> tuple[Any, Any]:
 
 
 class Bf16Linear(nn.Linear):
-    """nn.Linear in bf16 whose single-row products take the AVX512-BF16 kernel, or torch.mv (faster than the bf16
-    GEMM for one row)."""
+    """nn.Linear in bf16 for decoding on CPU: one or two rows take the AVX512-BF16 kernel (or for one row torch.mv,
+    faster than the bf16 GEMM), more rows (a batch of slots, a prompt) oneDNN's GEMM on a copy of the weight
+    packed for it once (model/cpu_matmul: it streams the weight at memory speed, the plain GEMM does not)."""
+
+    packed: torch.Tensor | None = None  # a plain attribute: no state-dict key, not moved by .to()
 
     @classmethod
     def like(cls, layer: nn.Linear) -> Bf16Linear:
         new = cls(layer.in_features, layer.out_features, bias=False, device="meta")
         new.weight = layer.weight
+        if cpu_matmul.packs_bf16(layer.weight):
+            new.packed = cpu_matmul.pack_bf16(layer.weight)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bf16_matvec.applies(x, self.weight):  # AVX512-BF16: streams the weight faster than torch.mv
-            return bf16_matvec.bf16_matvec(self.weight, x)
+        if cpu_matmul.applies(x, self.weight):  # AVX512-BF16: streams the weight faster than torch.mv
+            return cpu_matmul.few_rows(self.weight, x)
+        if self.packed is not None and x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
+            return cpu_matmul.packed_bf16(self.packed, x)
         if x.device.type == "cpu" and x.numel() == x.size(-1) and x.dtype == self.weight.dtype:
             return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight)

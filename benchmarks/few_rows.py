@@ -1,0 +1,98 @@
+"""A decoding step's products on CPU: a few rows times every weight of a shape, PyTorch's ways against ours.
+
+    python benchmarks/few_rows.py [--profile 4gb] [--rows 1,2,4,8,16] [-r 30]
+
+For each number of rows (one per stream in a batch of slots) it times the products of one decoding step of the
+profile's shape (every layer's attention and MLP weights; the head is left out) in fp32 and in bf16, the ways
+taking turns in one process (medians of -r turns):
+- fp32: F.linear (MKL), x @ the [in, out] decoding copy (what one row takes), and model/cpu_matmul's kernel;
+- bf16: F.linear (oneDNN), the kernel, and oneDNN's GEMM on weights packed for it once (`pack_bf16`).
+It prints ms a step and GB/s of weights streamed; a step that streams its weights once costs about the same at 8
+rows as at 1. Results go in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from cognimamba.config.profiles import get_profile
+from cognimamba.model import cpu_matmul
+
+
+def step_weights(profile: str) -> list[torch.Tensor]:
+    """[out, in] weights of every layer's products at the profile's shape, random."""
+    config = get_profile(profile).model
+    q, kv = config.q_dim, config.kv_dim
+    shapes = [(q, config.dim), (kv, config.dim), (kv, config.dim), (config.dim, q),
+              (config.ffn_dim, config.dim), (config.ffn_dim, config.dim), (config.dim, config.ffn_dim)]
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(shape, generator=generator) * 0.02 for _ in range(config.n_layers) for shape in shapes]
+
+
+def interleaved_ms(products: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median ms of each product, taking turns, so that the host's drift falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in products]
+    for repeat in range(repeats + 3):
+        for product, taken in zip(products, times, strict=True):
+            start = time.perf_counter()
+            product()
+            if repeat >= 3:  # the first turns warm caches and thread pools
+                taken.append(time.perf_counter() - start)
+    return [statistics.median(taken) * 1000 for taken in times]
+
+
+def every(product: Callable[[torch.Tensor, torch.Tensor], object], inputs: list[torch.Tensor],
+          weights: list[torch.Tensor]) -> Callable[[], object]:
+    """One decoding step's products: product(x, weight) over the layers."""
+    return lambda: [product(x, weight) for x, weight in zip(inputs, weights, strict=True)]
+
+
+def kernel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return cpu_matmul.few_rows(weight, x)
+
+
+def onednn_packed(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return cpu_matmul.packed_bf16(packed, x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="4gb")
+    parser.add_argument("--rows", default="1,2,4,8,16")
+    parser.add_argument("-r", "--repeats", type=int, default=30)
+    args = parser.parse_args()
+    if not cpu_matmul.ready():
+        raise SystemExit(f"the kernel does not run here: {cpu_matmul._state['error']}")
+    weights = step_weights(args.profile)
+    copies = [weight.t().contiguous() for weight in weights]
+    bf16 = [weight.bfloat16() for weight in weights]
+    packed = [cpu_matmul.pack_bf16(weight) for weight in bf16] if cpu_matmul._state["bf16"] else []
+    fp32_mb = sum(weight.numel() for weight in weights) * 4 / 1e6
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__};"
+          f" {args.profile} shape, {fp32_mb:.0f} MB of fp32 weights a step")
+    print("| rows | fp32 F.linear | fp32 decoding copy | fp32 kernel | bf16 F.linear | bf16 kernel | bf16 packed |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    with torch.no_grad():
+        for rows in [int(value) for value in args.rows.split(",")]:
+            inputs = [torch.randn(rows, weight.size(1)) for weight in weights]
+            inputs16 = [x.bfloat16() for x in inputs]
+            ways = [(every(F.linear, inputs, weights), fp32_mb), (every(torch.matmul, inputs, copies), fp32_mb),
+                    (every(kernel, inputs, weights), fp32_mb), (every(F.linear, inputs16, bf16), fp32_mb / 2)]
+            if packed:
+                ways += [(every(kernel, inputs16, bf16), fp32_mb / 2),
+                         (every(onednn_packed, inputs16, packed), fp32_mb / 2)]
+            timed = interleaved_ms([product for product, _ in ways], args.repeats)
+            cells = [f"{ms:.2f} ms ({megabytes / ms:.0f} GB/s)" for ms, (_, megabytes) in zip(timed, ways, strict=True)]
+            cells += ["-"] * (6 - len(cells))
+            print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

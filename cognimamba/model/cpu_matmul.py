@@ -1,0 +1,225 @@
+"""A few rows times a weight on CPU at memory speed: the products of decoding steps, one stream or a batch of slots.
+
+A decoding step multiplies one row per stream by every weight, so its time is the time to stream the weights.
+PyTorch's CPU products fall short of that in two cases (benchmarks/RESULTS.md, issue 29):
+- bf16 weights, one row: oneDNN's GEMM through F.linear and `torch.mv` stream 8-12 GB/s on two cores, less than
+  fp32 products stream from the same memory. Tried and no better: oneDNN prepacked, Inductor's C++ GEMM
+  templates and reductions.
+- 4 to 16 rows (a batch of slots), fp32 or bf16: MKL's and oneDNN's GEMMs for so few rows cost about twice one
+  row's time at 8 rows, where the weights streamed once would cost about the same.
+For bf16 from three rows on, oneDNN's own GEMM does stream at memory speed once its weights are packed for it
+ahead of time (`pack_bf16`, `packed_bf16`: 3.8 against 5.9 ms for the 4gb shape's products at 8 rows, and
+faster prompts too); PyTorch packs them this way only inside Inductor's freezing pass. The rest is a dozen lines
+of AVX-512 per format: eight weight rows are read once against every input row
+(fp32 FMAs, or AVX512-BF16's VDPBF16PS: bf16 products summed in fp32), the next block prefetched, the blocks
+split across torch's threads.
+
+It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
+cached after). Where that fails, or the CPU lacks AVX-512, `applies()` says no and the caller keeps its PyTorch
+product. Registered as a torch.library op, so torch.compile traces through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import torch
+
+from cognimamba.system.hardware import cpu_has_flag
+
+log = logging.getLogger("cognimamba.model")
+
+# Input rows the kernel takes, where it beat PyTorch's product on the 4gb shape (benchmarks/RESULTS.md, issue 29):
+# fp32 from 4 rows (below, MKL's F.linear or x @ the decoding copy is as fast) to 8 (at 16 MKL's GEMM is faster);
+# bf16 one or two rows (from 3, oneDNN's GEMM on weights packed for it once, `pack_bf16`, is faster).
+FP32_ROWS = (4, 8)  # fewest and most, inclusive
+BF16_ROWS = (1, 2)
+SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+constexpr int64_t R = 8;  // weight rows a block reads at once
+constexpr int64_t C = 2;  // input rows each pass over a block multiplies; the block stays in cache for the next pass
+
+// out[c * N + r] = sum_k w[r * K + k] * x[c * K + k] for RN weight rows and CN input rows, fp32 sums.
+template <int RN, int CN>
+__attribute__((target("avx512f"))) static void tile_f32(const float* w, const float* x, float* out, int64_t K,
+                                                       int64_t N) {
+  __m512 acc[RN][CN];
+  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 ws[RN];
+    for (int r = 0; r < RN; ++r) {
+      _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);  // the next block, same columns
+      ws[r] = _mm512_loadu_ps(w + r * K + k);
+    }
+    for (int c = 0; c < CN; ++c) {
+      __m512 xs = _mm512_loadu_ps(x + c * K + k);
+      for (int r = 0; r < RN; ++r) acc[r][c] = _mm512_fmadd_ps(ws[r], xs, acc[r][c]);
+    }
+  }
+  if (k < K) {
+    __mmask16 left = (__mmask16)((1u << (K - k)) - 1);
+    for (int c = 0; c < CN; ++c) {
+      __m512 xs = _mm512_maskz_loadu_ps(left, x + c * K + k);
+      for (int r = 0; r < RN; ++r)
+        acc[r][c] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(left, w + r * K + k), xs, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+// The same for bf16 weights and rows (K a multiple of 32): VDPBF16PS sums pairs of bf16 products in fp32.
+template <int RN, int CN>
+__attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(const uint16_t* w, const uint16_t* x, float* out,
+                                                                   int64_t K, int64_t N) {
+  __m512 acc[RN][CN];
+  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    __m512bh ws[RN];
+    for (int r = 0; r < RN; ++r) {
+      _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);
+      ws[r] = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+    }
+    for (int c = 0; c < CN; ++c) {
+      __m512bh xs = (__m512bh)_mm512_loadu_si512(x + c * K + k);
+      for (int r = 0; r < RN; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], ws[r], xs);
+    }
+  }
+  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+// RN weight rows against all M input rows, C at a time.
+template <int RN, typename T>
+static void block(const T* w, const T* x, float* out, int64_t M, int64_t K, int64_t N) {
+  int64_t m = 0;
+  for (; m + C <= M; m += C) {
+    if constexpr (sizeof(T) == 4) tile_f32<RN, C>((const float*)w, (const float*)x + m * K, out + m * N, K, N);
+    else tile_bf16<RN, C>((const uint16_t*)w, (const uint16_t*)x + m * K, out + m * N, K, N);
+  }
+  if (m < M) {
+    if constexpr (sizeof(T) == 4) tile_f32<RN, 1>((const float*)w, (const float*)x + m * K, out + m * N, K, N);
+    else tile_bf16<RN, 1>((const uint16_t*)w, (const uint16_t*)x + m * K, out + m * N, K, N);
+  }
+}
+
+template <typename T>
+static void product(const T* w, const T* x, float* out, int64_t M, int64_t K, int64_t N) {
+  int64_t blocks = N / R;
+  at::parallel_for(0, blocks, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) block<R>(w + b * R * K, x, out + b * R, M, K, N);
+    if (end == blocks) for (int64_t n = blocks * R; n < N; ++n) block<1>(w + n * K, x, out + n, M, K, N);
+  });
+}
+
+// x [M, K] @ weight [N, K].T -> [M, N], in the weight's dtype (fp32 or bf16), summed in fp32.
+torch::Tensor few_rows(torch::Tensor weight, torch::Tensor x) {
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous() && x.dim() == 2, "shapes");
+  auto rows = x.contiguous();
+  int64_t N = weight.size(0), K = weight.size(1), M = rows.size(0);
+  auto out = torch::empty({M, N}, weight.options().dtype(at::kFloat));
+  if (weight.scalar_type() == at::kFloat) {
+    product<float>(weight.data_ptr<float>(), rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+    return out;
+  }
+  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "bf16 rows must be whole 32s");
+  product<uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
+                    reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()), out.data_ptr<float>(), M, K, N);
+  return out.to(at::kBFloat16);
+}
+"""
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # "kernel": the compiled module and "bf16": whether its bf16 half runs; or "error": why not
+
+
+def build_name() -> str:
+    """The extension's name, torch's version in it: torch keeps builds by name, and one built against another
+    version's headers must not be loaded."""
+    return "cognimamba_cpu_matmul_" + re.sub(r"\W", "_", torch.__version__)
+
+
+def available() -> bool:
+    """Whether the kernel runs here; compiles it the first time (not while torch.compile traces: see ready)."""
+    if _state:
+        return "kernel" in _state
+    return not torch.compiler.is_compiling() and ready()
+
+
+def ready() -> bool:
+    """Compile the kernel now if this CPU can run it (before torch.compile traces, which cannot); whether it runs."""
+    with _lock:
+        if not _state:
+            _state.update(_build())
+    return "kernel" in _state
+
+
+def _build() -> dict[str, Any]:
+    """{"kernel": the compiled module, "bf16": whether the CPU has AVX512-BF16}, or {"error": why there is none}."""
+    if not cpu_has_flag("avx512f"):  # Intel Skylake-SP on, AMD Zen 4 on
+        return {"error": "no AVX-512 on this CPU"}
+    try:
+        from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
+
+        kernel = load_inline(build_name(), cpp_sources=SOURCE, functions=["few_rows"],
+                             extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    except Exception as error:  # no compiler, no ninja, an old one: PyTorch's products serve instead
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+        log.warning("CPU decoding kernel unavailable (%s); the products stay on PyTorch's", message)
+        return {"error": message}
+    return {"kernel": kernel, "bf16": cpu_has_flag("avx512_bf16")}  # Cooper Lake, Sapphire Rapids on; Zen 4 on
+
+
+def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A decoding step's rows (BF16_ROWS, FP32_ROWS) on CPU without autograd, times a plain contiguous weight of
+    the same dtype (bf16 rows whole 32s)."""
+    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.is_grad_enabled() or not weight.is_contiguous():
+        return False
+    columns = weight.size(1)
+    rows = x.numel() // columns if x.size(-1) == columns else 0
+    if x.dtype == torch.bfloat16:
+        fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
+    else:
+        fits = x.dtype == torch.float32 and FP32_ROWS[0] <= rows <= FP32_ROWS[1]
+    return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
+            and (x.dtype == torch.float32 or _state["bf16"]))
+
+
+@torch.library.custom_op("cognimamba::few_rows", mutates_args=())
+def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [..., in] (a few rows) @ weight.T, weight [out, in] fp32 or bf16: [..., out] in its dtype, fp32 sums."""
+    rows = x.reshape(-1, weight.size(1))
+    return _state["kernel"].few_rows(weight, rows).view(*x.shape[:-1], weight.size(0))
+
+
+@few_rows.register_fake
+def _(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.size(0)))
+
+
+def packs_bf16(weight: torch.Tensor) -> bool:
+    """Whether oneDNN can pack this weight for `packed_bf16`: bf16 on CPU in a wheel built with oneDNN."""
+    return (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+def pack_bf16(weight: torch.Tensor) -> torch.Tensor:
+    """oneDNN's packed copy of a bf16 weight [out, in] (same bytes again), for `packed_bf16`."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+
+@torch.library.custom_op("cognimamba::packed_bf16", mutates_args=())
+def packed_bf16(packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [..., in] bf16 @ the weight `pack_bf16` packed, .T: [..., out]. An op of its own so that torch.compile
+    traces it without lowering the packed tensor, which Inductor cannot."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
+@packed_bf16.register_fake
+def _(packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], packed.size(0)))

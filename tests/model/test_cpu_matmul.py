@@ -1,0 +1,136 @@
+"""The CPU decoding kernel for a few rows times a weight: the sums F.linear makes, and the tokens it decodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference.batching import BatchEngine, generate_all
+from cognimamba.inference.decoding import ChatModel, Decoder
+from cognimamba.model import cpu_matmul
+from cognimamba.runs.loading import load_run
+
+if not cpu_matmul.ready():  # compiles it (about half a minute, once per machine)
+    pytest.skip(f"the CPU decoding kernel does not run here: {cpu_matmul._state['error']}", allow_module_level=True)
+needs_bf16 = pytest.mark.skipif(not cpu_matmul._state["bf16"], reason="no AVX512-BF16 on this CPU")
+
+
+@needs_bf16
+@pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 32, 1), (100, 64, 1), (13, 96, 2), (1152, 768, 1),
+                                                         (1152, 768, 2), (37, 64, 2)])
+def test_bf16_rows_are_the_fp32_sums_of_the_bf16_products(rows: int, columns: int, inputs: int):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(rows, columns, generator=generator).bfloat16()
+    x = torch.randn(inputs, 1, columns, generator=generator).bfloat16()
+    with torch.no_grad():
+        assert cpu_matmul.applies(x, weight)
+        got = cpu_matmul.few_rows(weight, x)
+    expected = (x.float() @ weight.float().t()).bfloat16()  # exact products, fp32 sums, rounded once
+    assert got.shape == (inputs, 1, rows) and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2 ** -7, atol=1e-3)
+
+
+@pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 16, 4), (100, 77, 5), (13, 96, 8), (2048, 768, 8),
+                                                         (768, 2048, 7)])
+def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(rows, columns, generator=generator)
+    x = torch.randn(inputs, columns, generator=generator)
+    with torch.no_grad():
+        assert cpu_matmul.applies(x, weight)
+        got = cpu_matmul.few_rows(weight, x)
+    assert got.shape == (inputs, rows) and got.dtype == torch.float32
+    torch.testing.assert_close(got, x.double().matmul(weight.double().t()).float(), rtol=1e-5, atol=1e-4)
+
+
+def test_it_takes_only_a_decoding_steps_rows_without_autograd():
+    weight, row = torch.randn(16, 64), torch.randn(1, 64)
+    with torch.no_grad():
+        assert cpu_matmul.applies(row.expand(4, 64), weight)
+        assert cpu_matmul.applies(row.expand(8, 64), weight)
+        assert not cpu_matmul.applies(row, weight)  # one fp32 row: MKL through the decoding copy
+        assert not cpu_matmul.applies(row.expand(9, 64), weight)  # more rows, a prompt: the GEMM
+        assert not cpu_matmul.applies(row.expand(4, 64), weight.t().contiguous().t())  # not row-major
+        assert not cpu_matmul.applies(row.expand(4, 64).bfloat16(), weight)  # dtypes differ
+        if cpu_matmul._state["bf16"]:
+            assert cpu_matmul.applies(row.bfloat16(), weight.bfloat16())
+            assert not cpu_matmul.applies(row.expand(3, 64).bfloat16(), weight.bfloat16())  # oneDNN, packed
+            assert not cpu_matmul.applies(row[:, :48].bfloat16(), weight[:, :48].bfloat16().contiguous())  # 32s
+    assert not cpu_matmul.applies(row.expand(4, 64), weight)  # autograd on
+
+
+def test_torch_compile_traces_through_it_in_one_graph():
+    weight = torch.randn(40, 64)
+    step = torch.compile(lambda x: cpu_matmul.few_rows(weight, x) * 2, fullgraph=True, dynamic=True)
+    x = torch.randn(6, 64)
+    with torch.no_grad():
+        assert torch.equal(step(x), cpu_matmul.few_rows(weight, x) * 2)
+
+
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the kernel's calls from here on."""
+    calls: list[int] = []
+    kernel = cpu_matmul._state["kernel"]
+    monkeypatch.setitem(cpu_matmul._state, "kernel", type("Counted", (), {
+        "few_rows": staticmethod(lambda weight, x: calls.append(1) or kernel.few_rows(weight, x))}))
+    return calls
+
+
+@needs_bf16
+def test_greedy_replies_are_the_same_with_the_kernel_and_torch_mv(tiny_run, monkeypatch):
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=24)
+    with_kernel = ChatModel.from_run(load_run(tiny_run), weights="bf16")
+    calls = counted(monkeypatch)
+    replied = "".join(with_kernel.stream("Once upon a time", settings))
+    assert calls  # the bf16 weights' products went through it
+    monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})
+    without = ChatModel.from_run(load_run(tiny_run), weights="bf16")
+    assert "".join(without.stream("Once upon a time", settings)) == replied
+
+
+def test_eight_fp32_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, monkeypatch):
+    loaded = load_run(tiny_run)
+    texts = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
+             "A big dog", "They played"]
+    prompts = [loaded.tokenizer.encode(text).ids for text in texts]
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
+    decoder = Decoder(loaded.model, loaded.tokenizer)
+    alone = [decoder.generate(prompt, settings) for prompt in prompts]  # one row: MKL through the decoding copy
+    calls = counted(monkeypatch)
+    together = generate_all(BatchEngine(loaded.model, loaded.tokenizer, slots=8), prompts, settings)
+    assert calls  # the steps of four or more slots went through the kernel
+    assert [text for text, _ in together] == alone
+
+
+@needs_bf16
+@pytest.mark.parametrize("inputs", [3, 8, 76])
+def test_bf16_weights_packed_for_onednn_give_f_linears_products(inputs: int):
+    generator = torch.Generator().manual_seed(inputs)
+    weight = torch.randn(200, 96, generator=generator).bfloat16()
+    x = torch.randn(inputs, 96, generator=generator).bfloat16()
+    packed = cpu_matmul.pack_bf16(weight)
+    with torch.no_grad():
+        got = cpu_matmul.packed_bf16(packed, x)
+        compiled = torch.compile(lambda rows: cpu_matmul.packed_bf16(packed, rows) * 2, fullgraph=True)(x)
+    expected = (x.float() @ weight.float().t()).bfloat16()
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2 ** -7, atol=1e-3)
+    assert torch.equal(compiled, got * 2)
+
+
+@needs_bf16
+def test_eight_bf16_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, monkeypatch):
+    loaded = load_run(tiny_run)
+    chat = ChatModel.from_run(loaded, weights="bf16")
+    texts = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
+             "A big dog", "They played"]
+    prompts = [loaded.tokenizer.encode(text).ids for text in texts]
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
+    model = chat.decoder.model
+    alone = [chat.decoder.generate(prompt, settings) for prompt in prompts]  # one row: the AVX512-BF16 kernel
+    packed_calls: list[int] = []
+    packed = cpu_matmul.packed_bf16
+    monkeypatch.setattr(cpu_matmul, "packed_bf16", lambda *args: packed_calls.append(1) or packed(*args))
+    together = generate_all(BatchEngine(model, loaded.tokenizer, slots=8), prompts, settings)
+    assert packed_calls  # prompts and steps of three or more slots: oneDNN on the packed weights
+    assert [text for text, _ in together] == alone
