@@ -39,6 +39,7 @@ FP32_ROWS = (4, 8)  # fewest and most, inclusive
 BF16_ROWS = (1, 2)
 SOURCE = r"""
 #include <torch/extension.h>
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
@@ -117,25 +118,51 @@ static void product(const T* w, const T* x, float* out, int64_t M, int64_t K, in
   });
 }
 
-// x [M, K] @ weight [N, K].T -> [M, N], in the weight's dtype (fp32 or bf16), summed in fp32.
-torch::Tensor few_rows(torch::Tensor weight, torch::Tensor x) {
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous() && x.dim() == 2, "shapes");
-  auto rows = x.contiguous();
-  int64_t N = weight.size(0), K = weight.size(1), M = rows.size(0);
-  auto out = torch::empty({M, N}, weight.options().dtype(at::kFloat));
+// x [..., K] @ weight [N, K].T -> [..., N], in the weight's dtype (fp32 or bf16), summed in fp32.
+at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous(), "cognimamba::few_rows: inputs");
+  int64_t N = weight.size(0), K = weight.size(1);
+  auto rows = x.reshape({-1, K}).contiguous();
+  int64_t M = rows.size(0);
+  auto out = at::empty({M, N}, weight.options().dtype(at::kFloat));
   if (weight.scalar_type() == at::kFloat) {
     product<float>(weight.data_ptr<float>(), rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
-    return out;
+  } else {
+    TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "cognimamba::few_rows: bf16 rows of 32s");
+    product<uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
+                      reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()), out.data_ptr<float>(), M, K,
+                      N);
+    out = out.to(at::kBFloat16);
   }
-  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "bf16 rows must be whole 32s");
-  product<uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
-                    reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()), out.data_ptr<float>(), M, K, N);
-  return out.to(at::kBFloat16);
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return out.view(shape);
+}
+
+// x [..., K] bf16 @ a weight oneDNN packed (mkldnn::_reorder_linear_weight), through oneDNN's own linear.
+at::Tensor packed_bf16(const at::Tensor& packed, const at::Tensor& x) {
+  static const auto& linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  std::vector<c10::IValue> stack{x, packed, c10::IValue(), c10::IValue(std::string("none")),
+                                 c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue()};
+  linear.callBoxed(stack);
+  return stack[0].toTensor();
+}
+
+// Registered in C++, not as Python functions: a call from Python enters the dispatcher once and gives the GIL
+// up once, where a Python kernel would take it back (and wait for it, beside a busy server's event loop).
+TORCH_LIBRARY_IMPL(cognimamba, CPU, m) {
+  m.impl("few_rows", few_rows);
+}
+TORCH_LIBRARY_IMPL(cognimamba, MkldnnCPU, m) {  // the packed weight's dispatch key
+  m.impl("packed_bf16", packed_bf16);
 }
 """
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}  # "kernel": the compiled module and "bf16": whether its bf16 half runs; or "error": why not
+_state: dict[str, Any] = {}  # "kernel": the library's path and "bf16": whether its bf16 half runs; or "error": why not
+_LIBRARY = torch.library.Library("cognimamba", "FRAGMENT")  # the ops' schemas; their CPU kernels are SOURCE's
+_LIBRARY.define("few_rows(Tensor weight, Tensor x) -> Tensor")
+_LIBRARY.define("packed_bf16(Tensor packed, Tensor x) -> Tensor")
 
 
 def build_name() -> str:
@@ -166,7 +193,7 @@ def _build() -> dict[str, Any]:
     try:
         from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
 
-        kernel = load_inline(build_name(), cpp_sources=SOURCE, functions=["few_rows"],
+        kernel = load_inline(build_name(), cpp_sources=SOURCE, is_python_module=False,
                              extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as error:  # no compiler, no ninja, an old one: PyTorch's products serve instead
         message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
@@ -190,22 +217,21 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and (x.dtype == torch.float32 or _state["bf16"]))
 
 
-@torch.library.custom_op("cognimamba::few_rows", mutates_args=())
 def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x [..., in] (a few rows) @ weight.T, weight [out, in] fp32 or bf16: [..., out] in its dtype, fp32 sums."""
-    rows = x.reshape(-1, weight.size(1))
-    return _state["kernel"].few_rows(weight, rows).view(*x.shape[:-1], weight.size(0))
+    return torch.ops.cognimamba.few_rows(weight, x)
 
 
-@few_rows.register_fake
+@torch.library.register_fake("cognimamba::few_rows")
 def _(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.size(0)))
 
 
 def packs_bf16(weight: torch.Tensor) -> bool:
-    """Whether oneDNN can pack this weight for `packed_bf16`: bf16 on CPU in a wheel built with oneDNN."""
+    """Whether oneDNN can pack this weight for `packed_bf16`: bf16 on CPU in a wheel built with oneDNN, and the
+    kernel library (which holds packed_bf16's CPU kernel) built."""
     return (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and available())
 
 
 def pack_bf16(weight: torch.Tensor) -> torch.Tensor:
@@ -213,13 +239,12 @@ def pack_bf16(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
 
 
-@torch.library.custom_op("cognimamba::packed_bf16", mutates_args=())
 def packed_bf16(packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x [..., in] bf16 @ the weight `pack_bf16` packed, .T: [..., out]. An op of its own so that torch.compile
     traces it without lowering the packed tensor, which Inductor cannot."""
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    return torch.ops.cognimamba.packed_bf16(packed, x)
 
 
-@packed_bf16.register_fake
+@torch.library.register_fake("cognimamba::packed_bf16")
 def _(packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], packed.size(0)))
