@@ -83,13 +83,18 @@ def main() -> None:
         for rows in [int(value) for value in args.rows.split(",")]:
             inputs = [torch.randn(rows, weight.size(1)) for weight in weights]
             inputs16 = [x.bfloat16() for x in inputs]
-            ways = [(every(F.linear, inputs, weights), fp32_mb), (every(torch.matmul, inputs, copies), fp32_mb),
-                    (every(kernel, inputs, weights), fp32_mb), (every(F.linear, inputs16, bf16), fp32_mb / 2)]
-            if packed:
-                ways += [(every(kernel, inputs16, bf16), fp32_mb / 2),
+            ways: list[tuple[Callable[[], object] | None, float]] = [
+                (every(F.linear, inputs, weights), fp32_mb), (every(torch.matmul, inputs, copies), fp32_mb),
+                (every(kernel, inputs, weights), fp32_mb), (every(F.linear, inputs16, bf16), fp32_mb / 2)]
+            if packed:  # the bf16 kernel reads whole 32s of a row; the cpu shape's ffn_dim, 688, is not
+                whole = all(weight.size(1) % 32 == 0 for weight in bf16)
+                ways += [(every(kernel, inputs16, bf16) if whole else None, fp32_mb / 2),
                          (every(onednn_packed, inputs16, packed), fp32_mb / 2)]
-            timed = interleaved_ms([product for product, _ in ways], args.repeats)
-            cells = [f"{ms:.2f} ms ({megabytes / ms:.0f} GB/s)" for ms, (_, megabytes) in zip(timed, ways, strict=True)]
+            timed = iter(interleaved_ms([product for product, _ in ways if product], args.repeats))
+            cells = []
+            for product, megabytes in ways:
+                ms = next(timed) if product else None
+                cells.append(f"{ms:.2f} ms ({megabytes / ms:.0f} GB/s)" if ms else "-")
             cells += ["-"] * (6 - len(cells))
             print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
 

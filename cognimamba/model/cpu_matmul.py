@@ -35,7 +35,10 @@ log = logging.getLogger("cognimamba.model")
 # Input rows the kernel takes, where it beat PyTorch's product on the 4gb shape (benchmarks/RESULTS.md, issue 29):
 # fp32 from 4 rows (below, MKL's F.linear or x @ the decoding copy is as fast) to 8 (at 16 MKL's GEMM is faster);
 # bf16 one or two rows (from 3, oneDNN's GEMM on weights packed for it once, `pack_bf16`, is faster).
+# fp32 only for weights of FP32_MIN_ELEMENTS or more: on the `cpu` profile's (256 x 688 at most) MKL was faster
+# at every number of rows (benchmarks/few_rows.py --profile cpu).
 FP32_ROWS = (4, 8)  # fewest and most, inclusive
+FP32_MIN_ELEMENTS = 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
 BF16_ROWS = (1, 2)
 SOURCE = r"""
 #include <torch/extension.h>
@@ -204,7 +207,7 @@ def _build() -> dict[str, Any]:
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """A decoding step's rows (BF16_ROWS, FP32_ROWS) on CPU without autograd, times a plain contiguous weight of
-    the same dtype (bf16 rows whole 32s)."""
+    the same dtype (bf16 rows whole 32s, fp32 weights large enough)."""
     if x.device.type != "cpu" or x.dtype != weight.dtype or torch.is_grad_enabled() or not weight.is_contiguous():
         return False
     columns = weight.size(1)
@@ -212,7 +215,8 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.dtype == torch.bfloat16:
         fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
     else:
-        fits = x.dtype == torch.float32 and FP32_ROWS[0] <= rows <= FP32_ROWS[1]
+        fits = (x.dtype == torch.float32 and FP32_ROWS[0] <= rows <= FP32_ROWS[1]
+                and weight.numel() >= FP32_MIN_ELEMENTS)
     return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
             and (x.dtype == torch.float32 or _state["bf16"]))
 

@@ -33,7 +33,8 @@ def test_bf16_rows_are_the_fp32_sums_of_the_bf16_products(rows: int, columns: in
 
 @pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 16, 4), (100, 77, 5), (13, 96, 8), (2048, 768, 8),
                                                          (768, 2048, 7)])
-def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int):
+def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int, monkeypatch):
+    monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)  # these are smaller than those it takes in a model
     generator = torch.Generator().manual_seed(rows)
     weight = torch.randn(rows, columns, generator=generator)
     x = torch.randn(inputs, columns, generator=generator)
@@ -44,8 +45,12 @@ def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int):
     torch.testing.assert_close(got, x.double().matmul(weight.double().t()).float(), rtol=1e-5, atol=1e-4)
 
 
-def test_it_takes_only_a_decoding_steps_rows_without_autograd():
+def test_it_takes_only_a_decoding_steps_rows_without_autograd(monkeypatch):
     weight, row = torch.randn(16, 64), torch.randn(1, 64)
+    with torch.no_grad():
+        assert not cpu_matmul.applies(row.expand(4, 64), weight)  # fp32 weights this small: MKL is faster
+        assert cpu_matmul.applies(torch.randn(4, 768), torch.randn(768, 768))
+    monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)
     with torch.no_grad():
         assert cpu_matmul.applies(row.expand(4, 64), weight)
         assert cpu_matmul.applies(row.expand(8, 64), weight)
@@ -89,6 +94,7 @@ def test_greedy_replies_are_the_same_with_the_kernel_and_torch_mv(tiny_run, monk
 
 
 def test_eight_fp32_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, monkeypatch):
+    monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)  # the tiny run's weights are smaller than those it takes
     loaded = load_run(tiny_run)
     texts = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
              "A big dog", "They played"]
