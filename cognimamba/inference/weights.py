@@ -6,8 +6,9 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
 
 - bf16: every floating weight in bf16, the KV cache too (it follows the parameters). On CPU only where the
   CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slower than fp32, so it
-  is refused with one line. A decoding step's rows take model/cpu_matmul's AVX512-BF16 kernel where the CPU
-  has it, else one row `torch.mv`, which PyTorch runs faster than F.linear's bf16 GEMM for a single row.
+  is refused with one line. One or two rows of a decoding step take model/cpu_matmul's AVX512-BF16 kernel
+  where the CPU has it (else one row `torch.mv`, which PyTorch runs faster than F.linear's bf16 GEMM); three and
+  more (a batch of slots, a prompt) oneDNN's GEMM on a copy of each weight packed for it at load.
 - int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
   torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
   activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on

@@ -3,20 +3,20 @@
 A decoding step multiplies one row per stream by every weight, so its time is the time to stream the weights.
 PyTorch's CPU products fall short of that in two cases (benchmarks/RESULTS.md, issue 29):
 - bf16 weights, one row: oneDNN's GEMM through F.linear and `torch.mv` stream 8-12 GB/s on two cores, less than
-  fp32 products stream from the same memory. Tried and no better: oneDNN prepacked, Inductor's C++ GEMM
-  templates and reductions.
-- 4 to 16 rows (a batch of slots), fp32 or bf16: MKL's and oneDNN's GEMMs for so few rows cost about twice one
+  fp32 products stream from the same memory. Tried and no better for one row: oneDNN on packed weights,
+  Inductor's C++ GEMM templates and reductions.
+- a batch of slots (2 to 16 rows), fp32 or bf16: MKL's and oneDNN's GEMMs for so few rows cost about twice one
   row's time at 8 rows, where the weights streamed once would cost about the same.
 For bf16 from three rows on, oneDNN's own GEMM does stream at memory speed once its weights are packed for it
 ahead of time (`pack_bf16`, `packed_bf16`: 3.8 against 5.9 ms for the 4gb shape's products at 8 rows, and
 faster prompts too); PyTorch packs them this way only inside Inductor's freezing pass. The rest is a dozen lines
-of AVX-512 per format: eight weight rows are read once against every input row
-(fp32 FMAs, or AVX512-BF16's VDPBF16PS: bf16 products summed in fp32), the next block prefetched, the blocks
-split across torch's threads.
+of AVX-512 per format: eight weight rows are read once against every input row (fp32 FMAs, or AVX512-BF16's
+VDPBF16PS: bf16 products summed in fp32), the next block prefetched, the blocks split across torch's threads.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
-cached after). Where that fails, or the CPU lacks AVX-512, `applies()` says no and the caller keeps its PyTorch
-product. Registered as a torch.library op, so torch.compile traces through it.
+cached after). Where that fails, or the CPU lacks AVX-512, `applies()` and `packs_bf16()` say no and the caller
+keeps its PyTorch product. The ops' schemas and fake kernels are defined here, so torch.compile traces through
+them; their CPU kernels are registered by the C++ library.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def ready() -> bool:
 
 
 def _build() -> dict[str, Any]:
-    """{"kernel": the compiled module, "bf16": whether the CPU has AVX512-BF16}, or {"error": why there is none}."""
+    """{"kernel": the built library's path, "bf16": whether the CPU has AVX512-BF16}, or {"error": why not}."""
     if not cpu_has_flag("avx512f"):  # Intel Skylake-SP on, AMD Zen 4 on
         return {"error": "no AVX-512 on this CPU"}
     try:
@@ -219,6 +219,12 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
                 and weight.numel() >= FP32_MIN_ELEMENTS)
     return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
             and (x.dtype == torch.float32 or _state["bf16"]))
+
+
+def may_apply(weight: torch.Tensor) -> bool:
+    """Whether some decoding step's rows could take the kernel for this weight (so it is worth building)."""
+    return weight.is_cpu and (weight.dtype == torch.bfloat16
+                              or (weight.dtype == torch.float32 and weight.numel() >= FP32_MIN_ELEMENTS))
 
 
 def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

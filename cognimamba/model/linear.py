@@ -114,7 +114,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is None:
-            if cpu_matmul.applies(x, self.weight):  # a decoding step's rows: 4-16 fp32 (a batch of slots), 1-16 bf16
+            if cpu_matmul.applies(x, self.weight):  # a decoding step's rows: a batch of slots, or one bf16 row
                 return cpu_matmul.few_rows(self.weight, x)
             if use_onednn(x, self.weight):
                 return OneDNNLinear.apply(x, self.weight)
@@ -147,7 +147,7 @@ def refresh_transposed(model: nn.Module) -> None:
     for module in linears:
         if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()
-    if any(module.weight.is_cpu and module.weight.dtype in (torch.bfloat16, torch.float32) for module in linears):
+    if any(cpu_matmul.may_apply(module.weight) for module in linears):
         cpu_matmul.ready()
 
 

@@ -50,6 +50,8 @@ def test_it_takes_only_a_decoding_steps_rows_without_autograd(monkeypatch):
     with torch.no_grad():
         assert not cpu_matmul.applies(row.expand(4, 64), weight)  # fp32 weights this small: MKL is faster
         assert cpu_matmul.applies(torch.randn(4, 768), torch.randn(768, 768))
+    assert cpu_matmul.may_apply(torch.randn(768, 768)) and cpu_matmul.may_apply(weight.bfloat16())
+    assert not cpu_matmul.may_apply(weight)  # so compiling a small fp32 model does not build the kernel
     monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)
     with torch.no_grad():
         assert cpu_matmul.applies(row.expand(4, 64), weight)
