@@ -205,26 +205,25 @@ def _build() -> dict[str, Any]:
     return {"kernel": kernel, "bf16": cpu_has_flag("avx512_bf16")}  # Cooper Lake, Sapphire Rapids on; Zen 4 on
 
 
+def may_apply(weight: torch.Tensor) -> bool:
+    """Whether some decoding step's rows could take the kernel for this weight (so it is worth building)."""
+    return weight.is_cpu and (weight.dtype == torch.bfloat16
+                              or (weight.dtype == torch.float32 and weight.numel() >= FP32_MIN_ELEMENTS))
+
+
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """A decoding step's rows (BF16_ROWS, FP32_ROWS) on CPU without autograd, times a plain contiguous weight of
-    the same dtype (bf16 rows whole 32s, fp32 weights large enough)."""
-    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.is_grad_enabled() or not weight.is_contiguous():
+    """A decoding step's rows (BF16_ROWS, FP32_ROWS) without autograd, times a plain contiguous weight the kernel
+    may take (may_apply) of the same dtype (bf16 rows whole 32s)."""
+    if x.dtype != weight.dtype or torch.is_grad_enabled() or not weight.is_contiguous() or not may_apply(weight):
         return False
     columns = weight.size(1)
     rows = x.numel() // columns if x.size(-1) == columns else 0
     if x.dtype == torch.bfloat16:
         fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
     else:
-        fits = (x.dtype == torch.float32 and FP32_ROWS[0] <= rows <= FP32_ROWS[1]
-                and weight.numel() >= FP32_MIN_ELEMENTS)
+        fits = FP32_ROWS[0] <= rows <= FP32_ROWS[1]
     return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
             and (x.dtype == torch.float32 or _state["bf16"]))
-
-
-def may_apply(weight: torch.Tensor) -> bool:
-    """Whether some decoding step's rows could take the kernel for this weight (so it is worth building)."""
-    return weight.is_cpu and (weight.dtype == torch.bfloat16
-                              or (weight.dtype == torch.float32 and weight.numel() >= FP32_MIN_ELEMENTS))
 
 
 def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
