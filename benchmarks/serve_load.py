@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py RUN [--clients 1,2,4,8,16] [--parallel 1,8] [--seconds 20]
                                         [--max-tokens 64] [--plot serve_load.png] [--overhead] [--no-compile]
-                                        [--weights fp32|bf16|int8]
+                                        [--weights fp32|bf16|int8] [--llama-server BIN [--gguf-type f32]]
 
 For each --parallel value it starts `cogni serve RUN --parallel P` on a free port and, for each number of
 clients, runs that many clients at once, each sending streamed chat completions (a prompt of about 64 tokens,
@@ -13,24 +13,29 @@ generated tokens/s, and with --plot draws tokens/s and p95 time to first token a
 one run compares both on the same machine. With --overhead, the same greedy prompt through
 `cogni chat RUN --prompt --json` (its prompt time plus decoding, without loading) and through the server (a
 whole non-streamed request), tokens/s of each and their ratio. The server compiles its decoding steps as
-`cogni serve` does by default; --no-compile serves them eagerly; --weights is `cogni serve --weights`. Results
-go in benchmarks/RESULTS.md.
+`cogni serve` does by default; --no-compile serves them eagerly; --weights is `cogni serve --weights`. With
+--llama-server, the same clients then load llama.cpp's own server (`-np P`, continuous batching) on the run's
+`cogni export --format gguf` in --gguf-type, one after the other in one run; a server that sends no usage is
+counted by its streamed events, one a token, as llama-server streams. Each server's N clients over 1 is printed
+last. Results go in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -49,6 +54,7 @@ class LoadResult:
     completed: int = 0
     failed: int = 0
     tokens: int = 0
+    reconnects: int = 0  # requests sent again on a new connection (open_stream)
     first_token_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -61,10 +67,28 @@ class LoadResult:
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds
 
-    def row(self, parallel: int) -> str:
+    def row(self, server: str, parallel: int) -> str:
         ttft = self.first_token_seconds or [0.0]
-        return (f"| {parallel} | {self.clients} | {self.completed} | {self.failed} | "
-                f"{statistics.median(ttft) * 1000:.0f} ms | {self.p95 * 1000:.0f} ms | {self.tokens_per_second:.1f} |")
+        return (f"| {server} | {parallel} | {self.clients} | {self.completed} | {self.failed} | "
+                f"{statistics.median(ttft) * 1000:.0f} ms | {self.p95 * 1000:.0f} ms | {self.tokens_per_second:.1f} |"
+                + (f" ({self.reconnects} reconnected)" if self.reconnects else ""))
+
+
+async def open_stream(api: AsyncOpenAI, model: str, seed: int, max_tokens: int, result: LoadResult) -> Any:
+    """The request's stream, sent again once if the connection failed before the server answered (llama-server
+    drops kept-alive connections every few requests): a client's reconnect, counted apart from failures."""
+    from openai import APIConnectionError
+
+    def send() -> Any:
+        return api.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"{seed}. {PROMPT}"}], max_tokens=max_tokens,
+            seed=seed, stream=True, stream_options={"include_usage": True})
+
+    try:
+        return await send()
+    except APIConnectionError:  # raised before the answer's headers: nothing was generated
+        result.reconnects += 1
+    return await send()
 
 
 async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int, seed: int,
@@ -72,21 +96,24 @@ async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int
     while time.perf_counter() < until:
         started = time.perf_counter()
         try:
-            stream = await api.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": f"{seed}. {PROMPT}"}], max_tokens=max_tokens,
-                seed=seed, stream=True, stream_options={"include_usage": True})
-            first = None
+            stream = await open_stream(api, model, seed, max_tokens, result)
+            first, pieces, usage = None, 0, None
             async for chunk in stream:
                 if first is None and chunk.choices and chunk.choices[0].delta.content:
                     first = time.perf_counter() - started
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces += 1
                 if chunk.usage:
-                    result.tokens += chunk.usage.completion_tokens
-                    result.prompt_tokens = chunk.usage.prompt_tokens
+                    usage = chunk.usage
+            # The server's count of generated tokens; a server that sends no usage is counted by its events,
+            # one a token (llama-server's way).
+            result.tokens += usage.completion_tokens if usage else pieces
+            result.prompt_tokens = usage.prompt_tokens if usage else result.prompt_tokens
             result.completed += 1
             if first is not None:
                 result.first_token_seconds.append(first)
         except Exception as error:  # counted, and the run goes on
-            print(f"request failed: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"request failed: {type(error).__name__}: {error} ({error.__cause__!r})", file=sys.stderr)
             result.failed += 1
         seed += 1
 
@@ -153,17 +180,49 @@ def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str],
     raise SystemExit("the server did not start")
 
 
-def plot(results: dict[int, list[LoadResult]], path: Path) -> None:
+def start_llama_server(binary: Path, gguf: Path, parallel: int, context: int,
+                       threads: int) -> tuple[subprocess.Popen, str, str]:
+    """llama.cpp's own server on the run's GGUF export: `parallel` slots of `context` positions each
+    (continuous batching, its default), on `threads` threads, once it answers."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                               "-np", str(parallel), "-c", str(context * parallel), "-t", str(threads)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(1200):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return server, url, httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    raise SystemExit("llama-server did not start")
+
+
+def export_gguf(cli: list[str], run: Path, gguf_type: str, folder: Path, env: dict[str, str]) -> Path:
+    """The run as `cogni export --format gguf` writes it, in `gguf_type`."""
+    path = folder / f"model-{gguf_type}.gguf"
+    subprocess.run([*cli, "export", str(run), "--format", "gguf", "--dtype", gguf_type, "--out", str(path)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    return path
+
+
+def plot(results: dict[str, list[LoadResult]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (speed, latency) = plt.subplots(1, 2, figsize=(10, 4))
-    for parallel, rows in results.items():
+    for label, rows in results.items():
         clients = [row.clients for row in rows]
-        speed.plot(clients, [row.tokens_per_second for row in rows], marker="o", label=f"--parallel {parallel}")
-        latency.plot(clients, [row.p95 * 1000 for row in rows], marker="o", label=f"--parallel {parallel}")
+        speed.plot(clients, [row.tokens_per_second for row in rows], marker="o", label=label)
+        latency.plot(clients, [row.p95 * 1000 for row in rows], marker="o", label=label)
     speed.set(xlabel="concurrent streaming clients", ylabel="generated tokens/s, all clients", xscale="log")
     latency.set(xlabel="concurrent streaming clients", ylabel="time to first token, p95 (ms)", xscale="log")
     for axes in (speed, latency):
@@ -186,27 +245,48 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="also compare one request with `cogni chat`")
     parser.add_argument("--no-compile", action="store_true", help="serve with `--no-compile` (eager decoding steps)")
     parser.add_argument("--weights", choices=("fp32", "bf16", "int8"), help="cogni serve --weights (default: run's)")
+    parser.add_argument("--llama-server", type=Path, metavar="BIN",
+                        help="also run the same clients against this llama-server on the run's GGUF export")
+    parser.add_argument("--gguf-type", default="f32", choices=("f32", "f16", "q8_0"),
+                        help="the export's weights for --llama-server (f32 beside fp32, f16 beside bf16)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama-server -t")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "cognimamba"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    results: dict[int, list[LoadResult]] = {}
-    print("| --parallel | clients | completed | failed | TTFT p50 | TTFT p95 | generated tokens/s, all clients |")
-    print("|---|---|---|---|---|---|---|")
+    results: dict[str, list[LoadResult]] = {}
+    print("| server | --parallel | clients | completed | failed | TTFT p50 | TTFT p95 | generated tokens/s, "
+          "all clients |")
+    print("|---|---|---|---|---|---|---|---|")
+    gguf = None
+    if args.llama_server:
+        folder = Path(tempfile.mkdtemp(prefix="serve_load-"))
+        gguf = export_gguf(cli, args.run, args.gguf_type, folder, env)
+        context = json.loads((args.run / "config.json").read_text())["model"]["max_seq_len"]
     for parallel in [int(value) for value in args.parallel.split(",")]:
         flags = ("--no-compile",) if args.no_compile else ()
         flags += ("--weights", args.weights) if args.weights else ()
-        server, url, model = start_server(cli, args.run, parallel, env, flags)
-        try:
-            for clients in [int(value) for value in args.clients.split(",")]:
-                result = asyncio.run(load(url, model, clients, args.seconds, args.max_tokens))
-                results.setdefault(parallel, []).append(result)
-                print(result.row(parallel), flush=True)
-            if args.overhead:
-                served, served_tokens = server_speed(url, model, 128)
-        finally:
-            server.terminate()
-            server.wait(30)
+        servers = [("cogni", functools.partial(start_server, cli, args.run, parallel, env, flags))]
+        if gguf is not None:
+            servers.append((f"llama-server {args.gguf_type}", functools.partial(
+                start_llama_server, args.llama_server, gguf, parallel, context, args.threads)))
+        for name, start in servers:
+            server, url, model = start()
+            try:
+                for clients in [int(value) for value in args.clients.split(",")]:
+                    result = asyncio.run(load(url, model, clients, args.seconds, args.max_tokens))
+                    results.setdefault(f"{name}, --parallel {parallel}", []).append(result)
+                    print(result.row(name, parallel), flush=True)
+                if args.overhead and name == "cogni":
+                    served, served_tokens = server_speed(url, model, 128)
+            finally:
+                server.terminate()
+                server.wait(30)
     print(f"prompt tokens per request: {next(iter(results.values()))[0].prompt_tokens}")
+    for label, rows in results.items():
+        if len(rows) > 1 and rows[0].clients == 1 and rows[0].tokens:
+            ratios = ", ".join(f"{row.clients}: {row.tokens_per_second / rows[0].tokens_per_second:.2f}x"
+                               for row in rows[1:])
+            print(f"{label}: tokens/s over 1 client's, by clients: {ratios}")
     if args.plot:
         plot(results, args.plot)
     if args.overhead:

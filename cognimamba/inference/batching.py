@@ -37,7 +37,7 @@ from cognimamba.inference.prefix_reuse import (
     reusable,
     save_states,
 )
-from cognimamba.inference.sampling import sample_next, seeded_generator
+from cognimamba.inference.sampling import sample_rows, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.build import Model, new_cache
 from cognimamba.model.transformer import DecodeCache
@@ -221,10 +221,11 @@ class BatchEngine:
             rows = torch.tensor([slot.row for slot in ready], device=self.device)
             positions = torch.tensor([slot.position for slot in ready], device=self.device)
             logits = self.one_slot_step.slots(tokens, self.cache, rows, positions)
-        for slot, row_logits in zip(ready, logits, strict=True):
+        tokens = self._sample(ready, logits)
+        for slot, row_logits, token in zip(ready, logits, tokens, strict=True):
             self._rows[slot.row].ids.append(slot.next_token)  # type: ignore[arg-type]
             slot.position += 1
-            self._accept(slot, row_logits)
+            self._accept(slot, row_logits, token)
 
     def _slot_cache(self, slot: _Slot) -> DecodeCache:
         """The cache one slot's sequence reads and writes: the whole cache with one slot, else its rows."""
@@ -307,6 +308,7 @@ class BatchEngine:
             else:
                 logits = self._forward_rows(chunks, group)
             budget -= width * len(group)  # padded ids; one slot's chunk is `width` long
+            done = []
             for slot, chunk, row_logits in zip(group, chunks, logits, strict=True):
                 pending.remove(slot)
                 slot.unread = slot.unread[len(chunk):]
@@ -316,7 +318,11 @@ class BatchEngine:
                 if not slot.unread:
                     if self.recurrent:
                         save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
-                    self._accept(slot, row_logits)
+                    done.append((slot, row_logits))
+            if done:
+                tokens = self._sample([slot for slot, _ in done], torch.stack([row for _, row in done]))
+                for (slot, row_logits), token in zip(done, tokens, strict=True):
+                    self._accept(slot, row_logits, token)
 
     def _prompt_group(self, pending: list[_Slot]) -> list[_Slot]:
         """The slots whose prompts the next forward pass reads: the first waiting one, and every other whose next
@@ -345,15 +351,19 @@ class BatchEngine:
         cache.put_rows(rows, part, start, start + width)
         return logits
 
-    def _accept(self, slot: _Slot, logits: torch.Tensor) -> None:
-        """Sample the slot's next token from `logits` [vocab], deliver its text, and end the slot if it is done."""
+    @staticmethod
+    def _sample(slots: list[_Slot], logits: torch.Tensor) -> list[int]:
+        """Each slot's next token from its row of `logits` [slots, vocab], with its own settings and generator."""
+        return sample_rows(logits, [slot.request.settings for slot in slots], [slot.generator for slot in slots],
+                           [slot.history for slot in slots])
+
+    def _accept(self, slot: _Slot, logits: torch.Tensor, token: int) -> None:
+        """Take the slot's next token (sampled from `logits` [vocab]), deliver its text, end the slot if it is done."""
         request, stats = slot.request, slot.stats
         if request.cancel.is_set():
             self._finish(slot, "cancelled")
             return
         probabilities = torch.softmax(logits.float(), dim=-1) if request.top_alternatives else None
-        token = sample_next(logits.cpu() if slot.generator is not None else logits, request.settings,
-                            slot.generator, slot.history)
         if stats.generated_tokens == 0:
             slot.first_token_at = time.perf_counter()
             stats.time_to_first_token = slot.first_token_at - slot.started

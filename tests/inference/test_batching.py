@@ -146,6 +146,20 @@ def test_sampling_settings_and_seeds_are_each_requests_own():
     assert engine_ids(engine, prompts, sampled) == alone
 
 
+def test_a_seeded_reply_is_the_same_in_a_batch_as_from_the_one_stream_decoder():
+    """`cogni serve` (the engine's batched sampling) and `cogni chat` (the Decoder's) draw the same tokens."""
+    torch.manual_seed(4)
+    model = build_model(tiny_config("model.vocab_size=300").model).eval()
+    prompts = eight_prompts(300, seed=5)
+    settings = [GenerationConfig(temperature=0.9, top_k=40, top_p=0.8, max_new_tokens=10, seed=index)
+                for index in range(len(prompts))]
+    decoder = Decoder(model, None)
+    alone = [list(decoder.stream_ids(prompt, setting)) for prompt, setting in zip(prompts, settings, strict=True)]
+    engine = BatchEngine(model, None, slots=8)
+    replies = [engine.stream(prompt, setting) for prompt, setting in zip(prompts, settings, strict=True)]
+    assert [[int(token) for token in reply] for reply in replies] == alone
+
+
 def test_a_cancelled_request_frees_its_slot_for_the_next():
     model = build_model(tiny_config("model.vocab_size=300").model).eval()
     engine = BatchEngine(model, None, slots=1)
