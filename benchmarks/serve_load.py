@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,16 +100,16 @@ async def one_client(api: AsyncOpenAI, model: str, until: float, max_tokens: int
             stream = await open_stream(api, model, seed, max_tokens, result)
             first, pieces, usage = None, 0, None
             async for chunk in stream:
-                if first is None and chunk.choices and chunk.choices[0].delta.content:
-                    first = time.perf_counter() - started
                 if chunk.choices and chunk.choices[0].delta.content:
                     pieces += 1
+                    first = first if first is not None else time.perf_counter() - started
                 if chunk.usage:
                     usage = chunk.usage
             # The server's count of generated tokens; a server that sends no usage is counted by its events,
             # one a token (llama-server's way).
             result.tokens += usage.completion_tokens if usage else pieces
-            result.prompt_tokens = usage.prompt_tokens if usage else result.prompt_tokens
+            if usage:
+                result.prompt_tokens = usage.prompt_tokens
             result.completed += 1
             if first is not None:
                 result.first_token_seconds.append(first)
@@ -160,24 +161,39 @@ def local_speed(cli: list[str], run: Path, env: dict[str, str], max_tokens: int)
     return best, tokens
 
 
+def local_url() -> tuple[str, int]:
+    """A free loopback port and its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}", port
+
+
+def once_answering(server: subprocess.Popen, url: str, model_id: Callable[[], str | None],
+                   what: str) -> tuple[subprocess.Popen, str, str]:
+    """The server, its URL and model id, once `model_id` names the model (two minutes at most)."""
+    import httpx
+
+    for _ in range(1200):
+        try:
+            if (model := model_id()) is not None:
+                return server, url, model
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    raise SystemExit(f"{what} did not start")
+
+
 def start_server(cli: list[str], run: Path, parallel: int, env: dict[str, str],
                  flags: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, str]:
     """`cogni serve RUN --parallel P` on a free port, once it answers: the process, its URL and model id."""
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url, port = local_url()
     server = subprocess.Popen([*cli, "serve", str(run), "--port", str(port), "--queue-size", "64",
                                "--parallel", str(parallel), *flags], stderr=subprocess.DEVNULL, env=env)
-    for _ in range(1200):
-        try:
-            return server, url, httpx.get(f"{url}/health").json()["model"]
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.terminate()
-    raise SystemExit("the server did not start")
+    return once_answering(server, url, lambda: httpx.get(f"{url}/health").json()["model"], "the server")
 
 
 def start_llama_server(binary: Path, gguf: Path, parallel: int, context: int,
@@ -186,22 +202,17 @@ def start_llama_server(binary: Path, gguf: Path, parallel: int, context: int,
     (continuous batching, its default), on `threads` threads, once it answers."""
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url, port = local_url()
     server = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                                "-np", str(parallel), "-c", str(context * parallel), "-t", str(threads)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(1200):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return server, url, httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.terminate()
-    raise SystemExit("llama-server did not start")
+
+    def model_id() -> str | None:  # /health answers 503 while the model loads
+        if httpx.get(f"{url}/health").status_code != 200:
+            return None
+        return httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+
+    return once_answering(server, url, model_id, "llama-server")
 
 
 def export_gguf(cli: list[str], run: Path, gguf_type: str, folder: Path, env: dict[str, str]) -> Path:
@@ -259,8 +270,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     gguf = None
     if args.llama_server:
-        folder = Path(tempfile.mkdtemp(prefix="serve_load-"))
-        gguf = export_gguf(cli, args.run, args.gguf_type, folder, env)
+        # The export lives as long as this object: removed when the script ends, however it ends.
+        export_dir = tempfile.TemporaryDirectory(prefix="serve_load-")
+        gguf = export_gguf(cli, args.run, args.gguf_type, Path(export_dir.name), env)
         context = json.loads((args.run / "config.json").read_text())["model"]["max_seq_len"]
     for parallel in [int(value) for value in args.parallel.split(",")]:
         flags = ("--no-compile",) if args.no_compile else ()

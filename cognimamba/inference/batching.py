@@ -221,8 +221,8 @@ class BatchEngine:
             rows = torch.tensor([slot.row for slot in ready], device=self.device)
             positions = torch.tensor([slot.position for slot in ready], device=self.device)
             logits = self.one_slot_step.slots(tokens, self.cache, rows, positions)
-        tokens = self._sample(ready, logits)
-        for slot, row_logits, token in zip(ready, logits, tokens, strict=True):
+        next_ids = self._sample(ready, logits)
+        for slot, row_logits, token in zip(ready, logits, next_ids, strict=True):
             self._rows[slot.row].ids.append(slot.next_token)  # type: ignore[arg-type]
             slot.position += 1
             self._accept(slot, row_logits, token)
@@ -320,8 +320,8 @@ class BatchEngine:
                         save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
                     done.append((slot, row_logits))
             if done:
-                tokens = self._sample([slot for slot, _ in done], torch.stack([row for _, row in done]))
-                for (slot, row_logits), token in zip(done, tokens, strict=True):
+                next_ids = self._sample([slot for slot, _ in done], torch.stack([row for _, row in done]))
+                for (slot, row_logits), token in zip(done, next_ids, strict=True):
                     self._accept(slot, row_logits, token)
 
     def _prompt_group(self, pending: list[_Slot]) -> list[_Slot]:

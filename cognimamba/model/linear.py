@@ -114,7 +114,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is None:
-            if cpu_matmul.applies(x, self.weight):  # a decoding step's rows: a batch of slots, or one bf16 row
+            if cpu_matmul.applies(x, self.weight):  # a decoding step's rows: 4-8 fp32 (a batch of slots), 1-2 bf16
                 return cpu_matmul.few_rows(self.weight, x)
             if use_onednn(x, self.weight):
                 return OneDNNLinear.apply(x, self.weight)
