@@ -138,9 +138,10 @@ class BatchEngine:
         # model, whose one context is not kept per position.
         self.reuses_prefix = prompt_cache and isinstance(self.cache, DecodeCache)
         self.recurrent = self.reuses_prefix and bool(self.cache.mamba_states)
-        # Several prompts in one pass (_prompt_group): not where a Mamba-2 state would read the padding.
-        self.groups_prompts = group_prompts and slots > 1 and isinstance(self.cache, DecodeCache) \
-            and not self.cache.mamba_states
+        # Several prompts in one pass (_prompt_group); where a Mamba-2 state would read padding, only chunks of
+        # one length (the shortest prompt's rest at most).
+        self.groups_prompts = group_prompts and slots > 1 and isinstance(self.cache, DecodeCache)
+        self.pads_prompts = self.groups_prompts and not self.cache.mamba_states
         self._rows = [RowMemory() for _ in range(slots)]
         self._waiting: collections.deque[SlotRequest] = collections.deque()
         self._active: list[_Slot] = []
@@ -300,7 +301,8 @@ class BatchEngine:
         budget = self.prefill_chunk
         while pending and budget > 0:
             group = self._prompt_group(pending)[:budget]
-            width = min(max(len(slot.unread) for slot in group), budget // len(group))
+            lengths = [len(slot.unread) for slot in group]
+            width = min(max(lengths) if self.pads_prompts else min(lengths), budget // len(group))
             chunks = [slot.unread[:width] for slot in group]
             if len(group) == 1:
                 logits = self._forward(torch.tensor(chunks, dtype=torch.long, device=self.device), group[0],
@@ -328,7 +330,8 @@ class BatchEngine:
         """The slots whose prompts the next forward pass reads: the first waiting one, and every other whose next
         id sits at the same position. Shorter chunks are padded at their end; the padding's keys land past the
         row's ids, where its next step overwrites them before any query can see them. A Mamba-2 state would read
-        the padding too, so a model with Mamba-2 layers reads one prompt a pass."""
+        the padding too, so with Mamba-2 layers every row reads as many ids as the shortest has left: each pass
+        finishes one prompt at least, and the rest go on together at their next common position."""
         first = pending[0]
         if not self.groups_prompts:
             return [first]

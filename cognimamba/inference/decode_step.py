@@ -103,7 +103,7 @@ class DecodeStep:
 
     `__call__` steps one sequence (or a uniform batch) at one position; on CPU it runs on `threads` threads, by
     default as many as the model's size calls for (decode_threads). `slots` steps rows of a batch engine's
-    cache, each at its own position, on every thread. With `compile`, both run through torch.compile with
+    cache, each at its own position, on as many threads as one row. With `compile`, both run through torch.compile with
     dynamic shapes, so neither the growing cache nor the number of rows recompiles: an eager step of a small
     model is mostly dispatching a hundred tiny operations, which Inductor fuses (benchmarks/RESULTS.md). The
     first call of each pays the compile; a failure leaves that one eager, and `compile_error` says why.
@@ -114,6 +114,11 @@ class DecodeStep:
         self.model = model
         # Several sequences per step are enough work to split across cores.
         self.threads = threads or (decode_threads(model, device) if batch == 1 else None)
+        # A batch engine's rows (up to 16) follow the same rule as one row: its steps still stream every weight
+        # once, and a small model's are still a hundred tiny operations. On 2 cores of a Zen 3 the `cpu`
+        # profile's engine gave 949-1036 tokens/s for 8 streams on one thread against 449-784 on two
+        # (benchmarks/RESULTS.md).
+        self.slot_threads = threads or decode_threads(model, device)
         if compile:
             # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
             # and past the default limit (8) torch.compile would quietly run the rest eagerly.
@@ -159,7 +164,8 @@ class DecodeStep:
 
         Compiled, the rows are always gathered: one graph serves every set of rows."""
         assert self.batched is not None, "only a LanguageModel decodes slots"
-        return self.batched(tokens, SlotStep(cache, rows, positions, views=self.batched.compiled is None))
+        with intra_op_threads(self.slot_threads):
+            return self.batched(tokens, SlotStep(cache, rows, positions, views=self.batched.compiled is None))
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
 - int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
   torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
   activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on
-  torch.compile to fuse that), slower than fp32; so a decoded row on a CPU with native bf16 takes PyTorch's
-  int8 kernel `aten._weight_int8pack_mm` (activations rounded to bf16 for it), and everything else (prefill,
-  CPUs without native bf16, GPUs) multiplies by the dequantized weight.
+  torch.compile to fuse that), slower than fp32. So a decoding step's rows (1 to 16: one stream or a batch of
+  slots) take model/cpu_matmul's int8 kernel on a CPU with AVX2 or AVX-512: the int8 weights streamed and widened
+  to fp32 in registers, fp32 sums, the row's scale last. Without it, one row on a CPU with native bf16 takes
+  PyTorch's `aten._weight_int8pack_mm` (activations rounded to bf16 for it); everything else (prefill, GPUs)
+  multiplies by the dequantized weight.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weight
                 set_submodule(model, name, Bf16Linear.like(module))
     elif weights == "int8":
         quantize_int8(model, setting)
+        if device.type == "cpu":
+            cpu_matmul.ready()  # as for bf16: the int8 kernel (AVX2 or AVX-512) built while the model loads
     model.eval()
     return model
 
@@ -147,6 +151,8 @@ class Int8Linear(nn.Module):
         self.single_row_kernel = qweight.device.type == "cpu" and cpu_has_native_bf16()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if cpu_matmul.applies_int8(x, self.qweight):  # AVX-512: a few rows straight off the int8 weights
+            return cpu_matmul.few_rows_int8(self.qweight, self.scale, x)
         rows = x.numel() // x.size(-1)
         if self.single_row_kernel and rows <= SINGLE_ROW_MAX and not torch.is_grad_enabled():
             product = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.qweight,

@@ -12,11 +12,15 @@ ahead of time (`pack_bf16`, `packed_bf16`: 3.8 against 5.9 ms for the 4gb shape'
 faster prompts too); PyTorch packs them this way only inside Inductor's freezing pass. The rest is a dozen lines
 of AVX-512 per format: eight weight rows are read once against every input row (fp32 FMAs, or AVX512-BF16's
 VDPBF16PS: bf16 products summed in fp32), the next block prefetched, the blocks split across torch's threads.
+int8 weights (`--weights int8`, per-row scales) are a third case: PyTorch either dequantizes the whole weight
+on every call or rounds the rows to bf16 for `_weight_int8pack_mm` (native bf16 only). Their kernel widens each
+int8 weight to fp32 in registers and sums in fp32, with AVX-512 or, on CPUs without it (AMD Zen 1-3, most
+laptops), AVX2: on a 2-core Zen 3 the 4gb shape's products for one row took 4.1 against 11.7 ms dequantized.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
-cached after). Where that fails, or the CPU lacks AVX-512, `applies()` and `packs_bf16()` say no and the caller
-keeps its PyTorch product. The ops' schemas and fake kernels are defined here, so torch.compile traces through
-them; their CPU kernels are registered by the C++ library.
+cached after). Where that fails, or the CPU lacks AVX-512 (for int8, AVX2), `applies()`, `applies_int8()` and
+`packs_bf16()` say no and the caller keeps its PyTorch product. The ops' schemas and fake kernels are defined
+here, so torch.compile traces through them; their CPU kernels are registered by the C++ library.
 """
 
 from __future__ import annotations
@@ -40,15 +44,20 @@ log = logging.getLogger("cognimamba.model")
 FP32_ROWS = (4, 8)  # fewest and most, inclusive
 FP32_MIN_ELEMENTS = 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
 BF16_ROWS = (1, 2)
+INT8_ROWS = (1, 16)  # int8 weights, fp32 rows: PyTorch's int8 products dequantize first or round rows to bf16
 # The rows oneDNN packs a bf16 weight for (its blocked layout depends on it). Packed for 16 rather than 1, the 4gb
 # shape's compiled step of 8 slots took 11.9 against 15.0 ms and an 80-id prompt 22.6 against 30.4 (medians of 8
 # turns; 8 rows were as good as 16); the layout for 1 row is no faster for few rows either.
 PACK_ROWS = 16
+# Every kernel runs with AVX-512 (Intel Skylake-SP on, AMD Zen 4 on); with AVX2 alone, only the int8 one. A constant,
+# so that torch.compile's tracing of `applies` reads a bool (it would break its graph on a cached function).
+AVX512 = cpu_has_flag("avx512f")
 SOURCE = r"""
 #include <torch/extension.h>
 #include <torch/library.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#include <type_traits>
 
 constexpr int64_t R = 8;  // weight rows a block reads at once
 constexpr int64_t C = 2;  // input rows each pass over a block multiplies; the block stays in cache for the next pass
@@ -102,45 +111,112 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(const uint16
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-// RN weight rows against all M input rows, C at a time.
-template <int RN, typename T>
-static void block(const T* w, const T* x, float* out, int64_t M, int64_t K, int64_t N) {
-  int64_t m = 0;
-  for (; m + C <= M; m += C) {
-    if constexpr (sizeof(T) == 4) tile_f32<RN, C>((const float*)w, (const float*)x + m * K, out + m * N, K, N);
-    else tile_bf16<RN, C>((const uint16_t*)w, (const uint16_t*)x + m * K, out + m * N, K, N);
+// The same for int8 weights (K a multiple of 16) and fp32 rows: each weight widened to fp32, then FMAs; the
+// per-row scale is applied to the sums afterwards. A quarter of fp32's bytes streamed, fp32 arithmetic.
+template <int RN, int CN>
+__attribute__((target("avx512f"))) static void tile_i8(const int8_t* w, const float* x, float* out, int64_t K,
+                                                      int64_t N) {
+  __m512 acc[RN][CN];
+  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    if ((k & 63) == 0)  // each cache line of the next block's rows, once
+      for (int r = 0; r < RN; ++r) _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);
+    __m512 ws[RN];
+    for (int r = 0; r < RN; ++r)
+      ws[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(w + r * K + k))));
+    for (int c = 0; c < CN; ++c) {
+      __m512 xs = _mm512_loadu_ps(x + c * K + k);
+      for (int r = 0; r < RN; ++r) acc[r][c] = _mm512_fmadd_ps(ws[r], xs, acc[r][c]);
+    }
   }
-  if (m < M) {
-    if constexpr (sizeof(T) == 4) tile_f32<RN, 1>((const float*)w, (const float*)x + m * K, out + m * N, K, N);
-    else tile_bf16<RN, 1>((const uint16_t*)w, (const uint16_t*)x + m * K, out + m * N, K, N);
-  }
+  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-template <typename T>
-static void product(const T* w, const T* x, float* out, int64_t M, int64_t K, int64_t N) {
+// int8 on AVX2 (CPUs without AVX-512: Zen 1-3, most laptops): 8 weights a step, one input row a pass (16 ymm
+// registers hold RN accumulators, not RN x 2).
+__attribute__((target("avx2,fma"))) static inline float sum_avx2(__m256 v) {
+  __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+}
+
+template <int RN>
+__attribute__((target("avx2,fma"))) static void tile_i8_avx2(const int8_t* w, const float* x, float* out, int64_t K) {
+  __m256 acc[RN];
+  for (int r = 0; r < RN; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; k += 8) {
+    if ((k & 63) == 0)
+      for (int r = 0; r < RN; ++r) _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);
+    __m256 xs = _mm256_loadu_ps(x + k);
+    for (int r = 0; r < RN; ++r) {
+      __m256 ws = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(w + r * K + k))));
+      acc[r] = _mm256_fmadd_ps(ws, xs, acc[r]);
+    }
+  }
+  for (int r = 0; r < RN; ++r) out[r] = sum_avx2(acc[r]);
+}
+
+// RN weight rows (of type W) against all M input rows (of type X): C at a time with AVX-512 (WIDE), else one.
+template <int RN, bool WIDE, typename W, typename X, int CN>
+static void tile(const W* w, const X* x, float* out, int64_t K, int64_t N) {
+  if constexpr (!WIDE) tile_i8_avx2<RN>(w, x, out, K);
+  else if constexpr (std::is_same_v<W, float>) tile_f32<RN, CN>(w, x, out, K, N);
+  else if constexpr (std::is_same_v<W, int8_t>) tile_i8<RN, CN>(w, x, out, K, N);
+  else tile_bf16<RN, CN>(w, x, out, K, N);
+}
+
+template <int RN, bool WIDE, typename W, typename X>
+static void block(const W* w, const X* x, float* out, int64_t M, int64_t K, int64_t N) {
+  constexpr int64_t step = WIDE ? C : 1;
+  int64_t m = 0;
+  for (; m + step <= M; m += step) tile<RN, WIDE, W, X, step>(w, x + m * K, out + m * N, K, N);
+  if (m < M) tile<RN, WIDE, W, X, 1>(w, x + m * K, out + m * N, K, N);
+}
+
+template <typename W, typename X, bool WIDE = true>
+static void product(const W* w, const X* x, float* out, int64_t M, int64_t K, int64_t N) {
   int64_t blocks = N / R;
   at::parallel_for(0, blocks, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) block<R>(w + b * R * K, x, out + b * R, M, K, N);
-    if (end == blocks) for (int64_t n = blocks * R; n < N; ++n) block<1>(w + n * K, x, out + n, M, K, N);
+    for (int64_t b = begin; b < end; ++b) block<R, WIDE>(w + b * R * K, x, out + b * R, M, K, N);
+    if (end == blocks) for (int64_t n = blocks * R; n < N; ++n) block<1, WIDE>(w + n * K, x, out + n, M, K, N);
   });
 }
 
 // x [..., K] @ weight [N, K].T -> [..., N], in the weight's dtype (fp32 or bf16), summed in fp32.
 at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
+  TORCH_CHECK(__builtin_cpu_supports("avx512f"), "cognimamba::few_rows: needs AVX-512");
   TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous(), "cognimamba::few_rows: inputs");
   int64_t N = weight.size(0), K = weight.size(1);
   auto rows = x.reshape({-1, K}).contiguous();
   int64_t M = rows.size(0);
   auto out = at::empty({M, N}, weight.options().dtype(at::kFloat));
   if (weight.scalar_type() == at::kFloat) {
-    product<float>(weight.data_ptr<float>(), rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+    product<float, float>(weight.data_ptr<float>(), rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
   } else {
     TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "cognimamba::few_rows: bf16 rows of 32s");
-    product<uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
+    product<uint16_t, uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
                       reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()), out.data_ptr<float>(), M, K,
                       N);
     out = out.to(at::kBFloat16);
   }
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return out.view(shape);
+}
+
+// x [..., K] fp32 @ (qweight [N, K] int8 * scale [N] fp32 per row).T -> [..., N] fp32.
+at::Tensor few_rows_int8(const at::Tensor& qweight, const at::Tensor& scale, const at::Tensor& x) {
+  TORCH_CHECK(qweight.scalar_type() == at::kChar && x.scalar_type() == at::kFloat && qweight.is_contiguous()
+              && scale.scalar_type() == at::kFloat && qweight.size(1) % 16 == 0, "cognimamba::few_rows_int8: inputs");
+  int64_t N = qweight.size(0), K = qweight.size(1);
+  auto rows = x.reshape({-1, K}).contiguous();
+  int64_t M = rows.size(0);
+  auto out = at::empty({M, N}, x.options());
+  static const bool wide = __builtin_cpu_supports("avx512f");
+  const int8_t* w = qweight.data_ptr<int8_t>();
+  if (wide) product<int8_t, float>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+  else product<int8_t, float, false>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+  out.mul_(scale);
   auto shape = x.sizes().vec();
   shape.back() = N;
   return out.view(shape);
@@ -159,6 +235,7 @@ at::Tensor packed_bf16(const at::Tensor& packed, const at::Tensor& x) {
 // up once, where a Python kernel would take it back (and wait for it, beside a busy server's event loop).
 TORCH_LIBRARY_IMPL(cognimamba, CPU, m) {
   m.impl("few_rows", few_rows);
+  m.impl("few_rows_int8", few_rows_int8);
 }
 TORCH_LIBRARY_IMPL(cognimamba, MkldnnCPU, m) {  // the packed weight's dispatch key
   m.impl("packed_bf16", packed_bf16);
@@ -170,6 +247,7 @@ _state: dict[str, Any] = {}  # "kernel": the library's path and "bf16": whether 
 _LIBRARY = torch.library.Library("cognimamba", "FRAGMENT")  # the ops' schemas; their CPU kernels are SOURCE's
 _LIBRARY.define("few_rows(Tensor weight, Tensor x) -> Tensor")
 _LIBRARY.define("packed_bf16(Tensor packed, Tensor x) -> Tensor")
+_LIBRARY.define("few_rows_int8(Tensor qweight, Tensor scale, Tensor x) -> Tensor")
 
 
 def build_name() -> str:
@@ -194,9 +272,10 @@ def ready() -> bool:
 
 
 def _build() -> dict[str, Any]:
-    """{"kernel": the built library's path, "bf16": whether the CPU has AVX512-BF16}, or {"error": why not}."""
-    if not cpu_has_flag("avx512f"):  # Intel Skylake-SP on, AMD Zen 4 on
-        return {"error": "no AVX-512 on this CPU"}
+    """{"kernel": the built library's path, "avx512": whether the CPU has AVX-512 (every kernel runs) or only AVX2
+    (the int8 one), "bf16": whether it has AVX512-BF16}, or {"error": why not}."""
+    if not AVX512 and not cpu_has_flag("avx2"):
+        return {"error": "neither AVX-512 nor AVX2 on this CPU"}
     try:
         from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
 
@@ -206,13 +285,18 @@ def _build() -> dict[str, Any]:
         message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
         log.warning("CPU decoding kernel unavailable (%s); the products stay on PyTorch's", message)
         return {"error": message}
-    return {"kernel": kernel, "bf16": cpu_has_flag("avx512_bf16")}  # Cooper Lake, Sapphire Rapids on; Zen 4 on
+    return {"kernel": kernel, "avx512": AVX512,
+            "bf16": cpu_has_flag("avx512_bf16")}  # Cooper Lake, Sapphire Rapids on; Zen 4 on
 
 
 def may_apply(weight: torch.Tensor) -> bool:
     """Whether some decoding step's rows could take the kernel for this weight (so it is worth building)."""
-    return weight.is_cpu and (weight.dtype == torch.bfloat16
-                              or (weight.dtype == torch.float32 and weight.numel() >= FP32_MIN_ELEMENTS))
+    if not weight.is_cpu:
+        return False
+    if weight.dtype == torch.int8:
+        return True
+    return AVX512 and (weight.dtype == torch.bfloat16
+                               or (weight.dtype == torch.float32 and weight.numel() >= FP32_MIN_ELEMENTS))
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -226,7 +310,7 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
     else:
         fits = FP32_ROWS[0] <= rows <= FP32_ROWS[1]
-    return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
+    return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available() and _state["avx512"]
             and (x.dtype == torch.float32 or _state["bf16"]))
 
 
@@ -238,6 +322,26 @@ def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 @torch.library.register_fake("cognimamba::few_rows")
 def _(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.size(0)))
+
+
+def applies_int8(x: torch.Tensor, qweight: torch.Tensor) -> bool:
+    """A decoding step's fp32 rows (INT8_ROWS) without autograd, times an int8 weight [out, in] with `in` a multiple
+    of 16, on a CPU the kernel runs on."""
+    if x.dtype != torch.float32 or qweight.dtype != torch.int8 or torch.is_grad_enabled() or not qweight.is_cpu:
+        return False
+    columns = qweight.size(1)
+    rows = x.numel() // columns if x.size(-1) == columns else 0
+    return INT8_ROWS[0] <= rows <= INT8_ROWS[1] and columns % 16 == 0 and qweight.is_contiguous() and available()
+
+
+def few_rows_int8(qweight: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [..., in] fp32 (a few rows) @ (qweight [out, in] int8 * scale [out] per row).T: [..., out] fp32."""
+    return torch.ops.cognimamba.few_rows_int8(qweight, scale, x)
+
+
+@torch.library.register_fake("cognimamba::few_rows_int8")
+def _(qweight: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], qweight.size(0)))
 
 
 def packs_bf16(weight: torch.Tensor) -> bool:

@@ -147,7 +147,9 @@ def refresh_transposed(model: nn.Module) -> None:
     for module in linears:
         if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()
-    if any(cpu_matmul.may_apply(module.weight) for module in linears):
+    weights = [getattr(module, "qweight", None) for module in model.modules()]  # int8 layers' (inference/weights.py)
+    weights += [module.weight for module in linears]
+    if any(weight is not None and cpu_matmul.may_apply(weight) for weight in weights):
         cpu_matmul.ready()
 
 

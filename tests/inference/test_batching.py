@@ -96,8 +96,11 @@ def test_prompts_waiting_together_are_read_in_one_forward_pass(shape: str, chunk
     engine._forward_rows = lambda chunks, group: prompt_passes.append(len(group)) or rows(chunks, group)  # type: ignore[method-assign]
     assert stepped_ids(engine, prompts) == alone
     # All four padded to the longest (17); with 16 ids a step, 4 ids a row, then 5 for the three left, then the
-    # last 8 of the longest; a Mamba-2 state would read the padding, so those read one prompt a pass.
+    # last 8 of the longest. A Mamba-2 state would read the padding, so there each pass reads as many ids as the
+    # shortest prompt has left: 3 ids of all four, 2 of the three left (9, 17, 5), 4 of two, the last 8 of one.
     assert len(prompt_passes) == passes and sum(prompt_passes) >= len(prompts), prompt_passes
+    if shape == "hybrid":
+        assert prompt_passes == [4, 3, 2, 1]
 
 
 def test_a_compiled_engine_decodes_the_eager_ids_without_compiling_again(tiny_run):

@@ -14,6 +14,8 @@ from cognimamba.runs.loading import load_run
 if not cpu_matmul.ready():  # compiles it (about half a minute, once per machine)
     pytest.skip(f"the CPU decoding kernel does not run here: {cpu_matmul._state['error']}", allow_module_level=True)
 needs_bf16 = pytest.mark.skipif(not cpu_matmul._state["bf16"], reason="no AVX512-BF16 on this CPU")
+needs_avx512 = pytest.mark.skipif(not cpu_matmul._state["avx512"], reason="no AVX-512 on this CPU (the int8 kernel "
+                                  "alone runs on AVX2)")
 
 
 @needs_bf16
@@ -31,6 +33,7 @@ def test_bf16_rows_are_the_fp32_sums_of_the_bf16_products(rows: int, columns: in
     torch.testing.assert_close(got.float(), expected.float(), rtol=2 ** -7, atol=1e-3)
 
 
+@needs_avx512
 @pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 16, 4), (100, 77, 5), (13, 96, 8), (2048, 768, 8),
                                                          (768, 2048, 7)])
 def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int, monkeypatch):
@@ -45,6 +48,7 @@ def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int, monkeypa
     torch.testing.assert_close(got, x.double().matmul(weight.double().t()).float(), rtol=1e-5, atol=1e-4)
 
 
+@needs_avx512
 def test_it_takes_only_a_decoding_steps_rows_without_autograd(monkeypatch):
     weight, row = torch.randn(16, 64), torch.randn(1, 64)
     with torch.no_grad():
@@ -67,6 +71,7 @@ def test_it_takes_only_a_decoding_steps_rows_without_autograd(monkeypatch):
     assert not cpu_matmul.applies(row.expand(4, 64), weight)  # autograd on
 
 
+@needs_avx512
 def test_torch_compile_traces_through_it_in_one_graph():
     weight = torch.randn(40, 64)
     step = torch.compile(lambda x: cpu_matmul.few_rows(weight, x) * 2, fullgraph=True, dynamic=True)
@@ -95,6 +100,7 @@ def test_greedy_replies_are_the_same_with_the_kernel_and_torch_mv(tiny_run, monk
     assert "".join(without.stream("Once upon a time", settings)) == replied
 
 
+@needs_avx512
 def test_eight_fp32_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, monkeypatch):
     monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)  # the tiny run's weights are smaller than those it takes
     loaded = load_run(tiny_run)
@@ -141,3 +147,58 @@ def test_eight_bf16_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, mo
     together = generate_all(BatchEngine(model, loaded.tokenizer, slots=8), prompts, settings)
     assert packed_calls  # prompts and steps of three or more slots: oneDNN on the packed weights
     assert [text for text, _ in together] == alone
+
+
+@pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 16, 1), (100, 48, 2), (13, 96, 3), (2048, 768, 1),
+                                                         (768, 2048, 8), (37, 688, 16)])
+def test_int8_rows_are_the_fp32_sums_of_the_dequantized_products(rows: int, columns: int, inputs: int):
+    generator = torch.Generator().manual_seed(rows)
+    qweight = torch.randint(-127, 128, (rows, columns), generator=generator, dtype=torch.int8)
+    scale = torch.rand(rows, generator=generator) / 100
+    x = torch.randn(inputs, 1, columns, generator=generator)
+    with torch.no_grad():
+        assert cpu_matmul.applies_int8(x, qweight)
+        got = cpu_matmul.few_rows_int8(qweight, scale, x)
+    expected = x.double() @ (qweight.double() * scale.double()[:, None]).t()
+    assert got.shape == (inputs, 1, rows) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-4)
+
+
+def test_int8_takes_a_decoding_steps_fp32_rows_of_whole_16s_without_autograd():
+    qweight, row = torch.randint(-127, 128, (24, 64), dtype=torch.int8), torch.randn(1, 64)
+    assert cpu_matmul.may_apply(qweight)
+    with torch.no_grad():
+        assert cpu_matmul.applies_int8(row, qweight) and cpu_matmul.applies_int8(row.expand(16, 64), qweight)
+        assert not cpu_matmul.applies_int8(row.expand(17, 64), qweight)  # a prompt: the dequantized GEMM
+        assert not cpu_matmul.applies_int8(row.bfloat16(), qweight)
+        assert not cpu_matmul.applies_int8(row[:, :40], qweight[:, :40].contiguous())  # 16s
+    assert not cpu_matmul.applies_int8(row, qweight)  # autograd on
+
+
+def test_torch_compile_traces_through_the_int8_kernel_in_one_graph():
+    qweight, scale = torch.randint(-127, 128, (40, 64), dtype=torch.int8), torch.rand(40)
+    step = torch.compile(lambda x: cpu_matmul.few_rows_int8(qweight, scale, x) * 2, fullgraph=True, dynamic=True)
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.equal(step(x), cpu_matmul.few_rows_int8(qweight, scale, x) * 2)
+
+
+def test_int8_replies_alone_and_in_eight_slots_are_the_dequantized_weights_replies(tiny_run, monkeypatch):
+    pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")
+    texts = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
+             "A big dog", "They played"]
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
+    loaded = load_run(tiny_run)
+    prompts = [loaded.tokenizer.encode(text).ids for text in texts]
+    chat = ChatModel.from_run(loaded, weights="int8")
+    calls: list[int] = []
+    kernel = cpu_matmul.few_rows_int8
+    monkeypatch.setattr(cpu_matmul, "few_rows_int8", lambda *args: calls.append(1) or kernel(*args))
+    alone = [chat.decoder.generate(prompt, settings) for prompt in prompts]
+    together = generate_all(BatchEngine(chat.decoder.model, loaded.tokenizer, slots=8), prompts, settings)
+    assert calls and [text for text, _ in together] == alone
+    monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})
+    for layer in chat.decoder.model.modules():  # and PyTorch's bf16-row int8 kernel off: fp32 products throughout
+        if hasattr(layer, "single_row_kernel"):
+            layer.single_row_kernel = False
+    assert [chat.decoder.generate(prompt, settings) for prompt in prompts] == alone
