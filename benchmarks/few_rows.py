@@ -113,7 +113,7 @@ def main() -> None:
             whole = all(weight.size(1) % 32 == 0 for weight in bf16)  # the bf16 kernel reads whole 32s of a row
             ways: list[tuple[Callable[[], object] | None, float]] = [
                 (every(F.linear, inputs, weights), fp32_mb), (every(torch.matmul, inputs, copies), fp32_mb),
-                (every(kernel, inputs, weights) if wide else None, fp32_mb),
+                (every(kernel, inputs, weights) if wide or all(w.size(1) % 8 == 0 for w in weights) else None, fp32_mb),
                 (every(dequantized, inputs, quantized), fp32_mb / 4),
                 (every(int8pack, inputs, quantized) if native_bf16 else None, fp32_mb / 4),
                 (every(int8_kernel, inputs, quantized), fp32_mb / 4),

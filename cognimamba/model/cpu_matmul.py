@@ -16,11 +16,12 @@ int8 weights (`--weights int8`, per-row scales) are a third case: PyTorch either
 on every call or rounds the rows to bf16 for `_weight_int8pack_mm` (native bf16 only). Their kernel widens each
 int8 weight to fp32 in registers and sums in fp32, with AVX-512 or, on CPUs without it (AMD Zen 1-3, most
 laptops), AVX2: on a 2-core Zen 3 the 4gb shape's products for one row took 4.1 against 11.7 ms dequantized.
+The fp32 kernel has an AVX2 form too, taken on AMD processors without AVX-512, where MKL runs its generic code.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
-cached after). Where that fails, or the CPU lacks AVX-512 (for int8, AVX2), `applies()`, `applies_int8()` and
-`packs_bf16()` say no and the caller keeps its PyTorch product. The ops' schemas and fake kernels are defined
-here, so torch.compile traces through them; their CPU kernels are registered by the C++ library.
+cached after). Where that fails, or the CPU lacks AVX-512 (for fp32 and int8, AVX2), `applies()`,
+`applies_int8()` and `packs_bf16()` say no and the caller keeps its PyTorch product. The ops' schemas and fake
+kernels are defined here, so torch.compile traces through them; their CPU kernels are registered by the C++ library.
 """
 
 from __future__ import annotations
@@ -32,26 +33,31 @@ from typing import Any
 
 import torch
 
-from cognimamba.system.hardware import cpu_has_flag
+from cognimamba.system.hardware import cpu_has_flag, mkl_takes_generic_path
 
 log = logging.getLogger("cognimamba.model")
 
-# Input rows the kernel takes, where it beat PyTorch's product on the 4gb shape (benchmarks/RESULTS.md, issue 29):
-# fp32 from 4 rows (below, MKL's F.linear or x @ the decoding copy is as fast) to 8 (at 16 MKL's GEMM is faster);
-# bf16 one or two rows (from 3, oneDNN's GEMM on weights packed for it once, `pack_bf16`, is faster).
-# fp32 only for weights of FP32_MIN_ELEMENTS or more: on the `cpu` profile's (256 x 688 at most) MKL was faster
-# at every number of rows (benchmarks/few_rows.py --profile cpu).
-FP32_ROWS = (4, 8)  # fewest and most, inclusive
-FP32_MIN_ELEMENTS = 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
+# Every kernel runs with AVX-512 (Intel Skylake-SP on, AMD Zen 4 on); with AVX2 alone, the fp32 and int8 ones. A
+# constant, so that torch.compile's tracing of `applies` reads a bool (it would break its graph on a cached function).
+AVX512 = cpu_has_flag("avx512f")
+# Input rows the kernel takes, where it beat PyTorch's product (benchmarks/RESULTS.md, issue 29):
+# - fp32 with AVX-512 (measured on Intel, where MKL runs its own kernels): from 4 rows (below, MKL's F.linear or
+#   x @ the decoding copy is as fast) to 8 (at 16 MKL's GEMM is faster), and only weights of FP32_MIN_ELEMENTS or
+#   more: on the `cpu` profile's (256 x 688 at most) MKL was faster at every number of rows.
+# - fp32 with AVX2 alone on AMD (Zen 3, where MKL takes its generic path): every weight, 1 to 16 rows; the 4gb
+#   shape's products 8.5-9.3 against 11.8-14.1 ms for one row, 15.9-16.2 against 25.6-32.4 ms for 8 (few_rows.py).
+# - fp32 with AVX2 alone on Intel: not measured, so MKL keeps it.
+# - bf16 one or two rows (from 3, oneDNN's GEMM on weights packed for it once, `pack_bf16`, is faster).
+FP32_EVERY_ROW = not AVX512 and mkl_takes_generic_path()
+FP32_ON = AVX512 or FP32_EVERY_ROW
+FP32_ROWS = (1, 16) if FP32_EVERY_ROW else (4, 8)  # fewest and most, inclusive
+FP32_MIN_ELEMENTS = 0 if FP32_EVERY_ROW else 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
 BF16_ROWS = (1, 2)
 INT8_ROWS = (1, 16)  # int8 weights, fp32 rows: PyTorch's int8 products dequantize first or round rows to bf16
 # The rows oneDNN packs a bf16 weight for (its blocked layout depends on it). Packed for 16 rather than 1, the 4gb
 # shape's compiled step of 8 slots took 11.9 against 15.0 ms and an 80-id prompt 22.6 against 30.4 (medians of 8
 # turns; 8 rows were as good as 16); the layout for 1 row is no faster for few rows either.
 PACK_ROWS = 16
-# Every kernel runs with AVX-512 (Intel Skylake-SP on, AMD Zen 4 on); with AVX2 alone, only the int8 one. A constant,
-# so that torch.compile's tracing of `applies` reads a bool (it would break its graph on a cached function).
-AVX512 = cpu_has_flag("avx512f")
 SOURCE = r"""
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -132,34 +138,47 @@ __attribute__((target("avx512f"))) static void tile_i8(const int8_t* w, const fl
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-// int8 on AVX2 (CPUs without AVX-512: Zen 1-3, most laptops): 8 weights a step, one input row a pass (16 ymm
-// registers hold RN accumulators, not RN x 2).
+// AVX2 (CPUs without AVX-512: AMD Zen 1-3, most laptops), fp32 or int8 weights and fp32 rows: 8 lanes, and 16
+// registers, so the RN rows go four at a time against CN input rows (8 accumulators).
 __attribute__((target("avx2,fma"))) static inline float sum_avx2(__m256 v) {
   __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   half = _mm_add_ps(half, _mm_movehl_ps(half, half));
   return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
 
-template <int RN>
-__attribute__((target("avx2,fma"))) static void tile_i8_avx2(const int8_t* w, const float* x, float* out, int64_t K) {
-  __m256 acc[RN];
-  for (int r = 0; r < RN; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k += 8) {
-    if ((k & 63) == 0)
-      for (int r = 0; r < RN; ++r) _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);
-    __m256 xs = _mm256_loadu_ps(x + k);
-    for (int r = 0; r < RN; ++r) {
-      __m256 ws = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(w + r * K + k))));
-      acc[r] = _mm256_fmadd_ps(ws, xs, acc[r]);
-    }
-  }
-  for (int r = 0; r < RN; ++r) out[r] = sum_avx2(acc[r]);
+template <typename W>
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 eight_avx2(const W* w) {
+  if constexpr (std::is_same_v<W, float>) return _mm256_loadu_ps(w);
+  else return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)w)));
 }
 
-// RN weight rows (of type W) against all M input rows (of type X): C at a time with AVX-512 (WIDE), else one.
+template <int RN, int CN, typename W>
+__attribute__((target("avx2,fma"))) static void tile_avx2(const W* w, const float* x, float* out, int64_t K,
+                                                         int64_t N) {
+  constexpr int H = RN < 4 ? RN : 4;
+  constexpr int64_t LINE = 64 / sizeof(W);  // weights a cache line holds
+  for (int h = 0; h < RN; h += H) {
+    const W* rows = w + h * K;
+    __m256 acc[H][CN];
+    for (int r = 0; r < H; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k += 8) {
+      if (k % LINE == 0)
+        for (int r = 0; r < H; ++r) _mm_prefetch((const char*)(rows + (r + RN) * K + k), _MM_HINT_T0);
+      __m256 xs[CN];
+      for (int c = 0; c < CN; ++c) xs[c] = _mm256_loadu_ps(x + c * K + k);
+      for (int r = 0; r < H; ++r) {
+        __m256 ws = eight_avx2<W>(rows + r * K + k);
+        for (int c = 0; c < CN; ++c) acc[r][c] = _mm256_fmadd_ps(ws, xs[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < H; ++r) for (int c = 0; c < CN; ++c) out[c * N + h + r] = sum_avx2(acc[r][c]);
+  }
+}
+
+// RN weight rows (of type W) against all M input rows (of type X), C at a time, with AVX-512 (WIDE) or AVX2.
 template <int RN, bool WIDE, typename W, typename X, int CN>
 static void tile(const W* w, const X* x, float* out, int64_t K, int64_t N) {
-  if constexpr (!WIDE) tile_i8_avx2<RN>(w, x, out, K);
+  if constexpr (!WIDE) tile_avx2<RN, CN, W>(w, x, out, K, N);
   else if constexpr (std::is_same_v<W, float>) tile_f32<RN, CN>(w, x, out, K, N);
   else if constexpr (std::is_same_v<W, int8_t>) tile_i8<RN, CN>(w, x, out, K, N);
   else tile_bf16<RN, CN>(w, x, out, K, N);
@@ -167,9 +186,8 @@ static void tile(const W* w, const X* x, float* out, int64_t K, int64_t N) {
 
 template <int RN, bool WIDE, typename W, typename X>
 static void block(const W* w, const X* x, float* out, int64_t M, int64_t K, int64_t N) {
-  constexpr int64_t step = WIDE ? C : 1;
   int64_t m = 0;
-  for (; m + step <= M; m += step) tile<RN, WIDE, W, X, step>(w, x + m * K, out + m * N, K, N);
+  for (; m + C <= M; m += C) tile<RN, WIDE, W, X, C>(w, x + m * K, out + m * N, K, N);
   if (m < M) tile<RN, WIDE, W, X, 1>(w, x + m * K, out + m * N, K, N);
 }
 
@@ -184,15 +202,21 @@ static void product(const W* w, const X* x, float* out, int64_t M, int64_t K, in
 
 // x [..., K] @ weight [N, K].T -> [..., N], in the weight's dtype (fp32 or bf16), summed in fp32.
 at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
-  TORCH_CHECK(__builtin_cpu_supports("avx512f"), "cognimamba::few_rows: needs AVX-512");
+  static const bool wide = __builtin_cpu_supports("avx512f");
   TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.is_contiguous(), "cognimamba::few_rows: inputs");
   int64_t N = weight.size(0), K = weight.size(1);
   auto rows = x.reshape({-1, K}).contiguous();
   int64_t M = rows.size(0);
   auto out = at::empty({M, N}, weight.options().dtype(at::kFloat));
   if (weight.scalar_type() == at::kFloat) {
-    product<float, float>(weight.data_ptr<float>(), rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+    const float* w = weight.data_ptr<float>();
+    if (wide) product<float, float>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+    else {
+      TORCH_CHECK(K % 8 == 0, "cognimamba::few_rows: fp32 rows of 8s without AVX-512");
+      product<float, float, false>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+    }
   } else {
+    TORCH_CHECK(wide, "cognimamba::few_rows: bf16 needs AVX-512");
     TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "cognimamba::few_rows: bf16 rows of 32s");
     product<uint16_t, uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
                       reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()), out.data_ptr<float>(), M, K,
@@ -273,7 +297,7 @@ def ready() -> bool:
 
 def _build() -> dict[str, Any]:
     """{"kernel": the built library's path, "avx512": whether the CPU has AVX-512 (every kernel runs) or only AVX2
-    (the int8 one), "bf16": whether it has AVX512-BF16}, or {"error": why not}."""
+    (the fp32 and int8 ones), "bf16": whether it has AVX512-BF16}, or {"error": why not}."""
     if not AVX512 and not cpu_has_flag("avx2"):
         return {"error": "neither AVX-512 nor AVX2 on this CPU"}
     try:
@@ -293,10 +317,10 @@ def may_apply(weight: torch.Tensor) -> bool:
     """Whether some decoding step's rows could take the kernel for this weight (so it is worth building)."""
     if not weight.is_cpu:
         return False
-    if weight.dtype == torch.int8:
-        return True
-    return AVX512 and (weight.dtype == torch.bfloat16
-                               or (weight.dtype == torch.float32 and weight.numel() >= FP32_MIN_ELEMENTS))
+    if weight.dtype == torch.bfloat16:
+        return AVX512
+    return weight.dtype == torch.int8 or (weight.dtype == torch.float32 and FP32_ON
+                                          and weight.numel() >= FP32_MIN_ELEMENTS)
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -308,10 +332,16 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     rows = x.numel() // columns if x.size(-1) == columns else 0
     if x.dtype == torch.bfloat16:
         fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
-    else:
-        fits = FP32_ROWS[0] <= rows <= FP32_ROWS[1]
-    return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available() and _state["avx512"]
+    else:  # AVX2 reads whole 8s of a row
+        fits = FP32_ROWS[0] <= rows <= FP32_ROWS[1] and (AVX512 or columns % 8 == 0)
+    return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
             and (x.dtype == torch.float32 or _state["bf16"]))
+
+
+def takes_one_fp32_row(weight: torch.Tensor) -> bool:
+    """Whether one fp32 row times this weight takes the kernel (already built): then no decoding copy is needed."""
+    return (FP32_ROWS[0] == 1 and "kernel" in _state and weight.dtype == torch.float32 and may_apply(weight)
+            and (AVX512 or weight.size(1) % 8 == 0))
 
 
 def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

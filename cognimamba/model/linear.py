@@ -16,27 +16,16 @@ from __future__ import annotations
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from cognimamba.model import cpu_matmul
-from cognimamba.system.hardware import synchronize
+from cognimamba.system.hardware import mkl_takes_generic_path, synchronize
 
 MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (benchmarks/README.md)
 AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
-def mkl_takes_generic_path() -> bool:
-    """Whether this is a processor on which MKL skips its fast kernels: AMD's (and Hygon's, which are AMD's)."""
-    try:
-        with Path("/proc/cpuinfo").open(errors="replace") as cpuinfo:  # Linux: vendor_id is near the top
-            vendor = cpuinfo.read(4096)
-    except OSError:
-        vendor = platform.processor()  # Windows: "AMD64 Family 25 Model 1 Stepping 1, AuthenticAMD"
-    return "AuthenticAMD" in vendor or "HygonGenuine" in vendor
 
 
 def onednn_enabled(setting: str | None, available: bool, generic_mkl: bool) -> bool:
@@ -124,10 +113,12 @@ class Linear(nn.Linear):
 
     @property
     def keeps_decoding_copy(self) -> bool:
-        """fp32 on CPU, no bias, at least as wide out as in (narrower layers gained nothing), copies enabled."""
+        """fp32 on CPU, no bias, at least as wide out as in (narrower layers gained nothing), copies enabled, and
+        the one row not the kernel's (model/cpu_matmul)."""
         weight = self.weight
         return (DECODE_COPIES and self.bias is None and weight.device.type == "cpu" and weight.dtype == torch.float32
-                and is_plain(weight) and self.out_features >= self.in_features)
+                and is_plain(weight) and self.out_features >= self.in_features
+                and not cpu_matmul.takes_one_fp32_row(weight))
 
     def transposed_weight(self) -> torch.Tensor:
         """The [in, out] copy of the weight; while torch.compile traces, the one refresh_transposed made."""
@@ -144,13 +135,13 @@ def refresh_transposed(model: nn.Module) -> None:
     """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions), and
     compile the CPU decoding kernel where the weights will use it (tracing cannot compile it)."""
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    for module in linears:
-        if isinstance(module, Linear) and module.keeps_decoding_copy:
-            module.transposed_weight()
     weights = [getattr(module, "qweight", None) for module in model.modules()]  # int8 layers' (inference/weights.py)
     weights += [module.weight for module in linears]
     if any(weight is not None and cpu_matmul.may_apply(weight) for weight in weights):
-        cpu_matmul.ready()
+        cpu_matmul.ready()  # first: where the kernel takes one fp32 row, no decoding copy is made
+    for module in linears:
+        if isinstance(module, Linear) and module.keeps_decoding_copy:
+            module.transposed_weight()
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import re
 import shutil
 import sys
@@ -41,6 +42,16 @@ def cpu_has_flag(*flags: str) -> bool:
     except OSError:
         return False
     return re.search(rf"\b({'|'.join(map(re.escape, flags))})\b", cpuinfo) is not None
+
+
+def mkl_takes_generic_path() -> bool:
+    """Whether this is a processor on which MKL skips its fast kernels: AMD's (and Hygon's, which are AMD's)."""
+    try:
+        with Path("/proc/cpuinfo").open(errors="replace") as cpuinfo:  # Linux: vendor_id is near the top
+            vendor = cpuinfo.read(4096)
+    except OSError:
+        vendor = platform.processor()  # Windows: "AMD64 Family 25 Model 1 Stepping 1, AuthenticAMD"
+    return "AuthenticAMD" in vendor or "HygonGenuine" in vendor
 
 
 def cpu_has_native_bf16() -> bool:

@@ -14,8 +14,7 @@ from cognimamba.runs.loading import load_run
 if not cpu_matmul.ready():  # compiles it (about half a minute, once per machine)
     pytest.skip(f"the CPU decoding kernel does not run here: {cpu_matmul._state['error']}", allow_module_level=True)
 needs_bf16 = pytest.mark.skipif(not cpu_matmul._state["bf16"], reason="no AVX512-BF16 on this CPU")
-needs_avx512 = pytest.mark.skipif(not cpu_matmul._state["avx512"], reason="no AVX-512 on this CPU (the int8 kernel "
-                                  "alone runs on AVX2)")
+needs_fp32 = pytest.mark.skipif(not cpu_matmul.FP32_ON, reason="fp32 stays on MKL here (AVX2 alone, an Intel CPU)")
 
 
 @needs_bf16
@@ -33,7 +32,7 @@ def test_bf16_rows_are_the_fp32_sums_of_the_bf16_products(rows: int, columns: in
     torch.testing.assert_close(got.float(), expected.float(), rtol=2 ** -7, atol=1e-3)
 
 
-@needs_avx512
+@needs_fp32
 @pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 16, 4), (100, 77, 5), (13, 96, 8), (2048, 768, 8),
                                                          (768, 2048, 7)])
 def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int, monkeypatch):
@@ -42,36 +41,43 @@ def test_fp32_rows_equal_f_linear(rows: int, columns: int, inputs: int, monkeypa
     weight = torch.randn(rows, columns, generator=generator)
     x = torch.randn(inputs, columns, generator=generator)
     with torch.no_grad():
+        if not cpu_matmul.AVX512 and columns % 8:
+            assert not cpu_matmul.applies(x, weight)  # AVX2 reads whole 8s of a row
+            return
         assert cpu_matmul.applies(x, weight)
         got = cpu_matmul.few_rows(weight, x)
     assert got.shape == (inputs, rows) and got.dtype == torch.float32
     torch.testing.assert_close(got, x.double().matmul(weight.double().t()).float(), rtol=1e-5, atol=1e-4)
 
 
-@needs_avx512
+@needs_fp32
 def test_it_takes_only_a_decoding_steps_rows_without_autograd(monkeypatch):
     weight, row = torch.randn(16, 64), torch.randn(1, 64)
+    fewest, most = cpu_matmul.FP32_ROWS  # 4-8 with AVX-512, 1-16 with AVX2 on AMD (see cpu_matmul)
     with torch.no_grad():
-        assert not cpu_matmul.applies(row.expand(4, 64), weight)  # fp32 weights this small: MKL is faster
         assert cpu_matmul.applies(torch.randn(4, 768), torch.randn(768, 768))
-    assert cpu_matmul.may_apply(torch.randn(768, 768)) and cpu_matmul.may_apply(weight.bfloat16())
-    assert not cpu_matmul.may_apply(weight)  # so compiling a small fp32 model does not build the kernel
+        if weight.numel() < cpu_matmul.FP32_MIN_ELEMENTS:
+            assert not cpu_matmul.applies(row.expand(4, 64), weight)  # fp32 weights this small: MKL is faster
+            assert not cpu_matmul.may_apply(weight)  # so compiling a small fp32 model does not build the kernel
+    assert cpu_matmul.may_apply(torch.randn(768, 768))
     monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)
     with torch.no_grad():
-        assert cpu_matmul.applies(row.expand(4, 64), weight)
-        assert cpu_matmul.applies(row.expand(8, 64), weight)
-        assert not cpu_matmul.applies(row, weight)  # one fp32 row: MKL through the decoding copy
-        assert not cpu_matmul.applies(row.expand(9, 64), weight)  # more rows, a prompt: the GEMM
+        assert cpu_matmul.applies(row.expand(fewest, 64), weight)
+        assert cpu_matmul.applies(row.expand(most, 64), weight)
+        if fewest > 1:
+            assert not cpu_matmul.applies(row, weight)  # one fp32 row: MKL through the decoding copy
+        assert not cpu_matmul.applies(row.expand(most + 1, 64), weight)  # more rows, a prompt: the GEMM
         assert not cpu_matmul.applies(row.expand(4, 64), weight.t().contiguous().t())  # not row-major
         assert not cpu_matmul.applies(row.expand(4, 64).bfloat16(), weight)  # dtypes differ
         if cpu_matmul._state["bf16"]:
+            assert cpu_matmul.may_apply(weight.bfloat16())
             assert cpu_matmul.applies(row.bfloat16(), weight.bfloat16())
             assert not cpu_matmul.applies(row.expand(3, 64).bfloat16(), weight.bfloat16())  # oneDNN, packed
             assert not cpu_matmul.applies(row[:, :48].bfloat16(), weight[:, :48].bfloat16().contiguous())  # 32s
     assert not cpu_matmul.applies(row.expand(4, 64), weight)  # autograd on
 
 
-@needs_avx512
+@needs_fp32
 def test_torch_compile_traces_through_it_in_one_graph():
     weight = torch.randn(40, 64)
     step = torch.compile(lambda x: cpu_matmul.few_rows(weight, x) * 2, fullgraph=True, dynamic=True)
@@ -100,7 +106,7 @@ def test_greedy_replies_are_the_same_with_the_kernel_and_torch_mv(tiny_run, monk
     assert "".join(without.stream("Once upon a time", settings)) == replied
 
 
-@needs_avx512
+@needs_fp32
 def test_eight_fp32_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, monkeypatch):
     monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 0)  # the tiny run's weights are smaller than those it takes
     loaded = load_run(tiny_run)
@@ -109,7 +115,7 @@ def test_eight_fp32_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, mo
     prompts = [loaded.tokenizer.encode(text).ids for text in texts]
     settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
     decoder = Decoder(loaded.model, loaded.tokenizer)
-    alone = [decoder.generate(prompt, settings) for prompt in prompts]  # one row: MKL through the decoding copy
+    alone = [decoder.generate(prompt, settings) for prompt in prompts]  # one row: the decoding copy, or the kernel
     calls = counted(monkeypatch)
     together = generate_all(BatchEngine(loaded.model, loaded.tokenizer, slots=8), prompts, settings)
     assert calls  # the steps of four or more slots went through the kernel

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from cognimamba.model import cpu_matmul
 from cognimamba.model import linear as cpu_linear
 from cognimamba.model.linear import Linear, use_onednn
 from tests.float_bounds import assert_within, matmul_bound
@@ -64,7 +65,14 @@ def test_frozen_weight_and_non_contiguous_gradients() -> None:
     assert list(ours.state_dict()) == ["weight"]
 
 
-def test_decoding_copy_gives_nn_linear_values_and_follows_weight_updates() -> None:
+@pytest.fixture
+def one_row_on_mkl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoding copy's host: one fp32 row on MKL, not the kernel (which takes it on AMD CPUs without AVX-512)."""
+    monkeypatch.setattr(cpu_matmul, "FP32_ROWS", (4, 8))
+    monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 1 << 19)
+
+
+def test_decoding_copy_gives_nn_linear_values_and_follows_weight_updates(one_row_on_mkl) -> None:
     ours, reference = pair(48, 80)
     row = torch.randn(1, 1, 48)
     with torch.inference_mode():
@@ -80,7 +88,7 @@ def test_decoding_copy_gives_nn_linear_values_and_follows_weight_updates() -> No
         assert_within(ours(row), reference(row), matmul_bound(row, ours.weight.detach().T))
 
 
-def test_decoding_copy_only_for_wide_layers_without_autograd() -> None:
+def test_decoding_copy_only_for_wide_layers_without_autograd(one_row_on_mkl) -> None:
     narrow, _ = pair(80, 48)
     wide, _ = pair(48, 80)
     with torch.no_grad():
@@ -91,7 +99,7 @@ def test_decoding_copy_only_for_wide_layers_without_autograd() -> None:
     assert narrow._transposed is None and wide._transposed is not None
 
 
-def test_decoding_copies_can_be_turned_off(monkeypatch) -> None:
+def test_decoding_copies_can_be_turned_off(monkeypatch, one_row_on_mkl) -> None:
     monkeypatch.setattr(cpu_linear, "DECODE_COPIES", False)
     ours, reference = pair(48, 80)
     row = torch.randn(1, 48)
