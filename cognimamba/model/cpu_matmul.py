@@ -219,8 +219,8 @@ at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
     TORCH_CHECK(wide, "cognimamba::few_rows: bf16 needs AVX-512");
     TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "cognimamba::few_rows: bf16 rows of 32s");
     product<uint16_t, uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
-                      reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()), out.data_ptr<float>(), M, K,
-                      N);
+                                reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()),
+                                out.data_ptr<float>(), M, K, N);
     out = out.to(at::kBFloat16);
   }
   auto shape = x.sizes().vec();
@@ -267,7 +267,7 @@ TORCH_LIBRARY_IMPL(cognimamba, MkldnnCPU, m) {  // the packed weight's dispatch 
 """
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}  # "kernel": the library's path and "bf16": whether its bf16 half runs; or "error": why not
+_state: dict[str, Any] = {}  # "kernel": the library's path, "avx512" and "bf16" (see _build); or "error": why not
 _LIBRARY = torch.library.Library("cognimamba", "FRAGMENT")  # the ops' schemas; their CPU kernels are SOURCE's
 _LIBRARY.define("few_rows(Tensor weight, Tensor x) -> Tensor")
 _LIBRARY.define("packed_bf16(Tensor packed, Tensor x) -> Tensor")
