@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.fx.experimental import _config as fx_config
 
-from cognimamba.model.linear import refresh_transposed
+from cognimamba.model.linear import ready_kernel_for, refresh_transposed
 from cognimamba.model.tokenizer import END_OF_TEXT, IM_END
 from cognimamba.model.transformer import DecodeCache, SlotStep, num_parameters
 from cognimamba.system.hardware import intra_op_threads
@@ -123,6 +123,7 @@ class DecodeStep:
             # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
             # and past the default limit (8) torch.compile would quietly run the rest eagerly.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        ready_kernel_for(model)  # now, not at the first request's first product
         # Tracing reads the decoding copies of the weights (model/linear.py) as they are when it starts.
         refresh = lambda: refresh_transposed(model)  # noqa: E731
         self.single = CompiledCall(model, compile, refresh)

@@ -31,6 +31,7 @@ from torch import nn
 from cognimamba.config.schema import WEIGHT_FORMATS
 from cognimamba.errors import CogniError
 from cognimamba.model import cpu_matmul
+from cognimamba.model.linear import ready_kernel_for
 from cognimamba.system.hardware import cpu_has_native_bf16
 
 SINGLE_ROW_MAX = 1  # rows of activations that count as "one decoded token" for the matrix-vector kernels
@@ -63,8 +64,7 @@ def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weight
                 set_submodule(model, name, Bf16Linear.like(module))
     elif weights == "int8":
         quantize_int8(model, setting)
-        if device.type == "cpu":
-            cpu_matmul.ready()  # as for bf16: the int8 kernel (AVX2 or AVX-512) built while the model loads
+    ready_kernel_for(model)  # the decoding kernel built while the model loads (int8; fp32 on some CPUs)
     model.eval()
     return model
 

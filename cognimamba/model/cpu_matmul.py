@@ -26,9 +26,14 @@ kernels are defined here, so torch.compile traces through them; their CPU kernel
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import re
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,6 +63,7 @@ INT8_ROWS = (1, 16)  # int8 weights, fp32 rows: PyTorch's int8 products dequanti
 # shape's compiled step of 8 slots took 11.9 against 15.0 ms and an 80-id prompt 22.6 against 30.4 (medians of 8
 # turns; 8 rows were as good as 16); the layout for 1 row is no faster for few rows either.
 PACK_ROWS = 16
+STALE_LOCK_SECONDS = 600  # a build takes under two minutes on two cores
 SOURCE = r"""
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -275,24 +281,37 @@ _LIBRARY.define("few_rows_int8(Tensor qweight, Tensor scale, Tensor x) -> Tensor
 
 
 def build_name() -> str:
-    """The extension's name, torch's version in it: torch keeps builds by name, and one built against another
-    version's headers must not be loaded."""
-    return "cognimamba_cpu_matmul_" + re.sub(r"\W", "_", torch.__version__)
+    """The extension's name, torch's version and this environment in it: torch keeps builds by name, one built
+    against another version's headers must not be loaded, and two virtual environments sharing one build would
+    rebuild it for each other (their include paths differ) on every first use."""
+    environment = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
+    return "cognimamba_cpu_matmul_" + re.sub(r"\W", "_", torch.__version__) + "_" + environment
 
 
 def available() -> bool:
-    """Whether the kernel runs here; compiles it the first time (not while torch.compile traces: see ready)."""
-    if _state:
-        return "kernel" in _state
-    return not torch.compiler.is_compiling() and ready()
+    """Whether the kernel is built and runs here. Only `ready` builds it: at model load, never in the middle of a
+    request (the first build takes about half a minute)."""
+    return "kernel" in _state
 
 
 def ready() -> bool:
-    """Compile the kernel now if this CPU can run it (before torch.compile traces, which cannot); whether it runs."""
+    """Compile the kernel now if this CPU can run it (at load, before torch.compile traces); whether it runs."""
     with _lock:
         if not _state:
             _state.update(_build())
     return "kernel" in _state
+
+
+def clear_stale_lock(name: str) -> None:
+    """Remove a build lock older than STALE_LOCK_SECONDS. torch's builder waits for as long as a lock file exists,
+    and a build that was killed (Ctrl-C during the first use) leaves one behind: every later start would hang."""
+    from torch.utils.cpp_extension import _get_build_directory  # noqa: PLC0415 (imports setuptools: only here)
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    with contextlib.suppress(OSError):
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+            log.warning("removed a stale build lock left by an interrupted build: %s", lock)
 
 
 def _build() -> dict[str, Any]:
@@ -303,6 +322,7 @@ def _build() -> dict[str, Any]:
     try:
         from torch.utils.cpp_extension import load_inline  # noqa: PLC0415 (imports setuptools: only here)
 
+        clear_stale_lock(build_name())
         kernel = load_inline(build_name(), cpp_sources=SOURCE, is_python_module=False,
                              extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as error:  # no compiler, no ninja, an old one: PyTorch's products serve instead

@@ -134,14 +134,19 @@ class Linear(nn.Linear):
 def refresh_transposed(model: nn.Module) -> None:
     """Bring every decoding copy up to date before torch.compile traces (tracing cannot check versions), and
     compile the CPU decoding kernel where the weights will use it (tracing cannot compile it)."""
-    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    weights = [getattr(module, "qweight", None) for module in model.modules()]  # int8 layers' (inference/weights.py)
-    weights += [module.weight for module in linears]
-    if any(weight is not None and cpu_matmul.may_apply(weight) for weight in weights):
-        cpu_matmul.ready()  # first: where the kernel takes one fp32 row, no decoding copy is made
-    for module in linears:
+    ready_kernel_for(model)  # first: where the kernel takes one fp32 row, no decoding copy is made
+    for module in model.modules():
         if isinstance(module, Linear) and module.keeps_decoding_copy:
             module.transposed_weight()
+
+
+def ready_kernel_for(model: nn.Module) -> None:
+    """Build model/cpu_matmul's decoding kernel now if some weight of the model may take it: when a model is
+    loaded or a decoder made, never in the middle of a request (the first build takes about half a minute)."""
+    weights = [getattr(module, "qweight", None) for module in model.modules()]  # int8 layers' (inference/weights.py)
+    weights += [module.weight for module in model.modules() if isinstance(module, nn.Linear)]
+    if any(weight is not None and cpu_matmul.may_apply(weight) for weight in weights):
+        cpu_matmul.ready()
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, windows: int = 5) -> float:

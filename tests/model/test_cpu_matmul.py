@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -208,3 +211,16 @@ def test_int8_replies_alone_and_in_eight_slots_are_the_dequantized_weights_repli
         if hasattr(layer, "single_row_kernel"):
             layer.single_row_kernel = False
     assert [chat.decoder.generate(prompt, settings) for prompt in prompts] == alone
+
+
+def test_a_lock_left_by_an_interrupted_build_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "some_build" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    cpu_matmul.clear_stale_lock("some_build")
+    assert lock.exists()  # a build may be running now
+    stale = time.time() - cpu_matmul.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (stale, stale))
+    cpu_matmul.clear_stale_lock("some_build")
+    assert not lock.exists()  # else torch's builder would wait for it forever

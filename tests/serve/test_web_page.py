@@ -56,11 +56,14 @@ def open_page(browser: sync_api.Browser) -> Iterator:
     context = browser.new_context(viewport={"width": 1100, "height": 760})
     errors: list[str] = []
 
-    def open_at(url: str) -> sync_api.Page:
+    def open_at(url: str, refusals: tuple[str, ...] = ()) -> sync_api.Page:
+        """`refusals`: console errors a test expects (the starts of their texts), such as the CSP's refusal of a
+        hostile reply's inline handler."""
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
+        ignored = ("Failed to load resource", *refusals)
         page.on("console", lambda message: errors.append(message.text) if message.type == "error"
-                and not message.text.startswith("Failed to load resource") else None)  # CSP refusals among them
+                and not message.text.startswith(ignored) else None)  # CSP refusals among them
         page.on("request", lambda request: None if request.url.startswith((url, "data:"))
                 else errors.append(f"fetched from elsewhere: {request.url}"))
         # Every file the page loads must be there (MARKDOWN_REPLY's <img src="x"> aside); API calls that fail
@@ -108,7 +111,10 @@ def test_the_page_loads_from_the_package_alone(open_page):
 def test_a_message_streams_a_reply_rendered_as_markdown(open_page):
     model = scripted_model([MARKDOWN_REPLY], chunk=3, pause_after=4)
     with running_server(model) as url:
-        page = open_page(url)
+        # Chromium 156 reports the reply's onerror= as a CSP refusal while DOMPurify parses the HTML into an inert
+        # document (nothing runs there, and the handler never reaches the page): the CSP doing its job. What matters
+        # is asserted below: nothing ran, and no handler, script or javascript: link is in the page.
+        page = open_page(url, refusals=("Executing inline event handler violates the following Content Security",))
         expect(page.locator("#send")).to_be_enabled()
         send(page, "Show me some code")
         wait_until(model.source.paused.is_set, "the reply to be half streamed", 20)
