@@ -127,5 +127,6 @@ def main() -> None:
                 cells.append(f"{ms:.2f} ms ({megabytes / ms:.0f} GB/s)" if ms else "-")
             print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
 
+
 if __name__ == "__main__":
     main()

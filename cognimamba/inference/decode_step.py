@@ -112,13 +112,13 @@ class DecodeStep:
     def __init__(self, model: torch.nn.Module, device: torch.device, compile: bool = False, batch: int = 1,
                  threads: int | None = None) -> None:
         self.model = model
-        # Several sequences per step are enough work to split across cores.
-        self.threads = threads or (decode_threads(model, device) if batch == 1 else None)
         # A batch engine's rows (up to 16) follow the same rule as one row: its steps still stream every weight
         # once, and a small model's are still a hundred tiny operations. On 2 cores of a Zen 3 the `cpu`
         # profile's engine gave 949-1036 tokens/s for 8 streams on one thread against 449-784 on two
         # (benchmarks/RESULTS.md).
         self.slot_threads = threads or decode_threads(model, device)
+        # A uniform batch of several sequences (cogni bench -b N) is enough work to split across cores.
+        self.threads = self.slot_threads if batch == 1 else threads
         if compile:
             # Each new cache, batch size or first position is a guarded case; bench runs several in one process,
             # and past the default limit (8) torch.compile would quietly run the rest eagerly.

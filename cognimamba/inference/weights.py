@@ -151,7 +151,7 @@ class Int8Linear(nn.Module):
         self.single_row_kernel = qweight.device.type == "cpu" and cpu_has_native_bf16()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if cpu_matmul.applies_int8(x, self.qweight):  # AVX-512: a few rows straight off the int8 weights
+        if cpu_matmul.applies_int8(x, self.qweight):  # AVX2 or AVX-512: a few rows straight off the int8 weights
             return cpu_matmul.few_rows_int8(self.qweight, self.scale, x)
         rows = x.numel() // x.size(-1)
         if self.single_row_kernel and rows <= SINGLE_ROW_MAX and not torch.is_grad_enabled():

@@ -349,19 +349,29 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.dtype != weight.dtype or torch.is_grad_enabled() or not weight.is_contiguous() or not may_apply(weight):
         return False
     columns = weight.size(1)
-    rows = x.numel() // columns if x.size(-1) == columns else 0
+    rows = input_rows(x, columns)
     if x.dtype == torch.bfloat16:
         fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
-    else:  # AVX2 reads whole 8s of a row
-        fits = FP32_ROWS[0] <= rows <= FP32_ROWS[1] and (AVX512 or columns % 8 == 0)
+    else:
+        fits = fp32_rows_fit(rows, columns)
     return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
             and (x.dtype == torch.float32 or _state["bf16"]))
 
 
+def input_rows(x: torch.Tensor, columns: int) -> int:
+    """How many rows of `columns` values x holds (0 where its last dimension is not that)."""
+    return x.numel() // columns if x.size(-1) == columns else 0
+
+
+def fp32_rows_fit(rows: int, columns: int) -> bool:
+    """FP32_ROWS rows; with AVX2 alone, whole 8s of a row."""
+    return FP32_ROWS[0] <= rows <= FP32_ROWS[1] and (AVX512 or columns % 8 == 0)
+
+
 def takes_one_fp32_row(weight: torch.Tensor) -> bool:
     """Whether one fp32 row times this weight takes the kernel (already built): then no decoding copy is needed."""
-    return (FP32_ROWS[0] == 1 and "kernel" in _state and weight.dtype == torch.float32 and may_apply(weight)
-            and (AVX512 or weight.size(1) % 8 == 0))
+    return (weight.dtype == torch.float32 and may_apply(weight) and fp32_rows_fit(1, weight.size(1))
+            and available())
 
 
 def few_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -380,7 +390,7 @@ def applies_int8(x: torch.Tensor, qweight: torch.Tensor) -> bool:
     if x.dtype != torch.float32 or qweight.dtype != torch.int8 or torch.is_grad_enabled() or not qweight.is_cpu:
         return False
     columns = qweight.size(1)
-    rows = x.numel() // columns if x.size(-1) == columns else 0
+    rows = input_rows(x, columns)
     return INT8_ROWS[0] <= rows <= INT8_ROWS[1] and columns % 16 == 0 and qweight.is_contiguous() and available()
 
 

@@ -103,7 +103,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is None:
-            if cpu_matmul.applies(x, self.weight):  # a decoding step's rows: 4-8 fp32 (a batch of slots), 1-2 bf16
+            if cpu_matmul.applies(x, self.weight):  # a decoding step's rows (cpu_matmul.FP32_ROWS, BF16_ROWS)
                 return cpu_matmul.few_rows(self.weight, x)
             if use_onednn(x, self.weight):
                 return OneDNNLinear.apply(x, self.weight)
