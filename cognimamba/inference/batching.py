@@ -41,6 +41,7 @@ from cognimamba.inference.sampling import sample_rows, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.model.build import Model, new_cache
 from cognimamba.model.transformer import DecodeCache
+from cognimamba.system.hardware import intra_op_threads
 
 log = logging.getLogger("cognimamba.inference")
 
@@ -194,19 +195,26 @@ class BatchEngine:
     # ------------------------------------------------------------------------------------------- the loop
 
     def _run(self) -> None:
-        """Steps while there is work; the thread ends when there is none and the next request starts another."""
-        while True:
-            with self._lock:
-                if not (self._waiting or self._active):
-                    self._thread = None
-                    return
-            try:
-                # A compiled step cannot write an inference-mode cache's rows by index (decode_slots): no_grad.
-                with torch.no_grad():
-                    self.step()
-            except Exception as error:  # one bad step fails the requests in it; the engine goes on
-                log.exception("decoding step failed")
-                self._fail_all(error)
+        """Steps while there is work; the thread ends when there is none and the next request starts another.
+
+        Prompts are read on as many CPU threads as a step of slots runs on (DecodeStep.slot_threads), not on
+        every thread: on a thread other than the main one, a small model's forward pass on two OpenMP threads
+        took 2-3x its time on one (a 16-id prompt of the chat quickstart's model: 12-14 ms against 5, where the
+        main thread takes 5-7 on either; benchmarks/RESULTS.md), and a model large enough for its prompts to
+        gain from more threads gets them by the same rule."""
+        with intra_op_threads(self.one_slot_step.slot_threads):
+            while True:
+                with self._lock:
+                    if not (self._waiting or self._active):
+                        self._thread = None
+                        return
+                try:
+                    # A compiled step cannot write an inference-mode cache's rows by index (decode_slots): no_grad.
+                    with torch.no_grad():
+                        self.step()
+                except Exception as error:  # one bad step fails the requests in it; the engine goes on
+                    log.exception("decoding step failed")
+                    self._fail_all(error)
 
     def step(self) -> None:
         """Admit waiting requests, read one chunk of prompts, decode one token for every slot past its prompt."""

@@ -76,9 +76,13 @@ def is_plain(weight: torch.Tensor) -> bool:
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Also not for a prompt on an AMD CPU without AVX-512 (cpu_matmul.FP32_EVERY_ROW): with autograd off, MKL's
+    F.linear was as fast or faster there at 24 to 4,096 rows, 35-40% faster at a small model's 24-48 (the chat
+    quickstart's 128-wide products: 42-126 against 78-209 us, one thread; benchmarks/RESULTS.md)."""
     return (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and is_plain(weight) and x.numel() >= MIN_ROWS * x.size(-1)
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and (torch.is_grad_enabled() or not cpu_matmul.FP32_EVERY_ROW))
 
 
 def use_transposed(x: torch.Tensor) -> bool:

@@ -26,7 +26,7 @@ from cognimamba.inference.decoding import ChatModel, TextModel
 from cognimamba.model.tokenizer import encode
 from cognimamba.runs.loading import load_run
 from cognimamba.serve.schemas import SamplingParams
-from cognimamba.system.hardware import pick_device
+from cognimamba.system.hardware import on_passing_thread, pick_device
 
 log = logging.getLogger("cognimamba.serve")
 
@@ -140,11 +140,15 @@ def reply_stats(stats: GenerationStats) -> ReplyStats:
 
 
 def model_scorer(chat_model: ChatModel) -> Scorer:
-    """Scores continuations by their summed log-probability under the model, one forward pass each."""
+    """Scores continuations by their summed log-probability under the model, one forward pass each, on a passing
+    thread (system/hardware.on_passing_thread: the engine's thread keeps the only OpenMP workers)."""
     model, tokenizer = chat_model.decoder.model, chat_model.tokenizer
 
-    @torch.inference_mode()
     def score(prefix: str, continuations: list[str]) -> str:
+        return on_passing_thread(lambda: likeliest(prefix, continuations))
+
+    @torch.inference_mode()
+    def likeliest(prefix: str, continuations: list[str]) -> str:
         device = next(model.parameters()).device
         prefix_ids = encode(tokenizer, prefix)
         best, best_logprob = continuations[0], float("-inf")
@@ -189,8 +193,14 @@ def load_served_model(run: Path, device: str, name: str | None = None, compile: 
 
     `parallel` replies are decoded at once (default: inference.batching.default_slots for the model and device).
     `compile` None: torch.compile the decoding steps where it pays (inference/decode_step.compile_pays); they
-    are compiled here, before the first request.
+    are compiled here, before the first request. Loading and compiling run on a thread of their own that ends
+    (system/hardware.on_passing_thread), so the engine's thread is the only one left holding OpenMP workers.
     """
+    return on_passing_thread(lambda: _load_served_model(run, device, name, compile, weights, parallel))
+
+
+def _load_served_model(run: Path, device: str, name: str | None, compile: bool | None, weights: str | None,
+                       parallel: int | None) -> ServedModel:
     picked = pick_device(device)
     loaded = load_run(run, device=picked)
     if compile is None:

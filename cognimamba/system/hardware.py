@@ -9,13 +9,17 @@ import platform
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils._triton import has_triton
 
 from cognimamba.errors import CogniError
+
+T = TypeVar("T")
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -157,6 +161,32 @@ def peak_memory_bytes(device: torch.device) -> int | None:
         return peak if sys.platform == "darwin" else peak * 1024
     except ImportError:  # Windows
         return None
+
+
+def on_passing_thread(work: Callable[[], T]) -> T:
+    """`work()` on a thread that ends with it; its result, or its exception raised here.
+
+    libgomp keeps a pool of OpenMP workers for each thread that has run a parallel operation, for as long as
+    that thread lives, and with more pooled workers than cores it stops them spinning between operations, so
+    every operation then waits for a worker to wake. A model loaded on one thread and stepped on another (a
+    server's engine) ran its steps 1.4-2x slower than on the loading thread (benchmarks/RESULTS.md). Work done
+    before the stepping thread takes over (loading, compiling the steps, a tool_choice score) runs here and
+    leaves no pool behind.
+    """
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the caller, which raises it as its own
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="cogni-passing", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

@@ -51,6 +51,8 @@ def test_takes_onednn_only_where_it_pays() -> None:
     assert not use_onednn(many_rows.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not use_onednn(many_rows, weight)
+    with torch.no_grad():  # a prompt: MKL where it was as fast (AMD without AVX-512), oneDNN elsewhere
+        assert use_onednn(many_rows, weight) == (cpu_linear.AVAILABLE and not cpu_matmul.FP32_EVERY_ROW)
 
 
 def test_frozen_weight_and_non_contiguous_gradients() -> None:

@@ -41,7 +41,7 @@ def sequential_recurrence(x, log_decay, b, c, initial_state=None):
     return torch.stack(outputs, dim=1), state
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 8, 16])
+@pytest.mark.parametrize("chunk_size", [1, 3, 8, 16, 64])  # 64: every length in one chunk (one_chunk_scan)
 @pytest.mark.parametrize("length", [1, 7, 16, 37])
 def test_chunked_scan_equals_sequential_recurrence(chunk_size: int, length: int) -> None:
     generator = torch.Generator().manual_seed(length * 100 + chunk_size)

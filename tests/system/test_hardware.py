@@ -1,17 +1,19 @@
-"""train.compile on a CPU: compiled where a C++ compiler is present, else eager with one line saying why."""
+"""train.compile on a CPU: compiled where a C++ compiler is present, else eager with one line saying why; work on a
+passing thread."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import shutil
+import threading
 from dataclasses import replace
 
 import pytest
 import torch
 
 from cognimamba.model.transformer import LanguageModel
-from cognimamba.system.hardware import compiled_if_possible
+from cognimamba.system.hardware import compiled_if_possible, on_passing_thread
 from cognimamba.train.optim import build_optimizer
 from cognimamba.train.step import training_step
 from tests.conftest import tiny_config
@@ -48,3 +50,17 @@ def test_with_a_compiler_the_model_is_compiled(monkeypatch: pytest.MonkeyPatch) 
 def test_compile_off_is_eager_and_silent() -> None:
     model = tiny_model()
     assert compiled_if_possible(model, CPU, wanted=False) == (model, None)
+
+
+def test_passing_thread_returns_the_result_and_raises_the_error_here() -> None:
+    caller = threading.get_ident()
+    ran_on = on_passing_thread(threading.get_ident)
+    assert ran_on != caller
+    assert all(thread.ident != ran_on for thread in threading.enumerate())  # it ended with the work
+    assert on_passing_thread(lambda: torch.ones(3).sum().item()) == 3.0
+
+    def fails() -> None:
+        raise ValueError("bad checkpoint")
+
+    with pytest.raises(ValueError, match="bad checkpoint"):
+        on_passing_thread(fails)
