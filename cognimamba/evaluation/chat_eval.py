@@ -63,7 +63,8 @@ class RunCompletions:
                  prompt_cache: bool = True) -> None:
         self.tokenizer = tokenizer
         # Without a tokenizer the engine stops at no token and hands out ids (as text) instead of text.
-        self.engine = BatchEngine(model, None, slots, prompt_cache=prompt_cache)
+        # Inline: the eval's own thread steps the engine, the thread that loaded the model (BatchEngine).
+        self.engine = BatchEngine(model, None, slots, prompt_cache=prompt_cache, inline=True)
         self.marker_ids = frozenset({tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None})
 
     @property

@@ -53,7 +53,7 @@ def engine_continuer(model: LanguageModel, tokenizer: Tokenizer, device: torch.d
 
     The one place this module names the engine and its sampling options, so renaming either touches only this.
     """
-    engine = BatchEngine(model, tokenizer, slots, device=device)
+    engine = BatchEngine(model, tokenizer, slots, device=device, inline=True)  # stepped by lm-eval's own thread
 
     def continue_texts(jobs: list[Continuation]) -> Iterator[str]:
         replies = []

@@ -116,11 +116,14 @@ class BatchEngine:
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None, slots: int, prefill_chunk: int = PREFILL_CHUNK,
                  device: torch.device | str | None = None, one_slot_step: DecodeStep | None = None,
-                 prompt_cache: bool = True, group_prompts: bool = True) -> None:
+                 prompt_cache: bool = True, group_prompts: bool = True, inline: bool = False) -> None:
         """`one_slot_step` decodes every step (a ChatModel's, compiled with --compile): a lone stream on its own
         threads (with more slots on a view of the slot's rows), several streams as one batch (DecodeStep.slots).
         `prompt_cache` False reads every prompt whole (benchmarks/chat_eval_speed.py's baseline); `group_prompts`
-        False reads one prompt a forward pass (benchmarks/prompt_burst.py's baseline)."""
+        False reads one prompt a forward pass (benchmarks/prompt_burst.py's baseline). `inline` starts no thread:
+        whoever waits on a reply steps the engine (`pump`), as the evals do on the thread that loaded the model,
+        which then keeps the process's only OpenMP workers (system/hardware.on_passing_thread says why that
+        matters)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.slots = slots = 1 if model.config.is_fixed_point else slots
@@ -148,6 +151,7 @@ class BatchEngine:
         self._active: list[_Slot] = []
         self._lock = threading.Lock()  # the waiting queue, the active slots and the thread's start and end
         self._thread: threading.Thread | None = None
+        self.inline = inline
 
     def warm_up(self) -> None:
         """Compile the decoding steps now (nothing to do when they run eagerly), so no request waits for it.
@@ -180,14 +184,14 @@ class BatchEngine:
                              f"{self.context_length}")
         with self._lock:
             self._waiting.append(request)
-            if self._thread is None:
+            if self._thread is None and not self.inline:
                 self._thread = threading.Thread(target=self._run, name="cogni-batch-engine", daemon=True)
                 self._thread.start()
 
     def stream(self, prompt_ids: list[int], settings: GenerationConfig, cancel: threading.Event | None = None,
                stop: Sequence[str] = (), top_alternatives: int = 0, end_ids: frozenset[int] = frozenset()) -> Reply:
         """The request's text deltas as an iterator, for callers on a thread of their own."""
-        reply = Reply()
+        reply = Reply(self)
         self.submit(SlotRequest(prompt_ids, settings, stop, cancel or threading.Event(), top_alternatives, end_ids,
                                 on_text=reply.items.put, on_done=reply.finish))
         return reply
@@ -208,13 +212,25 @@ class BatchEngine:
                     if not (self._waiting or self._active):
                         self._thread = None
                         return
-                try:
-                    # A compiled step cannot write an inference-mode cache's rows by index (decode_slots): no_grad.
-                    with torch.no_grad():
-                        self.step()
-                except Exception as error:  # one bad step fails the requests in it; the engine goes on
-                    log.exception("decoding step failed")
-                    self._fail_all(error)
+                self._safe_step()
+
+    def pump(self) -> bool:
+        """One step on the caller's thread, for an inline engine; False where no request was waiting or running."""
+        with self._lock:
+            if not (self._waiting or self._active):
+                return False
+        with intra_op_threads(self.one_slot_step.slot_threads):
+            self._safe_step()
+        return True
+
+    def _safe_step(self) -> None:
+        try:
+            # A compiled step cannot write an inference-mode cache's rows by index (decode_slots): no_grad.
+            with torch.no_grad():
+                self.step()
+        except Exception as error:  # one bad step fails the requests in it; the engine goes on
+            log.exception("decoding step failed")
+            self._fail_all(error)
 
     def step(self) -> None:
         """Admit waiting requests, read one chunk of prompts, decode one token for every slot past its prompt."""
@@ -425,25 +441,35 @@ class BatchEngine:
 
 
 class Reply:
-    """One request's text deltas as an iterator (blocking), and its statistics once it has ended."""
+    """One request's text deltas as an iterator (blocking), and its statistics once it has ended. From an inline
+    engine, the iterator steps the engine until its next delta is there."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: BatchEngine | None = None) -> None:
         self.items: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.stats = GenerationStats()
         self.error: BaseException | None = None
+        self._engine = engine if engine is not None and engine.inline else None
 
     def finish(self, stats: GenerationStats, error: BaseException | None) -> None:
         self.stats, self.error = stats, error
         self.items.put(None)
 
     def __iter__(self) -> Iterator[str]:
-        while (item := self.items.get()) is not None:
+        while (item := self._next()) is not None:
             yield item
         if self.error is not None:
             raise self.error
 
     def text(self) -> str:
         return "".join(self)
+
+    def _next(self) -> str | None:
+        if self._engine is None:
+            return self.items.get()
+        while self.items.empty():
+            if not self._engine.pump():
+                raise RuntimeError("the inline engine has no request left, but this reply never ended")
+        return self.items.get()
 
 
 def generate_all(engine: BatchEngine, prompts: list[list[int]], settings: GenerationConfig,
@@ -457,7 +483,7 @@ def stream_chains(engine: BatchEngine, prompts: list[list[int]], settings: Gener
                   end_ids: frozenset[int] = frozenset()) -> list[Reply]:
     """Every prompt's reply, in order. Prompts that extend the one before (prefix_chains) wait for it, so each
     finds the last one's ids in its slot (prompt caching); up to `engine.slots` chains decode at once."""
-    replies = [Reply() for _ in prompts]
+    replies = [Reply(engine) for _ in prompts]
     waiting = collections.deque(prefix_chains(prompts))
     lock = threading.Lock()
 

@@ -24,6 +24,7 @@ from cognimamba.model import cpu_matmul
 from cognimamba.system.hardware import mkl_takes_generic_path, synchronize
 
 MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (benchmarks/README.md)
+MKL_PROMPT_ELEMENTS = 1 << 18  # smaller weights' prompts stay on MKL on AMD without AVX-512 (use_onednn)
 AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
@@ -76,13 +77,14 @@ def is_plain(weight: torch.Tensor) -> bool:
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Also not for a prompt on an AMD CPU without AVX-512 (cpu_matmul.FP32_EVERY_ROW): with autograd off, MKL's
-    F.linear was as fast or faster there at 24 to 4,096 rows, 35-40% faster at a small model's 24-48 (the chat
-    quickstart's 128-wide products: 42-126 against 78-209 us, one thread; benchmarks/RESULTS.md)."""
+    """Also not for a small weight's prompt on an AMD CPU without AVX-512 (cpu_matmul.FP32_EVERY_ROW): with
+    autograd off, MKL's F.linear was faster there for weights under MKL_PROMPT_ELEMENTS at 24-64 rows (the chat
+    quickstart's 128-wide products: 42-126 against 78-209 us on one thread), where a larger weight's prompt (the
+    4gb shape) was as fast or faster on oneDNN (benchmarks/RESULTS.md)."""
     return (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and is_plain(weight) and x.numel() >= MIN_ROWS * x.size(-1)
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and (torch.is_grad_enabled() or not cpu_matmul.FP32_EVERY_ROW))
+            and (torch.is_grad_enabled() or not cpu_matmul.FP32_EVERY_ROW or weight.numel() >= MKL_PROMPT_ELEMENTS))
 
 
 def use_transposed(x: torch.Tensor) -> bool:

@@ -69,6 +69,20 @@ def test_eight_prompts_decode_the_same_ids_alone_and_together(shape: str):
     assert engine_ids(BatchEngine(model, None, slots=3, prefill_chunk=7), prompts) == alone
 
 
+@pytest.mark.parametrize("shape", ["attention", "hybrid"])
+def test_an_inline_engine_is_stepped_by_its_reader_on_the_readers_thread(shape: str):
+    torch.manual_seed(1)
+    model = build_model(tiny_config(*SHAPES[shape], "model.vocab_size=300").model).eval()
+    prompts = eight_prompts(300, seed=3)
+    alone = [greedy_ids(model, prompt, GREEDY.max_new_tokens) for prompt in prompts]
+    engine = BatchEngine(model, None, slots=3, prefill_chunk=7, inline=True)
+    threads_before = threading.active_count()
+    replies = [engine.stream(prompt, GREEDY) for prompt in prompts]
+    assert [[int(token) for token in reply] for reply in replies] == alone
+    assert engine._thread is None and threading.active_count() == threads_before
+    assert not engine.pump()  # nothing left to step
+
+
 def stepped_ids(engine: BatchEngine, prompts: list[list[int]]) -> list[list[int]]:
     """Every prompt queued before the first step, then the engine stepped on this thread until all are done."""
     collected: list[list[int]] = [[] for _ in prompts]

@@ -51,8 +51,10 @@ def test_takes_onednn_only_where_it_pays() -> None:
     assert not use_onednn(many_rows.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not use_onednn(many_rows, weight)
-    with torch.no_grad():  # a prompt: MKL where it was as fast (AMD without AVX-512), oneDNN elsewhere
+    with torch.no_grad():  # a small weight's prompt: MKL where it was faster (AMD without AVX-512)
         assert use_onednn(many_rows, weight) == (cpu_linear.AVAILABLE and not cpu_matmul.FP32_EVERY_ROW)
+        large = torch.randn(cpu_linear.MKL_PROMPT_ELEMENTS // 48 + 1, 48)
+        assert use_onednn(many_rows, large) == cpu_linear.AVAILABLE
 
 
 def test_frozen_weight_and_non_contiguous_gradients() -> None:
