@@ -497,7 +497,7 @@ def stream_chains(engine: BatchEngine, prompts: list[list[int]], settings: Gener
         reply = replies[chain[turn]]
 
         def done(stats: GenerationStats, error: BaseException | None) -> None:
-            reply.finish(stats, error)  # runs on the engine's thread, which is free to queue the next request
+            reply.finish(stats, error)  # runs on the thread stepping the engine, free to queue the next request
             if turn + 1 < len(chain):
                 submit(chain, turn + 1)
             else:
