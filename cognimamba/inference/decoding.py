@@ -256,8 +256,10 @@ class ChatModel(TextModel):
         return self._engine
 
     def replies(self, prompts: list[str], settings: GenerationConfig, slots: int) -> Iterator[Reply]:
-        """Every prompt's reply, decoded `slots` at once; iterate each one for its text, then read its stats."""
-        engine = self.batch_engine(slots)
+        """Every prompt's reply, decoded `slots` at once; iterate each one for its text, then read its stats. The
+        replies' reader steps the engine (inline, as the evals do: BatchEngine)."""
+        engine = BatchEngine(self.decoder.model, self.tokenizer, slots, device=self.decoder.device,
+                             one_slot_step=self.decoder.step, inline=True)
         return iter([engine.stream(encode(self.tokenizer, prompt), settings) for prompt in prompts])
 
 
