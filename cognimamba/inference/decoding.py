@@ -247,20 +247,24 @@ class ChatModel(TextModel):
         return self.decoder.stream(encode(self.tokenizer, prompt), settings, cancel, stop, self.top_alternatives)
 
     def batch_engine(self, slots: int) -> BatchEngine:
-        """The model decoding up to `slots` sequences at once (serve, the evals), sharing this model's decoding
-        step (one slot for the fixed-point model, as BatchEngine gives it)."""
+        """The model decoding up to `slots` sequences at once on a thread of its own (serve), kept for the next
+        call with as many slots."""
         if self._engine is None or self._engine_asked != slots:
-            self._engine = BatchEngine(self.decoder.model, self.tokenizer, slots, device=self.decoder.device,
-                                       one_slot_step=self.decoder.step)
+            self._engine = self._new_engine(slots)
             self._engine_asked = slots  # what the engine was made for: it may have fewer slots
         return self._engine
 
     def replies(self, prompts: list[str], settings: GenerationConfig, slots: int) -> Iterator[Reply]:
         """Every prompt's reply, decoded `slots` at once; iterate each one for its text, then read its stats. The
         replies' reader steps the engine (inline, as the evals do: BatchEngine)."""
-        engine = BatchEngine(self.decoder.model, self.tokenizer, slots, device=self.decoder.device,
-                             one_slot_step=self.decoder.step, inline=True)
+        engine = self._new_engine(slots, inline=True)
         return iter([engine.stream(encode(self.tokenizer, prompt), settings) for prompt in prompts])
+
+    def _new_engine(self, slots: int, inline: bool = False) -> BatchEngine:
+        """An engine sharing this model's decoding step (one slot for the fixed-point model, as BatchEngine gives
+        it)."""
+        return BatchEngine(self.decoder.model, self.tokenizer, slots, device=self.decoder.device,
+                           one_slot_step=self.decoder.step, inline=inline)
 
 
 @torch.inference_mode()
