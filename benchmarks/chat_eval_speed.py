@@ -4,10 +4,11 @@
 
 Without a file, the held-out conversations are the synthetic chat corpus's (`cogni prepare synthetic-chat`'s
 generator, seed 1). Runs `cogni test-model --chat-eval`'s replay (inference/batching.py's engine) once per
---slots value, one after the other, and prints each wall time, the speed-up over the first, and whether the
-figures are identical (they must be: greedy decoding gives the same tokens in any slot). A value ending in `-`
-decodes without prompt caching (inference/prefix_reuse.py): `1-` is the eval as it ran before the batching
-engine, every turn's whole prompt read one at a time.
+--slots value, one after the other, and prints each wall time, the speed-up over the first, how many prompt ids
+were read rather than found in a slot (prompt caching), and whether the figures are identical (they must be:
+greedy decoding gives the same tokens in any slot). A value ending in `-` decodes without prompt caching
+(inference/prefix_reuse.py): `1-` is the eval as it ran before the batching engine, every turn's whole prompt
+read one at a time.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
         metrics = report.metrics()
         first_seconds, first_metrics = first_seconds or seconds, first_metrics or metrics
+        read = model.prompt_tokens - model.cached_tokens
         print(f"slots {value}: {len(conversations)} conversations, {report.turns} turns in {seconds:.1f} s "
-              f"({first_seconds / seconds:.2f}x the first); {report.summary()}; "
+              f"({first_seconds / seconds:.2f}x the first), {read} of {model.prompt_tokens} prompt ids read; "
+              f"{report.summary()}; "
               f"figures {'identical' if metrics == first_metrics else 'DIFFERENT'}", flush=True)
 
 

@@ -66,6 +66,7 @@ class RunCompletions:
         # Inline: the eval's own thread steps the engine, the thread that loaded the model (BatchEngine).
         self.engine = BatchEngine(model, None, slots, prompt_cache=prompt_cache, inline=True)
         self.marker_ids = frozenset({tokenizer.token_to_id(marker) for marker in TURN_MARKERS} - {None})
+        self.prompt_tokens = self.cached_tokens = 0  # over every prompt so far: what prompt caching saved reading
 
     @property
     def context_length(self) -> int:
@@ -81,7 +82,10 @@ class RunCompletions:
         replies = stream_chains(self.engine, [encode(self.tokenizer, prompt) for prompt in prompts], options,
                                 self.marker_ids)
         for reply in replies:
-            yield decode(self.tokenizer, [int(token) for token in reply])
+            ids = [int(token) for token in reply]
+            self.prompt_tokens += reply.stats.prompt_tokens
+            self.cached_tokens += reply.stats.cached_tokens
+            yield decode(self.tokenizer, ids)
 
     def complete(self, prompt: str, max_new_tokens: int) -> str:
         return next(self.complete_many([prompt], max_new_tokens))

@@ -32,6 +32,8 @@ from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_t
 from cognimamba.inference.prefix_reuse import (
     RowMemory,
     copy_prefix,
+    keep_chunk_ends,
+    list_chunk_ends,
     prefix_chains,
     resume,
     reusable,
@@ -258,7 +260,24 @@ class BatchEngine:
 
     def _forward(self, ids: torch.Tensor, slot: _Slot, start: int) -> torch.Tensor:
         """Logits [1, vocab] after `ids` [1, time] of one slot, its cache rows written from `start`."""
-        return self.model(ids, cache=self._slot_cache(slot), start=start, last_only=True)[:, -1]
+        cache = self._slot_cache(slot)
+        return self._prompt_pass(cache, [slot], start, lambda: self.model(ids, cache=cache, start=start,
+                                                                          last_only=True)[:, -1])
+
+    def _prompt_pass(self, cache: DecodeCache, group: list[_Slot], start: int,
+                     run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`run`'s logits; with Mamba-2 layers, the states the pass goes through at its chunks' ends become the
+        group's rows' checkpoints (prefix_reuse), so later prompts that share a prefix start there."""
+        if not self.recurrent:
+            return run()
+        lists = list_chunk_ends(cache)
+        try:
+            logits = run()
+        except BaseException:
+            keep_chunk_ends(cache, {}, [], start)  # (stops the listing)
+            raise
+        keep_chunk_ends(cache, lists, [self._rows[slot.row] for slot in group], start)
+        return logits
 
     def _admit(self) -> None:
         with self._lock:
@@ -341,9 +360,9 @@ class BatchEngine:
                 slot.position += len(chunk)
                 memory = self._rows[slot.row]
                 memory.ids.extend(chunk)
+                if self.recurrent:  # a checkpoint where each pass ends: the next turn, or the prompt's next pass
+                    save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
                 if not slot.unread:
-                    if self.recurrent:
-                        save_states(memory, self.cache, slot.row)  # type: ignore[arg-type]
                     done.append((slot, row_logits))
             if done:
                 next_ids = self._sample([slot for slot, _ in done], torch.stack([row for _, row in done]))
@@ -374,7 +393,8 @@ class BatchEngine:
         rows = torch.tensor([slot.row for slot in group], device=self.device)
         cache: DecodeCache = self.cache  # type: ignore[assignment]
         part = cache.gather_rows(rows, start, start + width)
-        logits = self.model(ids.to(self.device), cache=part, start=start, keep=last.to(self.device))
+        logits = self._prompt_pass(part, group, start, lambda: self.model(ids.to(self.device), cache=part,
+                                                                          start=start, keep=last.to(self.device)))
         cache.put_rows(rows, part, start, start + width)
         return logits
 

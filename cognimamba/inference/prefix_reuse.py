@@ -5,35 +5,47 @@ ids (the next turn of a conversation, a shared system prompt, few-shot examples)
 longest such prefix and reads only the rest, as llama-server's `cache_prompt` and vLLM's prefix caching do.
 Attention keys can be kept for any prefix: positions past it are overwritten before anything reads them. A
 Mamba-2 state stands for every id read before it and cannot be rewound, so a model with Mamba-2 layers continues
-only from the end of what the slot read, or from a copy of its states saved where the last prompt ended (the
-next turn of a chat extends the prompt, not the reply the model wrote).
+from the end of what the slot read, or from a checkpoint: a copy of the states where a prompt ended (the next
+turn of a chat extends the prompt, not the reply the model wrote), or where a whole chunk of the scan ended
+inside a prompt's pass (a system prompt and tools that other conversations share), as vLLM keeps a hybrid
+model's states at block boundaries.
 
 A prefix held by a busy slot (a system prompt every client sends) is copied into the free slot a new request
 takes, as vLLM shares prefix blocks across requests: keys and values of the shared positions, and for Mamba-2 the
-states saved where that slot's prompt ended, when the new prompt shares all of it.
+states of a checkpoint within them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from cognimamba.model.mamba2 import MambaState
 from cognimamba.model.transformer import DecodeCache
+
+# Checkpoints a row keeps at most: the earliest (shared system prompts and tools sit at the start) and the latest
+# (where the next turn starts). Each holds every Mamba-2 layer's states: 140 KB for the chat quickstart's model.
+MAX_CHECKPOINTS = 8
 
 
 @dataclass
 class RowMemory:
-    """The ids one slot's rows hold, in order, and the Mamba-2 states saved where its last prompt ended."""
+    """The ids one slot's rows hold, in order, and copies of its Mamba-2 states at some of their positions."""
 
     ids: list[int] = field(default_factory=list)
-    saved_at: int = 0  # how many of `ids` the saved states stand for (0: none saved)
-    saved: dict[int, MambaState] = field(default_factory=dict)
+    checkpoints: dict[int, dict[int, MambaState]] = field(default_factory=dict)  # ids read: each layer's states
 
     def keep(self, count: int) -> None:
-        """Forget all but the first `count` ids (and the saved states, if they stand for more)."""
+        """Forget all but the first `count` ids, and the checkpoints past them."""
         del self.ids[count:]
-        if self.saved_at > count:
-            self.saved_at, self.saved = 0, {}
+        self.checkpoints = {read: states for read, states in self.checkpoints.items() if read <= count}
+
+    def remember(self, read: int, states: dict[int, MambaState]) -> None:
+        """Keep `states` as the checkpoint after `read` ids; past MAX_CHECKPOINTS the latest but one goes."""
+        self.checkpoints[read] = states
+        if len(self.checkpoints) > MAX_CHECKPOINTS:
+            del self.checkpoints[sorted(self.checkpoints)[-2]]
 
 
 def common_prefix(have: list[int], want: list[int]) -> int:
@@ -62,46 +74,70 @@ def reusable(memory: RowMemory, prompt: list[int], recurrent: bool, busy: bool =
     """How many leading ids of `prompt` the row can skip reading. One is always left to read: its logits give
     the first token of the reply. `recurrent`: the model has Mamba-2 layers (see the module docstring). `busy`:
     the row is decoding, so another row can take only what stays put: any prefix of its keys and values, but of
-    its Mamba-2 states only the copy saved where its prompt ended (copy_prefix)."""
+    its Mamba-2 states only its checkpoints (copy_prefix)."""
     common = common_prefix(memory.ids, prompt[:-1])
     if not recurrent:
         return common
-    ends = (memory.saved_at,) if busy else (len(memory.ids), memory.saved_at)
+    ends = [*memory.checkpoints] if busy else [len(memory.ids), *memory.checkpoints]
     return max((count for count in ends if 0 < count <= common), default=0)
 
 
 def save_states(memory: RowMemory, cache: DecodeCache, row: int) -> None:
-    """Copy the row's Mamba-2 states as they stand after its prompt (nothing to copy without Mamba-2 layers)."""
+    """Keep the row's Mamba-2 states after its ids as a checkpoint (nothing to keep without Mamba-2 layers)."""
     if cache.mamba_states:
-        memory.saved = {layer: MambaState(state.conv[row].clone(), state.ssm[row].clone())
-                        for layer, state in cache.mamba_states.items()}
-        memory.saved_at = len(memory.ids)
+        memory.remember(len(memory.ids), {layer: MambaState(state.conv[row].clone(), state.ssm[row].clone())
+                                          for layer, state in cache.mamba_states.items()})
+
+
+ChunkEnds = dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]]  # layer: MambaState.chunk_ends
+
+
+def list_chunk_ends(cache: DecodeCache) -> ChunkEnds:
+    """Ask the cache's Mamba-2 layers to list the states the next forward pass goes through where its chunks end
+    (MambaState.chunk_ends), for keep_chunk_ends."""
+    lists: ChunkEnds = {}
+    for layer, state in cache.mamba_states.items():
+        state.chunk_ends = lists[layer] = []
+    return lists
+
+
+def keep_chunk_ends(cache: DecodeCache, lists: ChunkEnds, memories: list[RowMemory], start: int) -> None:
+    """Stop the listing, and keep what the pass listed as checkpoints: it read from position `start`, and
+    memories[i] is the memory of its batch row i."""
+    for state in cache.mamba_states.values():
+        state.chunk_ends = None
+    layers = list(lists)
+    for ends in zip(*lists.values(), strict=True):  # one chunk's end, in every layer
+        read = start + ends[0][0]
+        for index, memory in enumerate(memories):
+            memory.remember(read, {layer: MambaState(conv[index], ssm[index])
+                                   for layer, (_, conv, ssm) in zip(layers, ends, strict=True)})
 
 
 def resume(memory: RowMemory, cache: DecodeCache, row: int, count: int) -> None:
-    """Make the row hold the first `count` ids for a new request: restore the saved Mamba-2 states when that is
-    where they were saved (and the row read past it since), then forget the rest."""
-    if cache.mamba_states and 0 < count == memory.saved_at < len(memory.ids):
-        _restore_states(cache, memory, row)
+    """Make the row hold the first `count` ids for a new request: restore the checkpoint there when the row read
+    past it since, then forget the rest."""
+    if cache.mamba_states and 0 < count < len(memory.ids):
+        _restore_states(cache, memory.checkpoints[count], row)
     memory.keep(count)
 
 
-def _restore_states(cache: DecodeCache, memory: RowMemory, row: int) -> None:
-    """Write the Mamba-2 states `memory` saved into the row."""
-    for layer, state in memory.saved.items():
+def _restore_states(cache: DecodeCache, states: dict[int, MambaState], row: int) -> None:
+    """Write a checkpoint's Mamba-2 states into the row."""
+    for layer, state in states.items():
         cache.mamba_states[layer].conv[row].copy_(state.conv)
         cache.mamba_states[layer].ssm[row].copy_(state.ssm)
 
 
 def copy_prefix(cache: DecodeCache, memories: list[RowMemory], source: int, target: int, count: int) -> None:
     """Make row `target` hold the first `count` ids of busy row `source` (reusable's count): keys and values of
-    those positions, and the source's saved Mamba-2 states, which then stand for the target's ids too."""
+    those positions, and for Mamba-2 the source's checkpoint there, with its checkpoints before it."""
     for layer, keys in cache.keys.items():
         keys[target, :, :count] = keys[source, :, :count]
         cache.values[layer][target, :, :count] = cache.values[layer][source, :, :count]
     giver, taker = memories[source], memories[target]
     taker.ids = giver.ids[:count]
-    taker.saved_at, taker.saved = 0, {}
+    # A checkpoint is never written in place once kept: the two rows share it safely.
+    taker.checkpoints = {read: states for read, states in giver.checkpoints.items() if read <= count}
     if cache.mamba_states:
-        _restore_states(cache, giver, target)
-        taker.saved, taker.saved_at = giver.saved, count  # copies are never written in place: shared safely
+        _restore_states(cache, giver.checkpoints[count], target)

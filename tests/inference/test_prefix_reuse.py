@@ -12,12 +12,14 @@ from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.batching import BatchEngine, SlotRequest, stream_chains
 from cognimamba.inference.decode_step import GenerationStats
 from cognimamba.inference.decoding import Decoder, greedy_ids
-from cognimamba.inference.prefix_reuse import RowMemory, common_prefix, prefix_chains, reusable
+from cognimamba.inference.prefix_reuse import MAX_CHECKPOINTS, RowMemory, common_prefix, prefix_chains, reusable
 from cognimamba.model.build import build_model
 from tests.conftest import tiny_config
 
 GREEDY = GenerationConfig(temperature=0.0, max_new_tokens=6)
-SHAPES = {"attention": [], "hybrid": ["model.layer_pattern=AM"], "sliding": ["model.sliding_window=8"]}
+# hybrid-8: the Mamba-2 scan in chunks of 8, so prompts of a few dozen ids pass chunk ends (checkpoints).
+SHAPES = {"attention": [], "hybrid": ["model.layer_pattern=AM"], "hybrid-8": ["model.layer_pattern=AM",
+          "model.mamba_chunk_size=8"], "sliding": ["model.sliding_window=8"]}
 
 
 def model_of(shape: str, seed: int = 0) -> torch.nn.Module:
@@ -46,19 +48,22 @@ def reply(engine: BatchEngine, prompt: list[int]) -> tuple[list[int], Generation
 def test_common_prefix_chains_and_what_a_row_can_skip():
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix([], [1]) == 0
     assert prefix_chains([[1, 2], [1, 2, 3], [1, 2, 3, 4], [9], [1, 2]]) == [[0, 1, 2], [3], [4]]
-    memory = RowMemory(ids=[1, 2, 3, 4, 5, 6], saved_at=3)
+    memory = RowMemory(ids=[1, 2, 3, 4, 5, 6], checkpoints={3: {}})
     assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=False) == 6
     assert reusable(memory, [1, 2, 3, 4, 5, 6], recurrent=False) == 5  # one id is always read, for its logits
     assert reusable(memory, [1, 2, 3, 4, 9, 9], recurrent=False) == 4
-    # A Mamba-2 state continues from the end of the row or from where the states were saved, nowhere else.
+    # A Mamba-2 state continues from the end of the row or from a checkpoint, nowhere else.
     assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=True) == 6
     assert reusable(memory, [1, 2, 3, 4, 9, 9], recurrent=True) == 3
     assert reusable(memory, [1, 2, 9], recurrent=True) == 0
-    # A busy row's live Mamba-2 state keeps moving: another row can take only its saved copy.
+    # A busy row's live Mamba-2 state keeps moving: another row can take only its checkpoints.
     assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=True, busy=True) == 3
     assert reusable(memory, [1, 2, 3, 4, 5, 6, 7], recurrent=False, busy=True) == 6
     memory.keep(2)
-    assert memory.ids == [1, 2] and memory.saved_at == 0 and not memory.saved
+    assert memory.ids == [1, 2] and not memory.checkpoints
+    for read in range(1, 12):  # the earliest checkpoints stay (shared prefixes), and the latest (the next turn)
+        memory.remember(read, {})
+    assert sorted(memory.checkpoints) == [*range(1, MAX_CHECKPOINTS), 11]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -109,8 +114,10 @@ def test_a_prefix_a_busy_slot_holds_is_copied_into_a_free_one(shape: str):
     engine.submit(SlotRequest(first_prompt, GenerationConfig(temperature=0.0, max_new_tokens=20), cancel=cancel,
                               on_text=hold_the_engine, on_done=lambda *_: first_done.set()))
     assert started.wait(60)
-    # Keys and values of any shared prefix can be copied; a Mamba-2 state only where the first prompt ended.
+    # Keys and values of any shared prefix can be copied; a Mamba-2 state only from a checkpoint: where the first
+    # prompt ended, or (chunks of 8) where a chunk of its scan ended, 24 ids into the system prompt's 30.
     prompt = [*first_prompt, 8, 9] if shape == "hybrid" else [*system, 4, 5, 6]
+    cached = {"hybrid": len(first_prompt), "hybrid-8": 24}.get(shape, len(system))
     ids: list[int] = []
     finished: list[GenerationStats] = []
     second_done = threading.Event()
@@ -120,11 +127,28 @@ def test_a_prefix_a_busy_slot_holds_is_copied_into_a_free_one(shape: str):
     assert second_done.wait(60)
     cancel.set()
     assert first_done.wait(60)
-    assert finished[0].cached_tokens == (len(first_prompt) if shape == "hybrid" else len(system))
+    assert finished[0].cached_tokens == cached
     assert ids == greedy_ids(model, prompt, GREEDY.max_new_tokens)
 
 
-@pytest.mark.parametrize("shape", ["attention", "hybrid"])
+def test_a_hybrid_conversation_resumes_a_system_prompt_it_shares_where_a_chunk_of_the_scan_ended():
+    """Conversations that share only their system prompt and tools: the next one reads from the last chunk's end
+    inside the shared part, not from the start, and decodes what a fresh engine does."""
+    model = model_of("hybrid-8")
+    engine = BatchEngine(model, None, slots=2)
+    system = list(range(50, 71))  # 21 ids: the scan's chunks end at 8 and 16 inside them
+    reply(engine, [*system, 1, 2, 3])
+    second = [*system, 4, 5, 6]
+    ids, stats = reply(engine, second)
+    assert stats.cached_tokens == 16
+    assert ids == greedy_ids(model, second, GREEDY.max_new_tokens)
+    third = [*system[:12], 7, 7, 7]  # shares 12 ids: the checkpoint at 8 is still there
+    ids, stats = reply(engine, third)
+    assert stats.cached_tokens == 8
+    assert ids == greedy_ids(model, third, GREEDY.max_new_tokens)
+
+
+@pytest.mark.parametrize("shape", ["attention", "hybrid", "hybrid-8"])
 def test_chained_turns_decode_what_fresh_ones_do_reading_less(shape: str):
     model = model_of(shape, seed=1)
     generator = torch.Generator().manual_seed(0)

@@ -52,10 +52,16 @@ def test_chunked_scan_equals_sequential_recurrence(chunk_size: int, length: int)
     c = torch.randn(batch, length, state_size, dtype=torch.float64, generator=generator)
     initial = torch.randn(batch, heads, head_dim, state_size, dtype=torch.float64, generator=generator)
     for start_state in (None, initial):
-        y, final = ssd_scan(x, log_decay, b, c, chunk_size, start_state)
+        y, chunk_states = ssd_scan(x, log_decay, b, c, chunk_size, start_state)
         y_ref, final_ref = sequential_recurrence(x, log_decay, b, c, start_state)
         torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=1e-10)
-        torch.testing.assert_close(final, final_ref, atol=1e-10, rtol=1e-10)
+        assert chunk_states.size(1) == -(-length // chunk_size)
+        torch.testing.assert_close(chunk_states[:, -1], final_ref, atol=1e-10, rtol=1e-10)
+        for index in range(chunk_states.size(1) - 1):  # the state after each whole chunk: prompt caching's checkpoints
+            read = (index + 1) * chunk_size
+            _, state_ref = sequential_recurrence(x[:, :read], log_decay[:, :read], b[:, :read], c[:, :read],
+                                                 start_state)
+            torch.testing.assert_close(chunk_states[:, index], state_ref, atol=1e-10, rtol=1e-10)
 
 
 def test_segment_sums_are_decays_between_positions() -> None:
@@ -77,6 +83,24 @@ def test_mixer_step_equals_chunked_forward() -> None:
         state = MambaState.empty(config, 2, "cpu", torch.float32)
         pieces = [mixer(x[:, :5], state, 0)] + [mixer(x[:, i:i + 1], state, i) for i in range(5, 21)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_the_states_a_pass_lists_at_chunk_ends_resume_the_sequence_there() -> None:
+    """Prompt caching's checkpoints: continuing from the states listed after 8 or 16 ids gives what the whole pass
+    gave from there on."""
+    config = tiny("M")  # chunks of 8
+    torch.manual_seed(0)
+    mixer = Mamba2(config).eval()
+    x = torch.randn(2, 21, config.dim)
+    with torch.no_grad():
+        state = MambaState.empty(config, 2, "cpu", torch.float32)
+        state.chunk_ends = []
+        full = mixer(x, state, 0)
+        assert [read for read, _, _ in state.chunk_ends] == [8, 16]
+        for read, conv, ssm in state.chunk_ends:
+            resumed = MambaState(conv.clone(), ssm.clone())
+            torch.testing.assert_close(mixer(x[:, read:], resumed, read), full[:, read:], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(resumed.ssm, state.ssm, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pattern", ["MM", "MA", "AM"])
