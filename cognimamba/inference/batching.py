@@ -16,12 +16,14 @@ that is not its own, so only the order of float sums can differ between batch si
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
@@ -31,9 +33,8 @@ from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
 from cognimamba.inference.prefix_reuse import (
     RowMemory,
+    chunk_end_checkpoints,
     copy_prefix,
-    keep_chunk_ends,
-    list_chunk_ends,
     prefix_chains,
     resume,
     reusable,
@@ -261,23 +262,15 @@ class BatchEngine:
     def _forward(self, ids: torch.Tensor, slot: _Slot, start: int) -> torch.Tensor:
         """Logits [1, vocab] after `ids` [1, time] of one slot, its cache rows written from `start`."""
         cache = self._slot_cache(slot)
-        return self._prompt_pass(cache, [slot], start, lambda: self.model(ids, cache=cache, start=start,
-                                                                          last_only=True)[:, -1])
+        with self._checkpoints(cache, [slot], start):
+            return self.model(ids, cache=cache, start=start, last_only=True)[:, -1]
 
-    def _prompt_pass(self, cache: DecodeCache, group: list[_Slot], start: int,
-                     run: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """`run`'s logits; with Mamba-2 layers, the states the pass goes through at its chunks' ends become the
-        group's rows' checkpoints (prefix_reuse), so later prompts that share a prefix start there."""
+    def _checkpoints(self, cache: DecodeCache, group: list[_Slot], start: int) -> AbstractContextManager[None]:
+        """With Mamba-2 layers, the states a prompt pass goes through where its scan's chunks end become the
+        group's rows' checkpoints (prefix_reuse), so later prompts sharing a prefix resume there."""
         if not self.recurrent:
-            return run()
-        lists = list_chunk_ends(cache)
-        try:
-            logits = run()
-        except BaseException:
-            keep_chunk_ends(cache, {}, [], start)  # (stops the listing)
-            raise
-        keep_chunk_ends(cache, lists, [self._rows[slot.row] for slot in group], start)
-        return logits
+            return contextlib.nullcontext()
+        return chunk_end_checkpoints(cache, [self._rows[slot.row] for slot in group], start)
 
     def _admit(self) -> None:
         with self._lock:
@@ -393,8 +386,8 @@ class BatchEngine:
         rows = torch.tensor([slot.row for slot in group], device=self.device)
         cache: DecodeCache = self.cache  # type: ignore[assignment]
         part = cache.gather_rows(rows, start, start + width)
-        logits = self._prompt_pass(part, group, start, lambda: self.model(ids.to(self.device), cache=part,
-                                                                          start=start, keep=last.to(self.device)))
+        with self._checkpoints(part, group, start):
+            logits = self.model(ids.to(self.device), cache=part, start=start, keep=last.to(self.device))
         cache.put_rows(rows, part, start, start + width)
         return logits
 

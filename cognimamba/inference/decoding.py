@@ -6,6 +6,7 @@ text that might turn out to be the start of a stop string.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from tokenizers import Tokenizer
 from cognimamba.config.schema import GenerationConfig
 from cognimamba.inference.batching import BatchEngine, Reply
 from cognimamba.inference.decode_step import DecodeStep, GenerationStats, stop_token_ids, token_choice
-from cognimamba.inference.prefix_reuse import RowMemory, resume, reusable, save_states
+from cognimamba.inference.prefix_reuse import RowMemory, chunk_end_checkpoints, resume, reusable, save_states
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import TextStream
 from cognimamba.inference.weights import apply_weight_format
@@ -107,7 +108,9 @@ class Decoder:
             resume(memory, cache, 0, reused)
         stats.cached_tokens = reused
         prompt = torch.tensor([prompt_ids[reused:]], dtype=torch.long, device=self.device)
-        logits = self.model(prompt, cache=cache, start=reused, last_only=True)[0, -1]
+        # With Mamba-2 layers, checkpoints where the scan's chunks end: an edited earlier message resumes there.
+        with chunk_end_checkpoints(cache, [memory], reused) if keeps_prefix else contextlib.nullcontext():
+            logits = self.model(prompt, cache=cache, start=reused, last_only=True)[0, -1]
         memory.ids.extend(prompt_ids[reused:])
         if keeps_prefix:
             save_states(memory, cache, 0)

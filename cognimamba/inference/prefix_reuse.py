@@ -17,6 +17,8 @@ states of a checkpoint within them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -89,23 +91,19 @@ def save_states(memory: RowMemory, cache: DecodeCache, row: int) -> None:
                                           for layer, state in cache.mamba_states.items()})
 
 
-ChunkEnds = dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]]  # layer: MambaState.chunk_ends
-
-
-def list_chunk_ends(cache: DecodeCache) -> ChunkEnds:
-    """Ask the cache's Mamba-2 layers to list the states the next forward pass goes through where its chunks end
-    (MambaState.chunk_ends), for keep_chunk_ends."""
-    lists: ChunkEnds = {}
+@contextmanager
+def chunk_end_checkpoints(cache: DecodeCache, memories: list[RowMemory], start: int) -> Iterator[None]:
+    """Within the block, the cache's Mamba-2 layers list the states a forward pass goes through where its chunks
+    end (MambaState.chunk_ends); if the block ends without an error, they become checkpoints of memories[i], the
+    memory of the pass's batch row i, which read from position `start`."""
+    lists: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
     for layer, state in cache.mamba_states.items():
         state.chunk_ends = lists[layer] = []
-    return lists
-
-
-def keep_chunk_ends(cache: DecodeCache, lists: ChunkEnds, memories: list[RowMemory], start: int) -> None:
-    """Stop the listing, and keep what the pass listed as checkpoints: it read from position `start`, and
-    memories[i] is the memory of its batch row i."""
-    for state in cache.mamba_states.values():
-        state.chunk_ends = None
+    try:
+        yield
+    finally:
+        for state in cache.mamba_states.values():
+            state.chunk_ends = None
     layers = list(lists)
     for ends in zip(*lists.values(), strict=True):  # one chunk's end, in every layer
         read = start + ends[0][0]

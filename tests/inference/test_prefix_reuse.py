@@ -181,3 +181,14 @@ def test_cogni_chats_next_turn_reads_only_what_it_adds(shape: str):
     unrelated = [3, 4, 5]
     assert list(decoder.stream_ids(unrelated, GREEDY)) == greedy_ids(model, unrelated, GREEDY.max_new_tokens)
     assert decoder.stats.cached_tokens == 0
+
+
+def test_cogni_chat_resumes_an_edited_message_where_a_chunk_of_the_hybrids_scan_ended():
+    model = model_of("hybrid-8")
+    decoder = Decoder(model, None)
+    first = list(range(10, 40))  # 30 ids: the scan's chunks end at 8, 16 and 24 inside them
+    list(decoder.stream_ids(first, GREEDY))
+    edited = [*first[:20], 99, 98]  # the message after the 20th id rewritten
+    ids = list(decoder.stream_ids(edited, GREEDY))
+    assert decoder.stats.cached_tokens == 16
+    assert ids == greedy_ids(model, edited, GREEDY.max_new_tokens)
