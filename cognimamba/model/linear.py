@@ -3,7 +3,8 @@
 PyTorch sends fp32 CPU matmuls to MKL, which on AMD processors takes a generic code path well below the
 speed of oneDNN, the other GEMM library inside every x86 PyTorch wheel. On Intel processors MKL runs its own
 fast kernels and is as fast or faster, so the path is taken on AMD (and Hygon) processors only (figures in
-benchmarks/README.md); COGNI_ONEDNN=1 forces it, COGNI_ONEDNN=0 turns it off.
+benchmarks/README.md), and on those without AVX-512 only for a large weight's prompt, since MKL's AVX2 code is as
+wide as oneDNN's there (use_onednn); COGNI_ONEDNN=1 takes it on any vendor's CPU, COGNI_ONEDNN=0 nowhere.
 `Linear` is nn.Linear,
 with the same weight and state-dict key, whose forward and backward take oneDNN when that pays: fp32 on
 CPU, at least MIN_ROWS rows (one decoded token stays on MKL, whose per-call cost is lower), no autocast,
@@ -24,7 +25,7 @@ from cognimamba.model import cpu_matmul
 from cognimamba.system.hardware import mkl_takes_generic_path, synchronize
 
 MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (benchmarks/README.md)
-MKL_PROMPT_ELEMENTS = 1 << 18  # smaller weights' prompts stay on MKL on AMD without AVX-512 (use_onednn)
+MKL_PROMPT_ELEMENTS = 1 << 18  # on AMD without AVX-512 only larger weights' prompts take oneDNN (use_onednn)
 AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
@@ -77,14 +78,17 @@ def is_plain(weight: torch.Tensor) -> bool:
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Also not for a small weight's prompt on an AMD CPU without AVX-512 (cpu_matmul.FP32_EVERY_ROW): with
-    autograd off, MKL's F.linear was faster there for weights under MKL_PROMPT_ELEMENTS at 24-64 rows (the chat
-    quickstart's 128-wide products: 42-126 against 78-209 us on one thread), where a larger weight's prompt (the
-    4gb shape) was as fast or faster on oneDNN (benchmarks/RESULTS.md)."""
+    """On an AMD CPU without AVX-512 (cpu_matmul.FP32_EVERY_ROW), only for a large weight's prompt: there MKL's
+    AVX2 code is as wide as oneDNN's, and it was faster at training (the `cpu` profile's products, forward and
+    backward, 4096 rows on two Zen 3 cores: 10-30% less time; a whole step 1,144 against 1,223 ms) and at a small
+    weight's prompt (the chat quickstart's 128-wide products at 24-48 rows, one thread: 42-126 against 78-209 us),
+    where a weight of MKL_PROMPT_ELEMENTS or more (the 4gb shape's) read prompts as fast or faster on oneDNN
+    (benchmarks/RESULTS.md). oneDNN's lead is AVX-512's (2.3x MKL per core on a Zen 5)."""
     return (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and is_plain(weight) and x.numel() >= MIN_ROWS * x.size(-1)
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and (torch.is_grad_enabled() or not cpu_matmul.FP32_EVERY_ROW or weight.numel() >= MKL_PROMPT_ELEMENTS))
+            and (not cpu_matmul.FP32_EVERY_ROW
+                 or (not torch.is_grad_enabled() and weight.numel() >= MKL_PROMPT_ELEMENTS)))
 
 
 def use_transposed(x: torch.Tensor) -> bool:

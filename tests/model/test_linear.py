@@ -21,6 +21,12 @@ def onednn_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu_linear, "ENABLED", cpu_linear.AVAILABLE)
 
 
+@pytest.fixture
+def avx512_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN's whole domain: a host where MKL's AVX2 is not as wide as oneDNN (not an AMD CPU without AVX-512)."""
+    monkeypatch.setattr(cpu_matmul, "FP32_EVERY_ROW", False)
+
+
 def pair(in_features: int, out_features: int) -> tuple[Linear, nn.Linear]:
     torch.manual_seed(0)
     ours = Linear(in_features, out_features, bias=False)
@@ -30,7 +36,7 @@ def pair(in_features: int, out_features: int) -> tuple[Linear, nn.Linear]:
 
 
 @pytest.mark.parametrize("shape", [(4, 40, 48), (16, 48), (3, 48), (1, 1, 48)])
-def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...]) -> None:
+def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...], avx512_host: None) -> None:
     ours, reference = pair(48, 80)
     x = torch.randn(*shape, requires_grad=True)
     x_reference = x.detach().clone().requires_grad_()
@@ -43,7 +49,7 @@ def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...]) -> None:
     assert_within(ours.weight.grad, reference.weight.grad, matmul_bound(grad_rows.T, rows))
 
 
-def test_takes_onednn_only_where_it_pays() -> None:
+def test_takes_onednn_only_where_it_pays(avx512_host: None) -> None:
     weight = torch.randn(80, 48)
     many_rows, one_row = torch.randn(2, 8, 48), torch.randn(1, 1, 48)
     assert use_onednn(many_rows, weight) == cpu_linear.AVAILABLE
@@ -51,13 +57,19 @@ def test_takes_onednn_only_where_it_pays() -> None:
     assert not use_onednn(many_rows.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not use_onednn(many_rows, weight)
-    with torch.no_grad():  # a small weight's prompt: MKL where it was faster (AMD without AVX-512)
-        assert use_onednn(many_rows, weight) == (cpu_linear.AVAILABLE and not cpu_matmul.FP32_EVERY_ROW)
-        large = torch.randn(cpu_linear.MKL_PROMPT_ELEMENTS // 48 + 1, 48)
+
+
+def test_an_amd_cpu_without_avx512_keeps_mkl_but_for_a_large_weights_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_matmul, "FP32_EVERY_ROW", True)
+    many_rows, weight = torch.randn(2, 8, 48), torch.randn(80, 48)
+    large = torch.randn(cpu_linear.MKL_PROMPT_ELEMENTS // 48 + 1, 48)
+    assert not use_onednn(many_rows, weight) and not use_onednn(many_rows, large)  # training
+    with torch.no_grad():
+        assert not use_onednn(many_rows, weight)
         assert use_onednn(many_rows, large) == cpu_linear.AVAILABLE
 
 
-def test_frozen_weight_and_non_contiguous_gradients() -> None:
+def test_frozen_weight_and_non_contiguous_gradients(avx512_host: None) -> None:
     ours, reference = pair(32, 24)
     ours.weight.requires_grad_(False)
     x = torch.randn(5, 12, 32, requires_grad=True)
