@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from cognimamba.config.schema import ModelConfig
+from cognimamba.model.dropout import dropout
 from cognimamba.model.linear import Linear
 from cognimamba.model.mamba2 import Mamba2, MambaState
 
@@ -269,7 +270,7 @@ class Block(nn.Module):
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         # A plain check, not an nn.Identity: decoding calls this twice per layer per token.
-        return F.dropout(x, self.dropout) if self.dropout and self.training else x
+        return dropout(x, self.dropout) if self.dropout and self.training else x
 
 
 class MambaBlock(nn.Module):

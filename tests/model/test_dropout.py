@@ -1,0 +1,34 @@
+"""The blocks' dropout: the same Bernoulli draw as F.dropout, its CPU mask drawn by torch.rand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cognimamba.model.dropout import dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_zeroes_a_share_p_and_scales_the_rest_forward_and_backward(p: float) -> None:
+    torch.manual_seed(0)
+    x = (torch.rand(64, 128, 128) + 1.0).requires_grad_()  # no zeros of its own
+    y = dropout(x, p)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.005  # 1M draws: the share is within 0.005 of p
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+
+
+def test_nothing_is_dropped_at_zero_and_seeds_repeat() -> None:
+    x = torch.randn(8, 16)
+    assert dropout(x, 0.0) is x
+    torch.manual_seed(3)
+    first = dropout(x, 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.5), first)
+
+
+def test_keeps_the_dtype_under_bf16() -> None:
+    x = torch.randn(32, 32, dtype=torch.bfloat16)
+    assert dropout(x, 0.3).dtype == torch.bfloat16
