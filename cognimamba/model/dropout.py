@@ -1,7 +1,7 @@
 """Residual-branch dropout whose mask is drawn with torch.rand on CPU.
 
 F.dropout draws its CPU mask with bernoulli_, about three times slower than rand: on two Zen 3 cores a mask for
-the `cpu` profile's [16, 256, 256] activations took 11.8 ms against 3.6, and dropout forward and backward 12.7-14.0
+the `cpu` profile's [16, 256, 256] activations took 11.2 ms against 3.6, and dropout forward and backward 12.7-14.0
 against 5.4-8.3 ms, which at eight dropouts a step was 8% of the profile's training step
 (benchmarks/RESULTS.md). The mask is the same Bernoulli draw; elsewhere (CUDA) F.dropout's fused kernel stays.
 """
