@@ -186,6 +186,9 @@ class TrainConfig:
     micro_batch_size: int = spec(16, minimum=1)
     grad_accum_steps: int = spec(1, minimum=1)
     weight_decay: float = spec(0.1, minimum=0.0, maximum=1.0)
+    dropout_ramp_passes: float = spec(0.0, minimum=0.0,
+                                      help="0: model.dropout throughout; N: none in the first pass over the training "
+                                           "data, then rising to model.dropout over the next N passes")
     beta1: float = spec(0.9, minimum=0.0, maximum=1.0)
     beta2: float = spec(0.95, minimum=0.0, maximum=1.0)
     grad_clip: float = spec(1.0, minimum=0.0, help="0 disables clipping")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -19,3 +20,11 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     # fp32 draws even under bf16 autocast: bf16's 8-bit mantissa would round p.
     keep = (torch.rand_like(x, dtype=torch.float32) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
     return x * keep
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every block's dropout rate to `p`: the blocks (and the fixed-point model's head) read their `dropout` float
+    at each forward, so a schedule changes it between steps without rebuilding anything."""
+    for module in model.modules():
+        if isinstance(getattr(module, "dropout", None), float):
+            module.dropout = p

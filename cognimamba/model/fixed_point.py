@@ -140,7 +140,7 @@ class TokenHead(nn.Module):
         self.hidden = Linear(2 * context_dim, hidden_dim, bias=False)
         self.proj = Linear(hidden_dim, context_dim, bias=False)
         self.output = Linear(context_dim, vocab_size, bias=False)
-        self.dropout = dropout
+        self.dropout = float(dropout)
 
     def forward(self, context: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         hidden = F.silu(self.hidden(self.norm(torch.cat([context, token], dim=-1))))

@@ -255,7 +255,7 @@ class Block(nn.Module):
         sandwich = config.norm_scheme == "sandwich"
         self.attention_post_norm = norm(config) if sandwich else None
         self.mlp_post_norm = norm(config) if sandwich else None
-        self.dropout = config.dropout
+        self.dropout = float(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: DecodeCache | None = None, start: int = 0) -> torch.Tensor:
@@ -283,7 +283,7 @@ class MambaBlock(nn.Module):
         self.mamba = Mamba2(config)
         self.mlp_norm = norm(config)
         self.mlp = MLP(config)
-        self.dropout = config.dropout
+        self.dropout = float(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: DecodeCache | None = None, start: int = 0) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from cognimamba.errors import CogniError
+from cognimamba.model.dropout import set_dropout
 from cognimamba.runs.checkpoints import latest_checkpoint
 from cognimamba.system.faults import kill_point
 from cognimamba.system.hardware import peak_memory_bytes
@@ -17,7 +18,7 @@ from cognimamba.train.objectives import Objective, objective_for
 from cognimamba.train.optim import optimizer_step, set_learning_rate
 from cognimamba.train.options import TrainResult
 from cognimamba.train.saving import save
-from cognimamba.train.schedule import curriculum_seq_len, scheduled_lr
+from cognimamba.train.schedule import curriculum_seq_len, scheduled_dropout, scheduled_lr
 from cognimamba.train.signals import StopSignal, interrupted_error
 from cognimamba.train.state import TrainState
 from cognimamba.train.step import clip_gradients
@@ -62,6 +63,7 @@ def train_step(state: TrainState, objective: Objective, progress: float) -> bool
         state.stats.loss_history.clear()
     lr = scheduled_lr(settings, objective.schedule_position(state.step, progress))
     set_learning_rate(state.optimizer, lr)
+    follow_dropout_schedule(state)
     seq_len = curriculum_seq_len(progress, config.data.seq_len_warmup, config.data.seq_len_warmup_fraction,
                                  config.model.max_seq_len)
     loss = objective.step_loss(state, seq_len)
@@ -90,6 +92,18 @@ def train_step(state: TrainState, objective: Objective, progress: float) -> bool
     return True
 
 
+def follow_dropout_schedule(state: TrainState) -> None:
+    """The blocks' dropout for the passes made over the training data so far (train.dropout_ramp_passes)."""
+    settings = state.settings
+    if settings.dropout_ramp_passes <= 0:
+        return
+    passes = state.counters.tokens_seen / max(len(state.train_windows), 1)
+    rate = scheduled_dropout(state.config.model.dropout, passes, settings.dropout_ramp_passes)
+    if rate != state.dropout:
+        set_dropout(state.raw_model, rate)
+        state.dropout = rate
+
+
 def skip_bad_step(state: TrainState, problem: str) -> None:
     """Drop this step's gradients; past train.max_bad_batches, stop with the last good checkpoint."""
     counters, settings = state.counters, state.settings
@@ -115,6 +129,7 @@ def log_step(state: TrainState, objective: Objective) -> None:
     state.metrics.write({"step": state.step, "train_loss": state.last_loss, "lr": stats.lr,
                          "tokens_per_second": stats.tokens_per_second, "elapsed": stats.elapsed,
                          "tokens": stats.tokens_seen, **({"mfu": stats.mfu} if stats.mfu is not None else {}),
+                         **({"dropout": state.dropout} if state.dropout is not None else {}),
                          **objective.log_row()})
     state.display.log(stats)
 

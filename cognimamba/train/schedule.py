@@ -1,4 +1,5 @@
-"""Learning rate: linear warmup, then cosine decay to a floor; and the sequence-length curriculum."""
+"""Learning rate: linear warmup, then cosine decay to a floor; dropout by the passes over the data; and the
+sequence-length curriculum."""
 
 from __future__ import annotations
 
@@ -28,6 +29,25 @@ def learning_rate(step: int, progress: float, peak_lr: float, warmup_steps: int,
 def scheduled_lr(settings: TrainConfig, position: SchedulePosition) -> float:
     """The learning rate at `position`, by the run's peak, warmup and floor."""
     return learning_rate(position.step, position.progress, settings.lr, settings.warmup_steps, settings.min_lr_ratio)
+
+
+# Dropout moves in steps of this size, so a compiled model (which guards on the rate) recompiles a few times at
+# most, and the blocks are not rewritten every step.
+DROPOUT_STEP = 0.01
+
+
+def scheduled_dropout(peak: float, passes: float, ramp_passes: float) -> float:
+    """The blocks' dropout after `passes` passes over the training data: none in the first (nothing has repeated
+    yet, so there is nothing to memorise and dropout only slows learning), then rising linearly to `peak` over the
+    next `ramp_passes`. `ramp_passes` 0: `peak` throughout.
+
+    Why by the passes: ten minutes of the `cpu` profile on the 944 KB TinyStories slice (about 14 passes) wanted
+    0.3 (none: 1.364 against 1.234 bits/byte), on the 2 MiB slice (about 6) 0.1 beat 0.3, so the dropout that
+    pays rises with how often the data repeats (benchmarks/RESULTS.md, issue 32)."""
+    if ramp_passes <= 0:
+        return peak
+    share = min(max((passes - 1.0) / ramp_passes, 0.0), 1.0)
+    return round(peak * share / DROPOUT_STEP) * DROPOUT_STEP
 
 
 def curriculum_seq_len(progress: float, stages: list[int], fraction: float, max_seq_len: int) -> int:

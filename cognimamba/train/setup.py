@@ -59,7 +59,8 @@ def setup(options: TrainOptions, device: torch.device, context: DistributedConte
         write_files(run, config, data, tokenizer, raw_model, start, options)
     max_time = parse_duration(settings.max_time, "train.max_time") if settings.max_time else None
     val_windows, val_note = validation_windows(data, config)
-    notes = [start.note, window_fit_note(train_windows, config.model.max_seq_len), val_note]
+    notes = [start.note, window_fit_note(train_windows, config.model.max_seq_len), val_note,
+             dropout_note(config, len(train_windows))]
     header = training_header(config, device, compute_dtype, raw_model, context.world_size, max_time, run,
                              compile_problem, [note for note in notes if note])
     counters = start.counters
@@ -115,6 +116,15 @@ def validation_windows(data: DataDir, config: Config) -> tuple[TokenWindows | No
         return None, (f"[yellow]validation off: no held-out conversation fits the {config.model.max_seq_len}-token "
                       "context; raise model.max_seq_len to validate[/]")
     return (windows if len(windows) > config.model.max_seq_len else None), ""
+
+
+def dropout_note(config: Config, train_tokens: int) -> str:
+    """Where train.dropout_ramp_passes schedules dropout, when it starts and what it rises to."""
+    peak, ramp = config.model.dropout, config.train.dropout_ramp_passes
+    if ramp <= 0 or peak <= 0:
+        return ""
+    return (f"[dim]dropout: none in the first pass over the {train_tokens:,} training tokens, then rising to "
+            f"{peak:g} over {ramp:g} more (train.dropout_ramp_passes)[/]")
 
 
 def window_fit_note(windows: TokenWindows, seq_len: int) -> str:

@@ -92,6 +92,7 @@ class TrainState:
     evaluated_steps: set[int] = field(default_factory=set)
     saved_steps: set[int] = field(default_factory=set)
     phases: FixedPointPhases | None = None  # model.arch = fixed_point: its two phases drive each step
+    dropout: float | None = None  # the blocks' rate now, where train.dropout_ramp_passes schedules it
     smoothed_loss: float | None = None
     last_loss: float = float("nan")
 

@@ -7,7 +7,7 @@ import torch
 import cognimamba
 from cognimamba.runs.manifest import verify_manifest
 from cognimamba.runs.metrics import read_metrics
-from cognimamba.train.schedule import curriculum_seq_len, learning_rate
+from cognimamba.train.schedule import curriculum_seq_len, learning_rate, scheduled_dropout
 from tests.conftest import TINY_MODEL, run_cli
 
 TINY_SET = [arg for item in TINY_MODEL for arg in ("--set", item)]
@@ -18,6 +18,16 @@ def test_schedule_warmup_then_cosine_to_floor() -> None:
     assert learning_rate(9, 0.05, 1.0, 10, 0.1) == pytest.approx(1.0, rel=0.01)
     assert learning_rate(50, 0.5, 1.0, 10, 0.1) == pytest.approx(0.55)
     assert learning_rate(100, 1.0, 1.0, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_dropout_is_off_in_the_first_pass_then_rises_to_its_peak() -> None:
+    assert scheduled_dropout(0.3, 0.0, 4.0) == 0.0
+    assert scheduled_dropout(0.3, 0.99, 4.0) == 0.0  # nothing has repeated yet
+    assert scheduled_dropout(0.3, 3.0, 4.0) == pytest.approx(0.15)
+    assert scheduled_dropout(0.3, 5.0, 4.0) == pytest.approx(0.3)
+    assert scheduled_dropout(0.3, 14.0, 4.0) == pytest.approx(0.3)
+    assert scheduled_dropout(0.3, 1.3, 4.0) == pytest.approx(0.02)  # in steps of 0.01, not a new rate every step
+    assert scheduled_dropout(0.3, 0.0, 0.0) == 0.3  # no ramp: the peak throughout
 
 
 def test_sequence_length_curriculum() -> None:
@@ -60,6 +70,7 @@ def test_cli_train_then_resume_continues(tiny_data: Path, tmp_path: Path) -> Non
                     *TINY_SET, env=env)
     assert first.returncode == 0, first.stderr
     assert "done" in first.stderr and "cogni chat" in first.stderr
+    assert "dropout: none in the first pass over the 45,928 training tokens, then rising to 0.3" in first.stderr
     refused = run_cli("train", "--data", str(tiny_data), "--max-steps", "10", "--out", str(run), *TINY_SET, env=env)
     assert refused.returncode == 2 and "--resume" in refused.stderr
     resumed = run_cli("train", "--data", str(tiny_data), "--max-steps", "20", "--out", str(run), "--resume",

@@ -27,7 +27,11 @@ from cognimamba.runs.metrics import read_metrics
 from tests.conftest import TINY_MODEL, run_cli
 
 MAX_STEPS = 60
-SETTINGS = [*TINY_MODEL, "train.log_every=1", "train.save_every=10", "train.eval_every=20", "train.keep_last=2"]
+# 32 windows of 64 a step pass over the tiny data's 45,928 tokens in 23 steps: the profile's dropout (0.3) is off
+# in the first pass, then rises to 0.3 by step 45, so the kills land before and inside the ramp and a resume must
+# restore the rate with the random state.
+SETTINGS = [*TINY_MODEL, "train.log_every=1", "train.save_every=10", "train.eval_every=20", "train.keep_last=2",
+            "train.micro_batch_size=32", "train.dropout_ramp_passes=1"]
 # One thread: the same arithmetic in every process, and no oversubscription of a busy machine.
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -91,6 +95,8 @@ def reference(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory, home: P
     result = run_cli(*train_args(tiny_data, run), env={**ENV, "COGNI_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert sorted(train_losses(run)) == list(range(1, MAX_STEPS + 1))
+    rates = [row["dropout"] for row in read_metrics(run) if "train_loss" in row]
+    assert rates[:20] == [0.0] * 20 and 0.0 < rates[30] < 0.3 and rates[-1] == 0.3
     return run
 
 
