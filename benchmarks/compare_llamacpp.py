@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cogni CLI sets it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cogni CLI sets both (system/openmp.py), before torch
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import torch
 from tokenizers import Tokenizer

@@ -8,7 +8,9 @@ taking turns in one process (medians of -r turns):
 - fp32: F.linear (MKL), x @ the [in, out] decoding copy (what one row takes), and model/cpu_matmul's kernel;
 - int8 (per-row scales, as `--weights int8`): the dequantized product, PyTorch's `_weight_int8pack_mm` (native
   bf16 only), and the int8 kernel (AVX2 or AVX-512);
-- bf16: F.linear (oneDNN), the kernel, and oneDNN's GEMM on weights packed for it once (`pack_bf16`).
+- bf16: F.linear (oneDNN), the kernel, and oneDNN's GEMM on weights packed for it once (`pack_bf16`), all three
+  with native bf16 only; and bf16 weights times fp32 rows, as `--weights bf16` runs on a CPU without native bf16
+  (the kernel's AVX2 form, each weight widened in registers).
 It prints ms a step and GB/s of weights streamed; a step that streams its weights once costs about the same at 8
 rows as at 1. Results go in benchmarks/RESULTS.md.
 """
@@ -81,6 +83,10 @@ def int8_kernel(x: torch.Tensor, weight: tuple[torch.Tensor, torch.Tensor, torch
     return cpu_matmul.few_rows_int8(weight[0], weight[1], x)
 
 
+def bf16_weight_kernel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return cpu_matmul.few_rows_bf16_weight(weight, x)
+
+
 def onednn_packed(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return cpu_matmul.packed_bf16(packed, x)
 
@@ -103,7 +109,7 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__};"
           f" {args.profile} shape, {fp32_mb:.0f} MB of fp32 weights a step; AVX-512 {wide}, AVX512-BF16 {native_bf16}")
     names = ["fp32 F.linear", "fp32 decoding copy", "fp32 kernel", "int8 dequantized", "int8 bf16 rows",
-             "int8 kernel", "bf16 F.linear", "bf16 kernel", "bf16 packed"]
+             "int8 kernel", "bf16 F.linear", "bf16 kernel", "bf16 packed", "bf16 weights, fp32 rows"]
     print("| rows | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
     with torch.no_grad():
@@ -119,7 +125,8 @@ def main() -> None:
                 (every(int8_kernel, inputs, quantized), fp32_mb / 4),
                 (every(F.linear, inputs16, bf16) if native_bf16 else None, fp32_mb / 2),
                 (every(kernel, inputs16, bf16) if native_bf16 and whole else None, fp32_mb / 2),
-                (every(onednn_packed, inputs16, packed) if packed else None, fp32_mb / 2)]
+                (every(onednn_packed, inputs16, packed) if packed else None, fp32_mb / 2),
+                (every(bf16_weight_kernel, inputs, bf16), fp32_mb / 2)]
             timed = iter(interleaved_ms([product for product, _ in ways if product], args.repeats))
             cells = []
             for product, megabytes in ways:

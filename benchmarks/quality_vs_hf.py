@@ -43,7 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cogni CLI sets it; both sides run under it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cogni CLI sets both (system/openmp.py), before torch
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import torch
 import torch.nn.functional as F

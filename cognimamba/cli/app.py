@@ -29,6 +29,7 @@ from cognimamba.cli.commands.report import report_command
 from cognimamba.cli.commands.serve import serve_command  # FastAPI and uvicorn load only when it runs
 from cognimamba.cli.commands.test_model import test_model_command
 from cognimamba.cli.commands.train import train_command
+from cognimamba.system.openmp import set_openmp_waiting
 
 app = typer.Typer(
     name="cogni",
@@ -124,10 +125,9 @@ def main() -> None:
     """Entry point: user mistakes become one red line and a non-zero exit; --debug shows tracebacks."""
     from cognimamba.errors import CogniError
 
-    # Idle OpenMP workers sleep rather than spin (set before torch loads; an exported value wins). When
-    # other programs keep the cores busy, a spinning worker takes the CPU its lagging partner needs: on
-    # shared cores next to a training job, a spinning 2-thread prefill ran many times slower (benchmarks/RESULTS.md).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Idle OpenMP workers spin briefly, then sleep (set before torch loads; an exported value wins): see
+    # system/openmp.py for why both matter.
+    set_openmp_waiting()
     if sys.platform == "linux":
         # The CUDA caching allocator grows segments in place instead of leaving gaps between fixed ones, which
         # otherwise reserve more than the tensors take (benchmarks/RESULTS.md): room a 12 GB card cannot spare.

@@ -241,8 +241,8 @@ class InferenceConfig:
     """How chat, serve and bench hold a run's weights (inference/weights.py; `--weights` overrides it), and the
     prompt format chat and serve render (chat/templates.py)."""
 
-    weights: str = spec("fp32", choices=WEIGHT_FORMATS, help="fp32; bf16 (CPUs with native bf16, GPUs); "
-                        "int8 weight-only (needs torchao)")
+    weights: str = spec("fp32", choices=WEIGHT_FORMATS, help="fp32; bf16 (throughout on GPUs and CPUs with "
+                        "native bf16, else bf16 weights and fp32 arithmetic); int8 weight-only (needs torchao)")
     # chat/templates.py: "auto" is the checkpoint's own template for a run import-hf made (its config.json keeps
     # it), ChatML for a run trained here (fine-tuned runs learned ChatML from prepare's data)
     chat_template: str = spec("auto", choices=("auto", "chatml", "own"),

@@ -4,11 +4,16 @@ A decoded token multiplies one row by every weight, so its time is the weights s
 the bytes (bf16) or a quarter (int8) is the way past the fp32 floor (benchmarks/README.md, "Against
 llama.cpp"). Weights change after loading, for inference only; training and export read the run's fp32.
 
-- bf16: every floating weight in bf16, the KV cache too (it follows the parameters). On CPU only where the
-  CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slower than fp32, so it
-  is refused with one line. One or two rows of a decoding step take model/cpu_matmul's AVX512-BF16 kernel
-  where the CPU has it (else one row `torch.mv`, which PyTorch runs faster than F.linear's bf16 GEMM); three and
-  more (a batch of slots, a prompt) oneDNN's GEMM on a copy of each weight packed for it at load.
+- bf16 where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), and on GPUs: every floating weight in
+  bf16, the KV cache too (it follows the parameters). One or two rows of a decoding step take model/cpu_matmul's
+  AVX512-BF16 kernel where the CPU has it (else one row `torch.mv`, which PyTorch runs faster than F.linear's
+  bf16 GEMM); three and more (a batch of slots, a prompt) oneDNN's GEMM on a copy of each weight packed for it.
+- bf16 on a CPU without native bf16 (AMD Zen 1-3, most Intel laptops), where PyTorch emulates bf16 arithmetic,
+  slower than fp32: weight-only, as llama.cpp runs f16 there. The linear layers' weights are stored in bf16 and
+  everything else stays fp32 (activations, norms, the embedding table, the KV cache). A decoding step's rows
+  (1 to 16) take model/cpu_matmul's AVX2 kernel, which widens each bf16 weight to fp32 in registers (a shift)
+  and sums in fp32, so half of fp32's bytes are streamed; a prompt multiplies by the weight widened to fp32.
+  Without AVX2 it is refused with one line.
 - int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
   torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
   activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on
@@ -32,7 +37,7 @@ from cognimamba.config.schema import WEIGHT_FORMATS
 from cognimamba.errors import CogniError
 from cognimamba.model import cpu_matmul
 from cognimamba.model.linear import ready_kernel_for
-from cognimamba.system.hardware import cpu_has_native_bf16
+from cognimamba.system.hardware import cpu_has_flag, cpu_has_native_bf16
 
 SINGLE_ROW_MAX = 1  # rows of activations that count as "one decoded token" for the matrix-vector kernels
 INT8_EXTRA_HINT = "pip install 'cognimamba[cpu-int8]'"
@@ -42,9 +47,9 @@ def check_weight_format(weights: str, device: torch.device, setting: str = "--we
     """One clear line for a format this machine cannot run well (or at all)."""
     if weights not in WEIGHT_FORMATS:
         raise CogniError(f"{setting} {weights!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
-    if weights == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        raise CogniError(f"{setting} bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 is emulated "
-                         "and slower than fp32; use int8 or fp32")
+    if weights == "bf16" and device.type == "cpu" and not cpu_has_native_bf16() and not cpu_has_flag("avx2"):
+        raise CogniError(f"{setting} bf16: this CPU has neither native bf16 (AVX512-BF16 or AMX) nor AVX2 for bf16 "
+                         "weights with fp32 arithmetic; use int8 or fp32")
     if weights == "bf16" and device.type not in ("cpu", "cuda"):
         raise CogniError(f"{setting} bf16: not supported on {device.type}; use fp32")
     if weights == "int8" and device.type not in ("cpu", "cuda"):
@@ -55,9 +60,12 @@ def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weight
     """The model, in place, with its weights in `weights` format (fp32 leaves it as it is)."""
     device = next(model.parameters()).device
     check_weight_format(weights, device, setting)
-    if weights == "bf16":
+    if weights == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        cpu_matmul.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
+        store_bf16_weights(model)
+    elif weights == "bf16":
         if device.type == "cpu":
-            cpu_matmul.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
+            cpu_matmul.ready()
         model.to(torch.bfloat16)
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and module.bias is None:
@@ -73,6 +81,8 @@ def weight_format(model: nn.Module) -> str:
     """Which format `apply_weight_format` left the model in."""
     if any(isinstance(module, Int8Linear) for module in model.modules()):
         return "int8"
+    if any(isinstance(module, Bf16WeightLinear) for module in model.modules()):
+        return "bf16"
     return "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
 
 
@@ -94,6 +104,14 @@ def quantize_int8(model: nn.Module, setting: str = "--weights") -> None:
         quantize_(alone, Int8WeightOnlyConfig())
         quantized = alone[0].weight
         set_submodule(model, name, Int8Linear(quantized.qdata, quantized.scale.reshape(-1).float()))
+
+
+def store_bf16_weights(model: nn.Module) -> None:
+    """Every bias-free linear layer's weight to a bf16 copy that fp32 rows multiply (Bf16WeightLinear); a weight
+    tied to the embedding table leaves the table fp32."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and module.bias is None:
+            set_submodule(model, name, Bf16WeightLinear(module.weight.detach().to(torch.bfloat16)))
 
 
 def torchao_quantization(setting: str = "--weights") -> tuple[Any, Any]:
@@ -137,6 +155,25 @@ class Bf16Linear(nn.Linear):
         if x.device.type == "cpu" and x.numel() == x.size(-1) and x.dtype == self.weight.dtype:
             return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight)
+
+
+class Bf16WeightLinear(nn.Module):
+    """y = x @ weight.T with a bf16 `weight` [out, in] and fp32 x and y: bf16 weights on a CPU without native bf16.
+    A decoding step's rows take the AVX2 kernel (the weight widened in registers); more rows, or no kernel, multiply
+    by the weight widened to fp32 first, which costs a copy per call but keeps a prompt's GEMM at fp32 speed."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("weight", weight.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if cpu_matmul.applies_bf16_weight(x, self.weight):
+            return cpu_matmul.few_rows_bf16_weight(self.weight, x)
+        return F.linear(x, self.weight.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bf16 weights, fp32 arithmetic"
 
 
 class Int8Linear(nn.Module):

@@ -144,7 +144,7 @@ __attribute__((target("avx512f"))) static void tile_i8(const int8_t* w, const fl
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-// AVX2 (CPUs without AVX-512: AMD Zen 1-3, most laptops), fp32 or int8 weights and fp32 rows: 8 lanes, and 16
+// AVX2 (CPUs without AVX-512: AMD Zen 1-3, most laptops), fp32, int8 or bf16 weights and fp32 rows: 8 lanes, and 16
 // registers, so the RN rows go four at a time against CN input rows (8 accumulators).
 __attribute__((target("avx2,fma"))) static inline float sum_avx2(__m256 v) {
   __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -152,9 +152,13 @@ __attribute__((target("avx2,fma"))) static inline float sum_avx2(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
 
+// Eight weights as fp32: loaded (fp32), widened (int8), or shifted into the high half of each lane (bf16, whose
+// bits are an fp32's upper 16).
 template <typename W>
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 eight_avx2(const W* w) {
   if constexpr (std::is_same_v<W, float>) return _mm256_loadu_ps(w);
+  else if constexpr (std::is_same_v<W, uint16_t>)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)w)), 16));
   else return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)w)));
 }
 
@@ -252,6 +256,22 @@ at::Tensor few_rows_int8(const at::Tensor& qweight, const at::Tensor& scale, con
   return out.view(shape);
 }
 
+// x [..., K] fp32 @ weight [N, K] bf16 .T -> [..., N] fp32, for CPUs without native bf16 (AVX2 is enough): half
+// of fp32's bytes streamed, each weight widened to fp32 in registers, fp32 arithmetic.
+at::Tensor few_rows_bf16_weight(const at::Tensor& weight, const at::Tensor& x) {
+  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kFloat && weight.is_contiguous()
+              && weight.size(1) % 8 == 0, "cognimamba::few_rows_bf16_weight: inputs");
+  int64_t N = weight.size(0), K = weight.size(1);
+  auto rows = x.reshape({-1, K}).contiguous();
+  int64_t M = rows.size(0);
+  auto out = at::empty({M, N}, x.options());
+  product<uint16_t, float, false>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
+                                  rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return out.view(shape);
+}
+
 // x [..., K] bf16 @ a weight oneDNN packed (mkldnn::_reorder_linear_weight), through oneDNN's own linear.
 at::Tensor packed_bf16(const at::Tensor& packed, const at::Tensor& x) {
   static const auto& linear = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
@@ -266,6 +286,7 @@ at::Tensor packed_bf16(const at::Tensor& packed, const at::Tensor& x) {
 TORCH_LIBRARY_IMPL(cognimamba, CPU, m) {
   m.impl("few_rows", few_rows);
   m.impl("few_rows_int8", few_rows_int8);
+  m.impl("few_rows_bf16_weight", few_rows_bf16_weight);
 }
 TORCH_LIBRARY_IMPL(cognimamba, MkldnnCPU, m) {  // the packed weight's dispatch key
   m.impl("packed_bf16", packed_bf16);
@@ -278,6 +299,7 @@ _LIBRARY = torch.library.Library("cognimamba", "FRAGMENT")  # the ops' schemas; 
 _LIBRARY.define("few_rows(Tensor weight, Tensor x) -> Tensor")
 _LIBRARY.define("packed_bf16(Tensor packed, Tensor x) -> Tensor")
 _LIBRARY.define("few_rows_int8(Tensor qweight, Tensor scale, Tensor x) -> Tensor")
+_LIBRARY.define("few_rows_bf16_weight(Tensor weight, Tensor x) -> Tensor")
 
 
 def build_name() -> str:
@@ -402,6 +424,26 @@ def few_rows_int8(qweight: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -
 @torch.library.register_fake("cognimamba::few_rows_int8")
 def _(qweight: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], qweight.size(0)))
+
+
+def applies_bf16_weight(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A decoding step's fp32 rows (INT8_ROWS: the same 1 to 16) without autograd, times a bf16 weight [out, in]
+    with `in` a multiple of 8, on a CPU the kernel runs on (AVX2 is enough; no native bf16 needed)."""
+    if x.dtype != torch.float32 or weight.dtype != torch.bfloat16 or torch.is_grad_enabled() or not weight.is_cpu:
+        return False
+    columns = weight.size(1)
+    rows = input_rows(x, columns)
+    return INT8_ROWS[0] <= rows <= INT8_ROWS[1] and columns % 8 == 0 and weight.is_contiguous() and available()
+
+
+def few_rows_bf16_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [..., in] fp32 (a few rows) @ weight [out, in] bf16 .T: [..., out] fp32, the weight widened in registers."""
+    return torch.ops.cognimamba.few_rows_bf16_weight(weight, x)
+
+
+@torch.library.register_fake("cognimamba::few_rows_bf16_weight")
+def _(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.size(0)))
 
 
 def packs_bf16(weight: torch.Tensor) -> bool:

@@ -12,13 +12,14 @@ from cognimamba.config.schema import GenerationConfig, ModelConfig
 from cognimamba.errors import CogniError
 from cognimamba.inference import weights as weight_formats
 from cognimamba.inference.decoding import ChatModel
-from cognimamba.inference.weights import Int8Linear, apply_weight_format, weight_format
+from cognimamba.inference.weights import Bf16WeightLinear, Int8Linear, apply_weight_format, weight_format
 from cognimamba.model.transformer import DecodeCache, LanguageModel
 from cognimamba.runs.loading import load_run
-from cognimamba.system.hardware import cpu_has_native_bf16
+from cognimamba.system.hardware import cpu_has_flag, cpu_has_native_bf16
 
 pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")
-needs_native_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 weights need a CPU with native bf16")
+needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16() and not cpu_has_flag("avx2"),
+                                reason="bf16 weights need a CPU with native bf16 or AVX2")
 
 # Largest logit error, relative to the largest fp32 logit, each format may make on the tiny model below.
 # int8 rounds each weight to 1/254 of its row's largest; bf16 keeps 8 bits of mantissa.
@@ -40,7 +41,7 @@ def decoded_logits(model: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(ids[:, [i]], cache=cache, start=i) for i in range(ids.size(1))], dim=1).float()
 
 
-@pytest.mark.parametrize("weights", ["int8", pytest.param("bf16", marks=needs_native_bf16)])
+@pytest.mark.parametrize("weights", ["int8", pytest.param("bf16", marks=needs_bf16)])
 def test_logits_stay_within_tolerance_of_fp32(weights: str) -> None:
     reference = tiny_model()
     converted = apply_weight_format(copy.deepcopy(reference), weights)
@@ -72,7 +73,7 @@ def test_one_int8_row_matches_the_dequantized_weight() -> None:
         assert torch.allclose(layer(row.expand(1, 9, -1)), expected.expand(1, 9, -1), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("weights", ["fp32", "int8", pytest.param("bf16", marks=needs_native_bf16)])
+@pytest.mark.parametrize("weights", ["fp32", "int8", pytest.param("bf16", marks=needs_bf16)])
 def test_each_format_loads_from_a_run_and_generates(tiny_run, weights: str) -> None:
     chat_model = ChatModel.from_run(load_run(tiny_run), weights=weights)
     assert weight_format(chat_model.decoder.model) == weights
@@ -87,9 +88,33 @@ def test_the_run_config_sets_the_default_format(tiny_run) -> None:
     assert weight_format(ChatModel.from_run(loaded).decoder.model) == "int8"
 
 
-def test_bf16_on_a_cpu_without_native_bf16_is_one_clear_line(monkeypatch) -> None:
+@needs_bf16
+def test_bf16_without_native_bf16_stores_the_linear_weights_in_bf16_and_computes_in_fp32(monkeypatch) -> None:
     monkeypatch.setattr(weight_formats, "cpu_has_native_bf16", lambda: False)
-    with pytest.raises(CogniError, match=r"--weights bf16: this CPU has no native bf16.*use int8 or fp32"):
+    reference = tiny_model()
+    converted = apply_weight_format(copy.deepcopy(reference), "bf16")
+    assert weight_format(converted) == "bf16"
+    assert all(parameter.dtype == torch.float32 for parameter in converted.parameters())  # norms, embedding table
+    layers = [module for module in converted.modules() if isinstance(module, Bf16WeightLinear)]
+    assert len(layers) == 4 * 2 + 1 and all(layer.weight.dtype == torch.bfloat16 for layer in layers)
+    rounded = copy.deepcopy(reference)  # the same model with its linear weights rounded to bf16, all in fp32
+    for module in rounded.modules():
+        if isinstance(module, torch.nn.Linear):  # a new parameter each: a head tied to the table leaves it unrounded
+            module.weight = torch.nn.Parameter(module.weight.detach().bfloat16().float())
+    ids = torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = rounded(ids)
+        prefilled = converted(ids)
+    assert prefilled.dtype == torch.float32
+    torch.testing.assert_close(prefilled, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    torch.testing.assert_close(decoded_logits(converted, ids), expected, rtol=1e-4,
+                               atol=1e-4 * expected.abs().max().item())
+
+
+def test_bf16_on_a_cpu_without_native_bf16_or_avx2_is_one_clear_line(monkeypatch) -> None:
+    monkeypatch.setattr(weight_formats, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(weight_formats, "cpu_has_flag", lambda *flags: False)
+    with pytest.raises(CogniError, match=r"--weights bf16: this CPU has neither native bf16.*nor AVX2.*int8 or fp32"):
         apply_weight_format(tiny_model(), "bf16")
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cognimamba.config.schema import GenerationConfig
+from cognimamba.inference import weights as weight_formats
 from cognimamba.inference.batching import BatchEngine, generate_all
 from cognimamba.inference.decoding import ChatModel, Decoder
 from cognimamba.model import cpu_matmul
@@ -192,24 +193,77 @@ def test_torch_compile_traces_through_the_int8_kernel_in_one_graph():
         assert torch.equal(step(x), cpu_matmul.few_rows_int8(qweight, scale, x) * 2)
 
 
-def test_int8_replies_alone_and_in_eight_slots_are_the_dequantized_weights_replies(tiny_run, monkeypatch):
-    pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")
-    texts = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
-             "A big dog", "They played"]
+REPLY_TEXTS = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
+               "A big dog", "They played"]
+
+
+def replies_alone_and_in_eight_slots(tiny_run, weights: str, kernel_name: str, monkeypatch
+                                     ) -> tuple[ChatModel, list[list[int]], list[str]]:
+    """The run in `weights`, its greedy replies to REPLY_TEXTS alone and in eight slots (checked equal, and
+    checked to have called cpu_matmul's `kernel_name`): the model, the prompts and the replies alone."""
     settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
     loaded = load_run(tiny_run)
-    prompts = [loaded.tokenizer.encode(text).ids for text in texts]
-    chat = ChatModel.from_run(loaded, weights="int8")
+    prompts = [loaded.tokenizer.encode(text).ids for text in REPLY_TEXTS]
+    chat = ChatModel.from_run(loaded, weights=weights)
     calls: list[int] = []
-    kernel = cpu_matmul.few_rows_int8
-    monkeypatch.setattr(cpu_matmul, "few_rows_int8", lambda *args: calls.append(1) or kernel(*args))
+    kernel = getattr(cpu_matmul, kernel_name)
+    monkeypatch.setattr(cpu_matmul, kernel_name, lambda *args: calls.append(1) or kernel(*args))
     alone = [chat.decoder.generate(prompt, settings) for prompt in prompts]
     together = generate_all(BatchEngine(chat.decoder.model, loaded.tokenizer, slots=8), prompts, settings)
     assert calls and [text for text, _ in together] == alone
+    return chat, prompts, alone
+
+
+def test_int8_replies_alone_and_in_eight_slots_are_the_dequantized_weights_replies(tiny_run, monkeypatch):
+    pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")
+    chat, prompts, alone = replies_alone_and_in_eight_slots(tiny_run, "int8", "few_rows_int8", monkeypatch)
     monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})
     for layer in chat.decoder.model.modules():  # and PyTorch's bf16-row int8 kernel off: fp32 products throughout
         if hasattr(layer, "single_row_kernel"):
             layer.single_row_kernel = False
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
+    assert [chat.decoder.generate(prompt, settings) for prompt in prompts] == alone
+
+
+@pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 8, 1), (100, 48, 2), (13, 96, 3), (2048, 768, 1),
+                                                         (768, 2048, 8), (37, 688, 16)])
+def test_bf16_weights_times_fp32_rows_are_the_fp32_sums_of_the_widened_weights(rows: int, columns: int, inputs: int):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(rows, columns, generator=generator).bfloat16()
+    x = torch.randn(inputs, 1, columns, generator=generator)
+    with torch.no_grad():
+        assert cpu_matmul.applies_bf16_weight(x, weight)
+        got = cpu_matmul.few_rows_bf16_weight(weight, x)
+    expected = x.double() @ weight.double().t()  # bf16 to fp64 is exact: only the order of the fp32 sums differs
+    assert got.shape == (inputs, 1, rows) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-4)
+
+
+def test_bf16_weights_take_a_decoding_steps_fp32_rows_of_whole_8s_without_autograd():
+    weight, row = torch.randn(24, 64).bfloat16(), torch.randn(1, 64)
+    with torch.no_grad():
+        assert cpu_matmul.applies_bf16_weight(row, weight)
+        assert cpu_matmul.applies_bf16_weight(row.expand(16, 64), weight)
+        assert not cpu_matmul.applies_bf16_weight(row.expand(17, 64), weight)  # a prompt: the widened weight's GEMM
+        assert not cpu_matmul.applies_bf16_weight(row.bfloat16(), weight)
+        assert not cpu_matmul.applies_bf16_weight(row[:, :60], weight[:, :60].contiguous())  # 8s
+        assert not cpu_matmul.applies_bf16_weight(row, weight.t().contiguous().t())  # not contiguous
+    assert not cpu_matmul.applies_bf16_weight(row, weight)  # autograd on
+
+
+def test_torch_compile_traces_through_the_bf16_weight_kernel_in_one_graph():
+    weight = torch.randn(40, 64).bfloat16()
+    step = torch.compile(lambda x: cpu_matmul.few_rows_bf16_weight(weight, x) * 2, fullgraph=True, dynamic=True)
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.equal(step(x), cpu_matmul.few_rows_bf16_weight(weight, x) * 2)
+
+
+def test_bf16_weight_replies_alone_and_in_eight_slots_are_the_widened_weights_replies(tiny_run, monkeypatch):
+    monkeypatch.setattr(weight_formats, "cpu_has_native_bf16", lambda: False)  # the weight-only form on any host
+    chat, prompts, alone = replies_alone_and_in_eight_slots(tiny_run, "bf16", "few_rows_bf16_weight", monkeypatch)
+    monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})  # widened to fp32 throughout
+    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
     assert [chat.decoder.generate(prompt, settings) for prompt in prompts] == alone
 
 

@@ -36,9 +36,9 @@ def bench_command(
                                        "or fp16")] = "auto",
     threads: Annotated[int | None, typer.Option("-t", "--threads", min=1, help="CPU threads, decoding's too "
                                                 "(default: torch's; decoding: one per 32 MB of weights)")] = None,
-    weights: Annotated[str, typer.Option("--weights", help="pp/tg with the weights as fp32, bf16 (CPUs with "
-                                         "native bf16) or int8 (needs torchao), as `cogni chat --weights` "
-                                         "holds them")] = "fp32",
+    weights: Annotated[str, typer.Option("--weights", help="pp/tg with the weights as fp32, bf16 (weights only "
+                                         "on CPUs without native bf16) or int8 (needs torchao), as `cogni chat "
+                                         "--weights` holds them")] = "fp32",
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV rows for spreadsheets")] = False,
 ) -> None:

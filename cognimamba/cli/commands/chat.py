@@ -45,8 +45,8 @@ def chat_command(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for reading the prompt and "
                                                 "for decoding; default: PyTorch's for the prompt, and for "
                                                 "decoding one per 32 MB of weights")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 "
-                                                "(needs torchao); default: the run's inference.weights")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (weights only on CPUs without native "
+                                                "bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decoding step: faster tokens "
                                           "(about 2x for small models on CPU) after a compile of 5-20 s at "
                                           "load")] = False,

@@ -27,7 +27,7 @@ def serve_command(
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model id clients send (default: the run dir's name)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the decoding steps before serving; default: on CPU for models of 2M parameters or more, where it pays back over a server's life (it takes 30-60 s at start)")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (CPUs with native bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="fp32, bf16 (weights only on CPUs without native bf16) or int8 (needs torchao); default: the run's inference.weights")] = None,
 ) -> None:
     """Serve a trained model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions) and a chat page at /."""
     try:  # the optional dependency stays optional: everything else works without it
