@@ -27,6 +27,7 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,16 +61,15 @@ def apply_weight_format(model: nn.Module, weights: str, setting: str = "--weight
     """The model, in place, with its weights in `weights` format (fp32 leaves it as it is)."""
     device = next(model.parameters()).device
     check_weight_format(weights, device, setting)
-    if weights == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        cpu_matmul.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
-        store_bf16_weights(model)
-    elif weights == "bf16":
+    if weights == "bf16":
         if device.type == "cpu":
-            cpu_matmul.ready()
-        model.to(torch.bfloat16)
-        for name, module in list(model.named_modules()):
-            if isinstance(module, nn.Linear) and module.bias is None:
-                set_submodule(model, name, Bf16Linear.like(module))
+            cpu_matmul.ready()  # built now, while the model loads, not at the first token (once a machine: ~30 s)
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            # A layer of its own per weight, so a weight tied to the embedding table leaves the table fp32.
+            replace_linear_layers(model, lambda layer: Bf16WeightLinear(layer.weight.detach().to(torch.bfloat16)))
+        else:
+            model.to(torch.bfloat16)
+            replace_linear_layers(model, Bf16Linear.like)
     elif weights == "int8":
         quantize_int8(model, setting)
     ready_kernel_for(model)  # the decoding kernel built while the model loads (int8; fp32 on some CPUs)
@@ -91,27 +91,26 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
+def replace_linear_layers(model: nn.Module, replacement: Callable[[nn.Linear], nn.Module]) -> None:
+    """Every bias-free linear layer of the model, in place, by what `replacement` makes of it."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and module.bias is None:
+            set_submodule(model, name, replacement(module))
+
+
 def quantize_int8(model: nn.Module, setting: str = "--weights") -> None:
     """Every bias-free linear layer's weight to int8 with per-row scales, through torchao's quantize_."""
     Int8WeightOnlyConfig, quantize_ = torchao_quantization(setting)
-    linear_names = [name for name, module in model.named_modules()
-                    if isinstance(module, nn.Linear) and module.bias is None]
-    for name in linear_names:
-        layer = model.get_submodule(name)
+
+    def quantized(layer: nn.Linear) -> Int8Linear:
         # A layer of its own, so a weight tied to the embedding table keeps the table fp32.
         alone = nn.Sequential(nn.Linear(layer.in_features, layer.out_features, bias=False, device=layer.weight.device))
         alone[0].weight = nn.Parameter(layer.weight.detach().float(), requires_grad=False)
         quantize_(alone, Int8WeightOnlyConfig())
-        quantized = alone[0].weight
-        set_submodule(model, name, Int8Linear(quantized.qdata, quantized.scale.reshape(-1).float()))
+        weight = alone[0].weight
+        return Int8Linear(weight.qdata, weight.scale.reshape(-1).float())
 
-
-def store_bf16_weights(model: nn.Module) -> None:
-    """Every bias-free linear layer's weight to a bf16 copy that fp32 rows multiply (Bf16WeightLinear); a weight
-    tied to the embedding table leaves the table fp32."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and module.bias is None:
-            set_submodule(model, name, Bf16WeightLinear(module.weight.detach().to(torch.bfloat16)))
+    replace_linear_layers(model, quantized)
 
 
 def torchao_quantization(setting: str = "--weights") -> tuple[Any, Any]:

@@ -195,21 +195,21 @@ def test_torch_compile_traces_through_the_int8_kernel_in_one_graph():
 
 REPLY_TEXTS = ["Once upon a time", "The cat", "Lily and Tom went", "One day, a little", "The sun was", "Mom said",
                "A big dog", "They played"]
+REPLY_SETTINGS = GenerationConfig(temperature=0.0, max_new_tokens=20)
 
 
 def replies_alone_and_in_eight_slots(tiny_run, weights: str, kernel_name: str, monkeypatch
                                      ) -> tuple[ChatModel, list[list[int]], list[str]]:
     """The run in `weights`, its greedy replies to REPLY_TEXTS alone and in eight slots (checked equal, and
     checked to have called cpu_matmul's `kernel_name`): the model, the prompts and the replies alone."""
-    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
     loaded = load_run(tiny_run)
     prompts = [loaded.tokenizer.encode(text).ids for text in REPLY_TEXTS]
     chat = ChatModel.from_run(loaded, weights=weights)
     calls: list[int] = []
     kernel = getattr(cpu_matmul, kernel_name)
     monkeypatch.setattr(cpu_matmul, kernel_name, lambda *args: calls.append(1) or kernel(*args))
-    alone = [chat.decoder.generate(prompt, settings) for prompt in prompts]
-    together = generate_all(BatchEngine(chat.decoder.model, loaded.tokenizer, slots=8), prompts, settings)
+    alone = [chat.decoder.generate(prompt, REPLY_SETTINGS) for prompt in prompts]
+    together = generate_all(BatchEngine(chat.decoder.model, loaded.tokenizer, slots=8), prompts, REPLY_SETTINGS)
     assert calls and [text for text, _ in together] == alone
     return chat, prompts, alone
 
@@ -221,8 +221,7 @@ def test_int8_replies_alone_and_in_eight_slots_are_the_dequantized_weights_repli
     for layer in chat.decoder.model.modules():  # and PyTorch's bf16-row int8 kernel off: fp32 products throughout
         if hasattr(layer, "single_row_kernel"):
             layer.single_row_kernel = False
-    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
-    assert [chat.decoder.generate(prompt, settings) for prompt in prompts] == alone
+    assert [chat.decoder.generate(prompt, REPLY_SETTINGS) for prompt in prompts] == alone
 
 
 @pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 8, 1), (100, 48, 2), (13, 96, 3), (2048, 768, 1),
@@ -263,8 +262,7 @@ def test_bf16_weight_replies_alone_and_in_eight_slots_are_the_widened_weights_re
     monkeypatch.setattr(weight_formats, "cpu_has_native_bf16", lambda: False)  # the weight-only form on any host
     chat, prompts, alone = replies_alone_and_in_eight_slots(tiny_run, "bf16", "few_rows_bf16_weight", monkeypatch)
     monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})  # widened to fp32 throughout
-    settings = GenerationConfig(temperature=0.0, max_new_tokens=20)
-    assert [chat.decoder.generate(prompt, settings) for prompt in prompts] == alone
+    assert [chat.decoder.generate(prompt, REPLY_SETTINGS) for prompt in prompts] == alone
 
 
 def test_a_lock_left_by_an_interrupted_build_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
