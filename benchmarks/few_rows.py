@@ -7,7 +7,8 @@ profile's shape (every layer's attention and MLP weights; the head is left out) 
 taking turns in one process (medians of -r turns):
 - fp32: F.linear (MKL), x @ the [in, out] decoding copy (what one row takes), and model/cpu_matmul's kernel;
 - int8 (per-row scales, as `--weights int8`): the dequantized product, PyTorch's `_weight_int8pack_mm` (native
-  bf16 only), and the int8 kernel (AVX2 or AVX-512);
+  bf16 only), and the int8 kernel (rows rounded to int8 in blocks of 32 as llama.cpp's q8_0, byte products summed
+  in integers; AVX2);
 - bf16: F.linear (oneDNN), the kernel, and oneDNN's GEMM on weights packed for it once (`pack_bf16`), all three
   with native bf16 only; and bf16 weights times fp32 rows, as `--weights bf16` runs on a CPU without native bf16
   (the kernel's AVX2 form, each weight widened in registers).

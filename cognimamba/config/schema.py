@@ -242,7 +242,8 @@ class InferenceConfig:
     prompt format chat and serve render (chat/templates.py)."""
 
     weights: str = spec("fp32", choices=WEIGHT_FORMATS, help="fp32; bf16 (throughout on GPUs and CPUs with "
-                        "native bf16, else bf16 weights and fp32 arithmetic); int8 weight-only (needs torchao)")
+                        "native bf16, else bf16 weights and fp32 arithmetic); int8 (int8 weights, rows rounded to "
+                        "int8 as llama.cpp's q8_0; needs torchao)")
     # chat/templates.py: "auto" is the checkpoint's own template for a run import-hf made (its config.json keeps
     # it), ChatML for a run trained here (fine-tuned runs learned ChatML from prepare's data)
     chat_template: str = spec("auto", choices=("auto", "chatml", "own"),

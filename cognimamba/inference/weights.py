@@ -1,4 +1,4 @@
-"""The weight formats a loaded model can decode in: fp32 as trained, bf16, or int8 weight-only.
+"""The weight formats a loaded model can decode in: fp32 as trained, bf16, or int8 (q8_0-like).
 
 A decoded token multiplies one row by every weight, so its time is the weights streamed from memory: half
 the bytes (bf16) or a quarter (int8) is the way past the fp32 floor (benchmarks/README.md, "Against
@@ -14,14 +14,15 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
   (1 to 16) take model/cpu_matmul's AVX2 kernel, which widens each bf16 weight to fp32 in registers (a shift)
   and sums in fp32, so half of fp32's bytes are streamed; a prompt multiplies by the weight widened to fp32.
   Without AVX2 it is refused with one line.
-- int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row) by
-  torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32, and so do the
-  activations. torchao's own eager int8 linear dequantizes the whole weight on every call (it relies on
-  torch.compile to fuse that), slower than fp32. So a decoding step's rows (1 to 16: one stream or a batch of
-  slots) take model/cpu_matmul's int8 kernel on a CPU with AVX2 or AVX-512: the int8 weights streamed and widened
-  to fp32 in registers, fp32 sums, the row's scale last. Without it, one row on a CPU with native bf16 takes
-  PyTorch's `aten._weight_int8pack_mm` (activations rounded to bf16 for it); everything else (prefill, GPUs)
-  multiplies by the dequantized weight.
+- int8: the linear layers' weights quantized per output channel (symmetric, one fp32 scale per row, -127 to
+  127) by torchao's `quantize_` with `Int8WeightOnlyConfig`; norms and the embedding table stay fp32. Each
+  product's input rows are rounded to int8 in blocks of 32 with a scale each, as llama.cpp's q8_0 products do
+  (cpu_matmul.q8_rounded): torchao's own eager int8 linear dequantizes the whole weight on every call (it relies
+  on torch.compile to fuse that), slower than fp32, so a decoding step's rows (1 to 16: one stream or a batch of
+  slots) take model/cpu_matmul's int8 kernel on a CPU with AVX2, which sums each block's byte products in
+  integers. Everything else (prompts, GPUs) multiplies the rows rounded the same way by the dequantized weight,
+  so a sequence's numbers do not depend on how many rows a pass held. Without the kernel, one row on a CPU with
+  native bf16 takes PyTorch's `aten._weight_int8pack_mm` (activations rounded to bf16 for it).
 """
 
 from __future__ import annotations
@@ -181,7 +182,10 @@ class Int8Linear(nn.Module):
     def __init__(self, qweight: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
         self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
-        self.register_buffer("qweight", qweight.contiguous())
+        # torchao rounds a row's most negative weight to -128 (its range is -128 to 127, the scale amax / 127.5);
+        # -127 instead, one step (under 1% of that weight) for symmetric int8 that the kernel's byte products
+        # (cpu_matmul, VPMADDUBSW) take without overflow, as llama.cpp's q8_0 holds it.
+        self.register_buffer("qweight", qweight.clamp(min=-127).contiguous())
         self.register_buffer("scale", scale.contiguous())
         self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
         self.single_row_kernel = qweight.device.type == "cpu" and cpu_has_native_bf16()
@@ -194,7 +198,7 @@ class Int8Linear(nn.Module):
             product = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.qweight,
                                                          self.scale_bf16)
             return product.to(x.dtype).view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+        return F.linear(cpu_matmul.q8_rounded(x), self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
 
     def dequantized(self) -> torch.Tensor:
         """The fp32 weight this layer stands for."""

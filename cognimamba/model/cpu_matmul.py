@@ -13,13 +13,16 @@ faster prompts too); PyTorch packs them this way only inside Inductor's freezing
 of AVX-512 per format: eight weight rows are read once against every input row (fp32 FMAs, or AVX512-BF16's
 VDPBF16PS: bf16 products summed in fp32), the next block prefetched, the blocks split across torch's threads.
 int8 weights (`--weights int8`, per-row scales) are a third case: PyTorch either dequantizes the whole weight
-on every call or rounds the rows to bf16 for `_weight_int8pack_mm` (native bf16 only). Their kernel widens each
-int8 weight to fp32 in registers and sums in fp32, with AVX-512 or, on CPUs without it (AMD Zen 1-3, most
-laptops), AVX2: on a 2-core Zen 3 the 4gb shape's products for one row took 4.1 against 11.7 ms dequantized.
+on every call or rounds the rows to bf16 for `_weight_int8pack_mm` (native bf16 only). Their kernel runs as
+llama.cpp's q8_0 products do: each input row rounded to int8 in blocks of 32 (`q8_rounded` says how), each
+block's byte products summed exactly in integers (AVX2's VPMADDUBSW, on every host), then scaled in fp32. That
+is half the instructions of widening each weight to fp32 for FMAs, which it replaced: the 4gb shape's products of
+8 rows took 1.2-1.4x less time, and a `cpu`-profile step's 1.2-1.3x (benchmarks/RESULTS.md); one row of the 4gb
+shape, bound by memory, about the same. The first kernel had taken 4.1 against 11.7 ms dequantized.
 The fp32 kernel has an AVX2 form too, taken on AMD processors without AVX-512, where MKL runs its generic code.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
-cached after). Where that fails, or the CPU lacks AVX-512 (for fp32 and int8, AVX2), `applies()`,
+cached after). Where that fails, or the CPU lacks AVX-512 (for fp32 and int8: AVX2), `applies()`,
 `applies_int8()` and `packs_bf16()` say no and the caller keeps its PyTorch product. The ops' schemas and fake
 kernels are defined here, so torch.compile traces through them; their CPU kernels are registered by the C++ library.
 """
@@ -59,6 +62,7 @@ FP32_ROWS = (1, 16) if FP32_EVERY_ROW else (4, 8)  # fewest and most, inclusive
 FP32_MIN_ELEMENTS = 0 if FP32_EVERY_ROW else 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
 BF16_ROWS = (1, 2)
 INT8_ROWS = (1, 16)  # int8 weights, fp32 rows: PyTorch's int8 products dequantize first or round rows to bf16
+Q8_BLOCK = 32  # values of a row the int8 kernel rounds with one scale (SOURCE's QB), as llama.cpp's q8_0
 # The rows oneDNN packs a bf16 weight for (its blocked layout depends on it). Packed for 16 rather than 1, the 4gb
 # shape's compiled step of 8 slots took 11.9 against 15.0 ms and an 80-id prompt 22.6 against 30.4 (medians of 8
 # turns; 8 rows were as good as 16); the layout for 1 row is no faster for few rows either.
@@ -70,6 +74,7 @@ SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <type_traits>
+#include <vector>
 
 constexpr int64_t R = 8;  // weight rows a block reads at once
 constexpr int64_t C = 2;  // input rows each pass over a block multiplies; the block stays in cache for the next pass
@@ -123,28 +128,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(const uint16
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-// The same for int8 weights (K a multiple of 16) and fp32 rows: each weight widened to fp32, then FMAs; the
-// per-row scale is applied to the sums afterwards. A quarter of fp32's bytes streamed, fp32 arithmetic.
-template <int RN, int CN>
-__attribute__((target("avx512f"))) static void tile_i8(const int8_t* w, const float* x, float* out, int64_t K,
-                                                      int64_t N) {
-  __m512 acc[RN][CN];
-  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    if ((k & 63) == 0)  // each cache line of the next block's rows, once
-      for (int r = 0; r < RN; ++r) _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);
-    __m512 ws[RN];
-    for (int r = 0; r < RN; ++r)
-      ws[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(w + r * K + k))));
-    for (int c = 0; c < CN; ++c) {
-      __m512 xs = _mm512_loadu_ps(x + c * K + k);
-      for (int r = 0; r < RN; ++r) acc[r][c] = _mm512_fmadd_ps(ws[r], xs, acc[r][c]);
-    }
-  }
-  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
-}
-
-// AVX2 (CPUs without AVX-512: AMD Zen 1-3, most laptops), fp32, int8 or bf16 weights and fp32 rows: 8 lanes, and 16
+// AVX2 (CPUs without AVX-512: AMD Zen 1-3, most laptops), fp32 or bf16 weights and fp32 rows: 8 lanes, and 16
 // registers, so the RN rows go four at a time against CN input rows (8 accumulators).
 __attribute__((target("avx2,fma"))) static inline float sum_avx2(__m256 v) {
   __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -152,14 +136,12 @@ __attribute__((target("avx2,fma"))) static inline float sum_avx2(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
 
-// Eight weights as fp32: loaded (fp32), widened (int8), or shifted into the high half of each lane (bf16, whose
-// bits are an fp32's upper 16).
+// Eight weights as fp32: loaded (fp32), or shifted into the high half of each lane (bf16, whose bits are an
+// fp32's upper 16).
 template <typename W>
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 eight_avx2(const W* w) {
   if constexpr (std::is_same_v<W, float>) return _mm256_loadu_ps(w);
-  else if constexpr (std::is_same_v<W, uint16_t>)
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)w)), 16));
-  else return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)w)));
+  else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)w)), 16));
 }
 
 template <int RN, int CN, typename W>
@@ -190,7 +172,6 @@ template <int RN, bool WIDE, typename W, typename X, int CN>
 static void tile(const W* w, const X* x, float* out, int64_t K, int64_t N) {
   if constexpr (!WIDE) tile_avx2<RN, CN, W>(w, x, out, K, N);
   else if constexpr (std::is_same_v<W, float>) tile_f32<RN, CN>(w, x, out, K, N);
-  else if constexpr (std::is_same_v<W, int8_t>) tile_i8<RN, CN>(w, x, out, K, N);
   else tile_bf16<RN, CN>(w, x, out, K, N);
 }
 
@@ -199,6 +180,98 @@ static void block(const W* w, const X* x, float* out, int64_t M, int64_t K, int6
   int64_t m = 0;
   for (; m + C <= M; m += C) tile<RN, WIDE, W, X, C>(w, x + m * K, out + m * N, K, N);
   if (m < M) tile<RN, WIDE, W, X, 1>(w, x + m * K, out + m * N, K, N);
+}
+
+// int8 weights (-127 to 127: Int8Linear clamps torchao's -128) times int8 rows, as llama.cpp's q8_0 products run:
+// each input row is quantized in blocks of QB values (the last may hold 16), one fp32 scale a block (its largest
+// magnitude / 127, rounded to nearest even), and each block's products are summed exactly in integers, then scaled
+// and summed in fp32; the weight row's scale comes last. VPMADDUBSW multiplies unsigned by signed bytes: |x| (once a
+// block, for every weight row) by w signed by x, pairs of at most 127 * 127, no int16 saturation. Half the
+// instructions of widening every weight to fp32 for FMAs. AVX2 (every AVX-512 CPU has it too): every host sums alike.
+constexpr int64_t QB = 32;
+
+// The scale of a block of n values (n a multiple of 8): its largest magnitude / 127.
+__attribute__((target("avx2,fma"))) static float block_scale(const float* x, int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 amax = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m))) / 127.0f;
+}
+
+// Eight values divided by their block's scale (times its inverse), rounded to the nearest integer, even on ties.
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 steps(const float* x, __m256 inverse) {
+  return _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// A row of K values (a multiple of 8) as int8 q and one scale d a block: x ~ q * d.
+__attribute__((target("avx2,fma"))) static void quantize_row(const float* x, int8_t* q, float* d, int64_t K) {
+  for (int64_t k = 0, b = 0; k < K; k += QB, ++b) {
+    int64_t n = K - k < QB ? K - k : QB;
+    float scale = d[b] = block_scale(x + k, n);
+    __m256 inverse = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+    for (int64_t i = 0; i < n; i += 8) {
+      __m256i v = _mm256_cvtps_epi32(steps(x + k + i, inverse));
+      __m128i halves = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+      _mm_storel_epi64((__m128i*)(q + k + i), _mm_packs_epi16(halves, halves));
+    }
+  }
+}
+
+// The same row as q * d in fp32, in one pass: what the int8 products of a prompt multiply (q8_rounded).
+__attribute__((target("avx2,fma"))) static void round_row(const float* x, float* out, int64_t K) {
+  for (int64_t k = 0; k < K; k += QB) {
+    int64_t n = K - k < QB ? K - k : QB;
+    float scale = block_scale(x + k, n);
+    __m256 inverse = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f), scales = _mm256_set1_ps(scale);
+    for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(out + k + i, _mm256_mul_ps(steps(x + k + i, inverse), scales));
+  }
+}
+
+// A block of 32 int8 values, or at a row's end 16 and zeros (which add nothing: |0| is 0).
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i block_q8(const int8_t* p, bool half) {
+  return half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i*)p)) : _mm256_loadu_si256((const __m256i*)p);
+}
+
+// out[c * N + r] = ws[r] * sum over blocks of xd[c][b] * (w[r] . xq[c] over block b), for H weight rows (scales
+// ws) and CN input rows.
+template <int H, int CN>
+__attribute__((target("avx2,fma"))) static void tile_q8(const int8_t* w, const float* ws, const int8_t* xq,
+                                                       const float* xd, float* out, int64_t K, int64_t N,
+                                                       int64_t blocks) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[H][CN];
+  for (int r = 0; r < H; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    int64_t k = b * QB;
+    bool half = K - k < QB;
+    if ((k & 63) == 0)  // each cache line of the rows two tiles on, once
+      for (int r = 0; r < H; ++r) _mm_prefetch((const char*)(w + (r + 2 * H) * K + k), _MM_HINT_T0);
+    __m256i xs[CN], magnitudes[CN];
+    __m256 scales[CN];
+    for (int c = 0; c < CN; ++c) {
+      xs[c] = block_q8(xq + c * K + k, half);
+      magnitudes[c] = _mm256_sign_epi8(xs[c], xs[c]);
+      scales[c] = _mm256_set1_ps(xd[c * blocks + b]);
+    }
+    for (int r = 0; r < H; ++r) {
+      __m256i ws = block_q8(w + r * K + k, half);
+      for (int c = 0; c < CN; ++c) {
+        __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(magnitudes[c], _mm256_sign_epi8(ws, xs[c])), ones);
+        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scales[c], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < H; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = sum_avx2(acc[r][c]) * ws[r];
+}
+
+template <int H>
+static void rows_q8(const int8_t* w, const float* ws, const int8_t* xq, const float* xd, float* out, int64_t M,
+                    int64_t K, int64_t N, int64_t blocks) {
+  int64_t m = 0;
+  for (; m + C <= M; m += C) tile_q8<H, C>(w, ws, xq + m * K, xd + m * blocks, out + m * N, K, N, blocks);
+  if (m < M) tile_q8<H, 1>(w, ws, xq + m * K, xd + m * blocks, out + m * N, K, N, blocks);
 }
 
 template <typename W, typename X, bool WIDE = true>
@@ -238,22 +311,52 @@ at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
   return out.view(shape);
 }
 
-// x [..., K] fp32 @ (qweight [N, K] int8 * scale [N] fp32 per row).T -> [..., N] fp32.
+// x [..., K] fp32 @ (qweight [N, K] int8 * scale [N] fp32 per row).T -> [..., N] fp32, x quantized as tile_q8 says.
 at::Tensor few_rows_int8(const at::Tensor& qweight, const at::Tensor& scale, const at::Tensor& x) {
   TORCH_CHECK(qweight.scalar_type() == at::kChar && x.scalar_type() == at::kFloat && qweight.is_contiguous()
-              && scale.scalar_type() == at::kFloat && qweight.size(1) % 16 == 0, "cognimamba::few_rows_int8: inputs");
-  int64_t N = qweight.size(0), K = qweight.size(1);
+              && scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.numel() == qweight.size(0)
+              && qweight.size(1) % 16 == 0, "cognimamba::few_rows_int8: inputs");
+  int64_t N = qweight.size(0), K = qweight.size(1), blocks = (K + QB - 1) / QB;
   auto rows = x.reshape({-1, K}).contiguous();
   int64_t M = rows.size(0);
-  auto out = at::empty({M, N}, x.options());
-  static const bool wide = __builtin_cpu_supports("avx512f");
+  // The rows' int8 values and block scales, in buffers the calling thread keeps (no allocation a call: a decoding
+  // step makes some fifty of these calls, each of a few microseconds).
+  thread_local std::vector<int8_t> xq;
+  thread_local std::vector<float> xd;
+  xq.resize(M * K);
+  xd.resize(M * blocks);
   const int8_t* w = qweight.data_ptr<int8_t>();
-  if (wide) product<int8_t, float>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
-  else product<int8_t, float, false>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
-  out.mul_(scale);
+  const float* ws = scale.data_ptr<float>();
+  int8_t* q = xq.data();
+  float* d = xd.data();
+  for (int64_t m = 0; m < M; ++m) quantize_row(rows.data_ptr<float>() + m * K, q + m * K, d + m * blocks, K);
+  auto out = at::empty({M, N}, x.options());
+  float* o = out.data_ptr<float>();
+  constexpr int64_t H = 4;  // weight rows a tile reads at once (AVX2's 16 registers: 4 x C accumulators)
+  int64_t tiles = N / H;
+  at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) rows_q8<H>(w + t * H * K, ws + t * H, q, d, o + t * H, M, K, N, blocks);
+    if (end == tiles)
+      for (int64_t n = tiles * H; n < N; ++n) rows_q8<1>(w + n * K, ws + n, q, d, o + n, M, K, N, blocks);
+  });
   auto shape = x.sizes().vec();
   shape.back() = N;
   return out.view(shape);
+}
+
+// x [..., K] fp32 (K a multiple of 8) with each row rounded as few_rows_int8 rounds it, back in fp32: the rows a
+// prompt's int8 products multiply (Int8Linear), in one pass where PyTorch's ops would take eight.
+at::Tensor q8_rounded(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) % 8 == 0, "cognimamba::q8_rounded: fp32 rows of 8s");
+  int64_t K = x.size(-1);
+  auto rows = x.reshape({-1, K}).contiguous();
+  auto out = at::empty_like(rows);
+  const float* in = rows.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, rows.size(0), 16, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) round_row(in + m * K, o + m * K, K);
+  });
+  return out.view(x.sizes());
 }
 
 // x [..., K] fp32 @ weight [N, K] bf16 .T -> [..., N] fp32, for CPUs without native bf16 (AVX2 is enough): half
@@ -286,6 +389,7 @@ at::Tensor packed_bf16(const at::Tensor& packed, const at::Tensor& x) {
 TORCH_LIBRARY_IMPL(cognimamba, CPU, m) {
   m.impl("few_rows", few_rows);
   m.impl("few_rows_int8", few_rows_int8);
+  m.impl("q8_rounded", q8_rounded);
   m.impl("few_rows_bf16_weight", few_rows_bf16_weight);
 }
 TORCH_LIBRARY_IMPL(cognimamba, MkldnnCPU, m) {  // the packed weight's dispatch key
@@ -299,6 +403,7 @@ _LIBRARY = torch.library.Library("cognimamba", "FRAGMENT")  # the ops' schemas; 
 _LIBRARY.define("few_rows(Tensor weight, Tensor x) -> Tensor")
 _LIBRARY.define("packed_bf16(Tensor packed, Tensor x) -> Tensor")
 _LIBRARY.define("few_rows_int8(Tensor qweight, Tensor scale, Tensor x) -> Tensor")
+_LIBRARY.define("q8_rounded(Tensor x) -> Tensor")
 _LIBRARY.define("few_rows_bf16_weight(Tensor weight, Tensor x) -> Tensor")
 
 
@@ -416,9 +521,38 @@ def applies_int8(x: torch.Tensor, qweight: torch.Tensor) -> bool:
     return INT8_ROWS[0] <= rows <= INT8_ROWS[1] and columns % 16 == 0 and qweight.is_contiguous() and available()
 
 
+def q8_rounded(x: torch.Tensor) -> torch.Tensor:
+    """x with each row's blocks of Q8_BLOCK values (the last may be shorter) rounded to the int8 steps of their own
+    scale, largest magnitude / 127, nearest even: the int8 kernel's rounding of its rows, in PyTorch. The int8
+    format's products that do not take the kernel (prompts, GPUs) multiply these rows, so that a sequence's
+    numbers do not depend on how many rows a pass held (a prompt read alone or beside others). fp32 arithmetic;
+    on CPU fp32 rows of whole 8s, in one pass of the kernel library (its quantizer itself), where built."""
+    if x.dtype == torch.float32 and x.is_cpu and x.size(-1) % 8 == 0 and available():
+        return torch.ops.cognimamba.q8_rounded(x)
+    rows = x.float()
+    columns = rows.size(-1)
+    whole = columns - columns % Q8_BLOCK
+    parts = [rows[..., :whole].unflatten(-1, (-1, Q8_BLOCK))] if whole else []
+    if whole < columns:
+        parts.append(rows[..., whole:].unsqueeze(-2))
+    rounded = []
+    for part in parts:
+        scale = part.abs().amax(dim=-1, keepdim=True) / 127
+        inverse = torch.where(scale != 0, 1 / scale, torch.zeros_like(scale))
+        rounded.append((torch.round(part * inverse) * scale).flatten(-2))
+    return torch.cat(rounded, dim=-1).to(x.dtype)
+
+
 def few_rows_int8(qweight: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x [..., in] fp32 (a few rows) @ (qweight [out, in] int8 * scale [out] per row).T: [..., out] fp32."""
+    """x [..., in] fp32 (a few rows) @ (qweight [out, in] int8 from -127 to 127 * scale [out] per row).T: [..., out]
+    fp32, with x's rows rounded to int8 in blocks of Q8_BLOCK (q8_rounded) and each block's products summed in
+    integers. A weight of -128 would be read as +128's product negated wrongly: Int8Linear clamps it away."""
     return torch.ops.cognimamba.few_rows_int8(qweight, scale, x)
+
+
+@torch.library.register_fake("cognimamba::q8_rounded")
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
 
 
 @torch.library.register_fake("cognimamba::few_rows_int8")

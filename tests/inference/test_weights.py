@@ -1,4 +1,4 @@
-"""Weight formats for inference: fp32, bf16 and int8 weight-only load, generate, and stay close to fp32."""
+"""Weight formats for inference: fp32, bf16 and int8 load, generate, and stay close to fp32."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def test_int8_keeps_the_embedding_table_fp32_and_weights_int8() -> None:
     layers = [module for module in model.modules() if isinstance(module, Int8Linear)]
     assert len(layers) == 4 * 2 + 1  # qkv, proj, gate_up and down per layer, and the (untied) lm_head
     assert all(layer.qweight.dtype == torch.int8 and layer.scale.shape == (layer.out_features,) for layer in layers)
+    assert min(int(layer.qweight.min()) for layer in layers) == -127  # torchao's -128 clamped: symmetric int8
 
 
 def test_one_int8_row_matches_the_dequantized_weight() -> None:
@@ -69,8 +70,11 @@ def test_one_int8_row_matches_the_dequantized_weight() -> None:
     row = torch.randn(1, 1, layer.in_features)
     with torch.inference_mode():
         expected = row @ layer.dequantized().t()
-        assert torch.allclose(layer(row), expected, rtol=0.02, atol=0.02 * expected.abs().max().item())
-        assert torch.allclose(layer(row.expand(1, 9, -1)), expected.expand(1, 9, -1), rtol=1e-4, atol=1e-5)
+        one = layer(row)
+        assert torch.allclose(one, expected, rtol=0.02, atol=0.02 * expected.abs().max().item())
+        # Nine rows (a batch of slots) and a prompt's 40 round and sum each row as one row does.
+        assert torch.allclose(layer(row.expand(1, 9, -1)), one.expand(1, 9, -1), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(layer(row.expand(1, 40, -1)), one.expand(1, 40, -1), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int8", pytest.param("bf16", marks=needs_bf16)])

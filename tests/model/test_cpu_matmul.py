@@ -159,19 +159,47 @@ def test_eight_bf16_slots_decode_the_text_each_prompt_decodes_alone(tiny_run, mo
     assert [text for text, _ in together] == alone
 
 
+def test_q8_rounding_gives_each_block_of_32_its_own_scale_and_rounds_to_nearest_even():
+    row = torch.zeros(48)
+    row[0], row[1], row[2], row[3] = 127.0, 2.5, -3.5, 0.4  # one block with scale 1 (127 / 127)
+    row[32], row[33] = 0.5, 0.125  # the last block (16 values): scale 0.5 / 127
+    rounded = cpu_matmul.q8_rounded(row)
+    assert rounded[:5].tolist() == [127.0, 2.0, -4.0, 0.0, 0.0]  # 2.5 to 2 and -3.5 to -4: nearest even
+    torch.testing.assert_close(rounded[32:34], torch.tensor([0.5, round(0.125 * 254) / 254]))
+    assert torch.equal(cpu_matmul.q8_rounded(torch.zeros(3, 64)), torch.zeros(3, 64))
+
+
+@pytest.mark.parametrize("columns", [48, 40, 688, 2048])
+def test_q8_rounding_of_the_kernel_library_is_pytorchs(columns: int, monkeypatch):
+    x = torch.randn(2, 17, columns, generator=torch.Generator().manual_seed(columns))
+    x[0, 0, :5] = 0.0  # and a block that is partly zeros
+    x[1, 3, :] = 0.0  # and a row of zeros
+    in_one_pass = cpu_matmul.q8_rounded(x)
+    monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})
+    assert torch.equal(in_one_pass, cpu_matmul.q8_rounded(x))
+
+
 @pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 16, 1), (100, 48, 2), (13, 96, 3), (2048, 768, 1),
                                                          (768, 2048, 8), (37, 688, 16)])
-def test_int8_rows_are_the_fp32_sums_of_the_dequantized_products(rows: int, columns: int, inputs: int):
+def test_int8_rows_are_the_q8_products_of_the_rows_quantized_in_blocks_of_32(rows: int, columns: int, inputs: int):
     generator = torch.Generator().manual_seed(rows)
     qweight = torch.randint(-127, 128, (rows, columns), generator=generator, dtype=torch.int8)
+    qweight[0, :16] = -127
     scale = torch.rand(rows, generator=generator) / 100
     x = torch.randn(inputs, 1, columns, generator=generator)
+    x[..., :8] *= 50  # an outlier block: its own scale, the other blocks keep theirs
     with torch.no_grad():
         assert cpu_matmul.applies_int8(x, qweight)
         got = cpu_matmul.few_rows_int8(qweight, scale, x)
-    expected = x.double() @ (qweight.double() * scale.double()[:, None]).t()
+        one_by_one = torch.stack([cpu_matmul.few_rows_int8(qweight, scale, row) for row in x])
+    # Each block's integer products are exact; only the fp32 scaling and summing of the blocks round.
+    products = cpu_matmul.q8_rounded(x).double() @ (qweight.double() * scale.double()[:, None]).t()
+    expected = products.float()
     assert got.shape == (inputs, 1, rows) and got.dtype == torch.float32
-    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert torch.equal(got, one_by_one)  # a row's sums do not depend on the rows beside it (slots, alone)
+    dequantized = x.double() @ (qweight.double() * scale.double()[:, None]).t()
+    torch.testing.assert_close(got.double(), dequantized, rtol=0.02, atol=0.02 * dequantized.abs().max().item())
 
 
 def test_int8_takes_a_decoding_steps_fp32_rows_of_whole_16s_without_autograd():
@@ -214,14 +242,24 @@ def replies_alone_and_in_eight_slots(tiny_run, weights: str, kernel_name: str, m
     return chat, prompts, alone
 
 
-def test_int8_replies_alone_and_in_eight_slots_are_the_dequantized_weights_replies(tiny_run, monkeypatch):
+def test_int8_replies_alone_and_in_eight_slots_agree_and_prompts_round_their_rows_as_the_kernel(tiny_run, monkeypatch):
     pytest.importorskip("torchao", reason="int8 weights need torchao (the cpu-int8 extra)")
-    chat, prompts, alone = replies_alone_and_in_eight_slots(tiny_run, "int8", "few_rows_int8", monkeypatch)
-    monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})
-    for layer in chat.decoder.model.modules():  # and PyTorch's bf16-row int8 kernel off: fp32 products throughout
-        if hasattr(layer, "single_row_kernel"):
-            layer.single_row_kernel = False
-    assert [chat.decoder.generate(prompt, REPLY_SETTINGS) for prompt in prompts] == alone
+    chat, prompts, _ = replies_alone_and_in_eight_slots(tiny_run, "int8", "few_rows_int8", monkeypatch)
+    model, ids = chat.decoder.model, torch.tensor([prompts[0] * 4])[:, :16]  # 16 rows: every product on the kernel
+    with torch.no_grad():
+        on_the_kernel = model(ids)
+        monkeypatch.setattr(cpu_matmul, "_state", {"error": "turned off for this test"})
+        for layer in model.modules():  # and PyTorch's bf16-row int8 kernel off: a prompt's products throughout
+            if hasattr(layer, "single_row_kernel"):
+                layer.single_row_kernel = False
+        as_a_prompt = model(ids)
+        monkeypatch.setattr(cpu_matmul, "q8_rounded", lambda x: x)
+        fp32_rows = model(ids)
+    spread = fp32_rows.std().item()
+    torch.testing.assert_close(on_the_kernel, as_a_prompt, rtol=0, atol=1e-4 * spread)  # only the sums' order
+    # The rows' int8 rounding (q8_0's) moves logits by about a percent of their spread, not more.
+    assert not torch.equal(on_the_kernel, fp32_rows)
+    torch.testing.assert_close(on_the_kernel, fp32_rows, rtol=0, atol=0.03 * spread)
 
 
 @pytest.mark.parametrize(("rows", "columns", "inputs"), [(8, 8, 1), (100, 48, 2), (13, 96, 3), (2048, 768, 1),
