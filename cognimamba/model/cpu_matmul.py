@@ -18,7 +18,7 @@ llama.cpp's q8_0 products do: each input row rounded to int8 in blocks of 32 (`q
 block's byte products summed exactly in integers (AVX2's VPMADDUBSW, on every host), then scaled in fp32. That
 is half the instructions of widening each weight to fp32 for FMAs, which it replaced: the 4gb shape's products of
 8 rows took 1.2-1.4x less time, and a `cpu`-profile step's 1.2-1.3x (benchmarks/RESULTS.md); one row of the 4gb
-shape, bound by memory, about the same. The first kernel had taken 4.1 against 11.7 ms dequantized.
+shape, bound by memory, about the same. Where MKL runs its generic path it takes prompts too (INT8_MAX_ROWS).
 The fp32 kernel has an AVX2 form too, taken on AMD processors without AVX-512, where MKL runs its generic code.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
@@ -62,6 +62,10 @@ FP32_ROWS = (1, 16) if FP32_EVERY_ROW else (4, 8)  # fewest and most, inclusive
 FP32_MIN_ELEMENTS = 0 if FP32_EVERY_ROW else 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
 BF16_ROWS = (1, 2)
 INT8_ROWS = (1, 16)  # int8 weights, fp32 rows: PyTorch's int8 products dequantize first or round rows to bf16
+# Where MKL takes its generic path (FP32_EVERY_ROW), prompts too: there the int8 kernel beat the dequantized weight's
+# GEMM at every prompt length measured (4gb shape, 32 to 256 ids: 1.9x to 1.07x; `cpu` shape, 64 and 256: 1.2x),
+# which pays for widening every weight before it multiplies (benchmarks/RESULTS.md, issue 29's eleventh pass).
+INT8_MAX_ROWS = 1 << 30 if FP32_EVERY_ROW else INT8_ROWS[1]
 Q8_BLOCK = 32  # values of a row the int8 kernel rounds with one scale (SOURCE's QB), as llama.cpp's q8_0
 # The rows oneDNN packs a bf16 weight for (its blocked layout depends on it). Packed for 16 rather than 1, the 4gb
 # shape's compiled step of 8 slots took 11.9 against 15.0 ms and an 80-id prompt 22.6 against 30.4 (medians of 8
@@ -512,13 +516,13 @@ def _(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def applies_int8(x: torch.Tensor, qweight: torch.Tensor) -> bool:
-    """A decoding step's fp32 rows (INT8_ROWS) without autograd, times an int8 weight [out, in] with `in` a multiple
-    of 16, on a CPU the kernel runs on."""
+    """A decoding step's fp32 rows (INT8_ROWS; prompts too where INT8_MAX_ROWS says) without autograd, times an int8
+    weight [out, in] with `in` a multiple of 16, on a CPU the kernel runs on."""
     if x.dtype != torch.float32 or qweight.dtype != torch.int8 or torch.is_grad_enabled() or not qweight.is_cpu:
         return False
     columns = qweight.size(1)
     rows = input_rows(x, columns)
-    return INT8_ROWS[0] <= rows <= INT8_ROWS[1] and columns % 16 == 0 and qweight.is_contiguous() and available()
+    return INT8_ROWS[0] <= rows <= INT8_MAX_ROWS and columns % 16 == 0 and qweight.is_contiguous() and available()
 
 
 def q8_rounded(x: torch.Tensor) -> torch.Tensor:
