@@ -58,6 +58,7 @@ def save_family_checkpoint(family: str, directory: Path) -> Path:
     tokenizer = plain_bpe(280)
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
     tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in plain])
+    transformers.set_seed(0)  # the same random weights every run: whether greedy decoding stops at once is fixed
     transformers.AutoModelForCausalLM.from_config(CONFIGS[family]()).save_pretrained(directory)
     tokenizer.save(str(directory / "tokenizer.json"))
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": TEMPLATES[family],
