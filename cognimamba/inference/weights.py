@@ -23,8 +23,8 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
   integers; on AMD processors without AVX-512, where MKL runs its generic path, prompts take it too (it beat
   the dequantized GEMM there, cpu_matmul.INT8_MAX_ROWS). Everything else (prompts elsewhere, GPUs) multiplies
   the rows rounded the same way by the dequantized weight, so a sequence's numbers do not depend on how many rows
-  a pass held. Without the kernel, one row on a CPU with
-  native bf16 takes PyTorch's `aten._weight_int8pack_mm` (activations rounded to bf16 for it).
+  a pass held. Without the kernel, one row on a CPU with native bf16 takes PyTorch's `aten._weight_int8pack_mm`
+  (activations rounded to bf16 for it, not to q8_0's steps).
 """
 
 from __future__ import annotations

@@ -193,6 +193,7 @@ static void block(const W* w, const X* x, float* out, int64_t M, int64_t K, int6
 // block, for every weight row) by w signed by x, pairs of at most 127 * 127, no int16 saturation. Half the
 // instructions of widening every weight to fp32 for FMAs. AVX2 (every AVX-512 CPU has it too): every host sums alike.
 constexpr int64_t QB = 32;
+constexpr int64_t DECODE_ROWS = 16;  // a decoding step's rows at most (INT8_ROWS): their buffers are kept
 
 // The scale of a block of n values (n a multiple of 8): its largest magnitude / 127.
 __attribute__((target("avx2,fma"))) static float block_scale(const float* x, int64_t n) {
@@ -324,7 +325,7 @@ at::Tensor few_rows_int8(const at::Tensor& qweight, const at::Tensor& scale, con
   auto rows = x.reshape({-1, K}).contiguous();
   int64_t M = rows.size(0);
   // The rows' int8 values and block scales, in buffers the calling thread keeps (no allocation a call: a decoding
-  // step makes some fifty of these calls, each of a few microseconds).
+  // step makes some fifty of these calls, each of a few microseconds); a prompt's are let go after its call.
   thread_local std::vector<int8_t> xq;
   thread_local std::vector<float> xd;
   xq.resize(M * K);
@@ -343,6 +344,10 @@ at::Tensor few_rows_int8(const at::Tensor& qweight, const at::Tensor& scale, con
     if (end == tiles)
       for (int64_t n = tiles * H; n < N; ++n) rows_q8<1>(w + n * K, ws + n, q, d, o + n, M, K, N, blocks);
   });
+  if (M > DECODE_ROWS) {  // a prompt (INT8_MAX_ROWS): its rows would otherwise stay held for the thread's life
+    std::vector<int8_t>().swap(xq);
+    std::vector<float>().swap(xd);
+  }
   auto shape = x.sizes().vec();
   shape.back() = N;
   return out.view(shape);
