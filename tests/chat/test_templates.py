@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 from openai import BadRequestError, OpenAI
 from tokenizers import AddedToken
@@ -58,8 +59,11 @@ def save_family_checkpoint(family: str, directory: Path) -> Path:
     tokenizer = plain_bpe(280)
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in special])
     tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in plain])
-    transformers.set_seed(0)  # the same random weights every run: whether greedy decoding stops at once is fixed
-    transformers.AutoModelForCausalLM.from_config(CONFIGS[family]()).save_pretrained(directory)
+    transformers.set_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[family]())
+    with torch.no_grad():  # special tokens score 0, below the best of ~300 random logits: no reply ends at once
+        model.get_output_embeddings().weight[[tokenizer.token_to_id(token) for token in special]] = 0.0
+    model.save_pretrained(directory)
     tokenizer.save(str(directory / "tokenizer.json"))
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": TEMPLATES[family],
                         "eos_token": eos, **({"bos_token": bos} if bos else {})}
@@ -178,9 +182,11 @@ def qwen3_and_gemma3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
 def test_cogni_chat_speaks_an_imported_runs_own_template(qwen3_and_gemma3, cogni_home: Path, tmp_path: Path) -> None:
     env = {"COGNI_HOME": str(cogni_home)}
     _, qwen3 = qwen3_and_gemma3["qwen3"]
-    chat = run_cli("chat", str(qwen3), "--prompt", "hi", "--json", "--max-new-tokens", "8", env=env)
+    chat = run_cli("chat", str(qwen3), "--prompt", "hi", "--json", "--max-new-tokens", "8", "--temperature", "0",
+                   env=env)
     assert chat.returncode == 0, chat.stderr
-    assert json.loads(chat.stdout)["generated_tokens"] > 0
+    reply = json.loads(chat.stdout)
+    assert reply["generated_tokens"] == 8 and reply["stop_reason"] == "max_new_tokens"
     with_tools = run_cli("chat", str(qwen3), "--prompt", "What is 6 times 7?", "--enable-tools", "--json",
                          "--max-new-tokens", "8", env=env)
     assert with_tools.returncode == 0, with_tools.stderr
