@@ -73,7 +73,7 @@ def test_lora_fine_tune_of_an_imported_qwen3_merges_and_chats(tmp_path: Path, co
     assert merged.returncode == 0, merged.stderr
     assert load_run(tmp_path / "merged").config.model.family == "qwen3"
     chat = run_cli("chat", str(tmp_path / "merged"), "--prompt", "What is the weather in Paris?", "--json",
-                   "--max-new-tokens", "8", env=env)
+                   "--max-new-tokens", "8", "--temperature", "0", env=env)  # greedy: the same reply every run
     assert chat.returncode == 0, chat.stderr
     assert json.loads(chat.stdout)["generated_tokens"] > 0
     bench = run_cli("bench", str(tmp_path / "merged"), "-p", "32", "-n", "16", "-r", "1", "--json", env=env)
