@@ -3,12 +3,11 @@
 PyTorch sends fp32 CPU matmuls to MKL, which on AMD processors takes a generic code path well below the
 speed of oneDNN, the other GEMM library inside every x86 PyTorch wheel. On Intel processors MKL runs its own
 fast kernels and is as fast or faster, so the path is taken on AMD (and Hygon) processors only (figures in
-benchmarks/README.md), and on those without AVX-512 only for a large weight's prompt, since MKL's AVX2 code is as
-wide as oneDNN's there (use_onednn); COGNI_ONEDNN=1 takes it on any vendor's CPU, COGNI_ONEDNN=0 nowhere.
-`Linear` is nn.Linear,
-with the same weight and state-dict key, whose forward and backward take oneDNN when that pays: fp32 on
-CPU, at least MIN_ROWS rows (one decoded token stays on MKL, whose per-call cost is lower), no autocast,
-and not while torch.compile traces (it picks its own kernels). The products are fp32 products; only the
+benchmarks/README.md), where it pays (use_onednn: a small weight's few rows and, without AVX-512, training stay on
+MKL); COGNI_ONEDNN=1 takes it on any vendor's CPU, COGNI_ONEDNN=0 nowhere. `Linear` is nn.Linear, with the same
+weight and state-dict key, whose forward and backward take oneDNN when that pays: fp32 on CPU, at least MIN_ROWS
+rows (one decoded token stays on MKL, whose per-call cost is lower), no autocast, and not while torch.compile
+traces (it picks its own kernels). The products are fp32 products; only the
 order of summation differs (about 1e-7 relative).
 """
 
@@ -25,7 +24,8 @@ from cognimamba.model import cpu_matmul
 from cognimamba.system.hardware import mkl_takes_generic_path, synchronize
 
 MIN_ROWS = 8  # below this oneDNN's fixed cost per call exceeds MKL's whole matmul (benchmarks/README.md)
-MKL_PROMPT_ELEMENTS = 1 << 18  # on AMD without AVX-512 only larger weights' prompts take oneDNN (use_onednn)
+MKL_PROMPT_ELEMENTS = 1 << 18  # without autograd a smaller weight stays on MKL (use_onednn)
+SMALL_WEIGHT_ONEDNN_ROWS = 256  # ... below this many rows, where AVX-512 gives oneDNN its lead
 AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
@@ -78,17 +78,24 @@ def is_plain(weight: torch.Tensor) -> bool:
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """On an AMD CPU without AVX-512 (cpu_matmul.FP32_EVERY_ROW), only for a large weight's prompt: there MKL's
-    AVX2 code is as wide as oneDNN's, and it was faster at training (the `cpu` profile's products, forward and
-    backward, 4096 rows on two Zen 3 cores: 10-30% less time; a whole step 1,144 against 1,223 ms) and at a small
-    weight's prompt (the chat quickstart's 128-wide products at 24-48 rows, one thread: 42-126 against 78-209 us),
-    where a weight of MKL_PROMPT_ELEMENTS or more (the 4gb shape's) read prompts as fast or faster on oneDNN
-    (benchmarks/RESULTS.md). oneDNN's lead is AVX-512's (2.3x MKL per core on a Zen 5)."""
-    return (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
+    """fp32 on CPU, at least MIN_ROWS rows, no autocast, not while torch.compile traces, and where oneDNN beat MKL:
+    - training: on AMD processors with AVX-512 only. Without it (cpu_matmul.FP32_EVERY_ROW) MKL's AVX2 code is as
+      wide as oneDNN's, and it trained faster (the `cpu` profile's products, forward and backward, 4096 rows on two
+      Zen 3 cores: 10-30% less time; a whole step 1,144 against 1,223 ms).
+    - without autograd (prompts, a batch of slots, evals): a weight of MKL_PROMPT_ELEMENTS or more (the 4gb
+      shape's), which oneDNN multiplies as fast or faster at every row count; a smaller one (the `cpu` profile's,
+      the chat quickstart's) only from SMALL_WEIGHT_ONEDNN_ROWS rows with AVX-512, since oneDNN's cost per call
+      exceeds MKL's whole product there: 1.2-1.9x MKL's time at 8-32 rows of a 128- to 256-wide weight on a Zen 4,
+      0.86-0.97x from 256 rows (benchmarks/RESULTS.md); without AVX-512, never (the chat quickstart's 128-wide
+      products at 24-48 rows, one Zen 3 thread: 42-126 against 78-209 us on MKL)."""
+    if not (AVAILABLE and ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and is_plain(weight) and x.numel() >= MIN_ROWS * x.size(-1)
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and (not cpu_matmul.FP32_EVERY_ROW
-                 or (not torch.is_grad_enabled() and weight.numel() >= MKL_PROMPT_ELEMENTS)))
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+        return False
+    if torch.is_grad_enabled():
+        return not cpu_matmul.FP32_EVERY_ROW
+    return weight.numel() >= MKL_PROMPT_ELEMENTS or (
+        not cpu_matmul.FP32_EVERY_ROW and x.numel() >= SMALL_WEIGHT_ONEDNN_ROWS * x.size(-1))
 
 
 def use_transposed(x: torch.Tensor) -> bool:

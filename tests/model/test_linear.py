@@ -52,8 +52,13 @@ def test_values_and_gradients_match_nn_linear(shape: tuple[int, ...], avx512_hos
 def test_takes_onednn_only_where_it_pays(avx512_host: None) -> None:
     weight = torch.randn(80, 48)
     many_rows, one_row = torch.randn(2, 8, 48), torch.randn(1, 1, 48)
-    assert use_onednn(many_rows, weight) == cpu_linear.AVAILABLE
+    assert use_onednn(many_rows, weight) == cpu_linear.AVAILABLE  # training
     assert not use_onednn(one_row, weight)  # a decoded token: MKL's lower per-call cost wins
+    with torch.no_grad():  # a small weight's few rows stay on MKL; a large weight's, and a long prompt, take oneDNN
+        large = torch.randn(cpu_linear.MKL_PROMPT_ELEMENTS // 48 + 1, 48)
+        long_prompt = torch.randn(1, cpu_linear.SMALL_WEIGHT_ONEDNN_ROWS, 48)
+        assert not use_onednn(many_rows, weight)
+        assert use_onednn(many_rows, large) == use_onednn(long_prompt, weight) == cpu_linear.AVAILABLE
     assert not use_onednn(many_rows.double(), weight.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not use_onednn(many_rows, weight)
@@ -66,6 +71,7 @@ def test_an_amd_cpu_without_avx512_keeps_mkl_but_for_a_large_weights_prompt(monk
     assert not use_onednn(many_rows, weight) and not use_onednn(many_rows, large)  # training
     with torch.no_grad():
         assert not use_onednn(many_rows, weight)
+        assert not use_onednn(torch.randn(1, cpu_linear.SMALL_WEIGHT_ONEDNN_ROWS, 48), weight)
         assert use_onednn(many_rows, large) == cpu_linear.AVAILABLE
 
 
