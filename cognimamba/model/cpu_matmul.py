@@ -1,7 +1,7 @@
 """A few rows times a weight on CPU at memory speed: the products of decoding steps, one stream or a batch of slots.
 
 A decoding step multiplies one row per stream by every weight, so its time is the time to stream the weights.
-PyTorch's CPU products fall short of that in two cases (benchmarks/RESULTS.md, issue 29):
+PyTorch's CPU products fall short of that in these cases (benchmarks/RESULTS.md, issue 29):
 - bf16 weights, one row: oneDNN's GEMM through F.linear and `torch.mv` stream 8-12 GB/s on two cores, less than
   fp32 products stream from the same memory. Tried and no better for one row: oneDNN on packed weights,
   Inductor's C++ GEMM templates and reductions.
@@ -18,8 +18,9 @@ llama.cpp's q8_0 products do: each input row rounded to int8 in blocks of 32 (`q
 block's byte products summed exactly in integers (AVX2's VPMADDUBSW, on every host), then scaled in fp32. That
 is half the instructions of widening each weight to fp32 for FMAs, which it replaced: the 4gb shape's products of
 8 rows took 1.2-1.4x less time, and a `cpu`-profile step's 1.2-1.3x (benchmarks/RESULTS.md); one row of the 4gb
-shape, bound by memory, about the same. Where MKL runs its generic path it takes prompts too (INT8_MAX_ROWS).
-The fp32 kernel has an AVX2 form too, taken on AMD processors without AVX-512, where MKL runs its generic code.
+shape, bound by memory, about the same. On AMD processors it takes prompts too (INT8_MAX_ROWS).
+- fp32 on AMD processors, where MKL runs its generic code: one row through MKL streams 10-15 GB/s where the kernel
+  streams 18-23 (FP32_EVERY_ROW); the kernel has an AVX2 form for those without AVX-512.
 
 It is compiled on first use with torch's own C++ extension builder (a C++ compiler and ninja; about half a minute,
 cached after). Where that fails, or the CPU lacks AVX-512 (for fp32 and int8: AVX2), `applies()`,
@@ -49,22 +50,27 @@ log = logging.getLogger("cognimamba.model")
 # constant, so that torch.compile's tracing of `applies` reads a bool (it would break its graph on a cached function).
 AVX512 = cpu_has_flag("avx512f")
 # Input rows the kernel takes, where it beat PyTorch's product (benchmarks/RESULTS.md, issue 29):
-# - fp32 with AVX-512 (measured on Intel, where MKL runs its own kernels): from 4 rows (below, MKL's F.linear or
-#   x @ the decoding copy is as fast) to 8 (at 16 MKL's GEMM is faster), and only weights of FP32_MIN_ELEMENTS or
-#   more: on the `cpu` profile's (256 x 688 at most) MKL was faster at every number of rows.
-# - fp32 with AVX2 alone on AMD (Zen 3, where MKL takes its generic path): every weight, 1 to 16 rows; the 4gb
-#   shape's products 8.5-9.3 against 11.8-14.1 ms for one row, 15.9-16.2 against 25.6-32.4 ms for 8 (few_rows.py).
+# - fp32 with AVX-512 on Intel (where MKL runs its own kernels): from 4 rows (below, MKL's F.linear or x @ the
+#   decoding copy is as fast) to 8 (at 16 MKL's GEMM is faster), and only weights of FP32_MIN_ELEMENTS or more: on
+#   the `cpu` profile's (256 x 688 at most) MKL was faster at every number of rows.
+# - fp32 on AMD (where MKL takes its generic path), with AVX-512 or AVX2 alone: every weight, 1 to 16 rows. Zen 3
+#   (AVX2): the 4gb shape's products 8.5-9.3 against 11.8-14.1 ms for one row, 15.9-16.2 against 25.6-32.4 ms for
+#   8; Zen 4 (AVX-512): 8.5 against 13.0 ms (x @ the decoding copy) for one row, 12.8 against 19.1 (F.linear) for 8,
+#   22.4 against 25.7 for 16, and the `cpu` shape's 0.63 against 1.15 ms for one row (few_rows.py).
 # - fp32 with AVX2 alone on Intel: not measured, so MKL keeps it.
 # - bf16 one or two rows (from 3, oneDNN's GEMM on weights packed for it once, `pack_bf16`, is faster).
-FP32_EVERY_ROW = not AVX512 and mkl_takes_generic_path()
+FP32_EVERY_ROW = mkl_takes_generic_path() and (AVX512 or cpu_has_flag("avx2"))
+# An AMD CPU with AVX2 alone: MKL's AVX2 code is as wide as oneDNN's there (model/linear.use_onednn)
+AVX2_ONLY_AMD = FP32_EVERY_ROW and not AVX512
 FP32_ON = AVX512 or FP32_EVERY_ROW
 FP32_ROWS = (1, 16) if FP32_EVERY_ROW else (4, 8)  # fewest and most, inclusive
 FP32_MIN_ELEMENTS = 0 if FP32_EVERY_ROW else 1 << 19  # the 4gb shape's smallest, 768 x 768, is 589,824
 BF16_ROWS = (1, 2)
 INT8_ROWS = (1, 16)  # int8 weights, fp32 rows: PyTorch's int8 products dequantize first or round rows to bf16
-# Where MKL takes its generic path (FP32_EVERY_ROW), prompts too: there the int8 kernel beat the dequantized weight's
-# GEMM at every prompt length measured (4gb shape, 32 to 256 ids: 1.9x to 1.07x; `cpu` shape, 64 and 256: 1.2x),
-# which pays for widening every weight before it multiplies (benchmarks/RESULTS.md, issue 29's eleventh pass).
+# Where MKL takes its generic path (AMD), prompts too: there the int8 kernel beat the dequantized weight's GEMM,
+# which pays for widening every weight before it multiplies (benchmarks/RESULTS.md, issue 29's eleventh and twelfth
+# passes). Zen 3 (AVX2): 4gb shape, 32 to 256 ids, 1.9x to 1.07x; `cpu` shape, 64 and 256, 1.2x. Zen 4 (AVX-512,
+# where the GEMM is oneDNN's): 4gb shape, 32 to 256 ids, 1.85x to 1.11x; `cpu` shape, 1.25x to 256 ids, then even.
 INT8_MAX_ROWS = 1 << 30 if FP32_EVERY_ROW else INT8_ROWS[1]
 Q8_BLOCK = 32  # values of a row the int8 kernel rounds with one scale (SOURCE's QB), as llama.cpp's q8_0
 # The rows oneDNN packs a bf16 weight for (its blocked layout depends on it). Packed for 16 rather than 1, the 4gb

@@ -79,7 +79,7 @@ def is_plain(weight: torch.Tensor) -> bool:
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """fp32 on CPU, at least MIN_ROWS rows, no autocast, not while torch.compile traces, and where oneDNN beat MKL:
-    - training: on AMD processors with AVX-512 only. Without it (cpu_matmul.FP32_EVERY_ROW) MKL's AVX2 code is as
+    - training: on AMD processors with AVX-512 only. Without it (cpu_matmul.AVX2_ONLY_AMD) MKL's AVX2 code is as
       wide as oneDNN's, and it trained faster (the `cpu` profile's products, forward and backward, 4096 rows on two
       Zen 3 cores: 10-30% less time; a whole step 1,144 against 1,223 ms).
     - without autograd (prompts, a batch of slots, evals): a weight of MKL_PROMPT_ELEMENTS or more (the 4gb
@@ -93,9 +93,9 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
         return False
     if torch.is_grad_enabled():
-        return not cpu_matmul.FP32_EVERY_ROW
+        return not cpu_matmul.AVX2_ONLY_AMD
     return weight.numel() >= MKL_PROMPT_ELEMENTS or (
-        not cpu_matmul.FP32_EVERY_ROW and x.numel() >= SMALL_WEIGHT_ONEDNN_ROWS * x.size(-1))
+        not cpu_matmul.AVX2_ONLY_AMD and x.numel() >= SMALL_WEIGHT_ONEDNN_ROWS * x.size(-1))
 
 
 def use_transposed(x: torch.Tensor) -> bool:

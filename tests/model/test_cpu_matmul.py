@@ -207,7 +207,7 @@ def test_int8_takes_a_decoding_steps_fp32_rows_of_whole_16s_without_autograd():
     assert cpu_matmul.may_apply(qweight)
     with torch.no_grad():
         assert cpu_matmul.applies_int8(row, qweight) and cpu_matmul.applies_int8(row.expand(16, 64), qweight)
-        # A prompt: the dequantized weight's GEMM, except where MKL runs its generic path (AMD without AVX-512).
+        # A prompt: the dequantized weight's GEMM, except where MKL runs its generic path (AMD).
         assert cpu_matmul.applies_int8(row.expand(17, 64), qweight) == cpu_matmul.FP32_EVERY_ROW
         assert not cpu_matmul.applies_int8(row.bfloat16(), qweight)
         assert not cpu_matmul.applies_int8(row[:, :40], qweight[:, :40].contiguous())  # 16s

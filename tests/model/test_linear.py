@@ -24,7 +24,7 @@ def onednn_on(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def avx512_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """oneDNN's whole domain: a host where MKL's AVX2 is not as wide as oneDNN (not an AMD CPU without AVX-512)."""
-    monkeypatch.setattr(cpu_matmul, "FP32_EVERY_ROW", False)
+    monkeypatch.setattr(cpu_matmul, "AVX2_ONLY_AMD", False)
 
 
 def pair(in_features: int, out_features: int) -> tuple[Linear, nn.Linear]:
@@ -65,7 +65,7 @@ def test_takes_onednn_only_where_it_pays(avx512_host: None) -> None:
 
 
 def test_an_amd_cpu_without_avx512_keeps_mkl_but_for_a_large_weights_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu_matmul, "FP32_EVERY_ROW", True)
+    monkeypatch.setattr(cpu_matmul, "AVX2_ONLY_AMD", True)
     many_rows, weight = torch.randn(2, 8, 48), torch.randn(80, 48)
     large = torch.randn(cpu_linear.MKL_PROMPT_ELEMENTS // 48 + 1, 48)
     assert not use_onednn(many_rows, weight) and not use_onednn(many_rows, large)  # training
