@@ -117,7 +117,6 @@ def main() -> None:
         for rows in [int(value) for value in args.rows.split(",")]:
             inputs = [torch.randn(rows, weight.size(1)) for weight in weights]
             inputs16 = [x.bfloat16() for x in inputs]
-            whole = all(weight.size(1) % 32 == 0 for weight in bf16)  # the bf16 kernel reads whole 32s of a row
             ways: list[tuple[Callable[[], object] | None, float]] = [
                 (every(F.linear, inputs, weights), fp32_mb), (every(torch.matmul, inputs, copies), fp32_mb),
                 (every(kernel, inputs, weights) if wide or all(w.size(1) % 8 == 0 for w in weights) else None, fp32_mb),
@@ -125,7 +124,7 @@ def main() -> None:
                 (every(int8pack, inputs, quantized) if native_bf16 else None, fp32_mb / 4),
                 (every(int8_kernel, inputs, quantized), fp32_mb / 4),
                 (every(F.linear, inputs16, bf16) if native_bf16 else None, fp32_mb / 2),
-                (every(kernel, inputs16, bf16) if native_bf16 and whole else None, fp32_mb / 2),
+                (every(kernel, inputs16, bf16) if native_bf16 else None, fp32_mb / 2),
                 (every(onednn_packed, inputs16, packed) if packed else None, fp32_mb / 2),
                 (every(bf16_weight_kernel, inputs, bf16), fp32_mb / 2)]
             timed = iter(interleaved_ms([product for product, _ in ways if product], args.repeats))

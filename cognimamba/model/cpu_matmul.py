@@ -118,13 +118,15 @@ __attribute__((target("avx512f"))) static void tile_f32(const float* w, const fl
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-// The same for bf16 weights and rows (K a multiple of 32): VDPBF16PS sums pairs of bf16 products in fp32.
+// The same for bf16 weights and rows: VDPBF16PS sums pairs of bf16 products in fp32; the last block of a K that is
+// not a multiple of 32 (the `cpu` profile's 688) is loaded masked, its missing values zero.
 template <int RN, int CN>
-__attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(const uint16_t* w, const uint16_t* x, float* out,
-                                                                   int64_t K, int64_t N) {
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void tile_bf16(const uint16_t* w, const uint16_t* x,
+                                                                            float* out, int64_t K, int64_t N) {
   __m512 acc[RN][CN];
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 32) {
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
     __m512bh ws[RN];
     for (int r = 0; r < RN; ++r) {
       _mm_prefetch((const char*)(w + (r + RN) * K + k), _MM_HINT_T0);
@@ -133,6 +135,14 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(const uint16
     for (int c = 0; c < CN; ++c) {
       __m512bh xs = (__m512bh)_mm512_loadu_si512(x + c * K + k);
       for (int r = 0; r < RN; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], ws[r], xs);
+    }
+  }
+  if (k < K) {
+    __mmask32 left = (__mmask32)((1ull << (K - k)) - 1);
+    for (int c = 0; c < CN; ++c) {
+      __m512bh xs = (__m512bh)_mm512_maskz_loadu_epi16(left, x + c * K + k);
+      for (int r = 0; r < RN; ++r)
+        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)_mm512_maskz_loadu_epi16(left, w + r * K + k), xs);
     }
   }
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
@@ -311,7 +321,7 @@ at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
     }
   } else {
     TORCH_CHECK(wide, "cognimamba::few_rows: bf16 needs AVX-512");
-    TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && K % 32 == 0, "cognimamba::few_rows: bf16 rows of 32s");
+    TORCH_CHECK(weight.scalar_type() == at::kBFloat16, "cognimamba::few_rows: inputs");
     product<uint16_t, uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
                                 reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()),
                                 out.data_ptr<float>(), M, K, N);
@@ -487,15 +497,12 @@ def may_apply(weight: torch.Tensor) -> bool:
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """A decoding step's rows (BF16_ROWS, FP32_ROWS) without autograd, times a plain contiguous weight the kernel
-    may take (may_apply) of the same dtype (bf16 rows whole 32s)."""
+    may take (may_apply) of the same dtype."""
     if x.dtype != weight.dtype or torch.is_grad_enabled() or not weight.is_contiguous() or not may_apply(weight):
         return False
     columns = weight.size(1)
     rows = input_rows(x, columns)
-    if x.dtype == torch.bfloat16:
-        fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] and columns % 32 == 0
-    else:
-        fits = fp32_rows_fit(rows, columns)
+    fits = BF16_ROWS[0] <= rows <= BF16_ROWS[1] if x.dtype == torch.bfloat16 else fp32_rows_fit(rows, columns)
     return (fits and type(weight) in (torch.Tensor, torch.nn.Parameter) and available()
             and (x.dtype == torch.float32 or _state["bf16"]))
 
