@@ -20,11 +20,11 @@ llama.cpp"). Weights change after loading, for inference only; training and expo
   (cpu_matmul.q8_rounded): torchao's own eager int8 linear dequantizes the whole weight on every call (it relies
   on torch.compile to fuse that), slower than fp32, so a decoding step's rows (1 to 16: one stream or a batch of
   slots) take model/cpu_matmul's int8 kernel on a CPU with AVX2, which sums each block's byte products in
-  integers; on AMD processors, where MKL runs its generic path, prompts take it too (it beat
-  the dequantized GEMM there, cpu_matmul.INT8_MAX_ROWS). Everything else (prompts elsewhere, GPUs) multiplies
-  the rows rounded the same way by the dequantized weight, so a sequence's numbers do not depend on how many rows
-  a pass held. Without the kernel, one row on a CPU with native bf16 takes PyTorch's `aten._weight_int8pack_mm`
-  (activations rounded to bf16 for it, not to q8_0's steps).
+  integers; on AMD processors, where MKL runs its generic path, prompts take it too (it beat the dequantized
+  GEMM there, cpu_matmul.INT8_MAX_ROWS). Everything else (prompts elsewhere, GPUs) multiplies the rows rounded
+  the same way by the dequantized weight, so a sequence's numbers do not depend on how many rows a pass held.
+  Without the kernel, one row on a CPU with native bf16 takes PyTorch's `aten._weight_int8pack_mm` (activations
+  rounded to bf16 for it, not to q8_0's steps).
 """
 
 from __future__ import annotations

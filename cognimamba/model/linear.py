@@ -7,8 +7,8 @@ benchmarks/README.md), where it pays (use_onednn: a small weight's few rows and,
 MKL); COGNI_ONEDNN=1 takes it on any vendor's CPU, COGNI_ONEDNN=0 nowhere. `Linear` is nn.Linear, with the same
 weight and state-dict key, whose forward and backward take oneDNN when that pays: fp32 on CPU, at least MIN_ROWS
 rows (one decoded token stays on MKL, whose per-call cost is lower), no autocast, and not while torch.compile
-traces (it picks its own kernels). The products are fp32 products; only the
-order of summation differs (about 1e-7 relative).
+traces (it picks its own kernels). The products are fp32 products; only the order of summation differs (about
+1e-7 relative).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_frozen_weight_and_non_contiguous_gradients(avx512_host: None) -> None:
 
 @pytest.fixture
 def one_row_on_mkl(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decoding copy's host: one fp32 row on MKL, not the kernel (which takes it on AMD CPUs without AVX-512)."""
+    """The decoding copy's host: one fp32 row on MKL, not the kernel (which takes it on AMD CPUs)."""
     monkeypatch.setattr(cpu_matmul, "FP32_ROWS", (4, 8))
     monkeypatch.setattr(cpu_matmul, "FP32_MIN_ELEMENTS", 1 << 19)
 
