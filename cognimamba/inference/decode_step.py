@@ -6,6 +6,7 @@ as the model's size calls for, optionally through torch.compile.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from cognimamba.system.hardware import intra_op_threads
 DECODE_BYTES_PER_THREAD = 32_000_000
 # A long-lived decoder (`cogni serve`) compiles its steps unasked from this size up (compile_pays).
 AUTO_COMPILE_MIN_PARAMETERS = 2_000_000
+_compiled_calls = itertools.count()  # numbers each CompiledCall's own code object (own_code)
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
@@ -64,6 +66,34 @@ def compile_pays(model: torch.nn.Module, device: torch.device) -> bool:
     return num_parameters(model)[0] >= AUTO_COMPILE_MIN_PARAMETERS
 
 
+def kept_guards(entries: list) -> list[bool]:
+    """torch.compile's `guard_filter_fn` for a decoding step: which guards it checks before each call.
+
+    A step of the `cpu` profile is guarded some 1,060 times, the 4gb shape's 1,740: mostly on the model's modules
+    (their hook dicts, types and attributes) and on the same torch modules reached by two global names. Checking them
+    took 0.1-0.4 ms a token, halved without them (benchmarks/RESULTS.md). A DecodeStep's model does not change while
+    it decodes (weight formats, LoRA merges and dropout rates are set before it is built), and each CompiledCall has
+    code of its own (own_code), so no other model's call meets these graphs. Kept: every guard that is not on a
+    module, the modules' tensors (weights and buffers: their shapes, dtypes and strides) and their `training` flags.
+    """
+    return [entry.guard_type != "DUPLICATE_INPUT"
+            and (not entry.orig_guard.source.is_unspecialized_nn_module() or entry.guard_type == "TENSOR_MATCH"
+                 or entry.name.endswith(".training"))
+            for entry in entries]
+
+
+def own_code(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """`function` behind a wrapper with a code object of its own: torch.compile keeps compiled graphs per code
+    object, so this wrapper's graphs are tried on its calls only, never on another model's (which kept_guards would
+    not tell apart)."""
+
+    def call(*args: object, **kwargs: object) -> torch.Tensor:
+        return function(*args, **kwargs)
+
+    call.__code__ = call.__code__.replace(co_name=f"decode_step_{next(_compiled_calls)}")
+    return call
+
+
 class CompiledCall:
     """A function through torch.compile with dynamic shapes, or eagerly: without `compile`, and for good once
     compiling fails (no C++ compiler, say), when `error` says why. `seconds` is the first call's, which compiles
@@ -72,7 +102,8 @@ class CompiledCall:
     def __init__(self, function: Callable[..., torch.Tensor], compile: bool,
                  before_first: Callable[[], None] = lambda: None) -> None:
         self.eager = function
-        self.compiled = torch.compile(function, dynamic=True) if compile else None
+        self.compiled = torch.compile(own_code(function), dynamic=True,
+                                      options={"guard_filter_fn": kept_guards}) if compile else None
         self.before_first = before_first
         self.seconds: float | None = None
         self.error: str | None = None

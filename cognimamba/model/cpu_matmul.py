@@ -119,10 +119,12 @@ __attribute__((target("avx512f"))) static void tile_f32(const float* w, const fl
 }
 
 // The same for bf16 weights and rows: VDPBF16PS sums pairs of bf16 products in fp32; the last block of a K that is
-// not a multiple of 32 (the `cpu` profile's 688) is loaded masked, its missing values zero.
+// not a multiple of 32 (the `cpu` profile's 688) is loaded masked, its missing values zero. The sums are rounded to
+// bf16 here (to nearest, ties to even, as a conversion of the fp32 result would), not in a pass of their own.
 template <int RN, int CN>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void tile_bf16(const uint16_t* w, const uint16_t* x,
-                                                                            float* out, int64_t K, int64_t N) {
+                                                                            at::BFloat16* out, int64_t K,
+                                                                            int64_t N) {
   __m512 acc[RN][CN];
   for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) acc[r][c] = _mm512_setzero_ps();
   int64_t k = 0;
@@ -145,7 +147,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void tile_bf16(con
         acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)_mm512_maskz_loadu_epi16(left, w + r * K + k), xs);
     }
   }
-  for (int r = 0; r < RN; ++r) for (int c = 0; c < CN; ++c) out[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
+  for (int r = 0; r < RN; ++r)
+    for (int c = 0; c < CN; ++c) out[c * N + r] = at::BFloat16(_mm512_reduce_add_ps(acc[r][c]));
 }
 
 // AVX2 (CPUs without AVX-512: AMD Zen 1-3, most laptops), fp32 or bf16 weights and fp32 rows: 8 lanes, and 16
@@ -187,19 +190,20 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(const W* w, const floa
   }
 }
 
-// RN weight rows (of type W) against all M input rows (of type X), C at a time, with AVX-512 (WIDE) or AVX2.
-template <int RN, bool WIDE, typename W, typename X, int CN>
-static void tile(const W* w, const X* x, float* out, int64_t K, int64_t N) {
+// RN weight rows (of type W) against all M input rows (of type X), C at a time, with AVX-512 (WIDE) or AVX2, into
+// fp32 outputs (O), or bf16 for bf16 rows.
+template <int RN, bool WIDE, typename W, typename X, typename O, int CN>
+static void tile(const W* w, const X* x, O* out, int64_t K, int64_t N) {
   if constexpr (!WIDE) tile_avx2<RN, CN, W>(w, x, out, K, N);
   else if constexpr (std::is_same_v<W, float>) tile_f32<RN, CN>(w, x, out, K, N);
   else tile_bf16<RN, CN>(w, x, out, K, N);
 }
 
-template <int RN, bool WIDE, typename W, typename X>
-static void block(const W* w, const X* x, float* out, int64_t M, int64_t K, int64_t N) {
+template <int RN, bool WIDE, typename W, typename X, typename O>
+static void block(const W* w, const X* x, O* out, int64_t M, int64_t K, int64_t N) {
   int64_t m = 0;
-  for (; m + C <= M; m += C) tile<RN, WIDE, W, X, C>(w, x + m * K, out + m * N, K, N);
-  if (m < M) tile<RN, WIDE, W, X, 1>(w, x + m * K, out + m * N, K, N);
+  for (; m + C <= M; m += C) tile<RN, WIDE, W, X, O, C>(w, x + m * K, out + m * N, K, N);
+  if (m < M) tile<RN, WIDE, W, X, O, 1>(w, x + m * K, out + m * N, K, N);
 }
 
 // int8 weights (-127 to 127: Int8Linear clamps torchao's -128) times int8 rows, as llama.cpp's q8_0 products run:
@@ -295,8 +299,8 @@ static void rows_q8(const int8_t* w, const float* ws, const int8_t* xq, const fl
   if (m < M) tile_q8<H, 1>(w, ws, xq + m * K, xd + m * blocks, out + m * N, K, N, blocks);
 }
 
-template <typename W, typename X, bool WIDE = true>
-static void product(const W* w, const X* x, float* out, int64_t M, int64_t K, int64_t N) {
+template <typename W, typename X, bool WIDE = true, typename O = float>
+static void product(const W* w, const X* x, O* out, int64_t M, int64_t K, int64_t N) {
   int64_t blocks = N / R;
   at::parallel_for(0, blocks, 8, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) block<R, WIDE>(w + b * R * K, x, out + b * R, M, K, N);
@@ -311,7 +315,7 @@ at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
   int64_t N = weight.size(0), K = weight.size(1);
   auto rows = x.reshape({-1, K}).contiguous();
   int64_t M = rows.size(0);
-  auto out = at::empty({M, N}, weight.options().dtype(at::kFloat));
+  auto out = at::empty({M, N}, weight.options());
   if (weight.scalar_type() == at::kFloat) {
     const float* w = weight.data_ptr<float>();
     if (wide) product<float, float>(w, rows.data_ptr<float>(), out.data_ptr<float>(), M, K, N);
@@ -324,8 +328,7 @@ at::Tensor few_rows(const at::Tensor& weight, const at::Tensor& x) {
     TORCH_CHECK(weight.scalar_type() == at::kBFloat16, "cognimamba::few_rows: inputs");
     product<uint16_t, uint16_t>(reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
                                 reinterpret_cast<const uint16_t*>(rows.data_ptr<at::BFloat16>()),
-                                out.data_ptr<float>(), M, K, N);
-    out = out.to(at::kBFloat16);
+                                out.data_ptr<at::BFloat16>(), M, K, N);
   }
   auto shape = x.sizes().vec();
   shape.back() = N;

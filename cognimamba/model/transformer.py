@@ -223,8 +223,14 @@ class Attention(nn.Module):
         is_causal = mask is None and length > 1
         # No dropout on attention probabilities: it pushes SDPA off its fused kernel (much slower training on
         # CPU, benchmarks/README.md); the residual-branch dropout in Block regularises at a fraction of the cost.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                                           enable_gqa=True)
+        if length == 1 and q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # One decoded token: PyTorch's CPU kernel takes 4-6x longer in bf16 than in fp32 at 150-256 cached
+            # positions (benchmarks/RESULTS.md), far more than widening the three to fp32 costs.
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=self.scale,
+                                               enable_gqa=True).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                               enable_gqa=True)
         return self.proj(y.transpose(1, 2).reshape(batch, length, -1))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -10,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cognimamba.config.schema import GenerationConfig, ModelConfig
+from cognimamba.inference.decode_step import DecodeStep
 from cognimamba.inference.decoding import ChatModel, Decoder, greedy_ids
 from cognimamba.inference.sampling import sample_next, seeded_generator
 from cognimamba.inference.text_stream import REPLACEMENT_CHAR, TextStream
 from cognimamba.model.tokenizer import encode, train_tokenizer
-from cognimamba.model.transformer import LanguageModel
+from cognimamba.model.transformer import DecodeCache, LanguageModel
 from cognimamba.runs.loading import load_run
 
 MULTILINGUAL = [
@@ -62,6 +64,25 @@ def test_compiled_decoding_gives_the_eager_tokens(loaded):
     assert list(compiled.stream_ids(prompt, options)) == list(Decoder(loaded.model, None).stream_ids(prompt, options))
     assert compiled.step.compile_error is None and compiled.step.compile_seconds > 0
     assert list(compiled.stream_ids(prompt[:2], options)) == greedy_ids(loaded.model, prompt[:2], 12)  # no recompile
+
+
+def test_compiled_steps_of_two_models_alike_in_shape_keep_their_own_graphs() -> None:
+    """A compiled step checks few guards on its model's modules (decode_step.kept_guards) and has code of its own,
+    so a second model with the same tensors but another MLP never runs the first one's graph."""
+    config = ModelConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=48,
+                         init_std=0.5)
+    torch.manual_seed(0)
+    silu = LanguageModel(config).eval()
+    gelu = LanguageModel(dataclasses.replace(config, mlp="geglu_tanh")).eval()
+    gelu.load_state_dict(silu.state_dict())
+    tokens = torch.tensor([[5]])
+    logits = {}
+    with torch.inference_mode():
+        for name, model in (("silu", silu), ("gelu", gelu)):
+            eager = model(tokens, cache=DecodeCache(config, 1), start=2, last_only=True)[:, -1]
+            logits[name] = DecodeStep(model, torch.device("cpu"), compile=True)(tokens, DecodeCache(config, 1), 2)
+            torch.testing.assert_close(logits[name], eager, rtol=1e-5, atol=1e-5)
+    assert (logits["silu"] - logits["gelu"]).abs().max() > 0.1  # so a graph run on the wrong model would show
 
 
 def test_a_failed_compile_falls_back_to_eager_and_says_why(loaded, monkeypatch):

@@ -206,3 +206,34 @@ def test_slot_decoding_of_a_gemma_model_equals_the_full_forward() -> None:
         step = SlotStep(cache, torch.tensor([0, 1]), torch.tensor([9, 9]))
         logits = model.decode_slots(ids[:, 9:10], step)
     torch.testing.assert_close(logits, full[:, 9], atol=1e-5, rtol=1e-5)
+
+
+def test_a_bf16_models_decoded_token_attends_in_fp32_and_matches_its_full_forward(monkeypatch) -> None:
+    """On CPU one decoded token's attention widens bf16 queries, keys and values to fp32 (PyTorch's bf16 kernel is
+    several times slower there); the step, alone or as a batch engine's rows, still gives the full pass's logits."""
+    config = tiny(sliding_window=5, full_attention_every=2)
+    model = model_for(config).to(torch.bfloat16)
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(3))
+    attention = F.scaled_dot_product_attention
+    seen: list[tuple[int, torch.dtype, torch.dtype]] = []
+
+    def recording(q, k, v, **options):
+        y = attention(q, k, v, **options)
+        seen.append((q.size(2), q.dtype, k.dtype))
+        return y
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    with torch.no_grad():
+        full = model(ids).float()
+        cache = DecodeCache(config, batch_size=2, dtype=torch.bfloat16)
+        model(ids[:, :9], cache=cache, start=0)
+        alone = DecodeCache(config, batch_size=1, dtype=torch.bfloat16)
+        model(ids[:1, :9], cache=alone, start=0)
+        one = model(ids[:1, 9:10], cache=alone, start=9)
+        rows = model.decode_slots(ids[:, 9:10], SlotStep(cache, torch.tensor([0, 1]), torch.tensor([9, 9])))
+    assert {(q, k) for length, q, k in seen if length == 1} == {(torch.float32, torch.float32)}
+    assert {(q, k) for length, q, k in seen if length > 1} == {(torch.bfloat16, torch.bfloat16)}
+    assert one.dtype == rows.dtype == torch.bfloat16
+    tolerance = 0.02 * full.abs().max().item()
+    torch.testing.assert_close(rows.float(), full[:, 9], atol=tolerance, rtol=0)
+    torch.testing.assert_close(one.float()[0, -1], full[0, 9], atol=tolerance, rtol=0)
