@@ -73,8 +73,10 @@ def kept_guards(entries: list) -> list[bool]:
     (their hook dicts, types and attributes) and on the same torch modules reached by two global names. Checking them
     took 0.1-0.4 ms a token, halved without them (benchmarks/RESULTS.md). A DecodeStep's model does not change while
     it decodes (weight formats, LoRA merges and dropout rates are set before it is built), and each CompiledCall has
-    code of its own (own_code), so no other model's call meets these graphs. Kept: every guard that is not on a
-    module, the modules' tensors (weights and buffers: their shapes, dtypes and strides) and their `training` flags.
+    code of its own (own_code), so no other model's call meets these graphs. Dropped: every duplicate-input check
+    (that two names still reach one object: torch modules under two global names, a head tied to its embedding
+    table) and the guards on modules but their tensors (weights and buffers: shapes, dtypes and strides) and their
+    `training` flags. Every other guard is kept.
     """
     return [entry.guard_type != "DUPLICATE_INPUT"
             and (not entry.orig_guard.source.is_unspecialized_nn_module() or entry.guard_type == "TENSOR_MATCH"
